@@ -1,0 +1,121 @@
+"""The layer graph every front end builds and the emitter and weight writer consume.
+
+A :class:`LayerGraph` is a DAG of :class:`LayerNode` objects in topological
+order. Each node carries a complete Keras-2 layer config and the weights it
+needs, bound lazily to checkpoint tensors, so that the writer can stream them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from writer.tensors import TensorRef
+
+Shape = tuple  # a Keras shape without the batch dimension; None for unknown sizes
+
+
+@dataclass(frozen=True)
+class WeightBinding:
+    """One tfjs weight of a layer and where its values come from.
+
+    Either ``tensor`` (read lazily from the checkpoint, then ``transform``-ed into
+    Keras layout) or ``constant`` (weights the converter synthesises).
+
+    Example:
+        >>> WeightBinding("bias", (2,), constant=np.zeros(2, "float32")).materialize()
+        array([0., 0.], dtype=float32)
+    """
+
+    name: str  # the weight's name inside its layer, e.g. "kernel"
+    shape: tuple[int, ...]  # its shape in Keras layout
+    tensor: TensorRef | None = None
+    transform: Callable[[np.ndarray], np.ndarray] | None = None
+    constant: np.ndarray | None = None
+
+    @property
+    def origin(self) -> str:
+        return "/".join(self.tensor.path) if self.tensor is not None else "(constant)"
+
+    def materialize(self) -> np.ndarray:
+        """Load (or build) the values in Keras layout; dtype is left to the writer."""
+        array = self.constant if self.tensor is None else self.tensor.load()
+        if self.transform is not None:
+            array = self.transform(array)
+        return np.ascontiguousarray(array).reshape(self.shape)
+
+
+@dataclass
+class LayerNode:
+    """A Keras layer: class, full config, inbound layers and weights.
+
+    Example:
+        >>> n = LayerNode("dense_0", "Dense", {"units": 3}, inputs=["input"])
+        >>> n.param_count
+        0
+    """
+
+    name: str
+    class_name: str
+    config: dict  # every Keras-2 config key except ``name``, written explicitly
+    inputs: list[str] = field(default_factory=list)
+    weights: list[WeightBinding] = field(default_factory=list)
+    output_shape: Shape | None = None
+    origin: str = ""  # the Flax path or construct it was made from
+
+    @property
+    def param_count(self) -> int:
+        return sum(int(np.prod(w.shape, dtype=np.int64)) for w in self.weights)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A model input: name, shape without batch, dtype.
+
+    Example:
+        >>> InputSpec("input", (28, 28, 1)).batch_shape
+        [None, 28, 28, 1]
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+    @property
+    def batch_shape(self) -> list:
+        return [None, *self.shape]
+
+
+@dataclass
+class LayerGraph:
+    """Inputs, layers in topological order, and the names of the output layers.
+
+    Example:
+        >>> g = LayerGraph([InputSpec("input", (4,))], [LayerNode("d", "Dense", {}, ["input"])], ["d"])
+        >>> g.is_chain()
+        True
+    """
+
+    inputs: list[InputSpec]
+    layers: list[LayerNode]
+    outputs: list[str]
+
+    def is_chain(self) -> bool:
+        """True when the graph is one input feeding a straight line of layers (a Sequential)."""
+        if len(self.inputs) != 1 or len(self.outputs) != 1 or not self.layers:
+            return False
+        previous = self.inputs[0].name
+        for layer in self.layers:
+            if layer.inputs != [previous]:
+                return False
+            previous = layer.name
+        return self.outputs == [previous]
+
+    @property
+    def param_count(self) -> int:
+        return sum(layer.param_count for layer in self.layers)
+
+    def weight_bindings(self) -> list[tuple[str, WeightBinding]]:
+        """Every weight as (``<layer>/<weight>`` manifest name, binding), in layer order."""
+        return [(f"{layer.name}/{w.name}", w) for layer in self.layers for w in layer.weights]

@@ -1,0 +1,109 @@
+"""What a layer kind declares: its Keras class, its config and its weight mapping.
+
+Each file in ``topology/layers/`` registers one :class:`LayerKind`. Front ends
+(parameter-tree inference, module tracing) only choose a kind and its
+attributes; everything tfjs-specific about the layer lives in that one file.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from topology.graph import LayerNode, Shape, WeightBinding
+from writer.tensors import TensorRef
+
+# Initializers are deserialized by tfjs even when every weight is loaded, so
+# write one that both tfjs and tf-keras know; the values are never used.
+ZEROS = {"class_name": "Zeros", "config": {}}
+ONES = {"class_name": "Ones", "config": {}}
+
+
+def layer_base(**config: Any) -> dict:
+    """Keys every Keras-2 layer config carries, followed by ``config``.
+
+    Example:
+        >>> layer_base(units=3)
+        {'trainable': True, 'dtype': 'float32', 'units': 3}
+    """
+    return {"trainable": True, "dtype": "float32", **config}
+
+
+@dataclass(frozen=True)
+class ParamMap:
+    """How one Flax variable becomes one tfjs weight.
+
+    Example:
+        >>> ParamMap("scale", "gamma").keras
+        'gamma'
+    """
+
+    flax: str  # variable name inside the Flax module, e.g. "kernel"
+    keras: str  # weight name inside the tfjs layer, e.g. "kernel"
+    collection: str = "params"
+    transform: Callable[[np.ndarray], np.ndarray] | None = None
+    optional: bool = False  # absent when e.g. use_bias=False
+
+
+@dataclass(frozen=True)
+class LayerKind:
+    """A Flax layer kind and its tfjs counterpart.
+
+    Example:
+        >>> from topology.layers import kind
+        >>> kind("dense").keras_class
+        'Dense'
+    """
+
+    key: str
+    keras_class: str | Callable[[dict], str]  # a callable picks e.g. Conv1D/2D/3D from attrs
+    flax_modules: tuple[str, ...]
+    make_config: Callable[..., dict]
+    params: tuple[ParamMap, ...] = ()
+    summary: str = ""
+    cases: tuple[Any, ...] = field(default=(), compare=False)
+
+    def node(
+        self,
+        name: str,
+        attrs: dict,
+        inputs: list[str],
+        variables: dict[tuple[str, str], TensorRef],
+        origin: str = "",
+        output_shape: Shape | None = None,
+    ) -> LayerNode:
+        """Build the layer node, binding weights from ``variables[(collection, flax_name)]``.
+
+        Raises KeyError naming the missing variable when a required one is absent.
+        """
+        weights = []
+        for param in self.params:
+            tensor = variables.get((param.collection, param.flax))
+            if tensor is None:
+                if param.optional:
+                    continue
+                raise KeyError(f"{param.collection}/{origin}/{param.flax}")
+            weights.append(
+                WeightBinding(param.keras, keras_shape(tensor, param.transform), tensor, param.transform)
+            )
+        return LayerNode(
+            name, self.class_for(attrs), self.make_config(**attrs), inputs, weights, output_shape, origin
+        )
+
+    def class_for(self, attrs: dict) -> str:
+        return self.keras_class(attrs) if callable(self.keras_class) else self.keras_class
+
+
+def keras_shape(tensor: TensorRef, transform: Callable | None) -> tuple[int, ...]:
+    """Shape after ``transform`` without reading data (applied to a zero-stride view).
+
+    Example:
+        >>> t = TensorRef(("k",), (3, 2), np.dtype("float32"), None)
+        >>> keras_shape(t, np.transpose)
+        (2, 3)
+    """
+    if transform is None:
+        return tuple(tensor.shape)
+    view = np.broadcast_to(np.zeros((), dtype=np.float32), tensor.shape)
+    return tuple(int(d) for d in transform(view).shape)

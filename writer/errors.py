@@ -1,0 +1,79 @@
+"""One error type for every user-facing failure, with a stable code and a hint.
+
+The CLI prints ``error[CODE]: message`` then ``hint: ...`` and exits with
+:attr:`ConversionError.exit_status`; nothing else ever reaches the user as a
+traceback unless ``--debug`` is given. Every code is documented in
+``docs/troubleshooting.md`` (a test checks it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class ConversionError(Exception):
+    """A failure the user can act on.
+
+    Example:
+        >>> err = ConversionError("CHECKPOINT_NOT_FOUND", "no such path: ck/", "check the path")
+        >>> err.render()
+        'error[CHECKPOINT_NOT_FOUND]: no such path: ck/\\nhint: check the path'
+    """
+
+    exit_status = 2  # bad input or usage; internal faults exit with 1
+
+    def __init__(self, code: str, message: str, hint: str = "") -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.hint = hint
+
+    def render(self) -> str:
+        text = f"error[{self.code}]: {self.message}"
+        if self.hint:
+            text += f"\nhint: {self.hint}"
+        return text
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A warning or an applied fix, reported like errors and kept in the metadata.
+
+    Example:
+        >>> Notice("warning", "IGNORED_SUBTREE", "opt_state is not converted").render()
+        'warning[IGNORED_SUBTREE]: opt_state is not converted'
+    """
+
+    kind: str  # "warning" | "fixed" | "assumption"
+    code: str
+    message: str
+
+    def render(self) -> str:
+        return f"{self.kind}[{self.code}]: {self.message}"
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "code": self.code, "message": self.message}
+
+
+@dataclass
+class Notices:
+    """Collects notices during one conversion, in the order they were raised.
+
+    Example:
+        >>> n = Notices(); n.assume("POOLING", "2x2 average pooling after each conv")
+        >>> [x.code for x in n.items]
+        ['POOLING']
+    """
+
+    items: list[Notice] = field(default_factory=list)
+
+    def warn(self, code: str, message: str) -> None:
+        self.items.append(Notice("warning", code, message))
+
+    def fixed(self, code: str, message: str) -> None:
+        self.items.append(Notice("fixed", code, message))
+
+    def assume(self, code: str, message: str) -> None:
+        self.items.append(Notice("assumption", code, message))
+
+    def of_kind(self, kind: str) -> list[Notice]:
+        return [n for n in self.items if n.kind == kind]

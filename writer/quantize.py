@@ -1,0 +1,84 @@
+"""Weight quantization, numpy only, in the scheme tfjs decodes (io_utils.js ``decodeWeight``).
+
+* ``float16``: IEEE half; tfjs expands it to float32 exactly.
+* ``uint8`` / ``uint16``: affine, ``value = q * scale + min``, with ``min`` nudged
+  so that 0.0 is exactly representable (the official converter's scheme).
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+import numpy as np
+
+QUANTIZE_DTYPES = ("float16", "uint8", "uint16")
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """Which dtype to quantize to, and which weights (wildcards on ``<layer>/<weight>``).
+
+    Example:
+        >>> QuantizeOptions("uint8", ("dense*",)).applies_to("dense_1/kernel")
+        True
+    """
+
+    dtype: str | None = None
+    patterns: tuple[str, ...] = ()
+
+    def applies_to(self, weight_name: str) -> bool:
+        if self.dtype is None:
+            return False
+        return not self.patterns or any(fnmatch.fnmatchcase(weight_name, p) for p in self.patterns)
+
+
+def quantize(values: np.ndarray, dtype: str) -> tuple[np.ndarray, dict]:
+    """Quantize float32 ``values``; return the stored array and the manifest's ``quantization``.
+
+    Example:
+        >>> q, meta = quantize(np.array([-1.0, 0.0, 1.0], np.float32), "uint8")
+        >>> q.tolist(), meta["dtype"]
+        ([0, 128, 255], 'uint8')
+        >>> float(q[1] * meta["scale"] + meta["min"])
+        0.0
+    """
+    if dtype == "float16":
+        return values.astype("<f2"), {"dtype": "float16", "original_dtype": "float32"}
+    if dtype not in ("uint8", "uint16"):
+        raise ValueError(f"unknown quantization dtype {dtype!r}")
+    quant_max = float(np.iinfo(dtype).max)
+    low = float(values.min()) if values.size else 0.0
+    high = float(values.max()) if values.size else 0.0
+    if low == high:
+        scale, minimum = 1.0, low
+        stored = np.zeros(values.shape, dtype=dtype)
+    else:
+        scale, minimum, maximum = affine_range(low, high, quant_max)
+        clipped = np.clip(values.astype(np.float64), minimum, maximum)
+        stored = np.round((clipped - minimum) / scale).astype(dtype)
+    meta = {"dtype": dtype, "min": minimum, "scale": scale, "original_dtype": "float32"}
+    return stored.astype(np.dtype(dtype).newbyteorder("<"), copy=False), meta
+
+
+def affine_range(low: float, high: float, quant_max: float) -> tuple[float, float, float]:
+    """Scale and nudged (min, max) so that 0.0 maps to an integer level when low <= 0 <= high.
+
+    Example:
+        >>> affine_range(-1.0, 1.0, 255.0)[1] * -1 / affine_range(-1.0, 1.0, 255.0)[0]
+        128.0
+    """
+    scale = (high - low) / quant_max
+    if low <= 0.0 <= high:
+        zero_point = round(-low / scale)
+        low = -zero_point * scale
+    return scale, low, low + quant_max * scale
+
+
+def stored_itemsize(dtype: str | None) -> int:
+    """Bytes per element in the weight file for a quantization dtype (None = float32).
+
+    Example:
+        >>> stored_itemsize("uint8"), stored_itemsize(None)
+        (1, 4)
+    """
+    return {None: 4, "float16": 2, "uint16": 2, "uint8": 1}[dtype]

@@ -1,0 +1,127 @@
+"""Checkpoint readers. :func:`read_checkpoint` detects the format from content.
+
+Supported: Flax msgpack (``flax.serialization.to_bytes``, also TrainStates and
+legacy ``checkpoint_<step>`` files), Orbax folders (StandardCheckpointer,
+CheckpointManager, legacy ``checkpoint_<step>`` folders) and ``.npz`` archives
+with ``/``-joined keys. Pickle files are refused: unpickling runs code.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from writer.errors import ConversionError
+from writer.tensors import Checkpoint
+
+_LEGACY_STEP = re.compile(r"^checkpoint_(\d+)$")
+_PICKLE_SUFFIXES = {".pkl", ".pickle", ".p", ".pt", ".pth", ".joblib"}
+_IMAGE_MAGIC = {
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"%PDF": "a PDF document",
+}
+
+
+def read_checkpoint(path: str | Path, step: int | None = None) -> Checkpoint:
+    """Open a checkpoint file or folder of any supported format, lazily.
+
+    ``step`` picks a step of a CheckpointManager or legacy ``checkpoint_<step>``
+    folder; by default the newest step is read.
+
+    Example:
+        >>> ck = read_checkpoint("examples/mnist_ckpt")          # doctest: +SKIP
+        >>> ck.format, sorted(ck.tensors)[0]                    # doctest: +SKIP
+        ('orbax', ('params', 'Conv_0', 'bias'))
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConversionError(
+            "CHECKPOINT_NOT_FOUND",
+            f"no file or folder at {path}",
+            "check the path; a checkpoint is a Flax msgpack file, an Orbax folder or an .npz file",
+        )
+    if path.is_dir():
+        return _read_directory(path, step)
+    return _read_file(path)
+
+
+def _read_directory(path: Path, step: int | None) -> Checkpoint:
+    entries = [p for p in path.iterdir() if not p.name.startswith(".")]
+    if not entries:
+        raise ConversionError(
+            "EMPTY_CHECKPOINT", f"folder {path} is empty",
+            "point to the folder your training run saved its checkpoint into",
+        )
+    legacy = {int(m.group(1)): p for p in entries if (m := _LEGACY_STEP.match(p.name))}
+    if legacy:
+        chosen = _choose_step(path, legacy, step)
+        checkpoint = read_checkpoint(chosen)
+        checkpoint.step = checkpoint.step if checkpoint.step is not None else _step_of(chosen)
+        return checkpoint
+    from writer.readers.orbax import read_orbax
+
+    return read_orbax(path, step)
+
+
+def _step_of(path: Path) -> int | None:
+    match = _LEGACY_STEP.match(path.name)
+    return int(match.group(1)) if match else None
+
+
+def _choose_step(folder: Path, steps: dict[int, Path], step: int | None) -> Path:
+    if step is None:
+        return steps[max(steps)]
+    if step not in steps:
+        raise ConversionError(
+            "STEP_NOT_FOUND",
+            f"step {step} is not in {folder} (steps found: {', '.join(map(str, sorted(steps)))})",
+            "pass one of the listed steps with --step, or leave --step out for the newest",
+        )
+    return steps[step]
+
+
+def _read_file(path: Path) -> Checkpoint:
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if not head:
+        raise ConversionError(
+            "EMPTY_CHECKPOINT", f"file {path} is empty (0 bytes)",
+            "the save was probably interrupted; save the checkpoint again",
+        )
+    if path.suffix.lower() in _PICKLE_SUFFIXES or _looks_like_pickle(head):
+        raise ConversionError(
+            "PICKLE_REFUSED",
+            f"{path} is a pickle file; loading it would run arbitrary code",
+            "save the parameters with flax.serialization.to_bytes, Orbax, or numpy.savez instead",
+        )
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        from writer.readers.npz import read_npz
+
+        return read_npz(path)
+    for magic, what in _IMAGE_MAGIC.items():
+        if head.startswith(magic):
+            raise ConversionError(
+                "NOT_A_CHECKPOINT", f"{path} is {what}, not a checkpoint",
+                "pass a Flax msgpack file, an Orbax checkpoint folder or an .npz file",
+            )
+    if _looks_like_msgpack_map(head):
+        from writer.readers.flax_msgpack import read_flax_msgpack
+
+        return read_flax_msgpack(path)
+    raise ConversionError(
+        "NOT_A_CHECKPOINT",
+        f"{path} is not a checkpoint format flax2tfjs knows (first bytes {head[:4].hex()})",
+        "pass a Flax msgpack file (flax.serialization.to_bytes), an Orbax folder or an .npz file",
+    )
+
+
+def _looks_like_pickle(head: bytes) -> bool:
+    # Protocol 2+ starts with PROTO (0x80) then the version; 0x80 alone is also an
+    # empty msgpack map, so the version byte decides.
+    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
+def _looks_like_msgpack_map(head: bytes) -> bool:
+    first = head[0]
+    return 0x80 <= first <= 0x8F or first in (0xDE, 0xDF)

@@ -1,0 +1,95 @@
+"""What a conversion did, for people (``render``) and scripts (``to_json``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from topology.graph import InputSpec
+from writer.errors import Notice
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One written layer as the report lists it."""
+
+    name: str
+    class_name: str
+    output_shape: tuple | None
+    params: int
+    origin: str
+
+
+@dataclass
+class Report:
+    """The result of one conversion.
+
+    Example:
+        >>> r = Report(Path("out"), Path("ck"), "orbax", None, [], [], 0, 0, [], None, 0, [], 0.1)
+        >>> r.to_json()["format"]
+        'orbax'
+    """
+
+    out_dir: Path
+    source: Path
+    format: str
+    step: int | None
+    inputs: list[InputSpec]
+    layers: list[LayerRow]
+    param_count: int
+    bytes_written: int  # model.json + shards
+    shards: list[str]
+    quantization: str | None
+    quantized_weights: int
+    notices: list[Notice] = field(default_factory=list)
+    seconds: float = 0.0
+    topology: str = "inferred"
+
+    def to_json(self) -> dict:
+        return {
+            "out_dir": str(self.out_dir), "source": str(self.source), "format": self.format, "step": self.step,
+            "topology": self.topology,
+            "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in self.inputs],
+            "layers": [{"name": l.name, "class_name": l.class_name,
+                        "output_shape": None if l.output_shape is None else list(l.output_shape),
+                        "params": l.params, "origin": l.origin} for l in self.layers],
+            "param_count": self.param_count, "bytes_written": self.bytes_written, "shards": self.shards,
+            "quantization": self.quantization, "quantized_weights": self.quantized_weights,
+            "notices": [n.to_json() for n in self.notices], "seconds": round(self.seconds, 4),
+        }
+
+    def render(self) -> str:
+        """A concise, aligned text report."""
+        step = f", step {self.step}" if self.step is not None else ""
+        lines = [f"converted {self.source} ({self.format}{step}) -> {self.out_dir}"]
+        inputs = ", ".join(f"{i.name} {_shape(i.shape)} {i.dtype}" for i in self.inputs)
+        lines.append(f"input: {inputs}")
+        rows = [("layer", "class", "output", "params")]
+        rows += [(l.name, l.class_name, _shape(l.output_shape), f"{l.params:,}") for l in self.layers]
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        for row in rows:
+            lines.append("  " + "  ".join(
+                cell.rjust(w) if i == 3 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))
+            ).rstrip())
+        quant = f", {self.quantized_weights} weights quantized to {self.quantization}" if self.quantization else ""
+        lines.append(
+            f"{self.param_count:,} parameters, {_bytes(self.bytes_written)} written in "
+            f"{len(self.shards)} shard{'s' if len(self.shards) != 1 else ''} + model.json{quant}"
+        )
+        for notice in self.notices:
+            lines.append(notice.render())
+        lines.append(f"done in {self.seconds:.2f} s")
+        return "\n".join(lines)
+
+
+def _shape(shape: tuple | None) -> str:
+    if shape is None:
+        return "?"
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _bytes(count: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count} B"

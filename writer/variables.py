@@ -1,0 +1,90 @@
+"""Find the model's variables inside whatever tree a checkpoint holds.
+
+Checkpoints arrive as bare ``params`` trees, ``{'params': ..., 'batch_stats': ...}``
+variable dicts, whole TrainStates (with optimizer moments shaped exactly like the
+params, which must never be mistaken for them) or old ``flax.optim`` states
+(``target``). This module strips those wrappers and keeps only the collections a
+model needs at inference.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from writer.errors import ConversionError, Notices
+from writer.tensors import Checkpoint, TensorRef, TreePath
+
+INFERENCE_COLLECTIONS = ("params", "batch_stats")
+# Top-level TrainState / flax.optim fields that are never model variables.
+TRAINING_FIELDS = {"step", "opt_state", "tx", "apply_fn", "rng", "rngs", "dropout_rng", "optimizer", "state"}
+
+
+@dataclass
+class Variables:
+    """Model variables by collection, each a flat ``{path inside collection: TensorRef}``.
+
+    Example:
+        >>> v = Variables({"params": {}})
+        >>> v.get("batch_stats")
+        {}
+    """
+
+    collections: dict[str, dict[TreePath, TensorRef]] = field(default_factory=dict)
+
+    def get(self, collection: str) -> dict[TreePath, TensorRef]:
+        return self.collections.get(collection, {})
+
+    @property
+    def params(self) -> dict[TreePath, TensorRef]:
+        return self.get("params")
+
+
+def select_variables(checkpoint: Checkpoint, notices: Notices) -> Variables:
+    """Strip wrappers and return the inference collections of ``checkpoint``.
+
+    Example:
+        >>> import numpy as np; from pathlib import Path
+        >>> t = TensorRef(("params", "Dense_0", "bias"), (2,), np.dtype("float32"), None)
+        >>> ck = Checkpoint("npz", Path("m.npz"), {t.path: t})
+        >>> list(select_variables(ck, Notices()).params)
+        [('Dense_0', 'bias')]
+    """
+    tree = dict(checkpoint.tensors)
+    if {"target"} <= _top_keys(tree) and "params" not in _top_keys(tree):
+        # flax.optim Optimizer checkpoints: {'target': params, 'state': ...}
+        notices.assume("WRAPPER_REMOVED", "flax.optim checkpoint: parameters taken from 'target'")
+        tree = _subtree(tree, "target")
+    top = _top_keys(tree)
+    if "params" not in top:
+        training = top & TRAINING_FIELDS
+        if training:
+            raise ConversionError(
+                "NO_PARAMS",
+                f"{checkpoint.path} holds training state ({', '.join(sorted(training))}) but no 'params'",
+                "save the TrainState itself or {'params': state.params}",
+            )
+        notices.assume("BARE_PARAMS", "the checkpoint has no 'params' key; its whole tree is taken as the parameters")
+        return Variables({"params": tree})
+    collections = {name: _subtree(tree, name) for name in INFERENCE_COLLECTIONS if name in top}
+    # {'params': {'params': ..., 'batch_stats': ...}}: a variables dict saved under 'params'.
+    inner = _top_keys(collections["params"])
+    if "params" in inner and inner <= set(INFERENCE_COLLECTIONS) | {"params"}:
+        notices.fixed("NESTED_PARAMS", "parameters were nested as params/params/...; the extra level was removed")
+        nested = collections.pop("params")
+        for name in INFERENCE_COLLECTIONS:
+            if name in inner:
+                collections[name] = _subtree(nested, name)
+    for ignored in sorted(top - set(INFERENCE_COLLECTIONS)):
+        if ignored in TRAINING_FIELDS:
+            notices.assume("IGNORED_SUBTREE", f"'{ignored}' is training state and is not converted")
+        else:
+            notices.warn("IGNORED_SUBTREE", f"'{ignored}' is not a model collection and is not converted")
+    return Variables(collections)
+
+
+def _top_keys(tree: dict[TreePath, TensorRef]) -> set[str]:
+    return {path[0] for path in tree if path}
+
+
+def _subtree(tree: dict[TreePath, TensorRef], key: str) -> dict[TreePath, TensorRef]:
+    return {path[1:]: ref for path, ref in tree.items() if path and path[0] == key}
+

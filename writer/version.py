@@ -1,0 +1,2 @@
+"""The writer's version, recorded in every model.json."""
+__version__ = "0.1.0"

@@ -1,0 +1,109 @@
+"""Stream a graph's weights into shards: load one tensor, convert, quantize, write, drop.
+
+Peak memory is one tensor (plus its quantized copy), whatever the model size.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from topology.graph import WeightBinding
+from writer.errors import ConversionError, Notices
+from writer.quantize import QuantizeOptions, quantize, stored_itemsize
+from writer.shards import ShardWriter
+
+Progress = Callable[[str, int], None]  # (weight name, bytes written so far)
+
+
+@dataclass
+class WrittenWeights:
+    """The manifest group and what was written.
+
+    Example:
+        >>> WrittenWeights({"paths": ["a.bin"], "weights": []}, 0, 0).files
+        ['a.bin']
+    """
+
+    manifest_group: dict
+    total_bytes: int
+    quantized: int  # how many weights were quantized
+
+    @property
+    def files(self) -> list[str]:
+        return list(self.manifest_group["paths"])
+
+
+def write_weights(
+    bindings: list[tuple[str, WeightBinding]],
+    folder: Path,
+    shard_bytes: int,
+    quantization: QuantizeOptions,
+    notices: Notices,
+    allow_nonfinite: bool = False,
+    progress: Progress | None = None,
+) -> WrittenWeights:
+    """Write every weight in order into ``folder`` and return the manifest group.
+
+    Example:
+        >>> import tempfile
+        >>> b = [("d/bias", WeightBinding("bias", (2,), constant=np.ones(2, "float32")))]
+        >>> w = write_weights(b, Path(tempfile.mkdtemp()), 1024, QuantizeOptions(), Notices())
+        >>> w.manifest_group["weights"][0]
+        {'name': 'd/bias', 'shape': [2], 'dtype': 'float32'}
+    """
+    plan = [(name, binding, quantization.dtype if quantization.applies_to(name) else None) for name, binding in bindings]
+    total = sum(int(np.prod(b.shape, dtype=np.int64)) * stored_itemsize(q) for _, b, q in plan)
+    specs = []
+    converted: set[str] = set()
+    with ShardWriter(folder, total, shard_bytes) as shards:
+        for name, binding, qdtype in plan:
+            values = to_float32(binding.materialize(), binding.origin, converted, notices, allow_nonfinite)
+            spec = {"name": name, "shape": list(binding.shape), "dtype": "float32"}
+            if qdtype is not None:
+                values, spec["quantization"] = quantize(values, qdtype)
+            shards.write(np.ascontiguousarray(values).data)
+            specs.append(spec)
+            del values
+            if progress is not None:
+                progress(name, shards.written)
+    quantized = sum(1 for _, _, q in plan if q is not None)
+    return WrittenWeights({"paths": shards.names, "weights": specs}, total, quantized)
+
+
+def to_float32(values: np.ndarray, origin: str, converted: set[str], notices: Notices, allow_nonfinite: bool) -> np.ndarray:
+    """Little-endian float32 values, refusing NaN/Inf unless allowed.
+
+    Other float and integer dtypes are converted once each with a ``fixed`` notice.
+
+    Example:
+        >>> to_float32(np.ones(2, np.float64), "params/d/bias", set(), Notices(), False).dtype
+        dtype('float32')
+    """
+    dtype = np.dtype(values.dtype)
+    if dtype.kind not in "fiub" and dtype.name != "bfloat16":
+        raise ConversionError(
+            "UNSUPPORTED_DTYPE", f"{origin} has dtype {dtype}, which is not a number",
+            "store real-valued parameters (float32, float16, bfloat16, float64)",
+        )
+    if dtype != np.dtype("<f4"):
+        out = values.astype("<f4")
+        if dtype.name not in converted:
+            converted.add(dtype.name)
+            notices.fixed("DTYPE_CONVERTED", f"{dtype.name} weights (first: {origin}) were converted to float32")
+        if dtype.kind == "f" and dtype.itemsize > 4 and np.isfinite(values).all() and not np.isfinite(out).all():
+            raise ConversionError(
+                "VALUE_OUT_OF_RANGE", f"{origin} holds values beyond float32's range (|x| > 3.4e38)",
+                "rescale the weights; tfjs computes in float32",
+            )
+        values = out
+    if not allow_nonfinite:
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        if bad:
+            raise ConversionError(
+                "NONFINITE_WEIGHT", f"{origin} has {bad} NaN/Inf value(s) out of {values.size}",
+                "the training diverged or the file is damaged; pass --allow-nonfinite to write them anyway",
+            )
+    return values
