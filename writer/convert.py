@@ -4,20 +4,20 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from topology.graph import LayerGraph
+import numpy as np
+
+from topology.graph import InputSpec, LayerGraph
 from topology.infer import TemplateOptions, infer_graph
 from topology.keras_json import model_topology
 from writer.errors import ConversionError, Notices
 from writer.model_json import dumps_model_json, validate_model_json
 from writer.output import check_destination, staged_output
-from writer.provenance import content_sha256
 from writer.quantize import QUANTIZE_DTYPES, QuantizeOptions
-from writer.readers import read_checkpoint
 from writer.report import LayerRow, Report
 from writer.shards import DEFAULT_SHARD_BYTES
-from writer.tensors import Checkpoint
-from writer.variables import select_variables
+from writer.sources import Source, resolve_source
 from writer.version import __version__
 from writer.weights import Progress, write_weights
 
@@ -31,7 +31,9 @@ class ConvertOptions:
         4194304
     """
 
-    input_shape: tuple[int, ...] | None = None
+    input_shape: Any = None  # a shape (28, 28, 1), or a list of shapes for several inputs
+    input_dtype: Any = "float32"  # "float32" | "int32", or one per input
+    module: Any = None  # model code: "file.py:Name", "pkg.mod:Name", or a module/class object
     activation: str = "relu"
     pool: str = "avg"
     quantize: str | None = None
@@ -49,32 +51,100 @@ class ConvertOptions:
             raise ConversionError("BAD_OPTION", "--quantize-weights needs --quantize", "add e.g. --quantize uint8")
         if self.weight_shard_size_bytes < 1:
             raise ConversionError("BAD_OPTION", f"--weight-shard-size-bytes {self.weight_shard_size_bytes}", "use a positive size, e.g. 4194304")
-        if self.input_shape is not None and (not self.input_shape or min(self.input_shape) < 1):
-            raise ConversionError("BAD_OPTION", f"--input-shape {self.input_shape}", "give positive sizes without the batch axis, e.g. 28,28,1")
+        for shape in self.input_shapes():
+            if not shape or min(shape) < 1:
+                raise ConversionError("BAD_OPTION", f"input shape {shape}", "give positive sizes without the batch axis, e.g. 28,28,1")
+        for dtype in self.input_dtypes(max(1, len(self.input_shapes()))):
+            if dtype not in ("float32", "int32"):
+                raise ConversionError("BAD_OPTION", f"--input-dtype {dtype}", "choose float32 or int32")
+
+    def input_shapes(self) -> list[tuple[int, ...]]:
+        """Every input shape given (empty when none was)."""
+        if self.input_shape is None:
+            return []
+        shape = list(self.input_shape)
+        if shape and all(isinstance(d, (int, np.integer)) for d in shape):
+            return [tuple(int(d) for d in shape)]
+        return [tuple(int(d) for d in s) for s in shape]
+
+    def single_input_shape(self) -> tuple[int, ...] | None:
+        shapes = self.input_shapes()
+        if len(shapes) > 1:
+            raise ConversionError("BAD_OPTION", "several input shapes need the model code (--module)",
+                                  "pass --module path/to/model.py:Model")
+        return shapes[0] if shapes else None
+
+    def input_dtypes(self, count: int) -> list[str]:
+        dtypes = [self.input_dtype] * count if isinstance(self.input_dtype, str) else list(self.input_dtype)
+        if len(dtypes) == 1 and count > 1:
+            dtypes *= count
+        if len(dtypes) != count:
+            raise ConversionError("BAD_OPTION", f"{len(dtypes)} input dtypes for {count} inputs", "give one per --input-shape")
+        return [str(d) for d in dtypes]
+
+
+def convert(source: Any, out_dir: str | Path, options: ConvertOptions = ConvertOptions(), *,
+            module: Any = None, variables: Any = None, progress: Progress | None = None) -> Report:
+    """Convert any supported source into ``out_dir``; see :func:`writer.to_tensorflowjs`.
+
+    Example:
+        >>> report = convert("examples/mnist_ckpt", "out")                 # doctest: +SKIP
+        >>> report.param_count                                              # doctest: +SKIP
+        824458
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    options.check()
+    check_destination(out_dir, options.force)  # fail before any reading
+    notices = Notices()
+    resolved = resolve_source(source, module if module is not None else options.module, variables,
+                              options.step, notices)
+    try:
+        if resolved.module is None:
+            template = TemplateOptions(options.single_input_shape(), options.activation, options.pool)
+            graph = infer_graph(resolved.variables, template, notices)
+            kind = "inferred"
+        else:
+            from topology.trace import trace_graph
+
+            inputs = _input_specs(resolved, options, notices)
+            graph = trace_graph(resolved.module, inputs, resolved.variables.collections or None)
+            kind = "traced"
+        return write_model(graph, resolved, out_dir, options, notices, started, kind, progress)
+    finally:
+        resolved.close()
 
 
 def convert_checkpoint(source: str | Path, out_dir: str | Path, options: ConvertOptions = ConvertOptions(),
                        progress: Progress | None = None) -> Report:
-    """Convert a checkpoint (no model code) into ``out_dir``; return the report.
+    """Convert a checkpoint with the topology inferred from its parameters (no model code).
 
     Example:
-        >>> report = convert_checkpoint("examples/mnist_ckpt", "out")   # doctest: +SKIP
-        >>> report.param_count                                           # doctest: +SKIP
-        824458
+        >>> convert_checkpoint("examples/mnist_ckpt", "out").layers[0].class_name   # doctest: +SKIP
+        'Conv2D'
     """
-    started = time.perf_counter()
-    source, out_dir = Path(source), Path(out_dir)
-    options.check()
-    check_destination(out_dir, options.force)  # fail before any reading
-    notices = Notices()
-    with read_checkpoint(source, options.step) as checkpoint:
-        variables = select_variables(checkpoint, notices)
-        template = TemplateOptions(options.input_shape, options.activation, options.pool)
-        graph = infer_graph(variables, template, notices)
-        return write_model(graph, checkpoint, out_dir, options, notices, started, "inferred", progress)
+    return convert(Path(source), out_dir, options, progress=progress)
 
 
-def write_model(graph: LayerGraph, checkpoint: Checkpoint, out_dir: Path, options: ConvertOptions,
+def _input_specs(source: Source, options: ConvertOptions, notices: Notices) -> list[InputSpec]:
+    shapes = options.input_shapes()
+    if not shapes:
+        try:
+            solved = infer_graph(source.variables, TemplateOptions(), Notices()).inputs[0].shape
+        except ConversionError:
+            raise ConversionError(
+                "INPUT_SHAPE_REQUIRED", f"the input shape of {source.name} cannot be read from its parameters",
+                "pass --input-shape (without the batch axis), e.g. --input-shape 28,28,1",
+            ) from None
+        notices.assume("INPUT_SHAPE", f"input shape {','.join(map(str, solved))} solved from the parameter shapes "
+                                      "(override with --input-shape)")
+        shapes = [solved]
+    dtypes = options.input_dtypes(len(shapes))
+    names = ["input"] if len(shapes) == 1 else [f"input_{i + 1}" for i in range(len(shapes))]
+    return [InputSpec(name, tuple(shape), dtype) for name, shape, dtype in zip(names, shapes, dtypes)]
+
+
+def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: ConvertOptions,
                 notices: Notices, started: float, topology_kind: str, progress: Progress | None = None) -> Report:
     """Write ``graph`` with its weights as a complete model folder, atomically."""
     quantization = QuantizeOptions(options.quantize, tuple(options.quantize_weights))
@@ -84,8 +154,7 @@ def write_model(graph: LayerGraph, checkpoint: Checkpoint, out_dir: Path, option
                                 quantization, notices, options.allow_nonfinite, progress)
         provenance = {
             "version": __version__,
-            "source": {"name": checkpoint.path.name, "format": checkpoint.format,
-                       "sha256": content_sha256(checkpoint.path), "step": checkpoint.step},
+            "source": {"name": source.name, "format": source.format, "sha256": source.digest(), "step": source.step},
             "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in graph.inputs],
             "topology": topology_kind,
             "quantization": {"dtype": options.quantize, "weights": list(options.quantize_weights) or ["*"]}
@@ -104,7 +173,7 @@ def write_model(graph: LayerGraph, checkpoint: Checkpoint, out_dir: Path, option
         text = dumps_model_json(document)
         (staging / "model.json").write_text(text, encoding="utf-8")
     return Report(
-        out_dir=out_dir, source=checkpoint.path, format=checkpoint.format, step=checkpoint.step,
+        out_dir=out_dir, source=source.path or Path(source.name), format=source.format, step=source.step,
         inputs=list(graph.inputs),
         layers=[LayerRow(l.name, l.class_name, l.output_shape, l.param_count, l.origin) for l in graph.layers],
         param_count=graph.param_count, bytes_written=written.total_bytes + len(text.encode("utf-8")),

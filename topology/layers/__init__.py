@@ -5,6 +5,7 @@ to ``_MODULES``.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 
 from topology.layers.base import LayerKind
@@ -15,6 +16,27 @@ REGISTRY: dict[str, LayerKind] = {}
 for _module in _MODULES:
     _kind = importlib.import_module(f"topology.layers.{_module}").KIND
     REGISTRY[_kind.key] = _kind
+
+
+def kind_for_module(module: object) -> LayerKind | None:
+    """The layer kind that traces ``module`` (a Linen or NNX module instance), if any.
+
+    Example:
+        >>> import flax.linen as nn
+        >>> kind_for_module(nn.Dense(3)).key
+        'dense'
+    """
+    for layer_kind in REGISTRY.values():
+        for spec in layer_kind.flax_classes:
+            if isinstance(module, _resolve(spec)):
+                return layer_kind
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _resolve(spec: str) -> type:
+    module_name, _, class_name = spec.partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
 
 
 def kind(key: str) -> LayerKind:

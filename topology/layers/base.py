@@ -31,6 +31,26 @@ def layer_base(**config: Any) -> dict:
 
 
 @dataclass(frozen=True)
+class Case:
+    """A test case a layer kind or op family declares: a small model that uses it.
+
+    ``build`` returns a Linen or NNX module (it imports flax itself, so that
+    declaring cases costs nothing at import time). The test matrix converts it,
+    runs it in real TF.js and compares with JAX (random variables, batch 1 and 3).
+
+    Example:
+        >>> Case("dense", lambda: None, (4,)).input_dtype
+        'float32'
+    """
+
+    name: str
+    build: Callable[[], Any]
+    input_shape: Any  # one shape, or a list of shapes for several inputs
+    input_dtype: str = "float32"
+    input_range: tuple[float, float] = (-2.0, 2.0)  # ints: token ids in [low, high)
+
+
+@dataclass(frozen=True)
 class ParamMap:
     """How one Flax variable becomes one tfjs weight.
 
@@ -62,7 +82,15 @@ class LayerKind:
     make_config: Callable[..., dict]
     params: tuple[ParamMap, ...] = ()
     summary: str = ""
-    cases: tuple[Any, ...] = field(default=(), compare=False)
+    # Module classes traced as this layer, as "module:Class" (imported only when tracing).
+    flax_classes: tuple[str, ...] = ()
+    # The module's attributes -> keyword arguments of make_config (and of expand).
+    read_attrs: Callable[[Any], dict] | None = None
+    # For constructs that need several tfjs layers: (kind, name, attrs, inputs, variables,
+    # origin, output_shape) -> [LayerNode, ...], the last one producing the output.
+    expand: Callable[..., list[LayerNode]] | None = None
+    # () -> the kind's test cases (a function, so flax is imported only by the tests).
+    cases: Callable[[], tuple[Case, ...]] = field(default=lambda: (), compare=False)
 
     def node(
         self,
@@ -87,9 +115,17 @@ class LayerKind:
             weights.append(
                 WeightBinding(param.keras, keras_shape(tensor, param.transform), tensor, param.transform)
             )
+        config_attrs = {k: v for k, v in attrs.items() if not k.startswith("_")}  # _x: trace facts
         return LayerNode(
-            name, self.class_for(attrs), self.make_config(**attrs), inputs, weights, output_shape, origin
+            name, self.class_for(config_attrs), self.make_config(**config_attrs), inputs, weights, output_shape, origin
         )
+
+    def nodes(self, name: str, attrs: dict, inputs: list[str], variables: dict[tuple[str, str], TensorRef],
+              origin: str = "", output_shape: Shape | None = None) -> list[LayerNode]:
+        """The tfjs layers for one use of this kind; the last one gives the output."""
+        if self.expand is not None:
+            return self.expand(self, name, attrs, inputs, variables, origin, output_shape)
+        return [self.node(name, attrs, inputs, variables, origin, output_shape)]
 
     def class_for(self, attrs: dict) -> str:
         return self.keras_class(attrs) if callable(self.keras_class) else self.keras_class

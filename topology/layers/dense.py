@@ -1,5 +1,5 @@
 """Flax ``nn.Dense`` / NNX ``nnx.Linear`` -> tfjs ``Dense``. Kernel layout (in, out) is shared."""
-from topology.layers.base import ZEROS, LayerKind, ParamMap, layer_base
+from topology.layers.base import ZEROS, Case, LayerKind, ParamMap, layer_base
 
 
 def _config(units: int, use_bias: bool = True, activation: str = "linear") -> dict:
@@ -11,6 +11,30 @@ def _config(units: int, use_bias: bool = True, activation: str = "linear") -> di
     )
 
 
+def _read_attrs(module) -> dict:
+    units = module.features if hasattr(module, "features") else module.out_features
+    return {"units": int(units), "use_bias": bool(module.use_bias)}
+
+
+def _cases() -> tuple[Case, ...]:
+    import flax.linen as nn
+    from flax import nnx
+
+    class Nested(nn.Module):  # submodules at depth: layer names follow the module path
+        @nn.compact
+        def __call__(self, x):
+            block = nn.Sequential([nn.Dense(6), nn.relu, nn.Dense(5, use_bias=False)])
+            return nn.Dense(2)(block(x))
+
+    return (
+        Case("linen-dense", lambda: nn.Dense(5), (7,)),
+        Case("linen-dense-no-bias", lambda: nn.Dense(5, use_bias=False), (7,)),
+        Case("linen-dense-on-3d", lambda: nn.Dense(4), (6, 3)),
+        Case("linen-sequential-nested", Nested, (7,)),
+        Case("nnx-linear", lambda: nnx.Linear(7, 5, rngs=nnx.Rngs(0)), (7,)),
+    )
+
+
 KIND = LayerKind(
     key="dense",
     keras_class="Dense",
@@ -18,4 +42,7 @@ KIND = LayerKind(
     make_config=_config,
     params=(ParamMap("kernel", "kernel"), ParamMap("bias", "bias", optional=True)),
     summary="fully connected layer; kernel (in, out) kept as is",
+    flax_classes=("flax.linen:Dense", "flax.nnx:Linear"),
+    read_attrs=_read_attrs,
+    cases=_cases,
 )

@@ -1,0 +1,235 @@
+"""Walk a traced jaxpr and build the layer graph.
+
+Marked layer calls become their kind's layers. Between them, element-wise
+operations accumulate into :class:`Pending` functions that are identified
+numerically when needed (see ``topology.ops.activations``); structural
+operations (reshape, pooling, merges, ...) are handled by the op handlers
+registered in ``topology.ops``. Anything else stops with UNSUPPORTED_OPERATION
+naming the primitive and the user's source line.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from topology.graph import InputSpec, LayerGraph, LayerNode, WeightBinding
+from topology.trace.capture import Trace
+from topology.trace.values import Const, Inside, Pending, Tensor
+from writer.errors import ConversionError
+
+MARKERS = ("flax2tfjs_enter", "flax2tfjs_exit")
+CALL_PARAMS = ("jaxpr", "call_jaxpr", "fun_jaxpr")  # where call-like primitives keep their body
+
+
+class GraphBuilder:
+    """Accumulates layers while the jaxpr is walked; op handlers call :meth:`add_layer`."""
+
+    def __init__(self, trace: Trace):
+        self.trace = trace
+        self.uses: dict[Any, list[Any]] = {}  # var -> eqns reading it, for handlers that look ahead
+        self.layers: list[LayerNode] = []
+        self.names: set[str] = set()
+        self.call_inputs: dict[int, list[Tensor]] = {}
+        self.counters: dict[str, int] = {}
+
+    # -- naming and layers -------------------------------------------------
+    def unique(self, base: str) -> str:
+        base = base.replace("/", ".") or "layer"
+        if base not in self.names:
+            self.names.add(base)
+            return base
+        index = 2
+        while f"{base}_{index}" in self.names:
+            index += 1
+        self.names.add(f"{base}_{index}")
+        return f"{base}_{index}"
+
+    def op_name(self, op: str) -> str:
+        self.counters[op] = self.counters.get(op, 0) + 1
+        return self.unique(f"{op}_{self.counters[op]}")
+
+    def add_layer(self, op: str, class_name: str, config: dict, inputs: list[Tensor], shape: tuple[int, ...],
+                  weights: list[WeightBinding] | None = None, origin: str = "", dtype=np.float32) -> Tensor:
+        """Append one layer named after ``op`` and return its output tensor (``shape`` includes batch)."""
+        from topology.layers.base import layer_base
+
+        inputs = self._distinct(inputs)
+        name = self.op_name(op)
+        node = LayerNode(name, class_name, layer_base(**config), [t.layer for t in inputs], list(weights or []),
+                         tuple(shape[1:]), origin)
+        self.layers.append(node)
+        return Tensor(name, tuple(shape), np.dtype(dtype))
+
+    def _distinct(self, inputs: list[Tensor]) -> list[Tensor]:
+        # tfjs 4.22 disposes a tensor too early when one node lists it twice
+        # ("Tensor is disposed"): give repeats an exact identity copy.
+        seen: set[str] = set()
+        distinct = []
+        for tensor in inputs:
+            if tensor.layer in seen:
+                tensor = self.add_layer("copy", "Rescaling", {"scale": 1.0, "offset": 0.0}, [tensor], tensor.shape)
+            seen.add(tensor.layer)
+            distinct.append(tensor)
+        return distinct
+
+    def add_nodes(self, nodes: list[LayerNode], shape: tuple[int, ...]) -> Tensor:
+        for node in nodes:
+            self.names.add(node.name)
+            self.layers.append(node)
+        return Tensor(nodes[-1].name, tuple(shape), np.dtype("float32"))
+
+    # -- values ------------------------------------------------------------
+    def tensor(self, value: Any, where: str = "") -> Tensor:
+        """The value as a layer output, identifying a pending function first."""
+        if isinstance(value, Tensor):
+            return value
+        if hasattr(value, "as_pending"):  # a window sum used as it is: sum pooling
+            value = value.as_pending(self)
+        if isinstance(value, Pending):
+            if value.materialized is None:
+                from topology.ops.activations import materialize
+
+                value.materialized = materialize(self, value)
+            return value.materialized
+        raise unsupported("a constant used as a layer input", where, "compute it inside a layer, or make it a parameter")
+
+
+def unsupported(what: str, where: str, hint: str) -> ConversionError:
+    at = f" at {where}" if where else ""
+    return ConversionError("UNSUPPORTED_OPERATION", f"{what}{at} has no TF.js layer equivalent", hint)
+
+
+def source_of(eqn: Any) -> str:
+    """The user's file:line that produced ``eqn``, when JAX recorded it."""
+    try:
+        from jax._src import source_info_util
+
+        for frame in source_info_util.user_frames(eqn.source_info.traceback):
+            if not any(part in frame.file_name for part in _INTERNAL_PATHS):
+                return f"{frame.file_name}:{frame.start_line}"
+        return ""
+    except Exception:  # private API: best effort only
+        return ""
+
+
+_INTERNAL_PATHS = ("/flax/", "/jax/", "/jaxlib/", "/topology/", "/writer/", "/optax/")
+
+
+def build_graph(trace: Trace) -> LayerGraph:
+    """Turn a :class:`Trace` into a :class:`LayerGraph`.
+
+    Example:
+        >>> graph = build_graph(trace_linen(module, variables, inputs))   # doctest: +SKIP
+    """
+    import jax
+
+    builder = GraphBuilder(trace)
+    closed = trace.jaxpr
+    jaxpr = closed.jaxpr
+    env: dict[Any, Any] = {}
+    for var, value in zip(jaxpr.constvars, closed.consts):
+        env[var] = Const(np.asarray(value))
+    n_inputs = len(trace.inputs)
+    variable_vars = jaxpr.invars[: len(jaxpr.invars) - n_inputs]
+    for var in variable_vars:
+        env[var] = Const(None)
+    for var, spec in zip(jaxpr.invars[len(variable_vars):], trace.inputs):
+        builder.names.add(spec.name)
+        env[var] = Tensor(spec.name, tuple(var.aval.shape), np.dtype(spec.dtype))
+    _walk(builder, jaxpr, env)
+    outputs = []
+    for var in jaxpr.outvars:
+        tensor = builder.tensor(_read(env, var), "model output")
+        if tensor.layer in {spec.name for spec in trace.inputs}:
+            raise unsupported("returning an input unchanged", "model output", "the model must compute something")
+        outputs.append(tensor.layer)
+    del jax
+    return LayerGraph(list(trace.inputs), builder.layers, outputs)
+
+
+def _read(env: dict, var: Any) -> Any:
+    if hasattr(var, "val") and not hasattr(var, "count") and type(var).__name__ == "Literal":
+        return Const(np.asarray(var.val))
+    return env[var]
+
+
+def _walk(builder: GraphBuilder, jaxpr: Any, env: dict) -> None:
+    from topology.ops import handler_for
+
+    for eqn in jaxpr.eqns:
+        for var in eqn.invars:
+            if type(var).__name__ != "Literal":
+                builder.uses.setdefault(var, []).append(eqn)
+    for eqn in jaxpr.eqns:
+        values = [_read(env, v) for v in eqn.invars]
+        name = eqn.primitive.name
+        where = source_of(eqn)
+        if name == "flax2tfjs_enter":
+            call = eqn.params["call"]
+            builder.call_inputs.setdefault(call, []).append(builder.tensor(values[0], where))
+            env[eqn.outvars[0]] = Inside(call)
+            continue
+        if name == "flax2tfjs_exit":
+            env[eqn.outvars[0]] = _emit_call(builder, eqn.params["call"], eqn.outvars[0].aval)
+            continue
+        insides = {v.call for v in values if isinstance(v, Inside)}
+        if insides:
+            if len(insides) > 1 or any(isinstance(v, (Tensor, Pending)) for v in values):
+                raise unsupported("a layer that reads an array not passed as a positional argument", where,
+                                  "pass every array input of a layer positionally")
+            for out in eqn.outvars:
+                env[out] = Inside(next(iter(insides)))
+            continue
+        if all(isinstance(v, Const) for v in values):
+            for out, value in zip(eqn.outvars, _fold_constants(eqn, values)):
+                env[out] = value
+            continue
+        body = next((eqn.params[p] for p in CALL_PARAMS if p in eqn.params), None)
+        if body is not None and handler_for(eqn) is None:
+            inner = body.jaxpr if hasattr(body, "jaxpr") else body
+            inner_env = {var: value for var, value in zip(inner.invars, values)}
+            for var, const in zip(inner.constvars, getattr(body, "consts", [])):
+                inner_env[var] = Const(np.asarray(const))
+            _walk(builder, inner, inner_env)
+            for out, inner_out in zip(eqn.outvars, inner.outvars):
+                env[out] = _read(inner_env, inner_out)
+            continue
+        handler = handler_for(eqn)
+        if handler is None:
+            raise unsupported(f"operation `{name}`", where, "see docs/supported-layers.md for what converts")
+        results = handler(builder, eqn, values, where)
+        results = results if isinstance(results, list) else [results]
+        for out, result in zip(eqn.outvars, results):
+            env[out] = result
+
+
+def _fold_constants(eqn: Any, values: list[Const]) -> list[Const]:
+    """Evaluate an operation on known constants (e.g. pooling window counts); parameters stay unknown."""
+    if not all(v.known for v in values) or any(p in eqn.params for p in CALL_PARAMS):
+        return [Const(None)] * len(eqn.outvars)
+    try:
+        result = eqn.primitive.bind(*[v.value for v in values], **eqn.params)
+    except Exception:
+        return [Const(None)] * len(eqn.outvars)
+    results = result if eqn.primitive.multiple_results else [result]
+    return [Const(np.asarray(r)) for r in results]
+
+
+def _emit_call(builder: GraphBuilder, call_index: int, aval: Any) -> Tensor:
+    call = builder.trace.calls[call_index]
+    inputs = builder.call_inputs.get(call_index, [])
+    name = builder.unique(".".join(call.path) or call.kind.key)
+    origin = "/".join(call.path) or call.kind.key
+    try:
+        nodes = call.kind.nodes(name, dict(call.attrs, _input_shapes=[t.shape for t in inputs],
+                                           _output_shape=tuple(aval.shape)),
+                                [t.layer for t in inputs], call.variables, origin, tuple(aval.shape[1:]))
+    except KeyError as exc:
+        raise ConversionError(
+            "MISSING_PARAMETER", f"layer {origin} needs {exc.args[0]}, which the variables do not have",
+            "check that the checkpoint was saved from this model",
+        ) from None
+    for node in nodes[:-1]:
+        builder.names.add(node.name)
+    return builder.add_nodes(nodes, tuple(aval.shape))

@@ -1,0 +1,279 @@
+"""Run a Flax module under ``jax.make_jaxpr`` in inference mode, marking layer calls.
+
+Linen modules are intercepted with ``nn.intercept_methods``; NNX layer classes
+get their ``__call__`` wrapped for the duration of the trace. Only the
+outermost call of a known layer kind is marked (a layer built from other
+layers is one layer). Parameters are passed as abstract shapes, so tracing
+reads no weight data.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from topology.graph import InputSpec
+from topology.layers import REGISTRY, kind_for_module
+from topology.layers.base import LayerKind
+from writer.errors import ConversionError
+from writer.tensors import TensorRef, TreePath
+
+TRACE_BATCH = 2  # >1 so that an op mixing the batch axis is noticed
+# Keyword arguments that switch Flax modules to inference, and their inference values.
+INFERENCE_FLAGS = {"train": False, "training": False, "is_training": False,
+                   "deterministic": True, "use_running_average": True}
+
+
+@dataclass
+class LayerCall:
+    """One marked call of a layer module."""
+
+    index: int
+    kind: LayerKind
+    path: TreePath  # the module's path, e.g. ("Block_0", "Conv_0")
+    attrs: dict
+    variables: dict[tuple[str, str], TensorRef] = field(default_factory=dict)
+
+
+@dataclass
+class Trace:
+    """The jaxpr of one inference call and the layer calls marked in it."""
+
+    jaxpr: Any  # jax.extend.core.ClosedJaxpr
+    calls: dict[int, LayerCall]
+    inputs: list[InputSpec]
+
+
+class _Recorder:
+    def __init__(self, lookup_variables: Callable[[Any, TreePath], dict[tuple[str, str], TensorRef]]):
+        self.calls: dict[int, LayerCall] = {}
+        self.depth = 0
+        self.counter = itertools.count(1)
+        self.lookup_variables = lookup_variables
+
+    def call(self, module: Any, path: TreePath, run: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        from topology.trace.markers import enter, exit_
+
+        layer_kind = kind_for_module(module) if self.depth == 0 else None
+        if layer_kind is None:
+            self.depth += bool(self.depth)
+            try:
+                return run(*args, **kwargs)
+            finally:
+                self.depth -= bool(self.depth)
+        index = next(self.counter)
+        attrs = layer_kind.read_attrs(module) if layer_kind.read_attrs else {}
+        self.calls[index] = LayerCall(index, layer_kind, path, attrs, self.lookup_variables(module, path))
+        marked = tuple(enter(a, index) if _is_array(a) else a for a in args)
+        self.depth += 1
+        try:
+            out = run(*marked, **kwargs)
+        finally:
+            self.depth -= 1
+        if not _is_array(out):
+            raise ConversionError(
+                "UNSUPPORTED_OPERATION",
+                f"layer {'/'.join(path) or type(module).__name__} returned {type(out).__name__}, not one array",
+                "layers that return tuples or dicts cannot be converted yet",
+            )
+        return exit_(out, index)
+
+
+def _is_array(value: Any) -> bool:
+    return hasattr(value, "shape") and hasattr(value, "dtype")
+
+
+def _abstract_inputs(inputs: list[InputSpec]) -> list:
+    import jax
+
+    return [jax.ShapeDtypeStruct((TRACE_BATCH, *spec.shape), np.dtype(spec.dtype)) for spec in inputs]
+
+
+def inference_kwargs(call: Callable) -> dict:
+    """Inference flags ``call`` accepts, e.g. ``{"train": False}``.
+
+    Example:
+        >>> def f(x, train: bool = True): ...
+        >>> inference_kwargs(f)
+        {'train': False}
+    """
+    try:
+        parameters = inspect.signature(call).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {name: value for name, value in INFERENCE_FLAGS.items() if name in parameters}
+
+
+def trace_linen(module: Any, variables: dict[str, dict[TreePath, TensorRef]], inputs: list[InputSpec]) -> Trace:
+    """Trace a Linen module with variables given as flat ``{collection: {path: TensorRef}}``.
+
+    Example:
+        >>> trace = trace_linen(CNN(), {"params": params}, [InputSpec("input", (28, 28, 1))])  # doctest: +SKIP
+    """
+    import flax.linen as nn
+    import jax
+
+    def lookup(bound_module: Any, path: TreePath) -> dict[tuple[str, str], TensorRef]:
+        found = {}
+        for collection, tree in variables.items():
+            for leaf_path, ref in tree.items():
+                if leaf_path[:-1] == path:
+                    found[(collection, leaf_path[-1])] = ref
+        return found
+
+    recorder = _Recorder(lookup)
+
+    def interceptor(next_fun, args, kwargs, context):
+        if context.method_name != "__call__":
+            return next_fun(*args, **kwargs)
+        return recorder.call(context.module, tuple(context.module.path), next_fun, args, kwargs)
+
+    abstract = {collection: _nest({p: jax.ShapeDtypeStruct(r.shape, _trace_dtype(r)) for p, r in tree.items()})
+                for collection, tree in variables.items() if tree}
+    flags = inference_kwargs(type(module).__call__)
+
+    def run(variables_tree, *xs):
+        with nn.intercept_methods(interceptor):
+            return module.apply(variables_tree, *xs, **flags)
+
+    jaxpr = _make_jaxpr(run, abstract, _abstract_inputs(inputs))
+    return Trace(jaxpr, recorder.calls, inputs)
+
+
+def trace_nnx(model: Any, inputs: list[InputSpec],
+              variables: dict[str, dict[TreePath, TensorRef]] | None = None) -> Trace:
+    """Trace a live NNX module in eval mode; its variables are taken from the module,
+    or from ``variables`` (a checkpoint, matched by path) when given.
+
+    Example:
+        >>> trace = trace_nnx(nnx.Linear(4, 2, rngs=nnx.Rngs(0)), [InputSpec("input", (4,))])  # doctest: +SKIP
+    """
+    from flax import nnx
+
+    model.eval()
+    graphdef, state = nnx.split(model)
+    live = {id(node): path for path, node in _nnx_modules(model)}
+    originals = {id_: node for path, node in _nnx_modules(model) for id_ in [id(node)]}
+    paths: dict[int, TreePath] = {}
+
+    def lookup(merged_module: Any, path: TreePath) -> dict[tuple[str, str], TensorRef]:
+        original = next(node for p, node in _nnx_modules(model) if p == path)
+        live_variables = _nnx_variables(original, path)
+        if variables is None:
+            return live_variables
+        return {key: _checkpoint_tensor(variables, path, key, ref) for key, ref in live_variables.items()}
+
+    recorder = _Recorder(lookup)
+
+    def run(state_tree, *xs):
+        merged = nnx.merge(graphdef, state_tree)
+        paths.clear()
+        paths.update({id(node): path for path, node in _nnx_modules(merged)})
+        with _patched_nnx_calls(recorder, paths):
+            return merged(*xs, **inference_kwargs(type(merged).__call__))
+
+    import jax
+
+    abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
+    jaxpr = _make_jaxpr(run, abstract, _abstract_inputs(inputs))
+    del live, originals
+    return Trace(jaxpr, recorder.calls, inputs)
+
+
+def _checkpoint_tensor(variables: dict[str, dict[TreePath, TensorRef]], path: TreePath, key: tuple[str, str],
+                       live: TensorRef) -> TensorRef:
+    name = key[1]
+    for tree in variables.values():
+        for candidate in ((*path, name), (*path, name, "value")):
+            if candidate in tree:
+                return tree[candidate]
+    raise ConversionError(
+        "MISSING_PARAMETER", f"the model needs {'/'.join((*path, name))} {live.shape}, which the checkpoint does not have",
+        "check that the checkpoint was saved from this model (nnx.state(model))",
+    )
+
+
+def _nnx_modules(model: Any) -> Iterator[tuple[TreePath, Any]]:
+    from flax import nnx
+
+    for path, node in nnx.iter_graph(model):
+        if isinstance(node, nnx.Module):
+            yield tuple(str(p) for p in path), node
+
+
+def _nnx_variables(module: Any, path: TreePath) -> dict[tuple[str, str], TensorRef]:
+    from flax import nnx
+
+    found = {}
+    for name, value in vars(module).items():
+        if isinstance(value, nnx.Variable) and _is_array(value.get_value() if hasattr(value, "get_value") else value.value):
+            array = np.asarray(value.get_value() if hasattr(value, "get_value") else value.value)
+            collection = "batch_stats" if isinstance(value, nnx.BatchStat) else "params"
+            ref_path = (collection, *path, name)
+            found[(collection, name)] = TensorRef(ref_path, tuple(array.shape), array.dtype,
+                                                  lambda a=array: a, "live NNX module")
+    return found
+
+
+@contextlib.contextmanager
+def _patched_nnx_calls(recorder: _Recorder, paths: dict[int, TreePath]):
+    import importlib
+
+    classes = []
+    for layer_kind in REGISTRY.values():
+        for spec in layer_kind.flax_classes:
+            module_name, _, class_name = spec.partition(":")
+            if module_name.startswith("flax.nnx"):
+                classes.append(getattr(importlib.import_module(module_name), class_name))
+    saved = {cls: cls.__dict__.get("__call__") for cls in classes}
+    for cls in classes:
+        original = cls.__call__
+
+        def patched(self, *args, __original=original, **kwargs):
+            run = lambda *a, **k: __original(self, *a, **k)  # noqa: E731
+            return recorder.call(self, paths.get(id(self), ()), run, args, kwargs)
+
+        cls.__call__ = patched
+    try:
+        yield
+    finally:
+        for cls, original in saved.items():
+            if original is None:
+                del cls.__call__
+            else:
+                cls.__call__ = original
+
+
+def _make_jaxpr(run: Callable, abstract_variables: Any, abstract_inputs: list) -> Any:
+    import jax
+
+    from topology.trace.errors import flax_error_to_conversion_error
+
+    try:
+        return jax.make_jaxpr(run)(abstract_variables, *abstract_inputs)
+    except ConversionError:
+        raise
+    except Exception as exc:  # Flax's own errors name the missing or misshapen variable
+        converted = flax_error_to_conversion_error(exc)
+        if converted is None:
+            raise
+        raise converted from exc
+
+
+def _trace_dtype(ref: TensorRef) -> np.dtype:
+    # Weights are written as float32; trace with what tfjs will compute with.
+    return np.dtype("float32") if ref.dtype.kind == "f" or ref.dtype.name == "bfloat16" else ref.dtype
+
+
+def _nest(flat: dict[TreePath, Any]) -> dict:
+    tree: dict = {}
+    for path, value in flat.items():
+        node = tree
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return tree

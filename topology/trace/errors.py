@@ -1,0 +1,39 @@
+"""Turn Flax's errors during tracing into ConversionErrors naming the variable path."""
+from __future__ import annotations
+
+import re
+
+from writer.errors import ConversionError
+
+
+def flax_error_to_conversion_error(exc: Exception) -> ConversionError | None:
+    """A ConversionError for Flax scope errors, or None for anything else.
+
+    Example:
+        >>> class ScopeParamNotFoundError(Exception): pass
+        >>> e = ScopeParamNotFoundError('Could not find parameter named "bias" in scope "/Dense_0".')
+        >>> flax_error_to_conversion_error(e).code
+        'MISSING_PARAMETER'
+    """
+    name, text = type(exc).__name__, str(exc)
+    if name == "ScopeParamNotFoundError":
+        match = re.search(r'named "([^"]+)" in scope "([^"]*)"', text)
+        where = f"params{match.group(2)}/{match.group(1)}" if match else text
+        return ConversionError(
+            "MISSING_PARAMETER", f"the model needs {where}, which the checkpoint does not have",
+            "check that the checkpoint was saved from this model (same module names and structure)",
+        )
+    if name == "ScopeCollectionNotFound" or "ScopeCollectionNotFound" in name:
+        return ConversionError(
+            "MISSING_COLLECTION", f"the model needs a variable collection the checkpoint lacks ({text.split('(')[0].strip()})",
+            "BatchNorm needs batch_stats: save {'params': ..., 'batch_stats': ...}",
+        )
+    if name == "ScopeParamShapeError":
+        match = re.search(r'parameter "([^"]+)" in "([^"]*)".*shape (\([^)]*\)), but .* has shape (\([^)]*\))', text)
+        if match:
+            param, scope, expected, found = match.groups()
+            message = f"params{scope}/{param} has shape {found} in the checkpoint but the model expects {expected}"
+        else:
+            message = text.split(" (https")[0]
+        return ConversionError("SHAPE_MISMATCH", message, "check --input-shape and that the checkpoint belongs to this model")
+    return None

@@ -1,0 +1,26 @@
+"""Marker primitives that bracket one layer-module call in a jaxpr.
+
+``enter`` wraps each array argument and ``exit`` the result; both are the
+identity. Everything computed between them belongs to the layer and is
+replaced by the layer's tfjs counterpart.
+"""
+from __future__ import annotations
+
+from jax.extend.core import Primitive
+
+enter_p = Primitive("flax2tfjs_enter")
+exit_p = Primitive("flax2tfjs_exit")
+
+for _marker in (enter_p, exit_p):
+    _marker.def_impl(lambda x, *, call: x)
+    _marker.def_abstract_eval(lambda aval, *, call: aval)
+
+
+def enter(x, call: int):
+    """Mark ``x`` as an input of layer call ``call`` (identity)."""
+    return enter_p.bind(x, call=call)
+
+
+def exit_(x, call: int):
+    """Mark ``x`` as the output of layer call ``call`` (identity)."""
+    return exit_p.bind(x, call=call)

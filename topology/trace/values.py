@@ -1,0 +1,56 @@
+"""What a jaxpr variable stands for while the graph is being built."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class Tensor:
+    """The output of a tfjs layer (or a model input), with its traced shape (batch included)."""
+
+    layer: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def keras_shape(self) -> tuple[int, ...]:
+        return tuple(self.shape[1:])
+
+
+@dataclass(eq=False)
+class Pending:
+    """A function of one tensor built from element-wise (and row-wise) operations.
+
+    It stays symbolic until something needs it as a tensor; then it is
+    identified numerically (relu, gelu, softmax, an affine map, ...) and
+    becomes one or more layers. ``fn`` maps a value of ``root`` to this value.
+    """
+
+    root: Tensor
+    fn: Callable[[Any], Any]
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    where: str = ""  # user source location of the last operation, for messages
+    materialized: Tensor | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, eq=False)
+class Inside:
+    """A value computed inside a marked layer call; replaced by the layer as a whole."""
+
+    call: int
+
+
+@dataclass(frozen=True, eq=False)
+class Const:
+    """A value that does not depend on the inputs. ``value`` is None when it comes from the
+    (abstract) parameters and so is unknown at trace time."""
+
+    value: Any = None
+
+    @property
+    def known(self) -> bool:
+        return self.value is not None

@@ -1,0 +1,98 @@
+"""Load the user's model code from ``path/to/model.py:Name`` or ``package.module:Name``.
+
+This imports (runs) the user's file, which is exactly what the user asked for
+by naming it; checkpoints themselves are never executed.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+from typing import Any
+
+from writer.errors import ConversionError
+
+
+def load_module_spec(spec: str) -> Any:
+    """Import ``spec`` and return a ready module instance.
+
+    A Linen class is instantiated with no arguments, an NNX class with
+    ``rngs=nnx.Rngs(0)`` (or none), a function is called with no arguments.
+
+    Example:
+        >>> load_module_spec("examples/train_mnist.py:CNN")   # doctest: +SKIP
+        CNN()
+    """
+    target, sep, name = spec.rpartition(":")
+    if not sep or not target or not name:
+        raise ConversionError("BAD_MODULE_SPEC", f"--module {spec!r} is not FILE.py:NAME or package.module:NAME",
+                              "write e.g. --module models/cnn.py:CNN")
+    namespace = _import(target, spec)
+    obj = namespace
+    for part in name.split("."):
+        if not hasattr(obj, part):
+            raise ConversionError("MODULE_NOT_FOUND", f"{target} has no attribute {name!r}",
+                                  f"names defined there: {', '.join(n for n in dir(namespace) if not n.startswith('_'))[:300]}")
+        obj = getattr(obj, part)
+    return instantiate(obj, spec)
+
+
+def _import(target: str, spec: str) -> Any:
+    if target.endswith(".py") or "/" in target or Path(target).suffix == ".py":
+        path = Path(target)
+        if not path.is_file():
+            raise ConversionError("MODULE_NOT_FOUND", f"no Python file at {path}", "check the path in --module")
+        module_name = f"flax2tfjs_user_{path.stem}"
+        loader_spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(loader_spec)
+        sys.path.insert(0, str(path.resolve().parent))
+        sys.modules[module_name] = module
+        try:
+            loader_spec.loader.exec_module(module)
+        except Exception as exc:
+            raise ConversionError("MODULE_IMPORT_FAILED", f"importing {path} failed: {type(exc).__name__}: {exc}",
+                                  "run the file with python to see the full error") from exc
+        finally:
+            sys.path.remove(str(path.resolve().parent))
+        return module
+    try:
+        return importlib.import_module(target)
+    except ImportError as exc:
+        raise ConversionError("MODULE_NOT_FOUND", f"cannot import {target} ({exc})",
+                              "check the module name, or give a file path like models/cnn.py:CNN") from exc
+
+
+def instantiate(obj: Any, spec: str = "") -> Any:
+    """A module instance from a class, factory or instance.
+
+    Example:
+        >>> import flax.linen as nn
+        >>> type(instantiate(nn.Dense)).__name__                   # doctest: +SKIP
+    """
+    if not callable(obj) or _is_module_instance(obj):
+        return obj
+    if inspect.isclass(obj) and _is_nnx_class(obj):
+        from flax import nnx
+
+        attempts = [lambda: obj(rngs=nnx.Rngs(0)), lambda: obj()]
+    else:
+        attempts = [lambda: obj()]
+    errors = []
+    for attempt in attempts:
+        try:
+            return attempt()
+        except TypeError as exc:
+            errors.append(str(exc))
+    raise ConversionError("MODULE_NOT_BUILDABLE", f"{spec or obj!r} cannot be built without arguments ({errors[-1]})",
+                          "give defaults to its fields, or point --module at a zero-argument factory function")
+
+
+def _is_nnx_class(cls: type) -> bool:
+    return any(c.__module__.startswith("flax.nnx") and c.__name__ == "Module" for c in cls.__mro__)
+
+
+def _is_module_instance(obj: Any) -> bool:
+    return any(c.__name__ == "Module" and c.__module__.startswith("flax.") for c in type(obj).__mro__) \
+        and not inspect.isclass(obj)
