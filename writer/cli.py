@@ -16,6 +16,8 @@ EXAMPLES = """examples:
   python -m writer examples/mnist_ckpt out/
   python -m writer ckpt/ out/ --quantize uint8 --quantize-weights 'Dense*'
   python -m writer params.msgpack out/ --input-shape 28,28,1 --pool max --force
+  python -m writer ckpt/ out/ --module models/resnet.py:ResNet --input-shape 32,32,3
+  python -m writer tokens.msgpack out/ --module mypkg.models:TextClassifier --input-shape 64 --input-dtype int32
   python -m writer ckpt_dir/ out/ --step 2000 --metadata labels=labels.json
 """
 
@@ -49,8 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("checkpoint", help="Flax msgpack file, Orbax folder (StandardCheckpointer or CheckpointManager), or .npz")
     parser.add_argument("out_dir", help="output folder (created; must be empty unless --force)")
-    model = parser.add_argument_group("topology (inferred from the parameter tree)")
-    model.add_argument("--input-shape", type=_shape, help="input shape without batch, e.g. 28,28,1 (default: solved from the parameters)")
+    model = parser.add_argument_group("topology (traced from --module, else inferred from the parameter tree)")
+    model.add_argument("--module", metavar="FILE.py:NAME", help="model code: a Linen/NNX module class, instance or "
+                       "zero-argument factory, as path/to/model.py:Name or package.module:Name")
+    model.add_argument("--input-shape", type=_shape, action="append", metavar="SHAPE",
+                       help="input shape without batch, e.g. 28,28,1 (repeat for several inputs; "
+                            "default: solved from the parameters)")
+    model.add_argument("--input-dtype", choices=("float32", "int32"), default="float32",
+                       help="input dtype (int32 for token ids)")
     model.add_argument("--activation", default="relu", help="activation between layers (default relu)")
     model.add_argument("--pool", default="avg", choices=("avg", "max", "none"), help="pooling after each conv (default avg)")
     model.add_argument("--step", type=int, help="checkpoint step to read (default: newest)")
@@ -72,18 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_convert(argv: Sequence[str]) -> int:
-    from writer.convert import ConvertOptions, convert_checkpoint
+    from writer.convert import ConvertOptions, convert
     from writer.provenance import read_metadata_option
 
     args = build_parser().parse_args(argv)
     patterns = tuple(p for item in args.quantize_weights for p in item.split(",") if p)
     options = ConvertOptions(
-        input_shape=args.input_shape, activation=args.activation, pool=args.pool, quantize=args.quantize,
+        input_shape=(args.input_shape[0] if len(args.input_shape) == 1 else args.input_shape) if args.input_shape else None,
+        input_dtype=args.input_dtype, module=args.module, activation=args.activation, pool=args.pool, quantize=args.quantize,
         quantize_weights=patterns, weight_shard_size_bytes=args.weight_shard_size_bytes,
         metadata=dict(read_metadata_option(spec) for spec in args.metadata), force=args.force,
         step=args.step, allow_nonfinite=args.allow_nonfinite,
     )
-    report = convert_checkpoint(args.checkpoint, args.out_dir, options)
+    report = convert(args.checkpoint, args.out_dir, options)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     elif not args.quiet:

@@ -97,6 +97,7 @@ def convert(source: Any, out_dir: str | Path, options: ConvertOptions = ConvertO
     options.check()
     check_destination(out_dir, options.force)  # fail before any reading
     notices = Notices()
+    source = Path(source) if isinstance(source, str) else source
     resolved = resolve_source(source, module if module is not None else options.module, variables,
                               options.step, notices)
     try:

