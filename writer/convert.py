@@ -116,17 +116,6 @@ def convert(source: Any, out_dir: str | Path, options: ConvertOptions = ConvertO
         resolved.close()
 
 
-def convert_checkpoint(source: str | Path, out_dir: str | Path, options: ConvertOptions = ConvertOptions(),
-                       progress: Progress | None = None) -> Report:
-    """Convert a checkpoint with the topology inferred from its parameters (no model code).
-
-    Example:
-        >>> convert_checkpoint("examples/mnist_ckpt", "out").layers[0].class_name   # doctest: +SKIP
-        'Conv2D'
-    """
-    return convert(Path(source), out_dir, options, progress=progress)
-
-
 def _input_specs(source: Source, options: ConvertOptions, notices: Notices) -> list[InputSpec]:
     shapes = options.input_shapes()
     if not shapes:
