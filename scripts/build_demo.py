@@ -113,7 +113,21 @@ def vendor_files() -> dict[str, bytes]:
                 "run `npm ci` in the repository root",
             )
         files[f"vendor/{name}"] = path.read_bytes()
+    files["vendor/README.md"] = _vendor_readme().encode("utf-8")
     return files
+
+
+def _vendor_readme() -> str:
+    lines = ["# Vendored TensorFlow.js", "",
+             "Byte-identical copies from `node_modules`, made by `python scripts/build_demo.py`; do not edit.", "",
+             "| file | package | version | license |", "|---|---|---|---|"]
+    for source, name in VENDOR:
+        package = "/".join(source.split("/")[:2])
+        meta = json.loads((ROOT / "node_modules" / package / "package.json").read_text(encoding="utf-8"))
+        lines.append(f"| `{name}` | `{package}` | {meta['version']} | {meta.get('license', '?')} |")
+    lines += ["", "Apache-2.0 text: https://www.apache.org/licenses/LICENSE-2.0 "
+              "(each bundle also carries its license header).", ""]
+    return "\n".join(lines)
 
 
 def generated_files() -> dict[str, bytes]:

@@ -19,6 +19,10 @@ if [ "$mode" = "--dev" ]; then
     apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
   fi
   npm ci --no-audit --no-fund --loglevel=error
+  if [ ! -x /usr/bin/chromium ]; then
+    say "Debian's Chromium (browser tests of web_demo)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
   say "official tensorflowjs package in .venv-tfjs (used only by tests)"
   bash scripts/setup_tfjs_venv.sh
 else
