@@ -54,11 +54,14 @@ def _randomize(tree, seed=1):
     rng = np.random.RandomState(seed)
 
     def draw(path, leaf):
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):  # NNX rng streams (e.g. nnx.Dropout)
+            return leaf
         leaf = np.asarray(leaf)
         if not np.issubdtype(leaf.dtype, np.floating):
             return leaf
         value = rng.normal(0, 0.5, leaf.shape).astype(leaf.dtype)
-        name = str(getattr(path[-1], "key", getattr(path[-1], "name", path[-1])))
+        names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+        name = next((n for n in reversed(names) if n != "value"), "")  # NNX state paths end in .value
         return np.abs(value) + 0.5 if name in ("var", "variance") else value
 
     return jax.tree_util.tree_map_with_path(draw, tree)

@@ -12,6 +12,7 @@ from topology.graph import InputSpec, LayerGraph
 from topology.infer import TemplateOptions, infer_graph
 from topology.keras_json import model_topology
 from writer.errors import ConversionError, Notices
+from writer.fixes import fit_module, fit_template
 from writer.model_json import dumps_model_json, validate_model_json
 from writer.output import check_destination, staged_output
 from writer.quantize import QUANTIZE_DTYPES, QuantizeOptions
@@ -43,6 +44,7 @@ class ConvertOptions:
     force: bool = False
     step: int | None = None
     allow_nonfinite: bool = False
+    fix: bool = True  # automatic fixes of keys, shapes, dtypes and the input shape (--no-fix: off)
 
     def check(self) -> None:
         if self.quantize is not None and self.quantize not in QUANTIZE_DTYPES:
@@ -99,16 +101,23 @@ def convert(source: Any, out_dir: str | Path, options: ConvertOptions = ConvertO
     notices = Notices()
     source = Path(source) if isinstance(source, str) else source
     resolved = resolve_source(source, module if module is not None else options.module, variables,
-                              options.step, notices)
+                              options.step, notices, options.fix)
     try:
         if resolved.module is None:
             template = TemplateOptions(options.single_input_shape(), options.activation, options.pool)
+            resolved.variables, template = fit_template(resolved.variables, template, resolved.name, notices, options.fix)
             graph = infer_graph(resolved.variables, template, notices)
             kind = "inferred"
         else:
             from topology.trace import trace_graph
 
-            inputs = _input_specs(resolved, options, notices)
+            try:  # given, or solved by the template; fit_module checks them against the model
+                inputs, solved = _input_specs(resolved, options, Notices()), not options.input_shapes()
+            except ConversionError as err:
+                if err.code != "INPUT_SHAPE_REQUIRED":
+                    raise
+                inputs, solved = None, True
+            resolved.variables, inputs = fit_module(resolved, inputs, options, notices, solved)
             graph = trace_graph(resolved.module, inputs, resolved.variables.collections or None)
             kind = "traced"
         return write_model(graph, resolved, out_dir, options, notices, started, kind, progress)

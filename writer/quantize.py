@@ -54,10 +54,34 @@ def quantize(values: np.ndarray, dtype: str) -> tuple[np.ndarray, dict]:
         stored = np.zeros(values.shape, dtype=dtype)
     else:
         scale, minimum, maximum = affine_range(low, high, quant_max)
-        clipped = np.clip(values.astype(np.float64), minimum, maximum)
-        stored = np.round((clipped - minimum) / scale).astype(dtype)
+        stored = _affine_blocks(values, minimum, maximum, scale, dtype)
     meta = {"dtype": dtype, "min": minimum, "scale": scale, "original_dtype": "float32"}
     return stored.astype(np.dtype(dtype).newbyteorder("<"), copy=False), meta
+
+
+_BLOCK = 1 << 20  # elements per step: 8 MB of float64 scratch instead of 4 copies of the tensor
+
+
+def _affine_blocks(values: np.ndarray, minimum: float, maximum: float, scale: float, dtype: str) -> np.ndarray:
+    """``round((clip(v, min, max) - min) / scale)`` in float64, block by block.
+
+    The same arithmetic as on the whole array (so the same bytes), but the float64
+    temporaries are one block, not four tensor-sized arrays: a 64 MB kernel peaked at
+    ~450 MB of scratch before (perf: bench/, issue 7).
+    """
+    flat = values.reshape(-1)
+    stored = np.empty(flat.shape, dtype=dtype)
+    scratch = np.empty(min(_BLOCK, flat.size), dtype=np.float64)
+    for start in range(0, flat.size, _BLOCK):
+        part = flat[start:start + _BLOCK]
+        work = scratch[:part.size]
+        work[...] = part
+        np.clip(work, minimum, maximum, out=work)
+        work -= minimum
+        work /= scale
+        np.round(work, out=work)
+        stored[start:start + part.size] = work
+    return stored.reshape(values.shape)
 
 
 def affine_range(low: float, high: float, quant_max: float) -> tuple[float, float, float]:

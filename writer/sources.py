@@ -35,12 +35,15 @@ class Source:
             self.checkpoint.close()
 
 
-def resolve_source(source: Any, module: Any, variables: Any, step: int | None, notices: Notices) -> Source:
+def resolve_source(source: Any, module: Any, variables: Any, step: int | None, notices: Notices,
+                   fix: bool = True) -> Source:
     """Detect the kind of ``source`` and gather module and variables.
+
+    ``fix`` turns the key fixes of :func:`writer.variables.select_variables` on (the default) or off.
 
     Example:
         >>> src = resolve_source("examples/mnist_ckpt", None, None, None, Notices())   # doctest: +SKIP
-        >>> src.format
+        >>> src.format                                                                  # doctest: +SKIP
         'orbax'
     """
     from writer.module_loader import instantiate, load_module_spec
@@ -50,11 +53,11 @@ def resolve_source(source: Any, module: Any, variables: Any, step: int | None, n
     elif module is not None:
         module = instantiate(module)
     if isinstance(source, (str, Path)):
-        return _from_checkpoint(Path(source), module, step, notices)
+        return _from_checkpoint(Path(source), module, step, notices, fix)
     if variables is not None:
         if _is_linen_module(source) or _is_nnx_module(source):
             module = source
-        return _from_tree(variables, module, "variables", notices)
+        return _from_tree(variables, module, "variables", notices, fix=fix)
     if _is_nnx_module(source):
         return Source(f"{type(source).__name__} (NNX module)", "nnx-module", Variables(), module=source,
                       digest=lambda: _digest_nnx(source))
@@ -70,32 +73,36 @@ def resolve_source(source: Any, module: Any, variables: Any, step: int | None, n
         tree = {"params": source.params}
         if getattr(source, "batch_stats", None) is not None:
             tree["batch_stats"] = source.batch_stats
-        return _from_tree(tree, module, "TrainState", notices, fmt="train-state", step=_int_or_none(source.step))
+        return _from_tree(tree, module, "TrainState", notices, fmt="train-state", step=_int_or_none(source.step),
+                          fix=fix)
     if hasattr(source, "items"):  # a variables dict, FrozenDict or nnx.State, with module=
-        return _from_tree(source, module, type(source).__name__, notices)
+        return _from_tree(source, module, type(source).__name__, notices, fix=fix)
     raise ConversionError("UNKNOWN_SOURCE", f"cannot convert a {type(source).__name__}",
                           "pass a checkpoint path, a Linen module with variables=, an NNX module, or a TrainState")
 
 
-def _from_checkpoint(path: Path, module: Any, step: int | None, notices: Notices) -> Source:
-    from writer.provenance import content_sha256
+def _from_checkpoint(path: Path, module: Any, step: int | None, notices: Notices, fix: bool = True) -> Source:
+    from writer.provenance import BackgroundDigest
     from writer.readers import read_checkpoint
 
     checkpoint = read_checkpoint(path, step)
+    # Hash on the second core while the weights are converted (perf: bench/, issue 7).
+    digest = BackgroundDigest(checkpoint.path)
+    checkpoint.closers.append(digest.cancel)
     try:
-        variables = select_variables(checkpoint, notices)
+        variables = select_variables(checkpoint, notices, fix)
     except BaseException:
         checkpoint.close()
         raise
     return Source(checkpoint.path.name, checkpoint.format, variables, module, checkpoint.step, checkpoint.path,
-                  lambda: content_sha256(checkpoint.path), checkpoint)
+                  digest, checkpoint)
 
 
 def _from_tree(tree: Any, module: Any, name: str, notices: Notices, fmt: str = "variables",
-               step: int | None = None) -> Source:
+               step: int | None = None, fix: bool = True) -> Source:
     flat = flatten_arrays(tree)
     checkpoint = Checkpoint(fmt, Path(name), flat)
-    variables = select_variables(checkpoint, notices)
+    variables = select_variables(checkpoint, notices, fix)
     if module is None:
         raise ConversionError("MODULE_REQUIRED", f"variables ({name}) were given without the module that uses them",
                               "pass module=YourModule() as well")
@@ -105,6 +112,8 @@ def _from_tree(tree: Any, module: Any, name: str, notices: Notices, fmt: str = "
 
 def flatten_arrays(tree: Any, prefix: TreePath = ()) -> dict[TreePath, TensorRef]:
     """Flatten nested mappings (dict, FrozenDict, nnx.State) of arrays into lazy tensors.
+
+    Leaves that are not numeric arrays (e.g. jax PRNG keys of NNX rng streams) are skipped.
 
     Example:
         >>> list(flatten_arrays({"params": {"w": np.zeros(2)}}))
@@ -122,7 +131,11 @@ def flatten_arrays(tree: Any, prefix: TreePath = ()) -> dict[TreePath, TensorRef
             out.update(flatten_arrays(value, path))
         elif hasattr(value, "shape") and hasattr(value, "dtype"):
             array = value
-            out[path] = TensorRef(path, tuple(array.shape), np.dtype(array.dtype), lambda a=array: np.asarray(a), "memory")
+            try:
+                dtype = np.dtype(array.dtype)
+            except TypeError:  # jax PRNG key arrays (key<fry>): random-number state, never a weight
+                continue
+            out[path] = TensorRef(path, tuple(array.shape), dtype, lambda a=array: np.asarray(a), "memory")
     return out
 
 

@@ -2,8 +2,9 @@
 
 Checkpoints arrive as bare ``params`` trees, ``{'params': ..., 'batch_stats': ...}``
 variable dicts, whole TrainStates (with optimizer moments shaped exactly like the
-params, which must never be mistaken for them) or old ``flax.optim`` states
-(``target``). This module strips those wrappers and keeps only the collections a
+params, which must never be mistaken for them), old ``flax.optim`` states
+(``target``), wrapped or flattened trees. This module strips those wrappers (with
+the key fixes of :mod:`writer.fixes.keys`) and keeps only the collections a
 model needs at inference.
 """
 from __future__ import annotations
@@ -38,8 +39,12 @@ class Variables:
         return self.get("params")
 
 
-def select_variables(checkpoint: Checkpoint, notices: Notices) -> Variables:
+def select_variables(checkpoint: Checkpoint, notices: Notices, fix: bool = True) -> Variables:
     """Strip wrappers and return the inference collections of ``checkpoint``.
+
+    Key fixes (:mod:`writer.fixes.keys`) run first: NNX ``value`` leaves,
+    ``.value`` suffixes and flat keys are undone, wrapper levels removed. With
+    ``fix=False`` each of them is an error instead.
 
     Example:
         >>> import numpy as np; from pathlib import Path
@@ -48,11 +53,12 @@ def select_variables(checkpoint: Checkpoint, notices: Notices) -> Variables:
         >>> list(select_variables(ck, Notices()).params)
         [('Dense_0', 'bias')]
     """
-    tree = dict(checkpoint.tensors)
-    if {"target"} <= _top_keys(tree) and "params" not in _top_keys(tree):
-        # flax.optim Optimizer checkpoints: {'target': params, 'state': ...}
-        notices.assume("WRAPPER_REMOVED", "flax.optim checkpoint: parameters taken from 'target'")
-        tree = _subtree(tree, "target")
+    from writer.fixes.base import apply
+    from writer.fixes.keys import NESTED_PARAMS, normalise_paths, unwrap
+
+    source = checkpoint.path.name or str(checkpoint.path)
+    tree = normalise_paths(dict(checkpoint.tensors), source, notices, fix)
+    tree = unwrap(tree, source, notices, fix)
     top = _top_keys(tree)
     if "params" not in top:
         training = top & TRAINING_FIELDS
@@ -68,7 +74,8 @@ def select_variables(checkpoint: Checkpoint, notices: Notices) -> Variables:
     # {'params': {'params': ..., 'batch_stats': ...}}: a variables dict saved under 'params'.
     inner = _top_keys(collections["params"])
     if "params" in inner and inner <= set(INFERENCE_COLLECTIONS) | {"params"}:
-        notices.fixed("NESTED_PARAMS", "parameters were nested as params/params/...; the extra level was removed")
+        apply(NESTED_PARAMS, f"{source}: parameters nested as params/params/...: the extra level removed",
+              notices, fix)
         nested = collections.pop("params")
         for name in INFERENCE_COLLECTIONS:
             if name in inner:

@@ -76,29 +76,17 @@ def write_weights(
 def to_float32(values: np.ndarray, origin: str, converted: set[str], notices: Notices, allow_nonfinite: bool) -> np.ndarray:
     """Little-endian float32 values, refusing NaN/Inf unless allowed.
 
-    Other float and integer dtypes are converted once each with a ``fixed`` notice.
+    Other dtypes follow the rules of :mod:`writer.fixes.dtypes` (floats cast,
+    int64 range-checked, integers and bools converted only when exact), each
+    source dtype reported once as ``fixed[DTYPE_CONVERTED]``.
 
     Example:
         >>> to_float32(np.ones(2, np.float64), "params/d/bias", set(), Notices(), False).dtype
         dtype('float32')
     """
-    dtype = np.dtype(values.dtype)
-    if dtype.kind not in "fiub" and dtype.name != "bfloat16":
-        raise ConversionError(
-            "UNSUPPORTED_DTYPE", f"{origin} has dtype {dtype}, which is not a number",
-            "store real-valued parameters (float32, float16, bfloat16, float64)",
-        )
-    if dtype != np.dtype("<f4"):
-        out = values.astype("<f4")
-        if dtype.name not in converted:
-            converted.add(dtype.name)
-            notices.fixed("DTYPE_CONVERTED", f"{dtype.name} weights (first: {origin}) were converted to float32")
-        if dtype.kind == "f" and dtype.itemsize > 4 and np.isfinite(values).all() and not np.isfinite(out).all():
-            raise ConversionError(
-                "VALUE_OUT_OF_RANGE", f"{origin} holds values beyond float32's range (|x| > 3.4e38)",
-                "rescale the weights; tfjs computes in float32",
-            )
-        values = out
+    from writer.fixes.dtypes import convert
+
+    values = convert(values, origin, converted, notices)
     if not allow_nonfinite:
         bad = int(values.size - np.count_nonzero(np.isfinite(values)))
         if bad:

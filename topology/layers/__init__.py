@@ -10,7 +10,9 @@ import importlib
 
 from topology.layers.base import LayerKind
 
-_MODULES = ("dense", "conv", "pooling", "flatten")
+_MODULES = ("dense", "conv", "conv_transpose", "pooling", "flatten",
+            "batchnorm", "layernorm", "groupnorm", "embed", "dropout",
+            "attention", "rnn")
 
 REGISTRY: dict[str, LayerKind] = {}
 for _module in _MODULES:

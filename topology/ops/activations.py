@@ -80,6 +80,13 @@ def _log_sigmoid(b: Any, x: Tensor) -> Tensor:
     return _rescale(b, soft, -1.0, 0.0)
 
 
+def _elu_alpha(b: Any, x: Tensor, alpha: float) -> Tensor:
+    # tfjs' ELU layer rejects alpha != 1: relu(x) - alpha * relu(-elu(x)) (exact on both sides of 0).
+    negative_part = _relu_capped(None, "elu_negative")(b, _rescale(b, _activation("elu")(b, x), -1.0, 0.0))
+    scaled = _rescale(b, negative_part, -float(np.float32(alpha)), 0.0)
+    return b.add_layer("elu_alpha", "Add", {}, [_relu_capped(None)(b, x), scaled], x.shape)
+
+
 def _softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
@@ -105,6 +112,7 @@ CATALOG: tuple[Function, ...] = (
     Function("softplus", lambda x: np.logaddexp(x, 0), _activation("softplus")),
     Function("softsign", lambda x: x / (1 + np.abs(x)), _activation("softsign")),
     Function("swish", lambda x: x * _sigmoid(x), _activation("swish")),
+    Function("mish", lambda x: x * np.tanh(np.logaddexp(x, 0)), _activation("mish")),
     Function("gelu", lambda x: 0.5 * x * (1 + _erf(x / math.sqrt(2))), _activation("gelu")),
     Function("gelu_tanh", lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))), _gelu_tanh),
     Function("hard_sigmoid", lambda x: np.clip(x / 6 + 0.5, 0, 1), _hard_sigmoid),
@@ -154,13 +162,27 @@ def _as_function(value: Any) -> Callable[[Any], Any]:
     return lambda r, v=value.value: v
 
 
-def probe(shape: tuple[int, ...]) -> np.ndarray:
-    """Deterministic test input: a ramp over [-6, 6] and random values, both signs, zeros."""
-    count = int(np.prod(shape))
+def probes(shape: tuple[int, ...]) -> list[np.ndarray]:
+    """Deterministic test inputs of ``shape`` that together hold every probe value.
+
+    The values are a ramp over [-6, 6], signed zeros, tiny values and random
+    ones, shuffled so that every input mixes both signs. A small tensor gets
+    several inputs: identifying a function from a few values of one sign would
+    confuse e.g. relu with gelu or hard_sigmoid.
+
+    Example:
+        >>> xs = probes((2, 3))
+        >>> len(xs) > 1, xs[0].shape, bool(np.concatenate(xs).min() < 0 < np.concatenate(xs).max())
+        (True, (2, 3), True)
+    """
+    count = max(int(np.prod(shape)), 1)
     ramp = np.linspace(-6, 6, 241)
-    noise = np.random.RandomState(0).normal(0, 3, max(count, 1))
-    values = np.concatenate([ramp, [0.0, -0.0, 1e-3, -1e-3], noise])
-    return np.resize(values, count).reshape(shape).astype(np.float32)
+    rng = np.random.RandomState(0)
+    noise = rng.normal(0, 3, max(count, 256))
+    values = rng.permutation(np.concatenate([ramp, [0.0, -0.0, 1e-3, -1e-3], noise]))
+    chunks = -(-len(values) // count)
+    values = np.resize(values, chunks * count).astype(np.float32)
+    return [values[i * count:(i + 1) * count].reshape(shape) for i in range(chunks)]
 
 
 def materialize(builder: Any, pending: Pending) -> Tensor:
@@ -168,11 +190,12 @@ def materialize(builder: Any, pending: Pending) -> Tensor:
     from topology.ops.reduce import materialize_reduction
     from topology.trace.build import unsupported
 
-    x = probe(pending.root.shape)
-    y = np.asarray(pending.fn(x), dtype=np.float64)
+    xs = probes(pending.root.shape)
+    y = np.asarray(pending.fn(xs[0]), dtype=np.float64)
     if y.shape != tuple(pending.root.shape):
-        return materialize_reduction(builder, pending, x, y)
-    x64 = x.astype(np.float64)
+        return materialize_reduction(builder, pending, xs[0], y)
+    y = np.stack([y] + [np.asarray(pending.fn(x), dtype=np.float64) for x in xs[1:]])
+    x64 = np.stack(xs).astype(np.float64)
     if _close(y, x64):
         return pending.root
     for function in CATALOG:
@@ -198,11 +221,71 @@ def _fit_parametric(builder: Any, root: Tensor, x: np.ndarray, y: np.ndarray) ->
     if _close(y[positive], x[positive]):
         slope = float(np.median(y[negative] / x[negative]))
         if _close(y, np.where(x >= 0, x, slope * x)):
-            return builder.add_layer("leaky_relu", "LeakyReLU", {"alpha": slope}, [root], root.shape)
+            return builder.add_layer("leaky_relu", "LeakyReLU", {"alpha": float(np.float32(slope))}, [root], root.shape)
         alpha = float(np.median(y[negative] / np.expm1(x[negative])))
         if _close(y, np.where(x > 0, x, alpha * np.expm1(x))):
-            return builder.add_layer("elu", "ELU", {"alpha": alpha}, [root], root.shape)
+            return _elu_alpha(builder, root, alpha)
     scale, offset = np.polyfit(x.ravel(), y.ravel(), 1)
     if _close(y, scale * x + offset):
         return _rescale(builder, root, float(np.float32(scale)), float(np.float32(offset)))
     return None
+
+
+def _cases():
+    """Every catalogued function and the parametric ones, after a layer and on a raw input, Linen and NNX."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from topology.layers.base import Case
+
+    class After(nn.Module):  # fn(Dense(x)): the function's root is a layer output
+        fn: Any
+
+        @nn.compact
+        def __call__(self, x):
+            return self.fn(nn.Dense(6)(x))
+
+    class Before(nn.Module):  # Dense(fn(x)): the function's root is the model input
+        fn: Any
+
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3)(self.fn(x))
+
+    class NnxAfter(nnx.Module):
+        def __init__(self, fn: Any):
+            self.fn = fn
+            self.linear = nnx.Linear(5, 6, rngs=nnx.Rngs(0))
+
+        def __call__(self, x):
+            return self.fn(self.linear(x))
+
+    wide = (-6.0, 6.0)  # covers the kinks of relu6, hard_* and the tails of the saturating functions
+    functions = {
+        "relu": nn.relu, "relu-jax": jax.nn.relu, "relu-maximum": lambda x: jnp.maximum(x, 0),
+        "relu-where": lambda x: jnp.where(x > 0, x, 0.0), "relu6": nn.relu6, "elu": nn.elu,
+        "elu-alpha0.5": lambda x: nn.elu(x, alpha=0.5), "selu": nn.selu, "sigmoid": nn.sigmoid, "tanh": jnp.tanh,
+        "softplus": nn.softplus, "softsign": nn.soft_sign, "silu": nn.silu, "swish": nn.swish,
+        "gelu-exact": lambda x: jax.nn.gelu(x, approximate=False), "gelu-tanh": jax.nn.gelu,
+        "hard-sigmoid": nn.hard_sigmoid, "hard-tanh": nn.hard_tanh, "hard-silu": nn.hard_silu,
+        "log-sigmoid": nn.log_sigmoid, "softmax": nn.softmax, "log-softmax": nn.log_softmax,
+        "leaky-relu-default": nn.leaky_relu, "leaky-relu-0.2": lambda x: nn.leaky_relu(x, 0.2),
+        "mish": jax.nn.mish, "affine-2x+1": lambda x: x * 2 + 1,
+    }
+    cases = [Case(f"linen-{name}", lambda fn=fn: After(fn), (5,), input_range=wide) for name, fn in functions.items()]
+    cases += [
+        Case("linen-relu-on-input", lambda: Before(nn.relu), (5,), input_range=wide),
+        Case("linen-gelu-tanh-on-input", lambda: Before(jax.nn.gelu), (5,), input_range=wide),
+        Case("linen-softmax-on-input-3d", lambda: Before(nn.softmax), (4, 5)),
+        Case("linen-swish-narrow-range", lambda: After(nn.swish), (5,)),
+        Case("nnx-relu", lambda: NnxAfter(nnx.relu), (5,), input_range=wide),
+        Case("nnx-gelu-tanh", lambda: NnxAfter(nnx.gelu), (5,), input_range=wide),
+        Case("nnx-leaky-relu-0.2", lambda: NnxAfter(lambda x: nnx.leaky_relu(x, 0.2)), (5,), input_range=wide),
+        Case("nnx-log-softmax", lambda: NnxAfter(nnx.log_softmax), (5,), input_range=wide),
+    ]
+    return tuple(cases)
+
+
+CASES = _cases

@@ -2,6 +2,8 @@
 
 ``add``/``mul``/``max``/``min`` map to Add/Multiply/Maximum/Minimum; ``sub``
 (tfjs has no Subtract layer) is Add of the first and Rescaling(-1) of the second.
+Sizes of 1 broadcast (e.g. a squeeze-and-excitation gate (batch, 1, 1, C)),
+as they do in both JAX and the tfjs merge layers.
 """
 from __future__ import annotations
 
@@ -21,15 +23,24 @@ def merge(builder: Any, eqn: Any, values: list, where: str) -> Tensor:
         raise unsupported(f"`{name}` of two different tensors", where,
                           "combine tensors with +, -, *, maximum, minimum or concatenate")
     tensors = [builder.tensor(v, where) for v in values]
-    shapes = {t.shape for t in tensors}
-    if len(tensors) != len(values) or len(shapes) != 1:
+    shape = tuple(eqn.outvars[0].aval.shape)
+    if len(tensors) != len(values) or not all(_broadcasts(t.shape, shape) for t in tensors):
         raise unsupported(f"`{name}` of tensors with shapes {[t.shape for t in tensors]} (broadcasting)", where,
-                          "combine tensors of the same shape")
-    shape = tensors[0].shape
+                          "combine tensors of the same rank whose sizes are equal or 1 (batch sizes equal)")
     if name == "sub":
         negated = builder.add_layer("negate", "Rescaling", {"scale": -1.0, "offset": 0.0}, [tensors[1]], shape)
         return builder.add_layer("subtract", "Add", {}, [tensors[0], negated], shape)
     return builder.add_layer(_LAYER[name].lower(), _LAYER[name], {}, tensors, shape)
+
+
+def _broadcasts(shape: tuple[int, ...], out: tuple[int, ...]) -> bool:
+    """Same rank, same batch, every other size equal or 1: tfjs merge layers broadcast exactly that.
+
+    Example:
+        >>> _broadcasts((2, 1, 1, 4), (2, 5, 5, 4)), _broadcasts((1, 4), (2, 4))
+        (True, False)
+    """
+    return len(shape) == len(out) and shape[0] == out[0] and all(a in (1, b) for a, b in zip(shape[1:], out[1:]))
 
 
 @handles("concatenate")
@@ -41,3 +52,78 @@ def concatenate(builder: Any, eqn: Any, values: list, where: str) -> Tensor:
         raise unsupported("concatenation along the batch axis", where, "concatenate along a feature axis")
     tensors = [builder.tensor(v, where) for v in values]
     return builder.add_layer("concatenate", "Concatenate", {"axis": axis}, tensors, tuple(eqn.outvars[0].aval.shape))
+
+
+def _cases():
+    """Residual adds, subtract, multiply, maximum/minimum, concatenation; Linen, NNX, two inputs."""
+    import flax.linen as nn
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from topology.layers.base import Case
+
+    class Two(nn.Module):  # fn(Dense_a(x), Dense_b(x))
+        fn: Any
+
+        @nn.compact
+        def __call__(self, x):
+            return self.fn(nn.Dense(4)(x), nn.Dense(4)(x))
+
+    class Residual(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            y = nn.Dense(6)(nn.relu(nn.Dense(8)(x)))
+            return nn.relu(x + y)
+
+    class ConvResidual(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return x + nn.Conv(3, (3, 3))(nn.relu(nn.Conv(3, (3, 3))(x)))
+
+    class ThreeWay(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3)(x) + nn.Dense(3)(x) + nn.Dense(3)(x)
+
+    class Sequence(nn.Module):  # concatenation along the length axis of (batch, length, channels)
+        @nn.compact
+        def __call__(self, x):
+            return jnp.concatenate([x, nn.Dense(3)(x)], axis=1)
+
+    class SqueezeExcite(nn.Module):  # x * gate with shape (batch, 1, 1, C): a broadcasting multiply
+        @nn.compact
+        def __call__(self, x):
+            gate = nn.sigmoid(nn.Dense(4)(jnp.mean(x, axis=(1, 2), keepdims=True)))
+            return nn.Conv(4, (1, 1))(x) * gate
+
+    class TwoInputs(nn.Module):
+        @nn.compact
+        def __call__(self, a, b):
+            return nn.Dense(2)(jnp.concatenate([nn.relu(nn.Dense(5)(a)), b], axis=-1))
+
+    class NnxResidual(nnx.Module):
+        def __init__(self):
+            self.first = nnx.Linear(6, 6, rngs=nnx.Rngs(0))
+            self.second = nnx.Linear(6, 6, rngs=nnx.Rngs(1))
+
+        def __call__(self, x):
+            return x + self.second(nnx.relu(self.first(x))) - self.first(x)
+
+    return (
+        Case("linen-residual-add", Residual, (6,)),
+        Case("linen-conv-residual-add", ConvResidual, (6, 6, 3)),
+        Case("linen-add-three", ThreeWay, (5,)),
+        Case("linen-subtract", lambda: Two(lambda a, b: a - b), (5,)),
+        Case("linen-multiply", lambda: Two(lambda a, b: a * nn.sigmoid(b)), (5,)),
+        Case("linen-maximum", lambda: Two(jnp.maximum), (5,)),
+        Case("linen-minimum", lambda: Two(jnp.minimum), (5,)),
+        Case("linen-average", lambda: Two(lambda a, b: (a + b) / 2), (5,)),
+        Case("linen-concatenate-last", lambda: Two(lambda a, b: jnp.concatenate([a, b], axis=-1)), (5,)),
+        Case("linen-concatenate-axis1", Sequence, (4, 3)),
+        Case("linen-squeeze-excite-broadcast", SqueezeExcite, (5, 5, 4)),
+        Case("linen-two-inputs-concatenate", TwoInputs, [(4,), (3,)]),
+        Case("nnx-residual-add-subtract", NnxResidual, (6,)),
+    )
+
+
+CASES = _cases

@@ -4,7 +4,10 @@ Flax's ``avg_pool`` is ``reduce_window_sum`` followed by a division: by the
 window size (``count_include_pad=True``, the default: padded cells count, so
 tfjs gets explicit zero padding and a VALID pool) or by the per-position count
 of real cells (``count_include_pad=False``: tfjs' own SAME pooling). The sum
-is kept as a :class:`WindowSum` until its division shows which one it is.
+is kept as a :class:`WindowSum` until its division shows which one it is; a
+sum used as it is (``nn.pool`` with ``lax.add``) is that average pool times the
+window size. ``nn.min_pool`` is -max_pool(-x). tfjs has only ZeroPadding2D, so
+1-D and 3-D padding go through Reshapes around it (:func:`zero_pad`).
 """
 from __future__ import annotations
 
@@ -93,6 +96,15 @@ def max_pool(builder: Any, eqn: Any, values: list, where: str) -> Tensor:
                              tuple(eqn.outvars[0].aval.shape))
 
 
+@handles("reduce_window_min")
+def min_pool(builder: Any, eqn: Any, values: list, where: str) -> Tensor:
+    """``nn.min_pool`` = -max_pool(-x) (exact: negation only flips the sign bit)."""
+    x = builder.tensor(values[0], where)
+    negated = builder.add_layer("negate", "Rescaling", {"scale": -1.0, "offset": 0.0}, [x], x.shape)
+    pooled = max_pool(builder, eqn, [negated], where)
+    return builder.add_layer("min_pool", "Rescaling", {"scale": -1.0, "offset": 0.0}, [pooled], pooled.shape)
+
+
 @handles("reduce_window_sum")
 def window_sum(builder: Any, eqn: Any, values: list, where: str) -> WindowSum:
     x = builder.tensor(values[0], where)
@@ -140,11 +152,113 @@ def _average_pool(builder: Any, window: WindowSum, include_pad: bool) -> Tensor:
     if not include_pad:
         raise unsupported("average pooling over explicit padding without padded cells", window.where,
                           "use padding='SAME' or 'VALID'")
-    if n != 2:
-        raise unsupported(f"average pooling over padded cells in {n}-D", window.where,
-                          "tfjs has ZeroPadding2D only: use padding='VALID', or count_include_pad=False")
-    pads = [list(p) for p in params["padding"][1:-1]]
-    padded_shape = (x.shape[0], *(d + lo + hi for d, (lo, hi) in zip(x.shape[1:-1], pads)), x.shape[-1])
-    padded = builder.add_layer("zero_padding", "ZeroPadding2D", {"padding": pads, "data_format": "channels_last"},
-                               [x], padded_shape)
-    return builder.add_layer("avg_pool", "AveragePooling2D", _pool_config(params, "valid"), [padded], window.shape)
+    pads = [tuple(p) for p in params["padding"][1:-1]]
+    padded = zero_pad(builder, x, pads)
+    return builder.add_layer("avg_pool", f"AveragePooling{n}D", _pool_config(params, "valid"), [padded], window.shape)
+
+
+def zero_pad(builder: Any, x: Tensor, pads: list[tuple[int, int]]) -> Tensor:
+    """Zero-pad the spatial axes of a channels-last tensor with 1-3 spatial axes.
+
+    tfjs has only ZeroPadding2D, so 1-D and 3-D inputs are reshaped around it
+    (reshapes keep the row-major order, so the zeros land where Flax puts them).
+
+    Example:
+        >>> zero_pad(builder, x, [(1, 1), (0, 1)])   # doctest: +SKIP
+    """
+    batch, sizes, channels = x.shape[0], list(x.shape[1:-1]), x.shape[-1]
+    out = [d + lo + hi for d, (lo, hi) in zip(sizes, pads)]
+
+    def reshape(t: Tensor, shape: list[int]) -> Tensor:
+        return builder.add_layer("reshape", "Reshape", {"target_shape": shape}, [t], (batch, *shape))
+
+    def pad2d(t: Tensor, two: list[tuple[int, int]], shape: list[int]) -> Tensor:
+        return builder.add_layer("zero_padding", "ZeroPadding2D",
+                                 {"padding": [list(p) for p in two], "data_format": "channels_last"}, [t], (batch, *shape))
+
+    if len(sizes) == 2:
+        return pad2d(x, pads, [*out, channels])
+    if len(sizes) == 1:
+        padded = pad2d(reshape(x, [sizes[0], 1, channels]), [pads[0], (0, 0)], [out[0], 1, channels])
+        return reshape(padded, [out[0], channels])
+    # 3-D: pad (D, H) of (D, H, W*C), then W of (D'*H', W, C).
+    first = pad2d(reshape(x, [sizes[0], sizes[1], sizes[2] * channels]), pads[:2],
+                  [out[0], out[1], sizes[2] * channels])
+    second = pad2d(reshape(first, [out[0] * out[1], sizes[2], channels]), [(0, 0), pads[2]],
+                   [out[0] * out[1], out[2], channels])
+    return reshape(second, [*out, channels])
+
+
+def _cases():
+    """Average (both count_include_pad), max, min and sum pooling in 1-3 D, Linen and NNX."""
+    import flax.linen as nn
+    import jax
+    from flax import nnx
+    from flax.linen.pooling import min_pool as linen_min_pool
+
+    from topology.layers.base import Case
+
+    class Pool(nn.Module):
+        fn: Any
+
+        @nn.compact
+        def __call__(self, x):
+            return self.fn(x)
+
+    class ConvPool(nn.Module):  # pooling a layer's output, then a layer
+        fn: Any
+
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3)(self.fn(nn.Conv(4, (3, 3))(x)))
+
+    class NnxPool(nnx.Module):
+        def __init__(self, fn: Any):
+            self.fn = fn
+            self.conv = nnx.Conv(2, 4, (3, 3), rngs=nnx.Rngs(0))
+
+        def __call__(self, x):
+            return self.fn(self.conv(x))
+
+    def sum_pool(x, window, strides=None, padding="VALID"):
+        return nn.pool(x, 0.0, jax.lax.add, window, strides, padding)
+
+    cases = {
+        "avg2d-valid": (lambda x: nn.avg_pool(x, (2, 2), strides=(2, 2)), (8, 8, 3)),
+        "avg2d-valid-odd-stride": (lambda x: nn.avg_pool(x, (3, 2), strides=(2, 1)), (9, 7, 2)),
+        "avg2d-same-include-pad": (lambda x: nn.avg_pool(x, (3, 3), padding="SAME"), (6, 6, 2)),
+        "avg2d-same-stride2-include-pad": (lambda x: nn.avg_pool(x, (3, 3), strides=(2, 2), padding="SAME"), (7, 7, 2)),
+        "avg2d-same-exclude-pad": (lambda x: nn.avg_pool(x, (3, 3), padding="SAME", count_include_pad=False), (6, 6, 2)),
+        "avg2d-same-stride2-exclude-pad": (lambda x: nn.avg_pool(x, (3, 3), strides=(2, 2), padding="SAME",
+                                                                 count_include_pad=False), (7, 7, 2)),
+        "avg2d-explicit-include-pad": (lambda x: nn.avg_pool(x, (2, 2), padding=((1, 0), (1, 2))), (5, 5, 2)),
+        "max2d-valid": (lambda x: nn.max_pool(x, (2, 2), strides=(2, 2)), (8, 8, 3)),
+        "max2d-same": (lambda x: nn.max_pool(x, (3, 3), padding="SAME"), (6, 6, 2)),
+        "max2d-same-stride2": (lambda x: nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME"), (7, 7, 2)),
+        "min2d-valid": (lambda x: linen_min_pool(x, (2, 2), strides=(2, 2)), (6, 6, 2)),
+        "sum2d-valid": (lambda x: sum_pool(x, (2, 2), (2, 2)), (6, 6, 2)),
+        "sum2d-same": (lambda x: sum_pool(x, (3, 3), None, "SAME"), (5, 5, 2)),
+        "avg1d-valid": (lambda x: nn.avg_pool(x, (2,), strides=(2,)), (10, 3)),
+        "avg1d-same-include-pad": (lambda x: nn.avg_pool(x, (3,), padding="SAME"), (9, 3)),
+        "avg1d-same-exclude-pad": (lambda x: nn.avg_pool(x, (3,), strides=(2,), padding="SAME",
+                                                         count_include_pad=False), (9, 3)),
+        "max1d-valid": (lambda x: nn.max_pool(x, (3,), strides=(2,)), (11, 3)),
+        "max1d-same": (lambda x: nn.max_pool(x, (2,), strides=(2,), padding="SAME"), (9, 3)),
+        "avg3d-valid": (lambda x: nn.avg_pool(x, (2, 2, 2), strides=(2, 2, 2)), (4, 4, 6, 2)),
+        "avg3d-same-include-pad": (lambda x: nn.avg_pool(x, (3, 2, 3), padding="SAME"), (4, 3, 5, 2)),
+        "avg3d-same-exclude-pad": (lambda x: nn.avg_pool(x, (2, 2, 2), strides=(2, 2, 2), padding="SAME",
+                                                         count_include_pad=False), (3, 4, 5, 2)),
+        "max3d-valid": (lambda x: nn.max_pool(x, (2, 2, 2), strides=(2, 2, 2)), (4, 4, 4, 2)),
+        "max3d-same": (lambda x: nn.max_pool(x, (2, 3, 2), strides=(2, 2, 1), padding="SAME"), (3, 5, 4, 2)),
+    }
+    result = [Case(f"linen-{name}", lambda fn=fn: Pool(fn), shape) for name, (fn, shape) in cases.items()]
+    result += [
+        Case("linen-conv-avg-same-dense", lambda: ConvPool(lambda x: nn.avg_pool(x, (3, 3), (2, 2), "SAME")), (7, 7, 2)),
+        Case("linen-conv-max-valid-dense", lambda: ConvPool(lambda x: nn.max_pool(x, (2, 2), (2, 2))), (8, 8, 2)),
+        Case("nnx-avg-pool-valid", lambda: NnxPool(lambda x: nnx.avg_pool(x, (2, 2), strides=(2, 2))), (8, 8, 2)),
+        Case("nnx-max-pool-same", lambda: NnxPool(lambda x: nnx.max_pool(x, (3, 3), padding="SAME")), (6, 6, 2)),
+    ]
+    return tuple(result)
+
+
+CASES = _cases

@@ -1,7 +1,16 @@
-"""Reductions over spatial axes -> GlobalAverage/GlobalMax pooling (+ Reshape for keepdims)."""
+"""Reductions over spatial axes -> GlobalAverage/GlobalMax pooling (+ Reshape for keepdims).
+
+A pending function whose shape differs from its root's is tried against
+mean / max / min / sum over every set of non-batch axes. Supported: all
+spatial axes of a channels-last tensor (global pooling). ``sum`` is the mean
+times the cell count (Rescaling), ``min`` is -max(-x) (exact). tfjs has no
+3-D global pooling: 3 spatial axes are reshaped to one first (same cells).
+tfjs ignores ``keepdims``, so a Reshape restores the kept axes.
+"""
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 import numpy as np
@@ -9,42 +18,129 @@ import numpy as np
 from topology.trace.values import Pending, Tensor
 
 _GLOBAL = {"mean": "GlobalAveragePooling{n}D", "max": "GlobalMaxPooling{n}D"}
+_REDUCTIONS = (("mean", np.mean), ("max", np.max), ("min", np.min), ("sum", np.sum))
 
 
 def materialize_reduction(builder: Any, pending: Pending, x: np.ndarray, y: np.ndarray) -> Tensor:
-    """Identify a pending function whose shape differs from its input's: mean/max over axes."""
+    """Identify a pending function whose shape differs from its input's: mean/max/min/sum over axes.
+
+    The match must hold on several probes, including all-negative and all-positive
+    ones: on one mixed probe max(relu(x)) and max(x) are equal, so a single probe
+    would drop the relu.
+    """
+    from topology.ops.activations import CATALOG, probes
     from topology.trace.build import unsupported
 
     root = pending.root
     rank = len(root.shape)
-    x64 = x.astype(np.float64)
-    for count in range(1, rank - 1):
-        for axes in itertools.combinations(range(1, rank), count):
-            for name, reduce in (("mean", np.mean), ("max", np.max)):
-                for keepdims in (False, True):
-                    expected = reduce(x64, axis=axes, keepdims=keepdims)
-                    if expected.shape == y.shape and np.allclose(y, expected, rtol=1e-5, atol=1e-6):
-                        return _emit(builder, root, name, axes, keepdims, tuple(y.shape), pending.where)
+    mixed = [x] + probes(root.shape)[1:3]
+    xs = [p.astype(np.float64) for p in mixed + [-np.abs(x), np.abs(x)]]
+    ys = [np.asarray(y, np.float64)] + [np.asarray(pending.fn(p.astype(np.float32)), np.float64) for p in xs[1:]]
+    match = _match(xs, ys, rank)
+    if match is not None:
+        return _emit(builder, root, *match, tuple(y.shape), pending.where)
+    for function in CATALOG:  # an activation right before the reduction, e.g. mean(relu(x)): emit both
+        with np.errstate(all="ignore"):
+            match = _match([function.reference(p) for p in xs], ys, rank)
+        if match is not None:
+            return _emit(builder, function.emit(builder, root), *match, tuple(y.shape), pending.where)
     if y.size == x.size and y.shape[0] == x.shape[0]:
         from topology.ops.activations import _close
 
-        if _close(y.reshape(x.shape), x64):
+        if all(_close(b.reshape(a.shape), a) for a, b in zip(xs, ys)):
             return builder.add_layer("reshape", "Reshape", {"target_shape": list(y.shape[1:])}, [root], tuple(y.shape))
-    raise unsupported(f"a reduction from {root.shape} to {tuple(y.shape)}", pending.where,
-                      "supported: mean or max over all spatial axes (global pooling)")
+    raise unsupported(f"a reduction or broadcast from {root.shape} to {tuple(y.shape)}", pending.where,
+                      "supported: mean, max, min or sum over all spatial axes (global pooling), "
+                      "optionally right after an activation")
+
+
+def _match(xs: list[np.ndarray], ys: list[np.ndarray], rank: int) -> tuple[str, tuple, bool] | None:
+    """(reduction, axes, keepdims) with every y = that reduction of its x over axes, if any."""
+    for count in range(1, rank):
+        for axes in itertools.combinations(range(1, rank), count):
+            for name, reduce in _REDUCTIONS:
+                for keepdims in (False, True):
+                    if all(_same(reduce(x, axis=axes, keepdims=keepdims), y) for x, y in zip(xs, ys)):
+                        return name, axes, keepdims
+    return None
+
+
+def _same(expected: np.ndarray, actual: np.ndarray) -> bool:
+    return expected.shape == actual.shape and bool(np.allclose(actual, expected, rtol=1e-5, atol=1e-6))
 
 
 def _emit(builder: Any, root: Tensor, name: str, axes: tuple, keepdims: bool, shape: tuple, where: str) -> Tensor:
     from topology.trace.build import unsupported
 
     spatial = tuple(range(1, len(root.shape) - 1))
-    if axes != spatial or not 1 <= len(spatial) <= 2:
+    if axes != spatial or not spatial:
         raise unsupported(f"{name} over axes {axes} of a {len(root.shape)}-D tensor", where,
-                          "supported: mean/max over all spatial axes of a 3-D or 4-D (channels-last) tensor")
-    class_name = _GLOBAL[name].format(n=len(spatial))
-    config = {"data_format": "channels_last"} if len(spatial) == 2 else {}
+                          "supported: mean/max/min/sum over all spatial axes of a channels-last tensor "
+                          "(not over the channel axis)")
+    source = root
+    if len(spatial) > 2:  # tfjs has 1-D and 2-D global pooling only: (D, H, W, C) -> (D*H*W, C)
+        cells = math.prod(root.shape[1:-1])
+        source = builder.add_layer("reshape", "Reshape", {"target_shape": [cells, root.shape[-1]]}, [root],
+                                   (root.shape[0], cells, root.shape[-1]))
+    if name == "min":
+        source = builder.add_layer("negate", "Rescaling", {"scale": -1.0, "offset": 0.0}, [source], source.shape)
+    n = len(source.shape) - 2
+    class_name = _GLOBAL["max" if name in ("max", "min") else "mean"].format(n=n)
+    config = {"data_format": "channels_last"} if n == 2 else {}
     pooled_shape = (root.shape[0], root.shape[-1])
-    pooled = builder.add_layer(f"global_{name}", class_name, config, [root], pooled_shape)
+    pooled = builder.add_layer(f"global_{name}", class_name, config, [source], pooled_shape)
+    if name in ("min", "sum"):
+        scale = -1.0 if name == "min" else float(math.prod(root.shape[1:-1]))
+        pooled = builder.add_layer(name, "Rescaling", {"scale": scale, "offset": 0.0}, [pooled], pooled_shape)
     if keepdims:
         return builder.add_layer("reshape", "Reshape", {"target_shape": list(shape[1:])}, [pooled], shape)
     return pooled
+
+
+def _cases():
+    """Global mean/max/min/sum pooling over 1-3 spatial axes, with and without keepdims; Linen and NNX."""
+    import flax.linen as nn
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from topology.layers.base import Case
+
+    class Head(nn.Module):  # Conv -> reduce over spatial axes -> Dense
+        fn: Any
+
+        @nn.compact
+        def __call__(self, x):
+            features = nn.Conv(4, (3,) * (x.ndim - 2))(x)
+            return nn.Dense(3)(self.fn(features))
+
+    class NnxHead(nnx.Module):
+        def __init__(self, fn: Any):
+            self.fn = fn
+            self.conv = nnx.Conv(2, 4, (3, 3), rngs=nnx.Rngs(0))
+            self.linear = nnx.Linear(4, 3, rngs=nnx.Rngs(1))
+
+        def __call__(self, x):
+            return self.linear(self.fn(self.conv(x)))
+
+    return (
+        Case("linen-mean-hw", lambda: Head(lambda x: jnp.mean(x, axis=(1, 2))), (6, 5, 2)),
+        Case("linen-relu-then-mean-hw", lambda: Head(lambda x: jnp.mean(nn.relu(x), axis=(1, 2))), (6, 5, 2)),
+        Case("linen-mean-hw-keepdims", lambda: Head(lambda x: jnp.mean(x, axis=(1, 2), keepdims=True)), (6, 5, 2)),
+        Case("linen-x.mean-hw", lambda: Head(lambda x: x.mean((1, 2))), (6, 5, 2)),
+        Case("linen-max-hw", lambda: Head(lambda x: jnp.max(x, axis=(1, 2))), (6, 5, 2)),
+        Case("linen-max-hw-keepdims", lambda: Head(lambda x: jnp.max(x, axis=(1, 2), keepdims=True)), (6, 5, 2)),
+        Case("linen-min-hw", lambda: Head(lambda x: jnp.min(x, axis=(1, 2))), (6, 5, 2)),
+        Case("linen-sum-hw", lambda: Head(lambda x: jnp.sum(x, axis=(1, 2))), (6, 5, 2)),
+        Case("linen-mean-length", lambda: Head(lambda x: jnp.mean(x, axis=1)), (7, 3)),
+        Case("linen-max-length-keepdims", lambda: Head(lambda x: jnp.max(x, axis=1, keepdims=True)), (7, 3)),
+        Case("linen-mean-dhw", lambda: Head(lambda x: jnp.mean(x, axis=(1, 2, 3))), (3, 4, 3, 2)),
+        Case("linen-max-dhw-keepdims", lambda: Head(lambda x: jnp.max(x, axis=(1, 2, 3), keepdims=True)), (3, 4, 3, 2)),
+        Case("linen-max-of-relu-hw", lambda: Head(lambda x: jnp.max(nn.relu(x), axis=(1, 2))), (6, 5, 2)),
+        Case("linen-mean-of-relu-hw", lambda: Head(lambda x: jnp.mean(nn.relu(x), axis=(1, 2))), (6, 5, 2)),
+        Case("linen-max-of-relu-length", lambda: Head(lambda x: nn.relu(x).max(axis=1)), (9, 3)),
+        Case("nnx-mean-hw", lambda: NnxHead(lambda x: x.mean(axis=(1, 2))), (5, 5, 2)),
+        Case("nnx-max-hw", lambda: NnxHead(lambda x: x.max(axis=(1, 2))), (5, 5, 2)),
+    )
+
+
+CASES = _cases

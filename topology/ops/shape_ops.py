@@ -14,7 +14,8 @@ def reshape(builder: Any, eqn: Any, values: list, where: str) -> Tensor:
 
     x = builder.tensor(values[0], where)
     shape = tuple(eqn.outvars[0].aval.shape)
-    if eqn.params.get("dimensions") is not None:
+    # reshape's `dimensions` is a transpose before the reshape (squeeze's `dimensions` are just the axes dropped).
+    if eqn.primitive.name == "reshape" and eqn.params.get("dimensions") is not None:
         raise unsupported("a reshape with a dimension order", where, "transpose first, then reshape")
     if not shape or shape[0] != x.shape[0] or math.prod(shape[1:]) != math.prod(x.shape[1:]):
         raise unsupported(f"a reshape from {x.shape} to {shape} that mixes the batch axis", where,
@@ -38,3 +39,70 @@ def transpose(builder: Any, eqn: Any, values: list, where: str) -> Tensor:
         return x
     return builder.add_layer("permute", "Permute", {"dims": list(permutation[1:])}, [x],
                              tuple(eqn.outvars[0].aval.shape))
+
+
+def _cases():
+    """Flatten, Reshape, Permute, squeeze and expand_dims between layers; Linen and NNX."""
+    import flax.linen as nn
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from topology.layers.base import Case
+
+    class Wrap(nn.Module):  # Dense(fn(Conv(x))) or Dense(fn(x)), so the shape op sits between layers
+        fn: Any
+        conv: bool = True
+
+        @nn.compact
+        def __call__(self, x):
+            if self.conv:
+                x = nn.Conv(3, (3, 3))(x)
+            return nn.Dense(2)(self.fn(x))
+
+    class Tokens(nn.Module):  # (batch, 12) -> (batch, 3, 4) -> per-row Dense -> (batch, 3, 2)
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(2)(nn.Dense(12)(x).reshape((x.shape[0], 3, 4)))
+
+    class Squeeze(nn.Module):  # (batch, L, C) -> Dense(1) -> (batch, L) -> Dense
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3)(jnp.squeeze(nn.Dense(1)(x), -1))
+
+    class ExpandDims(nn.Module):  # (batch, F) -> (batch, F, 1) -> per-feature Dense
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(2)(jnp.expand_dims(nn.Dense(4)(x), -1))
+
+    class NnxFlatten(nnx.Module):
+        def __init__(self):
+            self.conv = nnx.Conv(2, 3, (3, 3), rngs=nnx.Rngs(0))
+            self.linear = nnx.Linear(5 * 5 * 3, 2, rngs=nnx.Rngs(1))
+
+        def __call__(self, x):
+            return self.linear(self.conv(x).reshape((x.shape[0], -1)))
+
+    class NnxPermute(nnx.Module):
+        def __init__(self):
+            self.linear = nnx.Linear(4, 3, rngs=nnx.Rngs(0))
+
+        def __call__(self, x):
+            return self.linear(jnp.swapaxes(x, 1, 2))
+
+    return (
+        Case("linen-flatten", lambda: Wrap(lambda x: x.reshape((x.shape[0], -1))), (5, 5, 2)),
+        Case("linen-flatten-ravel-rows", lambda: Wrap(lambda x: jnp.reshape(x, (x.shape[0], 75))), (5, 5, 2)),
+        Case("linen-reshape-4d-to-3d", lambda: Wrap(lambda x: x.reshape((x.shape[0], 25, 3))), (5, 5, 2)),
+        Case("linen-reshape-2d-to-3d", Tokens, (6,)),
+        Case("linen-transpose-hw", lambda: Wrap(lambda x: jnp.transpose(x, (0, 2, 1, 3))), (4, 5, 2)),
+        Case("linen-transpose-channels-first", lambda: Wrap(lambda x: jnp.transpose(x, (0, 3, 1, 2))), (4, 5, 2)),
+        Case("linen-swapaxes-3d", lambda: Wrap(lambda x: jnp.swapaxes(x, 1, 2), conv=False), (4, 3)),
+        Case("linen-squeeze", Squeeze, (5, 3)),
+        Case("linen-expand-dims", ExpandDims, (3,)),
+        Case("linen-expand-dims-none-index", lambda: Wrap(lambda x: x[:, None], conv=False), (3,)),
+        Case("nnx-flatten", NnxFlatten, (5, 5, 2)),
+        Case("nnx-swapaxes", NnxPermute, (4, 3)),
+    )
+
+
+CASES = _cases

@@ -129,7 +129,7 @@ def build_graph(trace: Trace) -> LayerGraph:
     jaxpr = closed.jaxpr
     env: dict[Any, Any] = {}
     for var, value in zip(jaxpr.constvars, closed.consts):
-        env[var] = Const(np.asarray(value))
+        env[var] = _const(value)
     n_inputs = len(trace.inputs)
     variable_vars = jaxpr.invars[: len(jaxpr.invars) - n_inputs]
     for var in variable_vars:
@@ -154,7 +154,7 @@ def _read(env: dict, var: Any) -> Any:
     return env[var]
 
 
-def _walk(builder: GraphBuilder, jaxpr: Any, env: dict) -> None:
+def _walk(builder: GraphBuilder, jaxpr: Any, env: dict, outer_where: str = "") -> None:
     from topology.ops import handler_for
 
     for eqn in jaxpr.eqns:
@@ -164,7 +164,8 @@ def _walk(builder: GraphBuilder, jaxpr: Any, env: dict) -> None:
     for eqn in jaxpr.eqns:
         values = [_read(env, v) for v in eqn.invars]
         name = eqn.primitive.name
-        where = source_of(eqn)
+        # Inside a jit-ed helper (jnp.cumsum, jnp.sort, ...) the traceback has no user frame: use the call's.
+        where = source_of(eqn) or outer_where
         if name == "flax2tfjs_enter":
             call = eqn.params["call"]
             builder.call_inputs.setdefault(call, []).append(builder.tensor(values[0], where))
@@ -190,8 +191,8 @@ def _walk(builder: GraphBuilder, jaxpr: Any, env: dict) -> None:
             inner = body.jaxpr if hasattr(body, "jaxpr") else body
             inner_env = {var: value for var, value in zip(inner.invars, values)}
             for var, const in zip(inner.constvars, getattr(body, "consts", [])):
-                inner_env[var] = Const(np.asarray(const))
-            _walk(builder, inner, inner_env)
+                inner_env[var] = _const(const)
+            _walk(builder, inner, inner_env, where)
             for out, inner_out in zip(eqn.outvars, inner.outvars):
                 env[out] = _read(inner_env, inner_out)
             continue
@@ -213,7 +214,15 @@ def _fold_constants(eqn: Any, values: list[Const]) -> list[Const]:
     except Exception:
         return [Const(None)] * len(eqn.outvars)
     results = result if eqn.primitive.multiple_results else [result]
-    return [Const(np.asarray(r)) for r in results]
+    return [_const(r) for r in results]
+
+
+def _const(value: Any) -> Const:
+    """A constant as numpy; JAX arrays numpy cannot hold (PRNG keys, e.g. nn.RNN's default init key) stay JAX arrays."""
+    try:
+        return Const(np.asarray(value))
+    except TypeError:
+        return Const(value)
 
 
 def _emit_call(builder: GraphBuilder, call_index: int, aval: Any) -> Tensor:

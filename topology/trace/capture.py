@@ -67,6 +67,8 @@ class _Recorder:
                 self.depth -= bool(self.depth)
         index = next(self.counter)
         attrs = layer_kind.read_attrs(module) if layer_kind.read_attrs else {}
+        # Flags given at call time (e.g. use_running_average=False) override the module's own.
+        attrs["_call_flags"] = {k: v for k, v in kwargs.items() if isinstance(v, bool)}
         self.calls[index] = LayerCall(index, layer_kind, path, attrs, self.lookup_variables(module, path))
         marked = tuple(enter(a, index) if _is_array(a) else a for a in args)
         self.depth += 1

@@ -36,4 +36,10 @@ def flax_error_to_conversion_error(exc: Exception) -> ConversionError | None:
         else:
             message = text.split(" (https")[0]
         return ConversionError("SHAPE_MISMATCH", message, "check --input-shape and that the checkpoint belongs to this model")
+    if name in ("ModifyScopeVariableError", "InvalidRngError"):  # a layer fixed in training mode
+        return ConversionError(
+            "TRAINING_MODE", f"a layer runs in training mode during the inference trace ({text.split(' (https')[0]})",
+            "let a flag choose the mode, e.g. nn.BatchNorm(use_running_average=not train) and "
+            "nn.Dropout(rate, deterministic=not train); the converter calls the model with train=False",
+        )
     return None

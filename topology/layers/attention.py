@@ -1,0 +1,266 @@
+"""Flax multi-head dot-product attention -> layers tfjs 4.22 has (it has no MultiHeadAttention).
+
+``nn.MultiHeadDotProductAttention`` / ``nn.SelfAttention`` (Linen) and
+``nnx.MultiHeadAttention`` (NNX, incl. grouped key/value heads) on (batch,
+length, features) inputs, without mask, become per head h::
+
+    q_h = Rescaling(1/sqrt(D))(Dense(D)(x_q))     # kernel W_q[:, h, :], bias b_q[h]
+    k_h = Dense(D)(x_k);  v_h = Dense(D)(x_v)
+    a_h = Dot(axes=[2, 1])([softmax(Dot(axes=[2, 2])([q_h, k_h])), v_h])
+
+then ``Dense(out)(Concatenate([a_0, ..., a_H-1]))`` with the output kernel
+(H, D, out) reshaped to (H*D, out): the same sums Flax computes, with the
+query scaled before the product as Flax does. Called with one input it is
+self-attention; with two or three (query, key[, value]) cross-attention.
+
+The module's submodule weights (query/key/value/out) and its call keywords
+(mask, decode, ...) are read through :func:`call_context`.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from topology.graph import LayerNode, WeightBinding
+from topology.layers.base import ZEROS, Case, LayerKind, keras_shape, layer_base
+from writer.tensors import TensorRef, TreePath
+
+
+@dataclass
+class CallContext:
+    """What the tracer knows about the layer call being recorded.
+
+    Example:
+        >>> CallContext({}, ("Block_0", "attn"), lambda path: {}).where
+        'Block_0/attn'
+    """
+
+    kwargs: dict  # keyword arguments of the call (e.g. mask=..., reverse=True)
+    path: TreePath  # the module's path
+    lookup: Callable[[TreePath], dict[tuple[str, str], TensorRef]]  # module path -> its variables
+    line: str = ""  # the user's file:line that called the layer, when found
+    module_name: str = ""  # the module's class name, for a module at the root (empty path)
+
+    @property
+    def where(self) -> str:
+        return "/".join(self.path) or self.module_name
+
+    def variables(self, *sub: str) -> dict[tuple[str, str], TensorRef]:
+        """The variables of the submodule at ``sub`` below this module, keyed (collection, name)."""
+        return self.lookup((*self.path, *sub))
+
+    def unsupported(self, what: str, hint: str, layer: str = "") -> Exception:
+        """UNSUPPORTED_OPERATION naming ``what``, the layer and the user's line."""
+        from topology.trace.build import unsupported
+
+        return unsupported(f"{what} in layer {layer or self.where}", self.line, hint)
+
+
+def call_context(module: Any) -> CallContext:
+    """The call being traced, for a ``read_attrs`` that needs more than the module's fields.
+
+    The tracer (topology/trace/capture.py) hands ``read_attrs`` only the module and
+    looks up only the module's own variables; layers built from submodules
+    (attention's query/key/value/out, an RNN's cell) need their submodules'
+    variables and the call's keyword arguments, which live in the recorder's
+    frame. Outside a trace it raises RuntimeError: without the call's keywords a mask
+    or a reverse=True could be missed, so guessing is not an option.
+
+    Example:
+        >>> def read_attrs(module):                         # doctest: +SKIP
+        ...     context = call_context(module)
+        ...     return {"_mask": context.kwargs.get("mask"), "_out": context.variables("out")}
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        recorder = frame.f_locals.get("self")
+        if frame.f_code.co_name == "call" and type(recorder).__name__ == "_Recorder":
+            path = tuple(frame.f_locals.get("path", ()))
+            kwargs = dict(frame.f_locals.get("kwargs") or {})
+            return CallContext(kwargs, path, lambda at: recorder.lookup_variables(module, tuple(at)),
+                               _user_line(frame), type(module).__name__)
+        frame = frame.f_back
+    raise RuntimeError("call_context() is only available while topology.trace.capture records a layer call")
+
+
+def _user_line(frame: Any) -> str:
+    """The first caller outside flax, jax, this package and the standard library, as file:line."""
+    import sysconfig
+
+    stdlib = sysconfig.get_paths()["stdlib"]
+    internal = ("/flax/", "/jax/", "/jaxlib/", "/topology/", "/writer/")
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not name.startswith(("<", stdlib)) and not any(part in name for part in internal):
+            return f"{name}:{frame.f_lineno}"
+        frame = frame.f_back
+    return ""
+
+
+def _unsupported(what: str, where: str, hint: str):
+    from topology.trace.build import unsupported
+
+    return unsupported(what, where, hint)
+
+
+def _read_attrs(module: Any) -> dict:
+    from flax import linen
+    from flax.linen import attention as linen_attention
+    from flax.nnx.nn import attention as nnx_attention
+
+    context = call_context(module)
+    fail = context.unsupported
+    kwargs = context.kwargs
+    if getattr(module, "normalize_qk", False):
+        raise fail("normalize_qk=True", "QK LayerNorm sits inside the attention; use normalize_qk=False")
+    if kwargs.get("mask") is not None or kwargs.get("is_causal"):
+        raise fail("an attention mask (mask= or is_causal=True)", "only unmasked attention converts")
+    if bool(getattr(module, "decode", False)) or kwargs.get("decode"):
+        raise fail("autoregressive decoding (decode=True)", "convert the model with decode=False")
+    if kwargs.get("inputs_kv") is not None:
+        raise fail("inputs_kv=", "pass the key/value input positionally: attn(q, kv)")
+    if module.attention_fn not in (linen_attention.dot_product_attention, nnx_attention.dot_product_attention):
+        raise fail("a custom attention_fn", "use the default dot_product_attention")
+    for name in ("qkv_dot_general", "out_dot_general", "qkv_dot_general_cls", "out_dot_general_cls",
+                 "qk_attn_weights_einsum_cls", "attn_weights_value_einsum_cls"):
+        if getattr(module, name, None) is not None:
+            raise fail(f"{name}=", "use the default dot products")
+    # A Linen subclass that overrides __call__ is traced as a whole: its own code would be lost.
+    known_calls = (linen.MultiHeadDotProductAttention.__call__, linen.SelfAttention.__call__)
+    if isinstance(module, linen.Module) and type(module).__call__ not in known_calls:
+        raise fail(f"{type(module).__name__}.__call__ (a MultiHeadDotProductAttention subclass)",
+                   "call nn.MultiHeadDotProductAttention from your module instead of overriding __call__")
+    return {"_variables": {sub: context.variables(sub) for sub in ("query", "key", "value", "out")},
+            "_path": "/".join(context.path)}
+
+
+def _dense_config(units: int, use_bias: bool = True) -> dict:
+    return layer_base(
+        units=units, activation="linear", use_bias=use_bias,
+        kernel_initializer=ZEROS, bias_initializer=ZEROS,
+        kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+        kernel_constraint=None, bias_constraint=None,
+    )
+
+
+def _param(variables: dict, sub: str, name: str, path: str, optional: bool = False) -> TensorRef | None:
+    ref = variables.get(sub, {}).get(("params", name))
+    if ref is None and not optional:
+        raise KeyError("/".join(p for p in ("params", path, sub, name) if p))  # reported as MISSING_PARAMETER
+    return ref
+
+
+def _head_weights(kernel: TensorRef, bias: TensorRef | None, head: int) -> list[WeightBinding]:
+    # DenseGeneral kernels are (in, heads, head_dim) and biases (heads, head_dim).
+    take_kernel = lambda k, h=head: k[:, h, :]  # noqa: E731
+    weights = [WeightBinding("kernel", keras_shape(kernel, take_kernel), kernel, take_kernel)]
+    if bias is not None:
+        take_bias = lambda b, h=head: b[h]  # noqa: E731
+        weights.append(WeightBinding("bias", keras_shape(bias, take_bias), bias, take_bias))
+    return weights
+
+
+def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variables: dict, origin: str,
+            output_shape: Any) -> list[LayerNode]:
+    shapes = attrs["_input_shapes"]
+    if not inputs or any(len(s) != 3 for s in shapes):
+        raise _unsupported(f"attention on inputs of shapes {shapes} in layer {origin}", "",
+                           "only (batch, length, features) inputs convert; reshape other layouts first")
+    q_in = inputs[0]
+    k_in = inputs[1] if len(inputs) > 1 else q_in
+    v_in = inputs[2] if len(inputs) > 2 else k_in
+    q_shape = shapes[0]
+    k_shape = shapes[1] if len(shapes) > 1 else q_shape
+    found = attrs["_variables"]
+    path = attrs.get("_path", "")
+    wq, wk, wv, wo = (_param(found, sub, "kernel", path) for sub in ("query", "key", "value", "out"))
+    bq, bk, bv, bo = (_param(found, sub, "bias", path, optional=True) for sub in ("query", "key", "value", "out"))
+    if len(wq.shape) != 3 or len(wk.shape) != 3 or len(wo.shape) != 3 or wq.shape[1] % wk.shape[1]:
+        raise _unsupported(f"attention kernels of shapes {wq.shape} / {wo.shape} in layer {origin}", "",
+                           "expected (features, heads, head_dim) projections and a (heads, head_dim, out) output")
+    heads, head_dim, kv_heads, out_features = wq.shape[1], wq.shape[2], wk.shape[1], wo.shape[-1]
+    q_len, k_len = q_shape[1], k_shape[1]
+    nodes: list[LayerNode] = []
+
+    def add(suffix: str, class_name: str, config: dict, layer_inputs: list[str], shape: tuple,
+            weights: list[WeightBinding] | None = None) -> str:
+        nodes.append(LayerNode(f"{name}.{suffix}", class_name, config, layer_inputs, weights or [], shape, origin))
+        return nodes[-1].name
+
+    keys, values = [], []
+    for g in range(kv_heads):
+        keys.append(add(f"key_{g}", "Dense", _dense_config(head_dim, bk is not None), [k_in], (k_len, head_dim),
+                        _head_weights(wk, bk, g)))
+        values.append(add(f"value_{g}", "Dense", _dense_config(head_dim, bv is not None), [v_in], (k_len, head_dim),
+                          _head_weights(wv, bv, g)))
+    scale = layer_base(scale=1.0 / math.sqrt(head_dim), offset=0.0)
+    heads_out = []
+    for h in range(heads):
+        g = h // (heads // kv_heads)  # grouped-query attention: query head h reads key/value head g
+        query = add(f"query_{h}", "Dense", _dense_config(head_dim, bq is not None), [q_in], (q_len, head_dim),
+                    _head_weights(wq, bq, h))
+        query = add(f"query_{h}_scaled", "Rescaling", scale, [query], (q_len, head_dim))
+        scores = add(f"scores_{h}", "Dot", layer_base(axes=[2, 2], normalize=False), [query, keys[g]], (q_len, k_len))
+        weights = add(f"weights_{h}", "Activation", layer_base(activation="softmax"), [scores], (q_len, k_len))
+        heads_out.append(add(f"head_{h}", "Dot", layer_base(axes=[2, 1], normalize=False), [weights, values[g]],
+                             (q_len, head_dim)))
+    joined = heads_out[0] if heads == 1 else add(
+        "heads", "Concatenate", layer_base(axis=-1), heads_out, (q_len, heads * head_dim))
+    flat = lambda k: k.reshape(-1, k.shape[-1])  # noqa: E731  (H, D, out) -> (H*D, out), head-major like Concatenate
+    out_weights = [WeightBinding("kernel", keras_shape(wo, flat), wo, flat)]
+    if bo is not None:
+        out_weights.append(WeightBinding("bias", tuple(bo.shape), bo))
+    nodes.append(LayerNode(name, "Dense", _dense_config(out_features, bo is not None), [joined], out_weights,
+                           output_shape, origin))
+    return nodes
+
+
+def _cases() -> tuple[Case, ...]:
+    import flax.linen as nn
+    from flax import nnx
+
+    class CrossAttention(nn.Module):  # query from one projection, key/value from another
+        @nn.compact
+        def __call__(self, x):
+            return nn.MultiHeadDotProductAttention(2, qkv_features=6)(nn.Dense(5)(x), nn.Dense(4)(x))
+
+    class TwiceSame(nn.Module):  # the same tensor passed as query, key and value
+        @nn.compact
+        def __call__(self, x):
+            x = nn.Dense(6)(x)
+            return nn.MultiHeadDotProductAttention(3)(x, x, x)
+
+    class NnxSelf(nnx.Module):
+        def __init__(self, **kwargs: Any):
+            self.attn = nnx.MultiHeadAttention(in_features=6, decode=False, rngs=nnx.Rngs(0), **kwargs)
+
+        def __call__(self, x):
+            return self.attn(x)
+
+    return (
+        Case("linen-mha-self", lambda: nn.MultiHeadDotProductAttention(2), (5, 4)),
+        Case("linen-mha-one-head-no-bias", lambda: nn.MultiHeadDotProductAttention(1, use_bias=False), (4, 3)),
+        Case("linen-mha-qkv-out-features", lambda: nn.MultiHeadDotProductAttention(
+            4, qkv_features=8, out_features=3), (6, 5)),
+        Case("linen-self-attention", lambda: nn.SelfAttention(2, qkv_features=4), (5, 3)),
+        Case("linen-mha-cross", CrossAttention, (7, 3)),
+        Case("linen-mha-same-tensor-thrice", TwiceSame, (4, 5)),
+        Case("nnx-mha-self", lambda: NnxSelf(num_heads=2), (5, 6)),
+        Case("nnx-mha-grouped-kv", lambda: NnxSelf(num_heads=4, qkv_features=8, num_kv_heads=2), (5, 6)),
+    )
+
+
+KIND = LayerKind(
+    key="attention",
+    keras_class="Dense",  # the composition ends in the output Dense
+    flax_modules=("nn.MultiHeadDotProductAttention", "nn.SelfAttention", "nnx.MultiHeadAttention"),
+    make_config=_dense_config,
+    summary="multi-head dot-product attention without mask on (batch, length, features): per-head Dense, Dot, "
+            "softmax, Dot, Concatenate, output Dense (self-, cross- and grouped-query attention)",
+    flax_classes=("flax.linen:MultiHeadDotProductAttention", "flax.nnx:MultiHeadAttention"),
+    read_attrs=_read_attrs,
+    expand=_expand,
+    cases=_cases,
+)

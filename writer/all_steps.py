@@ -1,0 +1,154 @@
+"""``--all-steps``: convert every step of a CheckpointManager folder in one process.
+
+Each finished step ``n`` becomes a complete model folder ``OUT/step_<n>/`` (written
+atomically, like a single conversion). Steps are listed the way the readers resolve
+them: Orbax CheckpointManager roots (``<n>/`` or ``<prefix>_<n>/`` step folders) and
+legacy ``checkpoint_<n>`` files or folders. Unfinished Orbax saves
+(``<n>.orbax-checkpoint-tmp-*``) are skipped and reported.
+
+One process means the imports (numpy, tensorstore) and the topology code load once;
+memory stays that of one conversion, since each step's checkpoint is closed before the
+next one is opened.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from writer.convert import ConvertOptions, convert
+from writer.errors import ConversionError
+from writer.output import check_destination
+from writer.report import Report
+from writer.weights import Progress
+
+
+@dataclass
+class AllStepsReport:
+    """The reports of every converted step, and the steps skipped (with why).
+
+    Example:
+        >>> r = AllStepsReport(Path("out"), {}, {7: "unfinished save"})
+        >>> r.to_json()["skipped"]
+        {'7': 'unfinished save'}
+    """
+
+    out_dir: Path
+    reports: dict[int, Report] = field(default_factory=dict)
+    skipped: dict[int, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "out_dir": str(self.out_dir),
+            "steps": {str(step): report.to_json() for step, report in self.reports.items()},
+            "skipped": {str(step): why for step, why in self.skipped.items()},
+        }
+
+    def render(self) -> str:
+        """Each step's report, then one summary line."""
+        parts = [report.render() for report in self.reports.values()]
+        for step, why in self.skipped.items():
+            parts.append(f"skipped step {step}: {why}")
+        seconds = sum(r.seconds for r in self.reports.values())
+        parts.append(f"{len(self.reports)} step(s) converted into {self.out_dir}/step_<n>/ in {seconds:.2f} s")
+        return "\n\n".join(parts)
+
+
+def step_dir(out_dir: str | Path, step: int) -> Path:
+    """Where step ``step`` is written.
+
+    Example:
+        >>> step_dir("out", 2000).as_posix()
+        'out/step_2000'
+    """
+    return Path(out_dir) / f"step_{step}"
+
+
+def list_steps(folder: str | Path) -> tuple[dict[int, Path], dict[int, Path]]:
+    """``(finished, unfinished)`` steps of a CheckpointManager or legacy ``checkpoint_<n>`` folder.
+
+    Raises ``STEP_NOT_FOUND`` when ``folder`` holds no numbered steps at all (e.g. it is a
+    single checkpoint).
+
+    Example:
+        >>> import tempfile; root = Path(tempfile.mkdtemp())
+        >>> for n in (1, 20): _ = (root / f"checkpoint_{n}").write_bytes(b"\\x80")
+        >>> sorted(list_steps(root)[0])
+        [1, 20]
+    """
+    from writer.readers import _LEGACY_STEP
+    from writer.readers.orbax import _DIGITS, _PREFIXED_STEP, _TMP_MARK, _is_item, _looks_like_step, _step_of
+
+    folder = Path(folder)
+    if not folder.exists():
+        raise ConversionError("CHECKPOINT_NOT_FOUND", f"no folder at {folder}",
+                              "check the path; --all-steps needs the folder that holds the step folders")
+    if not folder.is_dir():
+        raise _no_steps(folder, "is a file")
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    legacy = {int(m.group(1)): p for p in entries if (m := _LEGACY_STEP.match(p.name))}
+    if legacy:  # the readers give legacy checkpoint_<n> entries precedence too
+        return legacy, {}
+    if _is_item(folder):  # one saved pytree; its ocdbt.process_0/ is not "step 0"
+        raise _no_steps(folder, "is a single checkpoint")
+    finished: dict[int, Path] = {}
+    unfinished: dict[int, Path] = {}
+    for sub in (p for p in entries if p.is_dir()):
+        if _TMP_MARK in sub.name:
+            number = _step_of(sub.name.split(_TMP_MARK)[0], _PREFIXED_STEP)
+            if number is not None:
+                unfinished[number] = sub
+            continue
+        number = _step_of(sub.name, _DIGITS)
+        if number is None and _looks_like_step(sub):
+            number = _step_of(sub.name, _PREFIXED_STEP)
+        if number is not None:
+            finished[number] = sub
+    if not finished and not unfinished:
+        raise _no_steps(folder, "holds no numbered step folders")
+    return finished, {n: p for n, p in unfinished.items() if n not in finished}
+
+
+def _no_steps(folder: Path, what: str) -> ConversionError:
+    return ConversionError(
+        "STEP_NOT_FOUND",
+        f"--all-steps: {folder} {what}, not a CheckpointManager folder",
+        "pass the folder that holds the numbered step folders (e.g. ckpts/ with 100/, 200/), "
+        "or leave out --all-steps to convert a single checkpoint",
+    )
+
+
+def convert_all_steps(checkpoint: str | Path, out_dir: str | Path, options: ConvertOptions = ConvertOptions(),
+                      *, module: Any = None, progress: Progress | None = None) -> AllStepsReport:
+    """Convert every finished step of ``checkpoint`` into ``out_dir/step_<n>/``, oldest first.
+
+    Every destination is checked before anything is converted (a non-empty
+    ``step_<n>/`` needs ``options.force``). A failing step stops the run with its
+    ``ConversionError``; steps already written stay complete and valid.
+
+    Example:
+        >>> rep = convert_all_steps("ckpts/", "out/")                  # doctest: +SKIP
+        >>> sorted(rep.reports), rep.reports[200].out_dir.as_posix()    # doctest: +SKIP
+        ([100, 200], 'out/step_200')
+    """
+    if options.step is not None:
+        raise ConversionError("BAD_OPTION", "--all-steps and --step exclude each other",
+                              "use --step N for one step, or --all-steps for every step")
+    out_dir = Path(out_dir)
+    check_destination(out_dir, force=True)  # only refuses a file where the folder should be
+    finished, unfinished = list_steps(checkpoint)
+    if not finished:
+        raise ConversionError(
+            "INCOMPLETE_CHECKPOINT",
+            f"{checkpoint} holds only unfinished steps ({', '.join(map(str, sorted(unfinished)))})",
+            "wait for the save to finish, or save again",
+        )
+    options.check()
+    for step in sorted(finished):
+        check_destination(step_dir(out_dir, step), options.force)
+    result = AllStepsReport(out_dir, skipped={n: f"unfinished save ({p.name})" for n, p in sorted(unfinished.items())})
+    for step in sorted(finished):
+        result.reports[step] = convert(checkpoint, step_dir(out_dir, step), dataclasses.replace(options, step=step),
+                                       module=module, progress=progress)
+    return result
