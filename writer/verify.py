@@ -657,13 +657,9 @@ def _is_nnx(obj: Any) -> bool:
 
 
 def _nest(flat: dict) -> dict:
-    tree: dict = {}
-    for path, value in flat.items():
-        node = tree
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = value
-    return tree
+    from topology.trace.capture import _nest as nest  # one tree builder for tracing and verify
+
+    return nest(flat)
 
 
 def _as_list(out: Any) -> list[np.ndarray]:
