@@ -148,11 +148,14 @@ def constant_tensor(builder: Any, const: Const, carrier: Tensor, where: str) -> 
         loader = lambda value=value: value  # noqa: E731
     batch, features = carrier.shape[0], shape[1:]
     units = math.prod(features)
-    flat = carrier
-    if len(carrier.shape) != 2:
-        flat = builder.add_layer("constant_flatten", "Flatten", {"data_format": "channels_last"}, [carrier],
-                                 (batch, math.prod(carrier.shape[1:])))
-    one = take_range(builder, flat, 1, 0, 1)
+    ones = builder.__dict__.setdefault("_constant_carriers", {})
+    if carrier.layer not in ones:  # one element per example of the carrier, shared by its constants
+        flat = carrier
+        if len(carrier.shape) != 2:
+            flat = builder.add_layer("constant_flatten", "Flatten", {"data_format": "channels_last"}, [carrier],
+                                     (batch, math.prod(carrier.shape[1:])))
+        ones[carrier.layer] = take_range(builder, flat, 1, 0, 1)
+    one = ones[carrier.layer]
     weights = [WeightBinding("kernel", (1, units), constant=np.zeros((1, units), np.float32)),
                WeightBinding("bias", (units,), TensorRef(("constant", origin), (units,), np.dtype("float32"), loader,
                                                          "computed from the checkpoint"))]
