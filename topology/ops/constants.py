@@ -1,4 +1,8 @@
-"""Constant arrays and parameters used outside a layer, built exactly from layers tfjs has.
+"""Constant arrays and parameters used outside a layer (`x + pe[:, :L]`, a learned position
+embedding, a cls token, `nn.Embed` of `jnp.arange(L)`, per-channel `(x - mean) / std`): a
+constant C is a Dense with a zero kernel and bias C applied to one element of the activation it
+meets (`0 * x + C`, exact for finite x; NaN where that element is inf or NaN), then Add, Multiply,
+Maximum, Minimum or Concatenate; a known a x + b per channel is one BatchNormalization.
 
 tfjs 4.22 has no constant layer, and every layer needs a batch. So a constant C
 (one value per example, shape S) is read off an activation it meets: one element
@@ -27,7 +31,6 @@ from typing import Any, Callable
 import numpy as np
 
 from topology.graph import WeightBinding
-from topology.ops import handles  # noqa: F401 - keeps the family's import shape
 from topology.trace.values import Const, Pending, Tensor
 from writer.errors import ConversionError
 from writer.tensors import TensorRef
