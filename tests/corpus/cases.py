@@ -45,6 +45,7 @@ class Built:
     reference: Callable[[np.ndarray], np.ndarray] | None = None  # the JAX model, for fixed cases
     input_shape: tuple[int, ...] = M.MLP_INPUT  # test inputs for the comparison (without batch)
     message_has: tuple[str, ...] = ()  # what an error message must name
+    input_ids: int = 0  # > 0: test inputs are int32 token ids below this (an embedding model)
 
 
 @dataclass(frozen=True)
@@ -582,6 +583,37 @@ def _(folder: Path) -> Built:
 @case("batchnorm-template", "TOPOLOGY_NOT_INFERRED", about="a BatchNorm checkpoint without model code")
 def _(folder: Path) -> Built:
     return Built(fm.save_msgpack(fm.init(M.BNMLP(), M.MLP_INPUT), folder / "bn.msgpack"))
+
+
+@case("embed-float-input", FIXED, ("INPUT_DTYPE",), "a model starting with nn.Embed, input declared float32")
+def _(folder: Path) -> Built:
+    import flax.linen as nn
+
+    class Tagger(nn.Module):
+        @nn.compact
+        def __call__(self, ids):
+            return nn.Dense(3)(nn.Embed(12, 4)(ids))
+
+    module = Tagger()
+    v = jax.tree_util.tree_map(np.asarray, module.init(jax.random.PRNGKey(3), np.zeros((1, 5), np.int32)))
+    return Built(fm.save_msgpack(v, folder / "tagger.msgpack"), module=module,
+                 options={"input_shape": (5,), "input_dtype": "float32"}, reference=_ref(module, v),
+                 input_shape=(5,), input_ids=12)
+
+
+@case("module-needs-mask", "MODULE_SIGNATURE", about="__call__(self, x, mask): an argument the converter cannot supply")
+def _(folder: Path) -> Built:
+    import flax.linen as nn
+
+    class Masked(nn.Module):
+        @nn.compact
+        def __call__(self, x, mask):
+            return nn.Dense(3)(x) * mask
+
+    module = Masked()
+    v = jax.tree_util.tree_map(np.asarray, module.init(jax.random.PRNGKey(0), np.zeros((1, 4)), np.ones((1, 3))))
+    return Built(fm.save_msgpack(v, folder / "masked.msgpack"), module=module, options={"input_shape": (4,)},
+                 message_has=("`mask`",))
 
 
 @case("unsupported-operation", "UNSUPPORTED_OPERATION", about="a model that sorts its features")

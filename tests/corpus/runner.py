@@ -131,6 +131,8 @@ def _judge_converted(case: Case, built: Any, report: Any, out: Path, tfjs: Any) 
     recorded = [n["code"] for n in metadata]
     notes += [f"{code} missing from userDefinedMetadata" for code in case.codes if code not in recorded]
     x = fm.inputs(built.input_shape, batch=3, seed=2)
+    if built.input_ids:
+        x = np.random.RandomState(2).randint(0, built.input_ids, (3, *built.input_shape)).astype(np.int32)
     expected = np.asarray(built.reference(x))
     actual = tfjs.predict(out, [x]).outputs[0]
     if actual.shape != expected.shape:
