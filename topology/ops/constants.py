@@ -52,6 +52,29 @@ class Lazy:
     shape: tuple[int, ...]
     dtype: np.dtype
     origin: str  # the parameters it comes from, for names and messages
+    channels: int | None = None  # C when the value is a length-C vector broadcast along the last axis
+
+
+# Operations that keep a per-channel vector per channel (when the other operands are numbers).
+_CHANNELWISE = ("add", "sub", "mul", "div", "neg", "rsqrt", "sqrt", "convert_element_type", "copy", "copy_p", "exp",
+                "log", "abs", "integer_pow", "square", "max", "min", "pow", "reshape", "broadcast_in_dim")
+
+
+def _channels(eqn: Any, values: list[Const], shape: tuple[int, ...]) -> int | None:
+    """The vector length when ``eqn`` on per-channel parameters gives a per-channel value."""
+    lazies = [v.lazy for v in values if v.lazy is not None]
+    sizes = {lazy.channels for lazy in lazies}
+    if len(sizes) != 1 or None in sizes or not shape or eqn.primitive.name not in _CHANNELWISE:
+        return None
+    channels = sizes.pop()
+    if shape[-1] != channels or any(np.size(v.value) != 1 for v in values if v.known):
+        return None
+    if eqn.primitive.name == "broadcast_in_dim":
+        dims = eqn.params["broadcast_dimensions"]
+        return channels if dims and dims[-1] == len(shape) - 1 and math.prod(lazies[0].shape[:-1]) == 1 else None
+    if eqn.primitive.name == "reshape":
+        return channels if math.prod(shape[:-1]) == 1 else None
+    return channels
 
 
 def param_const(ref: TensorRef | None) -> Const:
@@ -69,7 +92,9 @@ def param_const(ref: TensorRef | None) -> Const:
         array = ref.load()
         return np.asarray(array, np.float32) if ref.dtype.kind == "f" or ref.dtype.name == "bfloat16" else array
 
-    return Const(None, Lazy(load, tuple(ref.shape), np.dtype(ref.dtype), "/".join(ref.path)))
+    shape = tuple(ref.shape)
+    channels = shape[-1] if shape and math.prod(shape[:-1]) == 1 and shape[-1] > 1 else None
+    return Const(None, Lazy(load, shape, np.dtype(ref.dtype), "/".join(ref.path), channels))
 
 
 def fold_lazy(eqn: Any, values: list[Const]) -> list[Const] | None:
@@ -90,7 +115,8 @@ def fold_lazy(eqn: Any, values: list[Const]) -> list[Const] | None:
         return np.asarray(result[index] if primitive.multiple_results else result)
 
     origin = "+".join(dict.fromkeys(v.lazy.origin for v in values if v.lazy is not None))
-    return [Const(None, Lazy(lambda i=i: run(i), tuple(out.aval.shape), np.dtype(out.aval.dtype), origin))
+    return [Const(None, Lazy(lambda i=i: run(i), tuple(out.aval.shape), np.dtype(out.aval.dtype), origin,
+                             _channels(eqn, values, tuple(out.aval.shape))))
             for i, out in enumerate(eqn.outvars)]
 
 
@@ -228,6 +254,9 @@ def with_constants(builder: Any, eqn: Any, values: list, where: str) -> tuple[An
         return None, values
     if name not in (*_MERGE, "sub", "div"):
         return None, values  # e.g. a constant mask in jnp.where: not this module's business
+    per_channel = _per_channel(builder, eqn, values)
+    if per_channel is not None:
+        return per_channel, values
     if name == "div" and not isinstance(values[1], Const):
         raise unsupported("dividing a constant array by activations", where, "multiply by the reciprocal instead")
     if name == "div":  # x / C = x * (1 / C): within one rounding of JAX
@@ -239,6 +268,56 @@ def with_constants(builder: Any, eqn: Any, values: list, where: str) -> tuple[An
         negated = builder.add_layer("negate", "Rescaling", {"scale": -1.0, "offset": 0.0}, [tensors[1]], shape)
         return builder.add_layer("subtract", "Add", {}, [tensors[0], negated], shape), values
     return builder.add_layer(_MERGE[name].lower(), _MERGE[name], {}, tensors, shape), values
+
+
+def _per_channel(builder: Any, eqn: Any, values: list) -> Tensor | None:
+    """``x + c``, ``x - c``, ``c - x``, ``x * c``, ``x / c`` with a per-channel parameter vector c: one
+    BatchNormalization, computed like JAX (tfjs' cpu kernel evaluates ``beta + (x - mean) * gamma /
+    sqrt(var + eps)`` in double precision and rounds once): add/sub through beta, mul through gamma,
+    and division as variance c**2 with gamma sign(c). None when this is not such an operation."""
+    from topology.layers.batchnorm import batch_norm_config
+
+    name, shape = eqn.primitive.name, tuple(eqn.outvars[0].aval.shape)
+    consts = [i for i, v in enumerate(values) if isinstance(v, Const)]
+    if name not in ("add", "sub", "mul", "div") or len(values) != 2 or len(consts) != 1 or len(shape) < 2:
+        return None
+    const, other = values[consts[0]], values[1 - consts[0]]
+    if const.lazy is None or const.lazy.channels != shape[-1] or (name == "div" and consts != [1]):
+        return None
+    lazy, channels, where = const.lazy, shape[-1], ""
+    x = builder.tensor(other, where)
+    if tuple(x.shape) != shape:
+        return None
+
+    def vector(transform: Callable[[np.ndarray], np.ndarray]) -> Callable[[], np.ndarray]:
+        def load() -> np.ndarray:
+            rows = np.asarray(lazy.compute(), np.float32).reshape(-1, channels)
+            if not np.array_equal(rows, np.broadcast_to(rows[:1], rows.shape), equal_nan=True):
+                raise ConversionError("UNSUPPORTED_OPERATION", f"the constant {lazy.origin} is not per channel",
+                                      "use a per-channel vector, or a constant of the activations' shape")
+            return transform(rows[0]).astype(np.float32)
+        return load
+
+    ones, zeros = (lambda c: np.ones_like(c)), (lambda c: np.zeros_like(c))
+    gamma, beta, variance = ones, zeros, ones
+    if name == "add":
+        beta = lambda c: c  # noqa: E731
+    elif name == "sub" and consts == [1]:
+        beta = lambda c: -c  # noqa: E731
+    elif name == "sub":
+        gamma, beta = (lambda c: -np.ones_like(c)), (lambda c: c)
+    elif name == "mul":
+        gamma = lambda c: c  # noqa: E731
+    else:  # x / c = x * sign(c) / sqrt(c**2)
+        gamma, variance = np.sign, np.square
+    weights = []
+    for keras, fn in (("gamma", gamma), ("beta", beta), ("moving_mean", zeros), ("moving_variance", variance)):
+        ref = TensorRef(("constant", lazy.origin, keras), (channels,), np.dtype("float32"), vector(fn),
+                        "computed from the checkpoint")
+        weights.append(WeightBinding(keras, (channels,), ref))
+    return builder.add_layer(f"channel_{name}", "BatchNormalization",
+                             batch_norm_config(-1, epsilon=0.0, center=True, scale=True), [x], shape, weights,
+                             origin=f"{name} {lazy.origin}")
 
 
 def _reciprocal(const: Const) -> Const:
@@ -311,6 +390,7 @@ def materialize_affine(builder: Any, pending: Pending) -> Tensor:
 def _cases():
     """Fixed tables, learned Params, cls tokens, embeddings of arange and per-channel normalization; Linen and NNX."""
     import flax.linen as nn
+    import jax
     import jax.numpy as jnp
     import numpy as onp
     from flax import nnx
@@ -386,6 +466,31 @@ def _cases():
             h = nn.Dense(3)(x)
             return h * (1.0 + jnp.arange(12.0).reshape(4, 3) / 10) + jnp.arange(12.0).reshape(4, 3)
 
+    class HandwrittenBatchNorm(nn.Module):  # flaxmodels' own BatchNorm: statistics used in plain arithmetic
+        @nn.compact
+        def __call__(self, x):
+            x = nn.Conv(4, (3, 3))(x)
+            mean = self.variable("batch_stats", "mean", lambda: jnp.zeros(4)).value
+            var = self.variable("batch_stats", "var", lambda: jnp.ones(4)).value
+            scale, bias = self.param("scale", nn.initializers.ones, (4,)), self.param("bias", nn.initializers.zeros, (4,))
+            y = (x - mean.reshape(1, 1, 1, -1)) * (jax.lax.rsqrt(var + 1e-5) * scale).reshape(1, 1, 1, -1)
+            return nn.relu(y + bias.reshape(1, 1, 1, -1))
+
+    class ChannelDivide(nn.Module):  # c - x and x / c with per-channel parameters
+        @nn.compact
+        def __call__(self, x):
+            h = nn.Dense(4)(x)
+            return (self.param("c", nn.initializers.ones, (4,)) - h) / (2.0 + self.param("d", nn.initializers.zeros, (4,)))
+
+    class NnxChannelParams(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs):
+            self.conv = nnx.Conv(2, 3, (3, 3), rngs=rngs)
+            self.gain = nnx.Param(jnp.ones(3))
+            self.shift = nnx.Param(jnp.zeros(3))
+
+        def __call__(self, x):
+            return self.conv(x) * self.gain.value + self.shift.value
+
     class NnxViTEmbed(nnx.Module):  # NNX ViT tutorial: patches + cls token + learned positions
         def __init__(self, rngs: nnx.Rngs):
             self.patches = nnx.Conv(3, 8, (4, 4), strides=(4, 4), padding="VALID", rngs=rngs)
@@ -429,6 +534,9 @@ def _cases():
         Case("nnx-embed-of-arange", lambda: NnxPositionIds(nnx.Rngs(0)), (6,), **ids),
         Case("nnx-per-channel-normalize", lambda: NnxNormalize(nnx.Rngs(0)), (5, 5, 3), input_range=(0.0, 1.0)),
         Case("linen-table-times-activation-plus-table", TableAffine, (4, 3)),
+        Case("linen-handwritten-batchnorm-statistics", HandwrittenBatchNorm, (5, 5, 2)),
+        Case("linen-channel-param-minus-and-divide", ChannelDivide, (3,)),
+        Case("nnx-channel-param-scale-shift", lambda: NnxChannelParams(nnx.Rngs(0)), (5, 5, 2)),
     )
 
 
