@@ -482,6 +482,11 @@ def _cases():
             h = nn.Dense(4)(x)
             return (self.param("c", nn.initializers.ones, (4,)) - h) / (2.0 + self.param("d", nn.initializers.zeros, (4,)))
 
+    class PositionDivide(nn.Module):  # x / a (1, L, D) parameter: Multiply by its reciprocal
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3)(x) / (1.5 + jnp.abs(self.param("temp", nn.initializers.normal(1.0), (1, x.shape[1], 3))))
+
     class NnxChannelParams(nnx.Module):
         def __init__(self, rngs: nnx.Rngs):
             self.conv = nnx.Conv(2, 3, (3, 3), rngs=rngs)
@@ -536,6 +541,7 @@ def _cases():
         Case("linen-table-times-activation-plus-table", TableAffine, (4, 3)),
         Case("linen-handwritten-batchnorm-statistics", HandwrittenBatchNorm, (5, 5, 2)),
         Case("linen-channel-param-minus-and-divide", ChannelDivide, (3,)),
+        Case("linen-divide-by-position-param", PositionDivide, (4, 2)),
         Case("nnx-channel-param-scale-shift", lambda: NnxChannelParams(nnx.Rngs(0)), (5, 5, 2)),
     )
 
