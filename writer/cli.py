@@ -435,7 +435,7 @@ def run_demo(argv: Sequence[str]) -> int:
         from writer import demo
     except ImportError as exc:
         raise ConversionError("DEMO_UNAVAILABLE", f"the demo command is not available in this installation ({exc})",
-                              "run it from a full checkout of flax2tfjs (writer/demo.py and web_demo/)") from None
+                              "reinstall the package: pip install --force-reinstall flax2tfjs") from None
     return demo.main(list(argv), prog=f"{PROG} demo")
 
 
