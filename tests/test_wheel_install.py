@@ -62,7 +62,20 @@ def dist(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def venv(tmp_path_factory, dist) -> dict:
+def constraints(tmp_path_factory) -> Path:
+    """Pin every dependency to the version this interpreter has, so pip takes it from its cache
+    (or the configured find-links) instead of resolving and downloading newer releases."""
+    from importlib.metadata import distributions
+
+    pins = sorted({f"{d.metadata['Name']}=={d.version}" for d in distributions()
+                   if d.metadata["Name"] and d.metadata["Name"].lower() != "flax2tfjs"})
+    path = tmp_path_factory.mktemp("pins") / "constraints.txt"
+    path.write_text("\n".join(pins) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory, dist, constraints) -> dict:
     """A fresh virtualenv with the wheel (no extras) and a clean environment for its commands."""
     root = tmp_path_factory.mktemp("venv") / "env"
     ok(run([sys.executable, "-m", "venv", root], cwd=root.parent))
@@ -70,8 +83,10 @@ def venv(tmp_path_factory, dist) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "FLAX2TFJS_TFJS")}
     env["PATH"] = os.pathsep.join([str(bindir), env.get("PATH", "")])
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    ok(run([bindir / "python", "-m", "pip", "install", "-q", dist["wheel"]], cwd=root.parent, env=env))
-    return {"python": bindir / "python", "cli": bindir / "flax2tfjs", "env": env, "wheel": dist["wheel"]}
+    # --no-compile: byte-compiling jax and scipy would be most of the install time on 2 cores.
+    pip = [bindir / "python", "-m", "pip", "install", "-q", "--no-compile", "-c", constraints]
+    ok(run([*pip, dist["wheel"]], cwd=root.parent, env=env))
+    return {"python": bindir / "python", "cli": bindir / "flax2tfjs", "env": env, "wheel": dist["wheel"], "pip": pip}
 
 
 @pytest.fixture(scope="module")
@@ -172,23 +187,10 @@ def test_verify_needs_the_jax_extra_then_passes_with_the_packaged_tfjs(venv, wor
     assert not (workdir / "out_m").exists()
 
     started = time.perf_counter()
-    ok(run([venv["python"], "-m", "pip", "install", "-q", f"{venv['wheel']}[jax]", *_pins()], cwd=workdir, env=env))
+    ok(run([*venv["pip"], f"{venv['wheel']}[jax]"], cwd=workdir, env=env))
     print(f"pip install [jax]: {time.perf_counter() - started:.1f} s")
     proc = ok(run([cli, "verify", "out", "mnist_ckpt", "--samples", "16"], cwd=workdir, env=env))
     assert "PASS" in proc.stdout and "TF.js 4.22.0 (wasm backend" in proc.stdout
     source = ok(run([venv["python"], "-c", "from writer.tfjs_node import TfjsRunner\n"
                      "with TfjsRunner() as r: print(r.source())"], cwd=workdir, env=env))
     assert source.stdout.strip() == "bundle"  # no node_modules: the packaged browser build ran
-
-
-def _pins() -> list[str]:
-    """Pin the jax extra to the versions this interpreter has, so pip takes them from its cache."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    pins = []
-    for name in ("jax", "jaxlib", "flax", "orbax-checkpoint", "optax"):
-        try:
-            pins.append(f"{name}=={version(name)}")
-        except PackageNotFoundError:
-            pass
-    return pins
