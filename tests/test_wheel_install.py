@@ -194,3 +194,6 @@ def test_verify_needs_the_jax_extra_then_passes_with_the_packaged_tfjs(venv, wor
     source = ok(run([venv["python"], "-c", "from writer.tfjs_node import TfjsRunner\n"
                      "with TfjsRunner() as r: print(r.source())"], cwd=workdir, env=env))
     assert source.stdout.strip() == "bundle"  # no node_modules: the packaged browser build ran
+    no_node = run([cli, "verify", "out", "mnist_ckpt", "--samples", "4"], cwd=workdir,
+                  env={**env, "PATH": str(Path(venv["python"]).parent)})
+    assert no_node.returncode == 2 and "error[NODE_NOT_FOUND]" in no_node.stderr and "Node.js 18" in no_node.stderr
