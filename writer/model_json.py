@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import functools
 import json
-from pathlib import Path
-
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "model.schema.json"
 
 
 @functools.lru_cache(maxsize=None)
 def _validator():
     import jsonschema
 
-    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    from writer.resources import files
+
+    schema = json.loads((files("schemas") / "model.schema.json").read_text(encoding="utf-8"))
     return jsonschema.Draft202012Validator(schema)
 
 
