@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Callable
@@ -364,7 +365,7 @@ class _ArrayReader:
     """
 
     def __init__(self, folder: Path, driver: str, use_ocdbt: bool, fill_missing: bool) -> None:
-        self.folder = folder.absolute()
+        self.folder = Path(os.path.realpath(folder))  # tensorstore refuses ".." in paths
         self.driver = driver
         self.use_ocdbt = use_ocdbt
         self.fill_missing = fill_missing
