@@ -29,9 +29,11 @@ import numpy as np
 import tensorstore as ts
 
 from writer.errors import ConversionError
+from writer.regular_files import loads_strict_json, read_small_file
 from writer.tensors import Checkpoint, TensorRef, TreePath, path_str
 
 _METADATA = "_METADATA"
+MAX_METADATA_BYTES = 256 << 20  # ~1 KB per leaf: far beyond any real tree
 _TMP_MARK = ".orbax-checkpoint-tmp"
 # Items tried in this order when a step folder holds several; the first holds
 # the most (a whole train state contains the params).
@@ -301,8 +303,8 @@ def _load_metadata(folder: Path) -> dict:
             "the save was interrupted or the file was deleted; save the checkpoint again",
         )
     try:
-        metadata = json.loads(meta_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        metadata = loads_strict_json(read_small_file(meta_file, MAX_METADATA_BYTES, "the Orbax file").decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
         raise ConversionError(
             "CORRUPT_CHECKPOINT", f"{meta_file} is not valid JSON ({exc})",
             "the file is damaged; save the checkpoint again",
@@ -348,8 +350,8 @@ def _read_strings(folder: Path, strings: list[tuple[TreePath, str]]) -> dict[Tre
     if not strings:
         return {}
     try:
-        table = json.loads((folder / "_strings.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        table = loads_strict_json(read_small_file(folder / "_strings.json", MAX_METADATA_BYTES, "the Orbax file"))
+    except (OSError, ValueError, ConversionError):
         return {}  # strings never carry weights; losing them loses nothing converted
     if not isinstance(table, dict):
         return {}
