@@ -199,3 +199,32 @@ def test_checkpoint_only_conversion_imports_nothing_heavy(tmp_path, kind):
     got = b"".join((tmp_path / "out" / p).read_bytes() for p in manifest[0]["paths"])
     want = b"".join(params[l][w].tobytes() for l in ("Dense_0", "Dense_1") for w in ("kernel", "bias"))
     assert hashlib.sha256(got).digest() == hashlib.sha256(want).digest()
+
+
+def test_orbax_bands_of_chunks_stream_the_same_bytes(tmp_path, monkeypatch):
+    import orbax.checkpoint as ocp
+
+    rng = np.random.RandomState(1)
+    tree = {"params": {"k": rng.randn(300, 50).astype(np.float32), "b": rng.randn(50).astype(np.float32),
+                       "h": rng.randn(64, 8).astype(np.float16)}}
+    save_args = {"params": {"k": ocp.SaveArgs(chunk_byte_size=4000), "b": ocp.SaveArgs(),
+                            "h": ocp.SaveArgs(chunk_byte_size=256)}}
+    with ocp.StandardCheckpointer() as saver:
+        saver.save(tmp_path / "ck", tree, save_args=save_args)
+    ck = read_checkpoint(tmp_path / "ck")
+    ref = ck.tensors[("params", "k")]
+    bands = list(ref.slices(4000 * 3))
+    assert len(bands) > 3 and np.concatenate(bands).tobytes() == tree["params"]["k"].tobytes()
+    monkeypatch.setattr(weights, "SLICE_BYTES", 2048)
+    for quantize in (None, "uint8"):
+        bindings = [(f"w/{p[-1]}", WeightBinding(p[-1], tuple(r.shape), tensor=r)) for p, r in ck.tensors.items()]
+        assert {weights.route(b, quantize) for _, b in bindings} == {"stream"}
+        new, old = tmp_path / f"new{quantize}", tmp_path / f"old{quantize}"
+        new.mkdir(), old.mkdir()
+        a = weights.write_weights(bindings, new, 1000, QuantizeOptions(quantize), Notices())
+        with monkeypatch.context() as m:
+            m.setattr(weights, "route", lambda binding, qdtype: "whole")
+            b = weights.write_weights(bindings, old, 1000, QuantizeOptions(quantize), Notices())
+        assert a.manifest_group == b.manifest_group
+        assert [p.read_bytes() for p in sorted(new.iterdir())] == [p.read_bytes() for p in sorted(old.iterdir())]
+    ck.close()

@@ -87,7 +87,7 @@ class ShardWriter:
                 continue
             n = copy_range(fd, self._handle.fileno(), offset, min(room, end - offset))
             if n <= 0:
-                raise OSError(f"the source file ended at byte {offset:,} (it changed while being read)")
+                raise EOFError(f"the source file ended at byte {offset:,} (it changed while being read)")
             self.written += n
             offset += n
 

@@ -166,35 +166,66 @@ def nonfinite(values: np.ndarray, scratch: np.ndarray | None = None) -> int:
 
 
 def _copy(binding: WeightBinding, shards: ShardWriter, state: _State) -> None:
-    """Check the float32 bytes through one reused buffer, then kernel-copy them into the shards."""
+    """Kernel-copy the float32 bytes into the shards while a thread checks them for NaN/Inf.
+
+    The check reads through one reused buffer on the second core (preadv and isfinite release
+    the GIL); a bad value is reported when both are done, and the staged output is discarded.
+    """
     ref = binding.tensor
-    check = not state.allow_nonfinite
-    buffer = np.empty(SLICE_BYTES // 4, _LE_FLOAT32) if check else None
-    finite = np.empty(SLICE_BYTES // 4, bool) if check else None
-    handles: dict[str, int] = {}
+    counted: list = []
+    checker = None
+    if not state.allow_nonfinite:
+        checker = threading.Thread(target=_count_nonfinite, args=(ref, counted), name="flax2tfjs-check", daemon=True)
+        checker.start()
     try:
-        if check:
-            bad = 0
-            for file, offset, length in ref.extents:
-                fd = handles.setdefault(file, os.open(file, os.O_RDONLY))
+        _kernel_copy(ref, shards)
+    finally:
+        if checker is not None:
+            checker.join()
+    if checker is not None:
+        if isinstance(counted[0], BaseException):
+            raise counted[0]
+        state.refuse_nonfinite(binding, counted[0], ref.size)
+
+
+def _count_nonfinite(ref, result: list) -> None:
+    """NaN/Inf count of ``ref``'s bytes read through one reused buffer, into ``result[0]``."""
+    try:
+        buffer = np.empty(SLICE_BYTES // 4, _LE_FLOAT32)
+        finite = np.empty(SLICE_BYTES // 4, bool)
+        view = memoryview(buffer.view(np.uint8))
+        bad = 0
+        for file, offset, length in ref.extents:
+            fd = _open(ref, file)
+            try:
                 for start in range(0, length, SLICE_BYTES):
                     n = min(SLICE_BYTES, length - start)
-                    view = memoryview(buffer.view(np.uint8))[:n]
-                    if os.preadv(fd, [view], offset + start) != n:
+                    if os.preadv(fd, [view[:n]], offset + start) != n:
                         _changed(ref, file)
                     bad += nonfinite(buffer[:n // 4], finite)
-            state.refuse_nonfinite(binding, bad, ref.size)
-        for file, offset, length in ref.extents:
-            fd = handles.setdefault(file, os.open(file, os.O_RDONLY))
-            try:
-                shards.copy_from(fd, offset, length)
-            except OSError:
-                _changed(ref, file)
-    except FileNotFoundError:
-        _changed(ref, ref.source)
-    finally:
-        for fd in handles.values():
+            finally:
+                os.close(fd)
+        result.append(bad)
+    except BaseException as exc:  # raised by the writer thread
+        result.append(exc)
+
+
+def _kernel_copy(ref, shards: ShardWriter) -> None:
+    for file, offset, length in ref.extents:
+        fd = _open(ref, file)
+        try:
+            shards.copy_from(fd, offset, length)
+        except EOFError:
+            _changed(ref, file)
+        finally:
             os.close(fd)
+
+
+def _open(ref, file: str) -> int:
+    try:
+        return os.open(file, os.O_RDONLY)
+    except OSError:
+        _changed(ref, file)
 
 
 def _changed(ref, file: str):
