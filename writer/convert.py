@@ -13,7 +13,7 @@ from topology.infer import TemplateOptions, infer_graph
 from topology.keras_json import model_topology
 from writer.errors import ConversionError, Notices
 from writer.fixes import fit_module, fit_template
-from writer.model_json import dumps_model_json, validate_model_json
+from writer.model_json import check_model_json, dumps_model_json
 from writer.output import check_destination, staged_output
 from writer.quantize import QUANTIZE_DTYPES, QuantizeOptions
 from writer.report import LayerRow, Report
@@ -168,7 +168,7 @@ def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: Conve
             "weightsManifest": [written.manifest_group],
             "userDefinedMetadata": {"flax2tfjs": provenance, **options.metadata},
         }
-        validate_model_json(document)
+        check_model_json(document)
         text = dumps_model_json(document)
         (staging / "model.json").write_text(text, encoding="utf-8")
     return Report(
