@@ -19,7 +19,7 @@ from typing import Any
 
 from writer.convert import ConvertOptions, convert
 from writer.errors import ConversionError
-from writer.output import check_destination
+from writer.output import check_destination, check_not_a_file
 from writer.report import Report
 from writer.term import human_bytes, table
 from writer.weights import Progress
@@ -157,7 +157,7 @@ def convert_all_steps(checkpoint: str | Path, out_dir: str | Path, options: Conv
         raise ConversionError("BAD_OPTION", "--all-steps and --step exclude each other",
                               "use --step N for one step, or --all-steps for every step")
     out_dir = Path(out_dir)
-    check_destination(out_dir, force=True)  # only refuses a file where the folder should be
+    check_not_a_file(out_dir)
     finished, unfinished = list_steps(checkpoint)
     if not finished:
         raise ConversionError(
@@ -167,7 +167,7 @@ def convert_all_steps(checkpoint: str | Path, out_dir: str | Path, options: Conv
         )
     options.check()
     for step in sorted(finished):
-        check_destination(step_dir(out_dir, step), options.force)
+        check_destination(step_dir(out_dir, step), options.force, Path(checkpoint))
     result = AllStepsReport(out_dir, checkpoint=Path(checkpoint), skipped={n: f"unfinished save ({p.name})" for n, p in sorted(unfinished.items())})
     done_bytes = 0
     for step in sorted(finished):
