@@ -49,6 +49,7 @@ CONVERT_EXAMPLES = f"""examples:
   {PROG} ckpt/ out/ --module models/resnet.py:ResNet --input-shape 32,32,3
   {PROG} tokens.msgpack out/ --module mypkg.models:TextClassifier --input-shape 64 --input-dtype int32
   {PROG} ckpt_dir/ out/ --step 2000 --metadata labels=labels.json
+  {PROG} ckpt/ out/ --module models/resnet.py:ResNet --input-shape 64,64,3 --no-optimize   # keep BatchNorm layers
 """
 
 INSPECT_EXAMPLES = f"""examples:
@@ -147,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("checkpoint", help="Flax msgpack file, Orbax folder (StandardCheckpointer or CheckpointManager), or .npz")
     parser.add_argument("out_dir", help="output folder (created; must be empty unless --force)")
     _add_model_options(parser)
+    parser.add_argument("--optimize", action=argparse.BooleanOptionalAction, default=True,
+                        help="exact graph rewrites: fold BatchNorm into Dense/Conv, drop Dropout and identities, fuse "
+                             "activations, merge Rescaling layers (default on; --no-optimize writes the literal graph)")
     weights = parser.add_argument_group("weights")
     weights.add_argument("--quantize", choices=("float16", "uint8", "uint16"), help="store weights quantized")
     weights.add_argument("--quantize-weights", action="append", default=[], metavar="PATTERN",
@@ -275,7 +279,7 @@ def run_convert(argv: Sequence[str]) -> int:
     options = _convert_options(
         args, quantize=args.quantize, quantize_weights=patterns, weight_shard_size_bytes=args.weight_shard_size_bytes,
         metadata=dict(read_metadata_option(spec) for spec in args.metadata), force=args.force,
-        allow_nonfinite=args.allow_nonfinite)
+        allow_nonfinite=args.allow_nonfinite, optimize=args.optimize)
     bar = ProgressBar("writing weights", unit="tensors", enabled=False if args.quiet else None)
     if bar.enabled:
         bar.total, bar.total_bytes = _estimate_weights(args.checkpoint, options)
