@@ -67,11 +67,11 @@ def _cases():
             x = nn.sigmoid(nn.Dense(5)(x))
             return nn.softmax(nn.Dense(3)(x))
 
-    class SharedOutput(nn.Module):  # the Dense output is also read by the Add: relu must stay a layer
+    class SharedOutput(nn.Module):  # the Dense output is also read by another Dense: relu must stay a layer
         @nn.compact
         def __call__(self, x):
             y = nn.Dense(4)(x)
-            return nn.relu(y) + y
+            return nn.Dense(3)(nn.relu(y)) + nn.Dense(3)(y)
 
     return (Case("linen-activations-after-layers", Activations, (6, 6, 2), input_range=(-3.0, 3.0)),
             Case("linen-shared-output-not-fused", SharedOutput, (4,)))

@@ -34,23 +34,21 @@ def apply(graph: LayerGraph) -> list[dict]:
 
 def _cases():
     import flax.linen as nn
-    import jax
 
     from topology.layers.base import Case
 
-    class HardTanh(nn.Module):  # hard_tanh is Rescaling -> ReLU(max 1) -> Rescaling; two in a row merge
+    class SubtractLogSigmoid(nn.Module):  # log_sigmoid ends in Rescaling(-1), the subtraction negates it again
         @nn.compact
         def __call__(self, x):
-            x = nn.Dense(6)(x)
-            return nn.Dense(3)(nn.hard_tanh(nn.hard_tanh(x * 3.0 + 1.0)))
+            return nn.Dense(2)(nn.Dense(5)(x) - nn.log_sigmoid(nn.Dense(5)(x)))
 
-    class AffineChain(nn.Module):  # an affine map of a log-sigmoid: Rescaling(-1) then Rescaling(2, 1)
+    class SubtractNegated(nn.Module):  # a - (-b): two Rescaling(-1) in a row, merged to the identity, dropped
         @nn.compact
         def __call__(self, x):
-            return nn.Dense(2)(jax.nn.log_sigmoid(nn.Dense(5)(x)) * 2.0 + 1.0)
+            return nn.Dense(4)(x) - (-nn.Dense(4)(x) * 2.0)
 
-    return (Case("linen-hard-tanh-twice", HardTanh, (4,), input_range=(-3.0, 3.0)),
-            Case("linen-affine-after-log-sigmoid", AffineChain, (4,)))
+    return (Case("linen-subtract-log-sigmoid", SubtractLogSigmoid, (4,)),
+            Case("linen-subtract-scaled-negation", SubtractNegated, (4,)))
 
 
 REWRITE = Rewrite(KEY, "merge consecutive Rescaling layers into one", apply, _cases)
