@@ -256,3 +256,13 @@ def test_verify_passes_on_an_optimized_model_and_lists_the_rewrites(tmp_path, ca
     assert document["optimize"]["enabled"] and len(document["optimize"]["rewrites"]) == 5
     assert main(["verify", str(tmp_path / "opt"), str(checkpoint), "--module", module, "--samples", "4"]) == 0
     assert "optimized[drop_identity]: Dropout_0 -> " in capsys.readouterr().out
+
+
+def test_inspect_shows_the_optimized_graph_unless_no_optimize(capsys, bn_checkpoint):
+    checkpoint, module = bn_checkpoint
+    graphs = {}
+    for flag in ("--optimize", "--no-optimize"):
+        assert main(["inspect", str(checkpoint), "--module", module, "--input-shape", "10,10,3", "--json", flag]) == 0
+        graphs[flag] = [layer["class_name"] for layer in json.loads(capsys.readouterr().out)["graph"]["layers"]]
+    assert graphs["--optimize"] == ["Conv2D", "Conv2D", "GlobalAveragePooling2D", "Dense"]
+    assert graphs["--no-optimize"].count("BatchNormalization") == 2
