@@ -205,7 +205,9 @@ class VerifyReport:
             rows.append(("accuracy (TF.js)", f"{self.accuracy:.2%}", ref))
         if self.weights_checked:
             rows.append(("weights checked", f"{self.weights_checked - len(self.weight_mismatches)}/{self.weights_checked}",
-                         "byte-identical to the checkpoint" if not self.weight_mismatches else "MISMATCH"))
+                         ("byte-identical to the checkpoint" + (" (folded ones: as --optimize computes them)"
+                                                                if self.optimized else ""))
+                         if not self.weight_mismatches else "MISMATCH"))
         rows.append(("TF.js load", f"{self.load_ms:.1f} ms", "read model.json + shards, build the model"))
         rows.append(("predict latency", f"{self.predict_ms:.2f} ms", f"median of {self.predict_runs} batch-1 runs"))
         rows.append(("batch predict", f"{self.batch_predict_ms:.1f} ms",
