@@ -45,6 +45,7 @@ class ConvertOptions:
     step: int | None = None
     allow_nonfinite: bool = False
     fix: bool = True  # automatic fixes of keys, shapes, dtypes and the input shape (--no-fix: off)
+    optimize: bool = True  # exact graph rewrites (topology/optimize/): fold BatchNorm, drop identities, ...
 
     def check(self) -> None:
         if self.quantize is not None and self.quantize not in QUANTIZE_DTYPES:
@@ -103,26 +104,44 @@ def convert(source: Any, out_dir: str | Path, options: ConvertOptions = ConvertO
     resolved = resolve_source(source, module if module is not None else options.module, variables,
                               options.step, notices, options.fix)
     try:
-        if resolved.module is None:
-            template = TemplateOptions(options.single_input_shape(), options.activation, options.pool)
-            resolved.variables, template = fit_template(resolved.variables, template, resolved.name, notices, options.fix)
-            graph = infer_graph(resolved.variables, template, notices)
-            kind = "inferred"
-        else:
-            from topology.trace import trace_graph
-
-            try:  # given, or solved by the template; fit_module checks them against the model
-                inputs, solved = _input_specs(resolved, options, Notices()), not options.input_shapes()
-            except ConversionError as err:
-                if err.code != "INPUT_SHAPE_REQUIRED":
-                    raise
-                inputs, solved = None, True
-            resolved.variables, inputs = fit_module(resolved, inputs, options, notices, solved)
-            graph = trace_graph(resolved.module, inputs, resolved.variables.collections or None)
-            kind = "traced"
+        graph, kind = build_graph(resolved, options, notices)
         return write_model(graph, resolved, out_dir, options, notices, started, kind, progress)
     finally:
         resolved.close()
+
+
+def build_graph(resolved: Source, options: ConvertOptions, notices: Notices) -> tuple[LayerGraph, str]:
+    """The layer graph to write (fixes applied, then ``--optimize``'s rewrites) and "inferred" or "traced".
+
+    ``resolved.variables`` is replaced by the fitted variables the weights are bound to.
+
+    Example:
+        >>> graph, kind = build_graph(resolve_source(...), ConvertOptions(), Notices())   # doctest: +SKIP
+        >>> graph.rewrites[0]["rewrite"]                                                  # doctest: +SKIP
+        'fold_batchnorm'
+    """
+    if resolved.module is None:
+        template = TemplateOptions(options.single_input_shape(), options.activation, options.pool)
+        resolved.variables, template = fit_template(resolved.variables, template, resolved.name, notices, options.fix)
+        graph = infer_graph(resolved.variables, template, notices)
+        kind = "inferred"
+    else:
+        from topology.trace import trace_graph
+
+        try:  # given, or solved by the template; fit_module checks them against the model
+            inputs, solved = _input_specs(resolved, options, Notices()), not options.input_shapes()
+        except ConversionError as err:
+            if err.code != "INPUT_SHAPE_REQUIRED":
+                raise
+            inputs, solved = None, True
+        resolved.variables, inputs = fit_module(resolved, inputs, options, notices, solved)
+        graph = trace_graph(resolved.module, inputs, resolved.variables.collections or None)
+        kind = "traced"
+    if options.optimize:
+        from topology.optimize import optimize_graph
+
+        graph = optimize_graph(graph)
+    return graph, kind
 
 
 def _input_specs(source: Source, options: ConvertOptions, notices: Notices) -> list[InputSpec]:
@@ -159,6 +178,7 @@ def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: Conve
             "quantization": {"dtype": options.quantize, "weights": list(options.quantize_weights) or ["*"]}
             if options.quantize else None,
             "notices": [n.to_json() for n in notices.items],
+            "optimize": {"enabled": options.optimize, "rewrites": graph.rewrites},
         }
         document = {
             "format": "layers-model",
@@ -178,4 +198,5 @@ def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: Conve
         param_count=graph.param_count, bytes_written=written.total_bytes + len(text.encode("utf-8")),
         shards=written.files, quantization=options.quantize, quantized_weights=written.quantized,
         notices=list(notices.items), seconds=time.perf_counter() - started, topology=topology_kind,
+        optimized=options.optimize, rewrites=list(graph.rewrites),
     )
