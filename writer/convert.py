@@ -12,6 +12,7 @@ from topology.graph import InputSpec, LayerGraph
 from topology.infer import TemplateOptions, infer_graph
 from topology.keras_json import model_topology
 from writer.errors import ConversionError, Notices
+from writer.events import EventSink, EventStream
 from writer.fixes import fit_module, fit_template
 from writer.model_json import dumps_model_json, validate_model_json
 from writer.output import check_destination, staged_output
@@ -20,7 +21,7 @@ from writer.report import LayerRow, Report
 from writer.shards import DEFAULT_SHARD_BYTES
 from writer.sources import Source, resolve_source
 from writer.version import __version__
-from writer.weights import Progress, write_weights
+from writer.weights import Progress, planned_bytes, write_weights
 
 
 @dataclass(frozen=True)
@@ -86,31 +87,39 @@ class ConvertOptions:
 
 
 def convert(source: Any, out_dir: str | Path, options: ConvertOptions = ConvertOptions(), *,
-            module: Any = None, variables: Any = None, progress: Progress | None = None) -> Report:
+            module: Any = None, variables: Any = None, progress: Progress | None = None,
+            events: EventSink | None = None) -> Report:
     """Convert any supported source into ``out_dir``; see :func:`writer.to_tensorflowjs`.
 
     Example:
         >>> report = convert("examples/mnist_ckpt", "out")                 # doctest: +SKIP
         >>> report.param_count                                              # doctest: +SKIP
         824458
+    ``events`` receives the stages, notices and per-tensor progress as they
+    happen (see :mod:`writer.events`); raising from it cancels the conversion.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
     options.check()
     check_destination(out_dir, options.force)  # fail before any reading
-    notices = Notices()
+    stream = EventStream(events)
+    notices = Notices(listener=stream.notice)
+    stream.stage("read")
     source = Path(source) if isinstance(source, str) else source
     resolved = resolve_source(source, module if module is not None else options.module, variables,
                               options.step, notices, options.fix)
     try:
         if resolved.module is None:
             template = TemplateOptions(options.single_input_shape(), options.activation, options.pool)
+            stream.stage("fix")
             resolved.variables, template = fit_template(resolved.variables, template, resolved.name, notices, options.fix)
+            stream.stage("graph")
             graph = infer_graph(resolved.variables, template, notices)
             kind = "inferred"
         else:
             from topology.trace import trace_graph
 
+            stream.stage("fix")
             try:  # given, or solved by the template; fit_module checks them against the model
                 inputs, solved = _input_specs(resolved, options, Notices()), not options.input_shapes()
             except ConversionError as err:
@@ -118,9 +127,11 @@ def convert(source: Any, out_dir: str | Path, options: ConvertOptions = ConvertO
                     raise
                 inputs, solved = None, True
             resolved.variables, inputs = fit_module(resolved, inputs, options, notices, solved)
+            stream.stage("graph")
             graph = trace_graph(resolved.module, inputs, resolved.variables.collections or None)
             kind = "traced"
-        return write_model(graph, resolved, out_dir, options, notices, started, kind, progress)
+        stream.stage("write")
+        return write_model(graph, resolved, out_dir, options, notices, started, kind, progress, stream)
     finally:
         resolved.close()
 
@@ -144,12 +155,16 @@ def _input_specs(source: Source, options: ConvertOptions, notices: Notices) -> l
 
 
 def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: ConvertOptions,
-                notices: Notices, started: float, topology_kind: str, progress: Progress | None = None) -> Report:
+                notices: Notices, started: float, topology_kind: str, progress: Progress | None = None,
+                events: EventStream | None = None) -> Report:
     """Write ``graph`` with its weights as a complete model folder, atomically."""
     quantization = QuantizeOptions(options.quantize, tuple(options.quantize_weights))
     topology = model_topology(graph)
     with staged_output(out_dir, options.force) as staging:
-        written = write_weights(graph.weight_bindings(), staging, options.weight_shard_size_bytes,
+        bindings = graph.weight_bindings()
+        if events is not None:  # one event per tensor, with the exact totals up front
+            progress = events.tensor_progress(len(bindings), planned_bytes(bindings, quantization), progress)
+        written = write_weights(bindings, staging, options.weight_shard_size_bytes,
                                 quantization, notices, options.allow_nonfinite, progress)
         provenance = {
             "version": __version__,

@@ -54,8 +54,8 @@ def write_weights(
         >>> w.manifest_group["weights"][0]
         {'name': 'd/bias', 'shape': [2], 'dtype': 'float32'}
     """
-    plan = [(name, binding, quantization.dtype if quantization.applies_to(name) else None) for name, binding in bindings]
-    total = sum(int(np.prod(b.shape, dtype=np.int64)) * stored_itemsize(q) for _, b, q in plan)
+    plan = _plan(bindings, quantization)
+    total = planned_bytes(bindings, quantization)
     specs = []
     converted: set[str] = set()
     with ShardWriter(folder, total, shard_bytes) as shards:
@@ -71,6 +71,20 @@ def write_weights(
                 progress(name, shards.written)
     quantized = sum(1 for _, _, q in plan if q is not None)
     return WrittenWeights({"paths": shards.names, "weights": specs}, total, quantized)
+
+
+def _plan(bindings: list[tuple[str, WeightBinding]], quantization: QuantizeOptions) -> list:
+    return [(name, binding, quantization.dtype if quantization.applies_to(name) else None) for name, binding in bindings]
+
+
+def planned_bytes(bindings: list[tuple[str, WeightBinding]], quantization: QuantizeOptions) -> int:
+    """The bytes :func:`write_weights` will write for ``bindings`` (known before reading any weight).
+
+    Example:
+        >>> planned_bytes([("d/bias", WeightBinding("bias", (2,), constant=np.ones(2, "float32")))], QuantizeOptions("uint8"))
+        2
+    """
+    return sum(int(np.prod(b.shape, dtype=np.int64)) * stored_itemsize(q) for _, b, q in _plan(bindings, quantization))
 
 
 def to_float32(values: np.ndarray, origin: str, converted: set[str], notices: Notices, allow_nonfinite: bool) -> np.ndarray:
