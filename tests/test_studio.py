@@ -283,8 +283,8 @@ def test_page_lists_root_and_refuses_paths_outside(page):
 def test_page_inspects_mnist(page):
     inspect = page["inspect"]
     assert inspect["state"] == "inspected", inspect["error"]
-    assert [row[2] for row in inspect["layers"]] == ["InputLayer", "Conv2D", "AveragePooling2D", "Conv2D",
-                                                    "AveragePooling2D", "Flatten", "Dense", "Dense"]
+    assert [row[2] for row in inspect["layers"]] == ["Conv2D", "AveragePooling2D", "Conv2D", "AveragePooling2D",
+                                                    "Flatten", "Dense", "Dense"]
     dense = next(r for r in inspect["layers"] if r[1] == "Dense_0")
     assert dense[4] == f"{3136 * 256 + 256:,}" and dense[3] == "(256)"
     assert "824,458 parameters" in inspect["summary"]
@@ -384,13 +384,13 @@ def test_page_cancel_leaves_nothing(page, studio_root):
 def test_page_accepts_a_dropped_file(page):
     upload = page["upload"]
     assert upload["state"] == "inspected" and upload["path"].startswith("upload:")
-    assert upload["layers"] == 3  # input + two Dense
+    assert upload["layers"] == 2  # two Dense
 
 
 def test_page_is_clean_and_accessible(page):
     assert page["problems"] == []  # no script error and no CSP violation
     assert page["blockedRequests"] == []
-    assert page["focusOutline"] == "solid"
+    assert page["focused"] == "convert" and page["focusOutline"] == "solid"
     assert page["noHorizontalScroll"]
     for name in ("pick", "inspect", "convert", "verify", "browser", "error", "cancel"):
         assert Path(page["screenshots"][name]).stat().st_size > 10_000, name

@@ -403,7 +403,7 @@
         [['top-1 agreement'], [v.top1_agreement == null ? '—' : `${(v.top1_agreement * 100).toFixed(2)} %`, 'num'], ['TF.js arg-max = JAX arg-max']],
         [['predict latency'], [`${v.predict_ms.toFixed(2)} ms`, 'num'], [`median of ${v.predict_runs} batch-1 runs, TF.js ${v.backend} in Node`]],
         [['TF.js load'], [`${v.load_ms.toFixed(1)} ms`, 'num'], ['']],
-        [['samples'], [count(v.samples), 'num'], [v.inputs.source]],
+        [['samples'], [count(v.inputs.samples), 'num'], [v.inputs.source === 'random' ? `random inputs, seed ${v.inputs.seed}` : v.inputs.source]],
       ]);
       setState(v.passed ? 'verified' : 'verify-failed');
     } catch (err) {
@@ -426,7 +426,8 @@
     } catch (err) {
       throw new F2T.ModelError('The input is not valid JSON.', err.message);
     }
-    return tf.tensor(value, shape, m.inputs[0].dtype);
+    const flat = Array.isArray(value) ? value.flat(Infinity) : [value];
+    return tf.tensor(flat, shape, m.inputs[0].dtype);
   }
 
   async function timeBackend(loaded, backend) {

@@ -82,15 +82,17 @@ try {
 
   // ---------- inspect + convert MNIST ----------
   let t0 = Date.now();
+  await page.click(`#files button.entry[data-path="${path.posix.dirname(cfg.mnist)}"]`); // into the folder
   await page.click(`#files button.entry[data-path="${cfg.mnist}"]`);
   await waitState(['inspected', 'error']);
   out.inspect = {state: await state(), error: await errorBox(), layers: await tableRows('layers'),
     summary: await page.textContent('#summary'), size: await page.textContent('#size'),
     treeLeaves: await page.$$eval('#tree .leaf', (ls) => ls.map((l) => l.textContent))};
+  await page.click('#inspect-card > details > summary'); // open the parameter tree
   await page.click('#tree > details > summary'); // collapsible: the root closes
   out.inspect.treeRootOpenAfterClick = await page.$eval('#tree > details', (d) => d.open);
   await page.click('#tree > details > summary');
-  await page.click('#inspect-card details > summary'); // open the parameter tree for the screenshot
+  await page.click('#tree > details > details > summary'); // and "params" opens
   await shot('inspect');
   out.seconds.inspect = (Date.now() - t0) / 1000;
 
@@ -170,7 +172,9 @@ try {
     status: await page.textContent('#upload-status'), layers: (await tableRows('layers')).length};
 
   // ---------- keyboard focus is visible ----------
-  await page.focus('#convert');
+  await page.focus('#metadata');
+  await page.keyboard.press('Tab'); // keyboard focus (programmatic focus does not show :focus-visible)
+  out.focused = await page.evaluate(() => document.activeElement.id);
   out.focusOutline = await page.$eval('#convert', (b) => getComputedStyle(b).outlineStyle);
   out.noHorizontalScroll = await page.evaluate(() => document.documentElement.scrollWidth <= document.documentElement.clientWidth);
 } catch (err) {
