@@ -377,6 +377,7 @@ def test_page_cancel_leaves_nothing(page, studio_root):
     assert cancel["state"] == "cancelled", cancel
     assert cancel["last"]["type"] == "cancelled"
     assert 1 <= cancel["tensors"] < cancel["count"] == 2 * BIG_LAYERS
+    assert " tensors · " in page["progressMidway"] and "MiB/s" in page["progressMidway"]
     assert not (studio_root / "big_tfjs").exists()
     assert not [p.name for p in studio_root.iterdir() if p.name.startswith(".big_tfjs")]
 
@@ -392,5 +393,5 @@ def test_page_is_clean_and_accessible(page):
     assert page["blockedRequests"] == []
     assert page["focused"] == "convert" and page["focusOutline"] == "solid"
     assert page["noHorizontalScroll"]
-    for name in ("pick", "inspect", "convert", "verify", "browser", "error", "cancel"):
+    for name in ("pick", "inspect", "convert", "progress", "verify", "browser", "error", "cancel"):
         assert Path(page["screenshots"][name]).stat().st_size > 10_000, name

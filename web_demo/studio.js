@@ -201,6 +201,7 @@
 
   // A subtree as nested <details> (keyboard-operable without any script).
   function treeNode(node, open) {
+    if (node.kind === 'scalar') return el('div', {class: 'leaf mono', text: `${node.name} = ${JSON.stringify(node.value)} (not converted)`});
     const label = `${node.name || '/'}  ${node.shape ? shapeText(node.shape) + ' ' + node.dtype : `${count(node.tensors)} tensors`} · ${count(node.params)} params · ${F2T.formatBytes(node.bytes)}${node.status && node.status !== 'converted' ? ` · ${node.status}` : ''}`;
     if (!node.children || !node.children.length) return el('div', {class: 'leaf mono', text: label});
     const details = el('details', {open: Boolean(open)}, el('summary', {class: 'mono', text: label}));
@@ -248,11 +249,11 @@
 
   // ---------- convert ----------
 
-  function resetLive() {
+  function resetLive(text) {
     studio.events = [];
     $('stages').replaceChildren(...STAGES.map((s) => el('li', {'data-stage': s, 'data-state': 'pending', text: s})));
     $('bar').value = 0;
-    $('progress-text').textContent = 'Starting…';
+    $('progress-text').textContent = text;
     $('notices').replaceChildren();
   }
 
@@ -315,7 +316,7 @@
     event.preventDefault();
     clearError();
     $('result-card').hidden = true;
-    resetLive();
+    resetLive('Starting…');
     $('convert').disabled = true;
     setState('converting');
     try {
@@ -524,7 +525,7 @@
       $('optimize').disabled = true;
       $('optimize-note').hidden = false;
     }
-    resetLive();
+    resetLive('Not started.');
     return browse('.');
   }).catch(showError);
 })();

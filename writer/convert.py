@@ -91,12 +91,13 @@ def convert(source: Any, out_dir: str | Path, options: ConvertOptions = ConvertO
             events: EventSink | None = None) -> Report:
     """Convert any supported source into ``out_dir``; see :func:`writer.to_tensorflowjs`.
 
+    ``events`` receives the stages, notices and per-tensor progress as they
+    happen (see :mod:`writer.events`); raising from it cancels the conversion.
+
     Example:
         >>> report = convert("examples/mnist_ckpt", "out")                 # doctest: +SKIP
         >>> report.param_count                                              # doctest: +SKIP
         824458
-    ``events`` receives the stages, notices and per-tensor progress as they
-    happen (see :mod:`writer.events`); raising from it cancels the conversion.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)

@@ -27,9 +27,11 @@ await page.addInitScript(() => {
 const state = () => page.evaluate(() => document.body.dataset.state);
 const waitState = (states, timeout = 120000) => page.waitForFunction(
   (s) => s.includes(document.body.dataset.state), states, {timeout});
-const shot = async (name) => {
+// The whole page, or one card of it (smaller pictures for the docs).
+const shot = async (name, selector) => {
   const file = path.join(cfg.artifacts, `studio-${name}.png`);
-  await page.screenshot({path: file, fullPage: true});
+  if (selector) await page.locator(selector).screenshot({path: file});
+  else await page.screenshot({path: file});
   out.screenshots[name] = file;
 };
 const errorBox = () => page.evaluate(() => {
@@ -93,7 +95,7 @@ try {
   out.inspect.treeRootOpenAfterClick = await page.$eval('#tree > details', (d) => d.open);
   await page.click('#tree > details > summary');
   await page.click('#tree > details > details > summary'); // and "params" opens
-  await shot('inspect');
+  await shot('inspect', '#inspect-card');
   out.seconds.inspect = (Date.now() - t0) / 1000;
 
   // The presets fill the options; "custom" with float32 weights for an exact comparison.
@@ -114,14 +116,7 @@ try {
   out.convert.snippet = await page.textContent('#snippet');
   out.convert.download = await page.getAttribute('#download', 'href');
   out.seconds.convert = (Date.now() - t0) / 1000;
-  await shot('convert');
-
-  // A second conversion into the same folder: refused (not empty), nothing changed.
-  const again = await convert(cfg.mnistOut);
-  out.convertAgain = {state: again.state, error: await errorBox()};
-  // Leave the page showing the first conversion's result again for the next steps.
-  await page.evaluate((job) => { window.studio.job = job; }, out.convert.job);
-  await page.evaluate(() => { document.getElementById('result-card').hidden = false; document.getElementById('error').hidden = true; });
+  await shot('convert', '#convert-card');
 
   // ---------- verify ----------
   t0 = Date.now();
@@ -130,7 +125,7 @@ try {
   out.verify = {state: await state(), verdict: await page.textContent('#verdict'), metrics: await tableRows('metrics'),
     report: await page.evaluate(() => window.studio.verify), error: await errorBox()};
   out.seconds.verify = (Date.now() - t0) / 1000;
-  await shot('verify');
+  await shot('verify', '#result-card');
 
   // ---------- the model in this browser ----------
   t0 = Date.now();
@@ -144,7 +139,11 @@ try {
     timings: await tableRows('timings'), layers: await tableRows('browser-layers'),
     results: JSON.parse((await page.getAttribute('#timings', 'data-result')) || '{}'), error: await errorBox()};
   out.seconds.browser = (Date.now() - t0) / 1000;
-  await shot('browser');
+  await shot('browser', '#result-card');
+
+  // A second conversion into the same folder: refused (not empty), nothing changed.
+  const again = await convert(cfg.mnistOut);
+  out.convertAgain = {state: again.state, error: await errorBox()};
 
   // ---------- bad checkpoints ----------
   await inspectPath(cfg.broken);
@@ -159,11 +158,17 @@ try {
   await inspectPath(cfg.big);
   out.bigInspect = await state();
   await page.selectOption('#quantize', 'uint8');
-  const cancelled = await convert(cfg.bigOut, () => page.click('#cancel'));
+  const cancelled = await convert(cfg.bigOut, async () => {
+    const file = path.join(cfg.artifacts, 'studio-progress.png'); // live status, mid-way
+    await page.locator('#convert-card').screenshot({path: file});
+    out.screenshots.progress = file;
+    out.progressMidway = await page.textContent('#progress-text');
+    await page.click('#cancel');
+  });
   out.cancel = {state: cancelled.state, progress: cancelled.progress,
     tensors: cancelled.events.filter((e) => e.type === 'tensor').length,
     count: (cancelled.events.find((e) => e.type === 'tensor') || {}).count, last: cancelled.events.at(-1)};
-  await shot('cancel');
+  await shot('cancel', '#convert-card');
 
   // ---------- a dropped (uploaded) file ----------
   await page.setInputFiles('#upload-input', cfg.upload);

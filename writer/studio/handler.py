@@ -155,7 +155,9 @@ class StudioHandler(BaseHTTPRequestHandler):
         body = self._body()
         checkpoint = self._checkpoint(body.get("checkpoint"))
         options = convert_options(body, self.server.root, inspect_only=True)
-        self._json(inspect_checkpoint(checkpoint, options).to_json())
+        report = inspect_checkpoint(checkpoint, options).to_json()
+        report["checkpoint"] = body["checkpoint"]  # as the user named it, not the server's absolute path
+        self._json(report)
 
     def convert(self, query: dict) -> None:
         body = self._body()
