@@ -11,7 +11,7 @@
 
   // What automation (and curious users, in the console) can read back.
   const studio = window.studio = {events: [], job: null, inspected: null, report: null, verify: null};
-  let config = {optimize: false, presets: {}, max_upload_bytes: 0};
+  let config = {optimize: null, presets: {}, max_upload_bytes: 0};
   let checkpoint = null;   // the path (or upload:ID/NAME handle) being worked on
   let source = null;       // the running EventSource
 
@@ -229,7 +229,7 @@
     if (preset) {
       $('quantize').value = preset.quantize || '';
       $('shard-mib').value = String(preset.weight_shard_size_bytes / MIB);
-      $('optimize').checked = Boolean(preset.optimize);
+      if ('optimize' in preset && config.optimize !== null) $('optimize').checked = preset.optimize;
     }
     updateSize();
   });
@@ -324,7 +324,7 @@
         checkpoint, out: $('out').value.trim(), ...modelFields(), quantize: $('quantize').value,
         shard_bytes: shardBytes(), metadata: metadata(), force: $('force').checked,
       };
-      if (config.optimize) form.optimize = $('optimize').checked;
+      if (config.optimize !== null) form.optimize = $('optimize').checked;
       const {job, out} = await api('/api/convert', form);
       studio.job = {id: job, out};
       $('cancel').disabled = false;
@@ -521,9 +521,11 @@
   api('/api/config').then((c) => {
     config = c;
     $('root-name').textContent = `studio folder: ${c.root}`;
-    if (!c.optimize) {
+    if (c.optimize === null) {
       $('optimize').disabled = true;
       $('optimize-note').hidden = false;
+    } else {
+      $('optimize').checked = c.optimize;  // the engine's default, as on the command line
     }
     resetLive('Not started.');
     return browse('.');

@@ -110,31 +110,48 @@ def convert(source: Any, out_dir: str | Path, options: ConvertOptions = ConvertO
     resolved = resolve_source(source, module if module is not None else options.module, variables,
                               options.step, notices, options.fix)
     try:
-        if resolved.module is None:
-            template = TemplateOptions(options.single_input_shape(), options.activation, options.pool)
-            stream.stage("fix")
-            resolved.variables, template = fit_template(resolved.variables, template, resolved.name, notices, options.fix)
-            stream.stage("graph")
-            graph = infer_graph(resolved.variables, template, notices)
-            kind = "inferred"
-        else:
-            from topology.trace import trace_graph
-
-            stream.stage("fix")
-            try:  # given, or solved by the template; fit_module checks them against the model
-                inputs, solved = _input_specs(resolved, options, Notices()), not options.input_shapes()
-            except ConversionError as err:
-                if err.code != "INPUT_SHAPE_REQUIRED":
-                    raise
-                inputs, solved = None, True
-            resolved.variables, inputs = fit_module(resolved, inputs, options, notices, solved)
-            stream.stage("graph")
-            graph = trace_graph(resolved.module, inputs, resolved.variables.collections or None)
-            kind = "traced"
+        graph, kind = build_graph(resolved, options, notices, stream)
         stream.stage("write")
         return write_model(graph, resolved, out_dir, options, notices, started, kind, progress, stream)
     finally:
         resolved.close()
+
+
+def build_graph(resolved: Source, options: ConvertOptions, notices: Notices,
+                events: EventStream | None = None) -> tuple[LayerGraph, str]:
+    """The layer graph to write (fixes applied) and "inferred" or "traced"; ``events`` hears the
+    ``fix`` and ``graph`` stages.
+
+    ``resolved.variables`` is replaced by the fitted variables the weights are bound to.
+
+    Example:
+        >>> graph, kind = build_graph(resolve_source(...), ConvertOptions(), Notices())   # doctest: +SKIP
+        >>> kind                                                                          # doctest: +SKIP
+        'inferred'
+    """
+    stream = events or EventStream(None)
+    if resolved.module is None:
+        template = TemplateOptions(options.single_input_shape(), options.activation, options.pool)
+        stream.stage("fix")
+        resolved.variables, template = fit_template(resolved.variables, template, resolved.name, notices, options.fix)
+        stream.stage("graph")
+        graph = infer_graph(resolved.variables, template, notices)
+        kind = "inferred"
+    else:
+        from topology.trace import trace_graph
+
+        stream.stage("fix")
+        try:  # given, or solved by the template; fit_module checks them against the model
+            inputs, solved = _input_specs(resolved, options, Notices()), not options.input_shapes()
+        except ConversionError as err:
+            if err.code != "INPUT_SHAPE_REQUIRED":
+                raise
+            inputs, solved = None, True
+        resolved.variables, inputs = fit_module(resolved, inputs, options, notices, solved)
+        stream.stage("graph")
+        graph = trace_graph(resolved.module, inputs, resolved.variables.collections or None)
+        kind = "traced"
+    return graph, kind
 
 
 def _input_specs(source: Source, options: ConvertOptions, notices: Notices) -> list[InputSpec]:

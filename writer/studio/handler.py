@@ -132,10 +132,13 @@ class StudioHandler(BaseHTTPRequestHandler):
         self._send(200, site.troubleshooting_html(doc.read_text(encoding="utf-8")).encode(), site.CONTENT_TYPES[".html"])
 
     def config(self, query: dict) -> None:
-        from writer.presets import PRESETS, engine_fields
+        from writer.convert import ConvertOptions
+        from writer.presets import PRESETS
 
+        # The engine's default for graph optimisation, or None when this engine has none.
+        optimize = getattr(ConvertOptions.__dataclass_fields__.get("optimize"), "default", None)
         self._json({"root": self.server.root.path.name or str(self.server.root.path),
-                    "optimize": "optimize" in engine_fields(), "presets": PRESETS,
+                    "optimize": optimize, "presets": PRESETS,
                     "max_upload_bytes": self.server.uploads.limit})
 
     def listing(self, query: dict) -> None:
