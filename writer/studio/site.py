@@ -25,7 +25,11 @@ def web_demo_dir() -> Path:
         >>> (web_demo_dir() / "studio.html").is_file()
         True
     """
-    return Path(__file__).resolve().parent.parent.parent / "web_demo"
+    try:
+        from writer.resources import resource_path  # the packaged resources, where this build has them
+    except ImportError:
+        return Path(__file__).resolve().parent.parent.parent / "web_demo"
+    return Path(resource_path("web_demo"))
 
 
 def troubleshooting_path() -> Path:
