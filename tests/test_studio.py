@@ -213,6 +213,22 @@ def test_one_conversion_per_output_folder(server, studio_root):
     shutil.rmtree(studio_root / "busy_out", ignore_errors=True)
 
 
+def test_inspect_with_model_code_from_root(server, studio_root):
+    (studio_root / "mlp.py").write_text(
+        "import flax.linen as nn\n\n\nclass MLP(nn.Module):\n    @nn.compact\n    def __call__(self, x):\n"
+        "        hidden = nn.relu(nn.Dense(4)(x))\n        return nn.Dense(3)(hidden)\n")
+    try:
+        status, report = _post(server, "/api/inspect", {"checkpoint": "small.npz", "module": "mlp.py:MLP",
+                                                        "input_shape": "8"})
+        assert status == 200 and report["graph"] and report["graph"]["topology"] == "traced", report
+        layers = report["graph"]["layers"]
+        assert [l["params"] for l in layers if l["params"]] == [8 * 4 + 4, 4 * 3 + 3]
+        status, body = _post(server, "/api/inspect", {"checkpoint": "small.npz", "module": "mlp.py"})
+        assert status == 400 and body["error"]["code"] == "BAD_MODULE_SPEC"
+    finally:
+        (studio_root / "mlp.py").unlink()
+
+
 def test_studio_command_errors(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "writer", "studio", str(tmp_path / "nope"), "--port", "0"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
@@ -392,6 +408,7 @@ def test_page_is_clean_and_accessible(page):
     assert page["problems"] == []  # no script error and no CSP violation
     assert page["blockedRequests"] == []
     assert page["focused"] == "convert" and page["focusOutline"] == "solid"
+    assert page["contrast"]["ratio"] >= 4.5, page["contrast"]  # WCAG AA for all visible text
     assert page["noHorizontalScroll"]
     for name in ("pick", "inspect", "convert", "progress", "verify", "browser", "error", "cancel"):
         assert Path(page["screenshots"][name]).stat().st_size > 10_000, name

@@ -42,6 +42,33 @@ const errorBox = () => page.evaluate(() => {
 const tableRows = (id) => page.evaluate((i) => Array.from(document.querySelectorAll(`#${i} tbody tr`))
   .map((tr) => Array.from(tr.cells).map((td) => td.textContent)), id);
 
+// The lowest WCAG contrast ratio of any visible, enabled text on the page, with where it is.
+function lowestContrast() {
+  const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const background = (node) => {
+    for (let n = node; n; n = n.parentElement) {
+      const c = rgb(getComputedStyle(n).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  let worst = {ratio: 99, where: ''};
+  for (const node of document.querySelectorAll('body *')) {
+    const text = Array.from(node.childNodes).some((c) => c.nodeType === 3 && c.textContent.trim());
+    if (!text || !node.getClientRects().length || node.closest('[hidden], :disabled, .file-button input')) continue;
+    const style = getComputedStyle(node);
+    if (style.visibility === 'hidden' || Number(style.opacity) < 0.9) continue;
+    const [a, b] = [lum(rgb(style.color).slice(0, 3)), lum(background(node))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    if (ratio < worst.ratio) worst = {ratio, where: `${node.tagName.toLowerCase()}#${node.id}.${node.className}: ${node.textContent.trim().slice(0, 40)}`};
+  }
+  return worst;
+}
+
 async function inspectPath(p) {
   await page.fill('#ckpt-path', p);
   await page.press('#ckpt-path', 'Enter'); // keyboard: Enter submits
@@ -181,6 +208,7 @@ try {
   await page.keyboard.press('Tab'); // keyboard focus (programmatic focus does not show :focus-visible)
   out.focused = await page.evaluate(() => document.activeElement.id);
   out.focusOutline = await page.$eval('#convert', (b) => getComputedStyle(b).outlineStyle);
+  out.contrast = await page.evaluate(lowestContrast);
   out.noHorizontalScroll = await page.evaluate(() => document.documentElement.scrollWidth <= document.documentElement.clientWidth);
 } catch (err) {
   out.fatal = `${err.stack || err}`;
