@@ -190,6 +190,20 @@ def test_headers_and_no_directory_listing(server):
     assert status == 200 and b'id="path_outside_root"' in body
 
 
+def test_event_stream_replays_and_resumes(server, studio_root):
+    status, job = _post(server, "/api/convert", {"checkpoint": "small.npz", "out": "sse_out"})
+    assert status == 200
+    server.jobs.get(job["job"]).wait(60)
+    status, headers, data = _request(server, "GET", f"/api/jobs/{job['job']}/events")
+    assert status == 200 and headers["Content-Type"] == "text/event-stream"
+    events = [json.loads(line[6:]) for line in data.decode().splitlines() if line.startswith("data: ")]
+    assert [e["seq"] for e in events] == list(range(len(events))) and events[-1]["type"] == "done"
+    _, _, rest = _request(server, "GET", f"/api/jobs/{job['job']}/events", headers={"Last-Event-ID": "3"})
+    resumed = [json.loads(line[6:]) for line in rest.decode().splitlines() if line.startswith("data: ")]
+    assert resumed == events[4:]
+    shutil.rmtree(studio_root / "sse_out")
+
+
 def test_uploads_are_capped_and_checked(server):
     status, _, data = _request(server, "POST", "/api/upload?name=x.msgpack", b"",
                                {"Content-Length": str(2 << 20)})  # announced, never sent: refused first

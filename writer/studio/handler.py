@@ -26,7 +26,7 @@ CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'sel
        "form-action 'none'; frame-ancestors 'none'")
 MAX_JSON = 1 << 20
 STATUS = {"PATH_OUTSIDE_ROOT": 403, "HOST_REFUSED": 403, "NOT_FOUND": 404, "JOB_NOT_FOUND": 404,
-          "OUTPUT_BUSY": 409, "UPLOAD_TOO_LARGE": 413}
+          "OUTPUT_BUSY": 409, "UPLOAD_TOO_LARGE": 413, "INTERNAL": 500}
 
 
 class StudioHandler(BaseHTTPRequestHandler):
@@ -87,6 +87,11 @@ class StudioHandler(BaseHTTPRequestHandler):
             self._not_found()
         except ConversionError as err:
             self._error(err)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the page went away
+        except Exception as exc:  # a fault of the studio: a coded answer, never a dropped connection
+            self._error(ConversionError("INTERNAL", f"{type(exc).__name__}: {exc}",
+                                        "this is a bug in flax2tfjs; report it with what you clicked"))
 
     def _not_found(self) -> None:
         self._error(ConversionError("NOT_FOUND", f"nothing at {urllib.parse.urlsplit(self.path).path}", "open /"))
@@ -100,8 +105,16 @@ class StudioHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         self._route("POST")
 
+    def _length(self) -> int | None:
+        text = self.headers.get("Content-Length")
+        if text is None:
+            return None
+        if not text.isdigit():
+            raise ConversionError("BAD_OPTION", f"Content-Length {text!r}", "send a byte count")
+        return int(text)
+
     def _body(self) -> dict:
-        length = int(self.headers.get("Content-Length") or 0)
+        length = self._length() or 0
         if length > MAX_JSON or "application/json" not in self.headers.get("Content-Type", ""):
             raise ConversionError("BAD_OPTION", "the request is not a JSON object of at most 1 MiB", "use the page")
         try:
@@ -149,8 +162,7 @@ class StudioHandler(BaseHTTPRequestHandler):
         self._json({"dir": root.relative(root.resolve(folder)), "entries": [e.to_json() for e in entries]})
 
     def upload(self, query: dict) -> None:
-        length = self.headers.get("Content-Length")
-        handle = self.server.uploads.save(query.get("name", ""), int(length) if length else None, self.rfile)
+        handle = self.server.uploads.save(query.get("name", ""), self._length(), self.rfile)
         self._json({"checkpoint": handle})
 
     def inspect(self, query: dict) -> None:
@@ -178,7 +190,8 @@ class StudioHandler(BaseHTTPRequestHandler):
 
     def events(self, query: dict, job_id: str) -> None:
         job = self.server.jobs.get(job_id)
-        start = int(self.headers.get("Last-Event-ID", "-1")) + 1
+        last = self.headers.get("Last-Event-ID", "")
+        start = int(last) + 1 if last.isdigit() else 0  # a reconnecting EventSource resumes after the last one
         self._headers(200, "text/event-stream", extra={"Connection": "close"})
         try:
             for event in job.follow(start):
