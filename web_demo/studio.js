@@ -417,10 +417,15 @@
     }
   });
 
-  function browserInput(m) {
+  // One tensor per model input: the pasted JSON (single-input models), else seeded random values.
+  function browserInputs(m) {
     const text = $('browser-input').value.trim();
-    const shape = [1, ...m.inputs[0].shape.slice(1).map((d) => (d == null ? 1 : d))];
-    if (!text) return tf.randomUniform(shape, 0, 1, m.inputs[0].dtype === 'int32' ? 'int32' : 'float32', 42);
+    const shapes = m.inputs.map((t) => [1, ...t.shape.slice(1).map((d) => (d == null ? 1 : d))]);
+    if (!text) {
+      return m.inputs.map((t, i) => (t.dtype === 'int32'
+        ? tf.randomUniform(shapes[i], 0, 10, 'int32', 42 + i) : tf.randomUniform(shapes[i], 0, 1, 'float32', 42 + i)));
+    }
+    if (m.inputs.length !== 1) throw new F2T.ModelError('JSON input works for models with one input; leave it empty for random inputs.');
     let value;
     try {
       value = JSON.parse(text);
@@ -428,7 +433,9 @@
       throw new F2T.ModelError('The input is not valid JSON.', err.message);
     }
     const flat = Array.isArray(value) ? value.flat(Infinity) : [value];
-    return tf.tensor(flat, shape, m.inputs[0].dtype);
+    const size = shapes[0].reduce((a, b) => a * b, 1);
+    if (flat.length !== size) throw new F2T.ModelError(`The input has ${flat.length} values; the model takes ${size} (shape ${shapes[0].slice(1).join('×')}).`);
+    return [tf.tensor(flat, shapes[0], m.inputs[0].dtype)];
   }
 
   async function timeBackend(loaded, backend) {
@@ -436,22 +443,27 @@
     const t0 = performance.now();
     const m = await F2T.buildModel(loaded);
     const buildMs = performance.now() - t0;
-    const x = browserInput(m);
+    let xs = [];
     try {
+      xs = browserInputs(m);
       const once = async () => {
         const start = performance.now();
-        const y = m.predict(x);
-        const values = Array.from(await y.data());
-        y.dispose();
+        const out = m.predict(xs.length === 1 ? xs[0] : xs);
+        const outs = Array.isArray(out) ? out : [out];
+        const values = Array.from(await outs[0].data());  // the first output is shown and recorded
+        outs.forEach((o) => o.dispose());
         return {ms: performance.now() - start, values};
       };
-      const first = await once();
+      const first = await once(); // warm-up: shader compilation, wasm memory growth
       const times = [];
       let last = first;
       for (let i = 0; i < 10; i++) { last = await once(); times.push(last.ms); }
       return {backend: tf.getBackend(), buildMs, firstMs: first.ms, medianMs: F2T.median(times), values: last.values, model: m};
+    } catch (err) {
+      m.dispose();
+      throw err;
     } finally {
-      x.dispose();
+      xs.forEach((x) => x.dispose());
     }
   }
 
