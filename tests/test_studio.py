@@ -389,7 +389,7 @@ def test_page_runs_the_model_in_the_browser(page, flax_logits, digit):
                                                          "Flatten", "Dense", "Dense"]
 
 
-def test_page_shows_coded_errors_with_hints(page, studio_root):
+def test_page_shows_coded_errors_with_hints(page, server, studio_root):
     broken = page["broken"]
     assert broken["shown"] and broken["code"] == "TRUNCATED_CHECKPOINT", broken
     assert "hint:" in broken["text"] and broken["link"] == "/troubleshooting#truncated_checkpoint"
@@ -399,6 +399,8 @@ def test_page_shows_coded_errors_with_hints(page, studio_root):
     assert "Dense_0" in bad["error"]["text"] and "--allow-nonfinite" in bad["error"]["text"]
     assert ["write", "failed"] in bad["stages"]
     assert not (studio_root / "nan_tfjs").exists()
+    _, _, doc = _request(server, "GET", "/troubleshooting")  # the links lead somewhere
+    assert b'id="truncated_checkpoint"' in doc and b'id="nonfinite_weight"' in doc
 
 
 def test_page_cancel_leaves_nothing(page, studio_root):
