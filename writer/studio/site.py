@@ -25,10 +25,13 @@ def web_demo_dir() -> Path:
         >>> (web_demo_dir() / "studio.html").is_file()
         True
     """
+    checkout = Path(__file__).resolve().parent.parent.parent / "web_demo"
+    if (checkout / "studio.html").is_file():  # a source checkout: its own files, whatever is installed
+        return checkout
     try:
-        from writer.resources import resource_path  # the packaged resources, where this build has them
+        from writer.resources import resource_path  # an installed wheel's packaged resources
     except ImportError:
-        return Path(__file__).resolve().parent.parent.parent / "web_demo"
+        return checkout
     return Path(resource_path("web_demo"))
 
 
