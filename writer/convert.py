@@ -14,7 +14,7 @@ from topology.keras_json import model_topology
 from writer.errors import ConversionError, Notices
 from writer.events import EventSink, EventStream
 from writer.fixes import fit_module, fit_template
-from writer.model_json import dumps_model_json, validate_model_json
+from writer.model_json import check_model_json, dumps_model_json
 from writer.output import check_destination, staged_output
 from writer.quantize import QUANTIZE_DTYPES, QuantizeOptions
 from writer.report import LayerRow, Report
@@ -102,11 +102,11 @@ def convert(source: Any, out_dir: str | Path, options: ConvertOptions = ConvertO
     started = time.perf_counter()
     out_dir = Path(out_dir)
     options.check()
-    check_destination(out_dir, options.force)  # fail before any reading
+    source = Path(source) if isinstance(source, str) else source
+    check_destination(out_dir, options.force, source if isinstance(source, Path) else None)  # before any reading
     stream = EventStream(events)
     notices = Notices(listener=stream.notice)
     stream.stage("read")
-    source = Path(source) if isinstance(source, str) else source
     resolved = resolve_source(source, module if module is not None else options.module, variables,
                               options.step, notices, options.fix)
     try:
@@ -178,7 +178,7 @@ def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: Conve
     """Write ``graph`` with its weights as a complete model folder, atomically."""
     quantization = QuantizeOptions(options.quantize, tuple(options.quantize_weights))
     topology = model_topology(graph)
-    with staged_output(out_dir, options.force) as staging:
+    with staged_output(out_dir, options.force, source.path) as staging:
         bindings = graph.weight_bindings()
         if events is not None:  # one event per tensor, with the exact totals up front
             progress = events.tensor_progress(len(bindings), planned_bytes(bindings, quantization), progress)
@@ -201,7 +201,7 @@ def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: Conve
             "weightsManifest": [written.manifest_group],
             "userDefinedMetadata": {"flax2tfjs": provenance, **options.metadata},
         }
-        validate_model_json(document)
+        check_model_json(document)
         text = dumps_model_json(document)
         (staging / "model.json").write_text(text, encoding="utf-8")
     return Report(
