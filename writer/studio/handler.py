@@ -140,7 +140,7 @@ class StudioHandler(BaseHTTPRequestHandler):
 
     def troubleshooting(self, query: dict) -> None:
         doc = site.troubleshooting_path()
-        text = doc.read_text(encoding="utf-8") if doc.is_file() else (  # an installed wheel has no docs/
+        text = doc.read_text(encoding="utf-8") if doc is not None and doc.is_file() else (  # an installed wheel has no docs/
             "# Troubleshooting\n\nThe guide by error code is `docs/troubleshooting.md` in the flax2tfjs "
             "source repository; this installation does not include it.")
         self._send(200, site.troubleshooting_html(text).encode(), site.CONTENT_TYPES[".html"])

@@ -19,24 +19,23 @@ CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; c
 
 
 def web_demo_dir() -> Path:
-    """Where ``web_demo/`` is: the one place to change when it moves (e.g. into package data).
+    """Where ``web_demo/`` is (packaged resources; the checkout's folder in a clone), as the demo finds it.
 
     Example:
         >>> (web_demo_dir() / "studio.html").is_file()
         True
     """
-    checkout = Path(__file__).resolve().parent.parent.parent / "web_demo"
-    if (checkout / "studio.html").is_file():  # a source checkout: its own files, whatever is installed
-        return checkout
-    try:
-        from writer.resources import resource_path  # an installed wheel's packaged resources
-    except ImportError:
-        return checkout
-    return Path(resource_path("web_demo"))
+    from writer.resources import resource_path
+
+    return resource_path("web_demo")
 
 
-def troubleshooting_path() -> Path:
-    return Path(__file__).resolve().parent.parent.parent / "docs" / "troubleshooting.md"
+def troubleshooting_path() -> Path | None:
+    """docs/troubleshooting.md of a source checkout; ``None`` in an installed wheel (no docs/ there)."""
+    from writer.resources import checkout_root
+
+    root = checkout_root()
+    return None if root is None else root / "docs" / "troubleshooting.md"
 
 
 def static_file(route: str) -> Path | None:
