@@ -22,6 +22,7 @@ OVERVIEW = f"""usage: {PROG} [convert] CKPT OUT [options]
        {PROG} verify OUT CKPT [options]
        {PROG} export-savedmodel OUT SAVED_DIR [options]
        {PROG} demo [MODEL_DIR] [--port N]
+       {PROG} studio [ROOT] [--port N]
 
 Convert JAX/Flax checkpoints into TensorFlow.js LayersModels, without TensorFlow.
 
@@ -31,6 +32,7 @@ commands:
   verify             run the converted model in real TF.js and the original in JAX, and compare
   export-savedmodel  a TensorFlow SavedModel from model.json, checked against JAX (needs TensorFlow)
   demo               serve the web demo and model tester on 127.0.0.1
+  studio             a local web app: pick, inspect, convert (live), verify and test checkpoints under ROOT
 
 `{PROG} COMMAND --help` shows a command's options and examples.
 
@@ -51,6 +53,7 @@ CONVERT_EXAMPLES = f"""examples:
   {PROG} ckpt_dir/ out/ --step 2000 --metadata labels=labels.json
   {PROG} ckpt_dir/ out/ --all-steps              # every step, into out/step_<N>/
   {PROG} ckpt/ out/ --module models/resnet.py:ResNet --input-shape 64,64,3 --no-optimize   # keep BatchNorm layers
+  {PROG} ckpt/ out/ --preset mobile              # uint8 weights, 1 MiB shards
 """
 
 INSPECT_EXAMPLES = f"""examples:
@@ -160,10 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(parser, all_steps=True)
     _add_optimize_option(parser)
     weights = parser.add_argument_group("weights")
+    weights.add_argument("--preset", choices=("web", "mobile"), help="web: float16 + 4 MiB shards; mobile: uint8 + "
+                         "1 MiB shards + optimisation (explicit options win)")
     weights.add_argument("--quantize", choices=("float16", "uint8", "uint16"), help="store weights quantized")
     weights.add_argument("--quantize-weights", action="append", default=[], metavar="PATTERN",
                          help="only quantize weights whose <layer>/<weight> name matches (wildcards; repeatable)")
-    weights.add_argument("--weight-shard-size-bytes", type=int, default=4 * 1024 * 1024, metavar="N",
+    weights.add_argument("--weight-shard-size-bytes", type=int, metavar="N",
                          help="shard file size (default 4194304)")
     weights.add_argument("--allow-nonfinite", action="store_true", help="write NaN/Inf weights instead of refusing")
     check = parser.add_argument_group("verification (see `verify --help`)")
@@ -286,17 +291,15 @@ def run_convert(argv: Sequence[str]) -> int:
     if not args.verify and (args.data or args.samples is not None or args.tolerance is not None):
         raise ConversionError("BAD_OPTION", "--data, --samples and --tolerance need --verify", "add --verify")
     patterns = tuple(p for item in args.quantize_weights for p in item.split(",") if p)
+    weights = _preset_weights(args)
     options = _convert_options(
-        args, quantize=args.quantize, quantize_weights=patterns, weight_shard_size_bytes=args.weight_shard_size_bytes,
-        metadata=dict(read_metadata_option(spec) for spec in args.metadata), force=args.force,
-        allow_nonfinite=args.allow_nonfinite)
+        args, quantize_weights=patterns, metadata=dict(read_metadata_option(spec) for spec in args.metadata),
+        force=args.force, allow_nonfinite=args.allow_nonfinite, **weights)
     if args.all_steps:
         return _run_all_steps(args, options)
     bar = ProgressBar("writing weights", unit="tensors", enabled=False if args.quiet else None)
-    if bar.enabled:
-        bar.total, bar.total_bytes = _estimate_weights(args.checkpoint, options)
-    with bar:
-        report = convert(args.checkpoint, args.out_dir, options, progress=bar)
+    with bar:  # the engine's tensor events carry the exact totals
+        report = convert(args.checkpoint, args.out_dir, options, events=bar.on_event)
     verified = None
     if args.verify:
         from writer.verify import verify
@@ -360,6 +363,22 @@ def _estimate_weights(checkpoint: str, options) -> tuple[int | None, int | None]
         return None, None
     itemsize = stored_itemsize(options.quantize) if options.quantize and not options.quantize_weights else 4
     return len(refs), sum(r.size for r in refs) * itemsize
+
+
+def _preset_weights(args: argparse.Namespace) -> dict:
+    """quantize / shard size (/ optimize) from --preset, overridden by the explicit flags."""
+    from writer.presets import preset_fields
+    from writer.shards import DEFAULT_SHARD_BYTES
+
+    fields = preset_fields(args.preset) if args.preset else {}
+    fields.setdefault("weight_shard_size_bytes", DEFAULT_SHARD_BYTES)
+    if args.quantize is not None:
+        fields["quantize"] = args.quantize
+    if args.weight_shard_size_bytes is not None:
+        fields["weight_shard_size_bytes"] = args.weight_shard_size_bytes
+    if getattr(args, "optimize", None) is not None:  # --optimize/--no-optimize, where the engine has them
+        fields["optimize"] = args.optimize
+    return fields
 
 
 def run_inspect(argv: Sequence[str]) -> int:
@@ -449,9 +468,20 @@ def run_demo(argv: Sequence[str]) -> int:
     return demo.main(list(argv), prog=f"{PROG} demo")
 
 
+def run_studio(argv: Sequence[str]) -> int:
+    """``studio``: handed to :func:`writer.studio.main`.
+
+    Example:
+        >>> run_studio([".", "--port", "0"])   # doctest: +SKIP
+    """
+    from writer import studio
+
+    return studio.main(list(argv), prog=f"{PROG} studio")
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "convert": run_convert, "inspect": run_inspect, "verify": run_verify,
-    "export-savedmodel": run_export, "demo": run_demo,
+    "export-savedmodel": run_export, "demo": run_demo, "studio": run_studio,
 }
 
 
