@@ -61,6 +61,12 @@ def not_converted() -> tuple[tuple[str, str, Any], ...]:
         def __call__(self, x):
             return nn.Dense(4)(x) * self.param("scale", nn.initializers.ones, (4,))
 
+    class HeadMask(nn.Module):  # head 0 causal, head 1 not
+        @nn.compact
+        def __call__(self, x):
+            mask = jnp.stack([jnp.tril(jnp.ones((3, 3))), jnp.ones((3, 3))])[None]
+            return nn.MultiHeadDotProductAttention(2)(x, mask=jnp.broadcast_to(mask, (x.shape[0], 2, 3, 3)))
+
     def dense(fn: Any) -> Case:
         return Case("example", lambda: After(fn), (3,))
 
@@ -106,6 +112,10 @@ def not_converted() -> tuple[tuple[str, str, Any], ...]:
          dense(lambda x: jnp.concatenate([x, x], axis=0))),
         ("reshapes and transposes that move the batch axis", "tfjs layers keep the batch axis first",
          dense(lambda x: x.T)),
+        ("attention masks that differ between heads, or that are other functions of the inputs than a padding "
+         "mask (0 = padding) combined with a constant mask",
+         "each head's scores are masked by M, built from the constant and min(m, 1) of one (batch, length) input",
+         Case("example", HeadMask, (3, 4))),
         ("layers that return tuples or dicts (e.g. `nn.RNN(..., return_carry=True)`)",
          "a traced layer must return one array", None),
     )

@@ -57,6 +57,7 @@ class _Recorder:
 
     def call(self, module: Any, path: TreePath, run: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
         from topology.trace.markers import enter, exit_
+        from topology.trace.side_inputs import mark_keywords
 
         layer_kind = kind_for_module(module) if self.depth == 0 else None
         if layer_kind is None:
@@ -71,6 +72,7 @@ class _Recorder:
         attrs["_call_flags"] = {k: v for k, v in kwargs.items() if isinstance(v, bool)}
         self.calls[index] = LayerCall(index, layer_kind, path, attrs, self.lookup_variables(module, path))
         marked = tuple(enter(a, index) if _is_array(a) else a for a in args)
+        kwargs = mark_keywords(layer_kind.key, kwargs, index)
         self.depth += 1
         try:
             out = run(*marked, **kwargs)
