@@ -46,6 +46,7 @@ class Trace:
     jaxpr: Any  # jax.extend.core.ClosedJaxpr
     calls: dict[int, LayerCall]
     inputs: list[InputSpec]
+    param_refs: list = field(default_factory=list)  # TensorRef (or None) per variable input, in jaxpr order
 
 
 class _Recorder:
@@ -145,7 +146,9 @@ def trace_linen(module: Any, variables: dict[str, dict[TreePath, TensorRef]], in
             return module.apply(variables_tree, *xs, **flags)
 
     jaxpr = _make_jaxpr(run, abstract, _abstract_inputs(inputs))
-    return Trace(jaxpr, recorder.calls, inputs)
+    from topology.trace.params import linen_refs
+
+    return Trace(jaxpr, recorder.calls, inputs, linen_refs(abstract, variables))
 
 
 def trace_nnx(model: Any, inputs: list[InputSpec],
@@ -185,7 +188,9 @@ def trace_nnx(model: Any, inputs: list[InputSpec],
     abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
     jaxpr = _make_jaxpr(run, abstract, _abstract_inputs(inputs))
     del live, originals
-    return Trace(jaxpr, recorder.calls, inputs)
+    from topology.trace.params import nnx_refs
+
+    return Trace(jaxpr, recorder.calls, inputs, nnx_refs(state, variables))
 
 
 def _checkpoint_tensor(variables: dict[str, dict[TreePath, TensorRef]], path: TreePath, key: tuple[str, str],
