@@ -17,7 +17,9 @@ import itertools
 import math
 from typing import Any
 
-from topology.layers.base import Case
+import numpy as np
+
+from topology.layers.base import ZEROS, Case
 from topology.ops import handles
 from topology.ops.slicing import take_range
 from topology.trace.values import Const, Tensor
@@ -42,8 +44,7 @@ def dot_general(builder: Any, eqn: Any, values: list, where: str) -> Tensor:
     from topology.trace.build import unsupported
 
     if any(isinstance(v, Const) for v in values):
-        raise unsupported("a matrix product with a weight or constant outside a layer module", where,
-                          "use nn.Dense / nn.DenseGeneral for products with weights")
+        return _with_matrix(builder, eqn, values, where)
     lhs, rhs = (builder.tensor(v, where) for v in values)
     (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
     lc, rc, lb, rb = (tuple(int(a) for a in axes) for axes in (lc, rc, lb, rb))
@@ -76,6 +77,38 @@ def dot_general(builder: Any, eqn: Any, values: list, where: str) -> Tensor:
     stacked = [_reshape(builder, p, (out[0], 1, *rest)) for p in products]
     joined = builder.add_layer("heads", "Concatenate", {"axis": 1}, stacked, (out[0], len(products), *rest))
     return _reshape(builder, joined, out)
+
+
+def _with_matrix(builder: Any, eqn: Any, values: list, where: str) -> Tensor:
+    """``x @ W`` with a constant or parameter matrix W (a tied LM head: ``embed.attend(x)``) -> Dense."""
+    from topology.graph import WeightBinding
+    from topology.trace.build import unsupported
+    from writer.tensors import TensorRef
+
+    x, w = values
+    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+    usable = (isinstance(w, Const) and not isinstance(x, Const) and (w.known or w.lazy is not None)
+              and len(getattr(w.value, "shape", None) or w.lazy.shape) == 2 and not lb and not rb
+              and tuple(lc) == (len(eqn.invars[0].aval.shape) - 1,))
+    if not usable:
+        raise unsupported("a matrix product with a weight or constant outside a layer module", where,
+                          "use nn.Dense / nn.DenseGeneral, or multiply activations by a 2-D matrix on the right")
+    x = builder.tensor(x, where)
+    transpose = tuple(rc) == (1,)
+    if w.known:
+        matrix = np.asarray(w.value, np.float32)
+        kernel = WeightBinding("kernel", matrix.T.shape if transpose else matrix.shape,
+                               constant=np.ascontiguousarray(matrix.T if transpose else matrix))
+    else:
+        lazy = w.lazy
+        shape = lazy.shape[::-1] if transpose else lazy.shape
+        load = (lambda: np.ascontiguousarray(lazy.compute().T)) if transpose else lazy.compute
+        kernel = WeightBinding("kernel", tuple(shape), TensorRef(("constant", lazy.origin), tuple(shape),
+                                                                  np.dtype("float32"), load, "parameters"))
+    units = kernel.shape[1]
+    config = {"units": int(units), "activation": "linear", "use_bias": False, "kernel_initializer": ZEROS,
+              "kernel_regularizer": None, "activity_regularizer": None, "kernel_constraint": None}
+    return builder.add_layer("matmul", "Dense", config, [x], tuple(eqn.outvars[0].aval.shape), [kernel])
 
 
 def _cases() -> tuple[Case, ...]:
@@ -117,7 +150,22 @@ def _cases() -> tuple[Case, ...]:
             weights = jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", q, k), axis=-1)
             return jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape((x.shape[0], x.shape[1], -1))
 
+    class TiedHead(nn.Module):  # GPT-2's LM head: the token embedding's transpose
+        @nn.compact
+        def __call__(self, tokens):
+            embed = nn.Embed(9, 4)
+            return embed.attend(nn.Dense(4)(embed(tokens)))
+
+    class NnxTiedHead(nnx.Module):
+        def __init__(self):
+            self.embed = nnx.Embed(9, 4, rngs=nnx.Rngs(0))
+
+        def __call__(self, tokens):
+            return self.embed.attend(jax.nn.relu(self.embed(tokens)))
+
     return (
+        Case("linen-tied-embedding-head", TiedHead, (5,), input_dtype="int32", input_range=(0, 9)),
+        Case("nnx-tied-embedding-head", NnxTiedHead, (5,), input_dtype="int32", input_range=(0, 9)),
         Case("linen-einsum-attention", EinsumAttention, (5, 4)),
         Case("linen-einsum-attention-causal-bias", lambda: EinsumAttention(2, True), (4, 3)),
         Case("linen-matmul-of-activations", MatmulPair, (3, 4)),
