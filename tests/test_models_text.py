@@ -49,3 +49,17 @@ def test_transformer_lm_with_partitioned_params(tmp_path, tfjs, fmt):
         tokens = _tokens(batch, length, model.vocab, seed=batch)
         [out] = tfjs.predict(tmp_path / "out", [tokens]).outputs
         assert_close(out, np.asarray(model.apply(variables, jnp.asarray(tokens))))
+
+
+def test_gpt2_style_decoder(tmp_path, tfjs):
+    from examples.models.gpt2_decoder import GPT2
+
+    model, length = GPT2(), 10
+    variables = model.init(jax.random.PRNGKey(1), jnp.ones((1, length), jnp.int32))
+    checkpoint = save_msgpack(variables, tmp_path / "gpt2.msgpack")
+    _cli(checkpoint, tmp_path / "out", "--module", "examples/models/gpt2_decoder.py:GPT2",
+         "--input-shape", length, "--input-dtype", "int32")
+    for batch in (1, 3):
+        tokens = np.random.RandomState(batch).randint(0, model.vocab, (batch, length)).astype(np.int32)
+        [out] = tfjs.predict(tmp_path / "out", [tokens]).outputs
+        assert_close(out, np.asarray(model.apply(variables, jnp.asarray(tokens))))
