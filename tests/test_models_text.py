@@ -63,3 +63,32 @@ def test_gpt2_style_decoder(tmp_path, tfjs):
         tokens = np.random.RandomState(batch).randint(0, model.vocab, (batch, length)).astype(np.int32)
         [out] = tfjs.predict(tmp_path / "out", [tokens]).outputs
         assert_close(out, np.asarray(model.apply(variables, jnp.asarray(tokens))))
+
+
+def _bert_batch(batch: int, length: int, vocab: int, seed: int) -> list[np.ndarray]:
+    ids = _tokens(batch, length, vocab, seed)
+    mask = (ids > 0).astype(np.int32)
+    segments = (np.arange(length)[None, :] >= length // 2).astype(np.int32) * mask
+    return [ids, mask, np.broadcast_to(segments, ids.shape).copy()]
+
+
+def test_bert_style_classifier_with_attention_mask(tmp_path, tfjs):
+    from examples.models.bert_classifier import BertClassifier
+
+    model, length = BertClassifier(), 12
+    example = [jnp.ones((1, length), jnp.int32)] * 3
+    variables = model.init(jax.random.PRNGKey(2), *example)
+    checkpoint = save_orbax(variables, tmp_path / "ckpt")
+    _cli(checkpoint, tmp_path / "out", "--module", "examples/models/bert_classifier.py:BertClassifier",
+         *["--input-shape", length] * 3, "--input-dtype", "int32")
+    for batch in (1, 3):
+        xs = _bert_batch(batch, length, model.vocab, seed=batch)
+        [out] = tfjs.predict(tmp_path / "out", xs).outputs
+        expected = np.asarray(model.apply(variables, *map(jnp.asarray, xs)))
+        assert_close(out, expected)
+        # The mask matters: changing a padded token's id changes nothing in JAX or TF.js.
+        changed = [x.copy() for x in xs]
+        changed[0][xs[1] == 0] = 5
+        if (xs[1] == 0).any():
+            [again] = tfjs.predict(tmp_path / "out", changed).outputs
+            assert_close(again, expected)

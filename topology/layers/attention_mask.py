@@ -198,3 +198,46 @@ def _affine(name: str, source: str, gamma: np.ndarray, beta: np.ndarray, origin:
     ]
     return LayerNode(name, "BatchNormalization", batch_norm_config(-1, epsilon=0.0, center=True, scale=True),
                      [source], weights, (size,), origin)
+
+
+def padding_bias(builder: Any, pending: Any) -> Any:
+    """A per-position function of a (batch, length) padding input, ``a * min(m, 1) + b``, as layers; else None.
+
+    HuggingFace-style attention turns ``attention_mask`` into an additive bias
+    ``lax.select(m > 0, 0, finfo.min)`` of shape (batch, 1, 1, length) outside any
+    layer; the element-wise catalog cannot name a function that changes the shape.
+    Found by value on 0/1 and token-id probes, it becomes Reshape, Rescaling (cast),
+    ReLU(max 1) and Rescaling(a, b), which the score Add broadcasts.
+
+    Example:
+        >>> padding_bias(builder, pending)   # doctest: +SKIP
+    """
+    root = pending.root
+    out = tuple(pending.shape)
+    if len(root.shape) != 2 or len(out) < 2 or out[0] != root.shape[0] or \
+            sorted(d for d in out[1:] if d != 1) != [root.shape[1]] or out[-1] != root.shape[1]:
+        return None
+    batch, length = root.shape
+
+    def evaluate(m: np.ndarray) -> np.ndarray | None:
+        try:
+            y = np.asarray(pending.fn(m.astype(root.dtype)), dtype=np.float64)
+        except Exception:  # noqa: BLE001 - not a function we can probe this way
+            return None
+        return y.reshape(batch, length) if y.size == batch * length else None
+
+    y0, y1 = evaluate(np.zeros((batch, length))), evaluate(np.ones((batch, length)))
+    if y0 is None or y1 is None or np.ptp(y0) or np.ptp(y1) or y0.flat[0] == y1.flat[0]:
+        return None
+    low, high = float(y0.flat[0]), float(y1.flat[0])
+    rng = np.random.RandomState(0)
+    for m in [rng.choice([0, 1, 2, 7], (batch, length)) for _ in range(6)]:
+        y = evaluate(m)
+        if y is None or not np.array_equal(y, low + (high - low) * np.clip(m, 0, 1)):
+            return None
+    x = root
+    if out != tuple(root.shape):
+        x = builder.add_layer("mask_shape", "Reshape", {"target_shape": list(out[1:])}, [x], out, dtype=root.dtype)
+    x = builder.add_layer("mask_float", "Rescaling", {"scale": 1.0, "offset": 0.0}, [x], out)
+    x = builder.add_layer("mask_01", "ReLU", {"max_value": 1.0, "negative_slope": 0.0, "threshold": 0.0}, [x], out)
+    return builder.add_layer("mask_bias", "Rescaling", {"scale": high - low, "offset": low}, [x], out)

@@ -135,6 +135,27 @@ def _cases() -> tuple[Case, ...]:
             out = jnp.einsum("...hqk,...khd->...qhd", weights, v)
             return nn.Dense(3)(out.reshape((*out.shape[:2], -1)))
 
+    def padding_bias(tokens: Any) -> Any:  # HuggingFace BERT's additive mask, from token ids (0 = padding)
+        mask = jnp.expand_dims(tokens, axis=(-3, -2))
+        return jax.lax.select(mask > 0, jnp.full(mask.shape, 0.0), jnp.full(mask.shape, jnp.finfo(jnp.float32).min))
+
+    class PaddedEinsum(nn.Module):
+        @nn.compact
+        def __call__(self, tokens):
+            x = nn.Embed(7, 6)(tokens)
+            q, k, v = (split_heads(nn.Dense(6)(x), 2) for _ in range(3))
+            weights = nn.attention.dot_product_attention_weights(q, k, bias=padding_bias(tokens))
+            return jnp.einsum("...hqk,...khd->...qhd", weights, v).reshape(x.shape)
+
+    class NnxPaddedEinsum(nnx.Module):
+        def __init__(self):
+            self.embed = nnx.Embed(7, 4, rngs=nnx.Rngs(0))
+
+        def __call__(self, tokens):
+            x = split_heads(self.embed(tokens), 2)
+            scores = jnp.einsum("bqhd,bkhd->bhqk", x, x) + padding_bias(tokens)
+            return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(scores, axis=-1), x).reshape((*tokens.shape, 4))
+
     class MatmulPair(nn.Module):  # x @ y^T of two projections, no heads
         @nn.compact
         def __call__(self, x):
@@ -167,6 +188,8 @@ def _cases() -> tuple[Case, ...]:
         Case("linen-tied-embedding-head", TiedHead, (5,), input_dtype="int32", input_range=(0, 9)),
         Case("nnx-tied-embedding-head", NnxTiedHead, (5,), input_dtype="int32", input_range=(0, 9)),
         Case("linen-einsum-attention", EinsumAttention, (5, 4)),
+        Case("linen-einsum-attention-padding-bias", PaddedEinsum, (5,), input_dtype="int32", input_range=(0, 7)),
+        Case("nnx-einsum-attention-padding-bias", NnxPaddedEinsum, (6,), input_dtype="int32", input_range=(0, 7)),
         Case("linen-einsum-attention-causal-bias", lambda: EinsumAttention(2, True), (4, 3)),
         Case("linen-matmul-of-activations", MatmulPair, (3, 4)),
         Case("nnx-einsum-attention", NnxEinsum, (5, 4)),
