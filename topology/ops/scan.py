@@ -140,7 +140,36 @@ def _cases() -> tuple[Case, ...]:
             stack = nn.scan(nn.remat(Block), variable_axes={"params": 0}, split_rngs={"params": True}, length=2)
             return stack()(x, None)[0]
 
+    from flax import nnx
+
+    class NnxBlock(nnx.Module):
+        def __init__(self, dim: int, rngs: Any):
+            self.norm = nnx.LayerNorm(dim, rngs=rngs)
+            self.linear = nnx.Linear(dim, dim, rngs=rngs)
+
+        def __call__(self, x):
+            return x + self.linear(nnx.relu(self.norm(x)))
+
+    class NnxScanned(nnx.Module):  # the NNX "scan over layers" pattern (toy example 06)
+        def __init__(self, dim: int = 4, layers: int = 3, remat: bool = False):
+            @nnx.split_rngs(splits=layers)
+            @nnx.vmap(in_axes=(0,), out_axes=0)
+            def create(rngs):
+                return NnxBlock(dim, rngs)
+
+            self.blocks = create(nnx.Rngs(0))
+            self.head = nnx.Linear(dim, 2, rngs=nnx.Rngs(1))
+            self.remat = remat
+
+        def __call__(self, x):
+            def step(x, block):
+                return (nnx.remat(lambda b, y: b(y))(block, x)) if self.remat else block(x)
+
+            return self.head(nnx.scan(step, in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)(x, self.blocks))
+
     return (
+        Case("nnx-scan-over-layers", NnxScanned, (4,)),
+        Case("nnx-scan-of-remat-blocks", lambda: NnxScanned(remat=True), (4,)),
         Case("linen-scan-over-layers", Scanned, (5,)),
         Case("linen-scan-over-layers-reverse", lambda: Scanned(True), (5,)),
         Case("linen-remat-blocks", Remat, (3,)),

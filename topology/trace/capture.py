@@ -180,7 +180,7 @@ def trace_nnx(model: Any, inputs: list[InputSpec],
         merged = nnx.merge(graphdef, state_tree)
         paths.clear()
         paths.update({id(node): path for path, node in _nnx_modules(merged)})
-        with _patched_nnx_calls(recorder, paths):
+        with _patched_nnx_calls(recorder, paths, lambda: _nnx_modules(model)):
             return merged(*xs, **inference_kwargs(type(merged).__call__))
 
     import jax
@@ -229,7 +229,7 @@ def _nnx_variables(module: Any, path: TreePath) -> dict[tuple[str, str], TensorR
 
 
 @contextlib.contextmanager
-def _patched_nnx_calls(recorder: _Recorder, paths: dict[int, TreePath]):
+def _patched_nnx_calls(recorder: _Recorder, paths: dict[int, TreePath], modules: Callable[[], Any] = lambda: ()):
     import importlib
 
     classes = []
@@ -244,7 +244,12 @@ def _patched_nnx_calls(recorder: _Recorder, paths: dict[int, TreePath]):
 
         def patched(self, *args, __original=original, **kwargs):
             run = lambda *a, **k: __original(self, *a, **k)  # noqa: E731
-            return recorder.call(self, paths.get(id(self), ()), run, args, kwargs)
+            path = paths.get(id(self))
+            if path is None:  # a copy made by nnx.scan / nnx.remat: placed by type and shapes
+                from topology.trace.nnx_lifted import place
+
+                path = place(self, modules())
+            return recorder.call(self, path, run, args, kwargs)
 
         cls.__call__ = patched
     try:
