@@ -85,6 +85,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _shape(text: str) -> tuple[int, ...]:
+    if text.strip() in ("", "scalar"):  # one number per example (e.g. sequence lengths): shape ()
+        return ()
     try:
         shape = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
     except ValueError:

@@ -245,11 +245,11 @@ def _patched_nnx_calls(recorder: _Recorder, paths: dict[int, TreePath], modules:
         def patched(self, *args, __original=original, **kwargs):
             run = lambda *a, **k: __original(self, *a, **k)  # noqa: E731
             path = paths.get(id(self))
-            if path is None:  # a copy made by nnx.scan / nnx.remat: placed by type and shapes
+            if path is None and recorder.depth == 0:  # a copy made by nnx.scan / nnx.remat: placed by type and shapes
                 from topology.trace.nnx_lifted import place
 
                 path = place(self, modules())
-            return recorder.call(self, path, run, args, kwargs)
+            return recorder.call(self, path or (), run, args, kwargs)
 
         cls.__call__ = patched
     try:

@@ -17,7 +17,8 @@ side_p.def_impl(lambda x, *, call, name: x)
 side_p.def_abstract_eval(lambda aval, *, call, name: aval)
 
 # Layer kind key -> the call keywords it composes. Other array keywords stay refused.
-SIDE_KEYWORDS: dict[str, tuple[str, ...]] = {"attention": ("mask",)}
+# An RNN's seq_lengths= does not change its outputs when it runs forward (rnn.py refuses it reversed).
+SIDE_KEYWORDS: dict[str, tuple[str, ...]] = {"attention": ("mask",), "rnn": ("seq_lengths",)}
 
 
 def side(x, call: int, name: str):
