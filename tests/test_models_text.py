@@ -5,6 +5,7 @@ Token batches include padding (id 0) so that every mask matters.
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -92,3 +93,21 @@ def test_bert_style_classifier_with_attention_mask(tmp_path, tfjs):
         if (xs[1] == 0).any():
             [again] = tfjs.predict(tmp_path / "out", changed).outputs
             assert_close(again, expected)
+
+
+def test_lstm_classifier_with_a_scalar_lengths_input(tmp_path, tfjs):
+    from examples.models.lstm_classifier import LstmClassifier
+
+    model, length = LstmClassifier(), 9
+    variables = model.init(jax.random.PRNGKey(3), jnp.ones((1, length), jnp.int32), jnp.ones((1,), jnp.int32))
+    checkpoint = save_msgpack(variables, tmp_path / "lstm.msgpack")
+    result = _cli(checkpoint, tmp_path / "out", "--module", "examples/models/lstm_classifier.py:LstmClassifier",
+                  "--input-shape", length, "--input-shape", "", "--input-dtype", "int32")
+    layers = json.loads((tmp_path / "out" / "model.json").read_text())["modelTopology"]["model_config"]["config"]["layers"]
+    assert [l["config"]["batch_input_shape"] for l in layers if l["class_name"] == "InputLayer"] == [[None, length], [None, 1]]
+    assert result.stdout.count(" int32") >= 2
+    for batch in (1, 3):
+        tokens = _tokens(batch, length, model.vocab, seed=batch)
+        lengths = (tokens > 0).sum(axis=1).astype(np.int32)
+        [out] = tfjs.predict(tmp_path / "out", [tokens, lengths]).outputs
+        assert_close(out, np.asarray(model.apply(variables, jnp.asarray(tokens), jnp.asarray(lengths))))
