@@ -309,7 +309,7 @@ def page(server, studio_root, digit):
         "outside": ["../secret/params.npz", "escape/params.npz", "/etc/passwd"],
         "mnist": "ckpts/mnist_ckpt", "mnistOut": "ckpts/mnist_tfjs",
         "broken": "broken.msgpack", "nonfinite": "nan.npz", "nonfiniteOut": "nan_tfjs",
-        "big": "big.npz", "bigOut": "big_tfjs",
+        "big": "big.npz", "bigOut": "big_tfjs", "bigShotOut": "shots/big_tfjs",
         "upload": str(studio_root.parent / "upload.npz"),
         "digit": digit[0].tolist(), "payload": PAYLOAD,
     }
