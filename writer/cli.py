@@ -52,6 +52,7 @@ CONVERT_EXAMPLES = f"""examples:
   {PROG} tokens.msgpack out/ --module mypkg.models:TextClassifier --input-shape 64 --input-dtype int32
   {PROG} ckpt_dir/ out/ --step 2000 --metadata labels=labels.json
   {PROG} ckpt_dir/ out/ --all-steps              # every step, into out/step_<N>/
+  {PROG} ckpt/ out/ --module models/resnet.py:ResNet --input-shape 64,64,3 --no-optimize   # keep BatchNorm layers
   {PROG} ckpt/ out/ --preset mobile              # uint8 weights, 1 MiB shards
 """
 
@@ -123,6 +124,12 @@ def _add_model_options(parser: argparse.ArgumentParser, dtype: bool = True,
                        help="report fixable mismatches (keys, shapes, dtypes) as errors instead of repairing them")
 
 
+def _add_optimize_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--optimize", action=argparse.BooleanOptionalAction, default=True,
+                        help="exact graph rewrites: fold BatchNorm into Dense/Conv, drop Dropout and identities, fuse "
+                             "activations, merge Rescaling layers (default on; --no-optimize writes the literal graph)")
+
+
 def _add_verify_options(group: argparse._ArgumentGroup, prefix: str = "") -> None:
     group.add_argument("--data", metavar="FILE.npz", help="inputs x (and labels y) to compare on; default: random inputs")
     group.add_argument("--samples", type=int, metavar="N", help="random samples (default 64), or the first N of --data")
@@ -154,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("checkpoint", help="Flax msgpack file, Orbax folder (StandardCheckpointer or CheckpointManager), or .npz")
     parser.add_argument("out_dir", help="output folder (created; must be empty unless --force)")
     _add_model_options(parser, all_steps=True)
+    _add_optimize_option(parser)
     weights = parser.add_argument_group("weights")
     weights.add_argument("--preset", choices=("web", "mobile"), help="web: float16 + 4 MiB shards; mobile: uint8 + "
                          "1 MiB shards + optimisation (explicit options win)")
@@ -185,6 +193,7 @@ def build_inspect_parser() -> argparse.ArgumentParser:
                      "would write, with its assumptions. Reads no weight data.", INSPECT_EXAMPLES)
     parser.add_argument("checkpoint", help="Flax msgpack file, Orbax folder or .npz")
     _add_model_options(parser)
+    _add_optimize_option(parser)
     view = _add_output_options(parser, "print one JSON document (schemas/inspect.schema.json)")
     view.add_argument("--depth", type=int, metavar="N", help="list N levels of the tree (deeper levels are summed)")
     view.add_argument("--all", action="store_true", help="also list the inside of ignored subtrees (opt_state, ...)")
@@ -254,6 +263,7 @@ def _convert_options(args: argparse.Namespace, **extra):
                   module=args.module, activation=args.activation, pool=args.pool, step=args.step, **extra)
     if "fix" in ConvertOptions.__dataclass_fields__:
         fields["fix"] = args.fix
+    fields["optimize"] = getattr(args, "optimize", True)  # convert and inspect have --no-optimize
     return ConvertOptions(**fields)
 
 

@@ -46,6 +46,7 @@ class ConvertOptions:
     step: int | None = None
     allow_nonfinite: bool = False
     fix: bool = True  # automatic fixes of keys, shapes, dtypes and the input shape (--no-fix: off)
+    optimize: bool = True  # exact graph rewrites (topology/optimize/): fold BatchNorm, drop identities, ...
 
     def check(self) -> None:
         if self.quantize is not None and self.quantize not in QUANTIZE_DTYPES:
@@ -119,15 +120,15 @@ def convert(source: Any, out_dir: str | Path, options: ConvertOptions = ConvertO
 
 def build_graph(resolved: Source, options: ConvertOptions, notices: Notices,
                 events: EventStream | None = None) -> tuple[LayerGraph, str]:
-    """The layer graph to write (fixes applied) and "inferred" or "traced"; ``events`` hears the
-    ``fix`` and ``graph`` stages.
+    """The layer graph to write (fixes applied, then ``--optimize``'s rewrites) and "inferred" or
+    "traced"; ``events`` hears the ``fix`` and ``graph`` stages.
 
     ``resolved.variables`` is replaced by the fitted variables the weights are bound to.
 
     Example:
         >>> graph, kind = build_graph(resolve_source(...), ConvertOptions(), Notices())   # doctest: +SKIP
-        >>> kind                                                                          # doctest: +SKIP
-        'inferred'
+        >>> graph.rewrites[0]["rewrite"]                                                  # doctest: +SKIP
+        'fold_batchnorm'
     """
     stream = events or EventStream(None)
     if resolved.module is None:
@@ -151,6 +152,10 @@ def build_graph(resolved: Source, options: ConvertOptions, notices: Notices,
         stream.stage("graph")
         graph = trace_graph(resolved.module, inputs, resolved.variables.collections or None)
         kind = "traced"
+    if options.optimize:
+        from topology.optimize import optimize_graph
+
+        graph = optimize_graph(graph)
     return graph, kind
 
 
@@ -192,6 +197,7 @@ def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: Conve
             "quantization": {"dtype": options.quantize, "weights": list(options.quantize_weights) or ["*"]}
             if options.quantize else None,
             "notices": [n.to_json() for n in notices.items],
+            "optimize": {"enabled": options.optimize, "rewrites": graph.rewrites},
         }
         document = {
             "format": "layers-model",
@@ -211,4 +217,5 @@ def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: Conve
         param_count=graph.param_count, bytes_written=written.total_bytes + len(text.encode("utf-8")),
         shards=written.files, quantization=options.quantize, quantized_weights=written.quantized,
         notices=list(notices.items), seconds=time.perf_counter() - started, topology=topology_kind,
+        optimized=options.optimize, rewrites=list(graph.rewrites),
     )
