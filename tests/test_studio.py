@@ -349,7 +349,11 @@ def test_page_inspects_mnist(page):
 
 
 def test_page_presets(page):
+    from writer.presets import engine_fields
+
     assert page["preset"]["mobile"]["quantize"] == "uint8" and page["preset"]["mobile"]["shardMiB"] == "1"
+    if "optimize" in engine_fields():
+        assert page["preset"]["mobile"]["optimize"] is True
     assert "→ 805.1 KiB as uint8" in page["preset"]["mobile"]["size"]
     assert page["preset"]["web"]["quantize"] == "float16" and page["preset"]["web"]["shardMiB"] == "4"
     assert "→ 1.57 MiB as float16" in page["preset"]["web"]["size"]
