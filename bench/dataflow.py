@@ -198,7 +198,9 @@ def render(d: dict) -> list[str]:
     return [f"Versions measured (the newest `pip install` resolved on the day): {versions}. "
             "Runs: MNIST 9 per format, 1 GB msgpack 5 pairs (conversion and `cp` alternating, ratio per pair), "
             "single tensor 3, Orbax 4 pairs (conversion and a process that only reads every tensor). "
-            "Whole processes, start-up included.", "",
+            "Whole processes, start-up included. When the machine is shared (see the load average above: "
+            "other jobs on the same 2 cores), wall times carry waiting for a core; CPU time (user + system) "
+            "is the steadier figure, and the per-pair ratios cancel slow drifts.", "",
             markdown_table(["what", "target", "measured: median (min–max)", "verdict"], rows), "",
             f"Each import alone, whole process: {imports}. The Orbax reader needs tensorstore, and "
             "tensorstore imports ml_dtypes itself, so the Orbax MNIST conversion pays for both; a msgpack "
