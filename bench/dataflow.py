@@ -97,7 +97,8 @@ def _msgpack(ctx: Context) -> dict:
     made = checkpoints.write_mlp_msgpack(path, width, LAYERS)
     ctx.log(f"msgpack {made['bytes'] / MB:.0f} MB against cp")
     row = measure_pairs(ctx, path, [], ctx.runs(5), ("cp",))
-    row.update(checkpoint_bytes=made["bytes"], width=width, layers=LAYERS)
+    row.update(checkpoint_bytes=made["bytes"], width=width, layers=LAYERS,
+               command=f"python -m writer mlp-{width}.msgpack out --quiet")
     remove(path)
     return row
 
