@@ -49,6 +49,7 @@ CONVERT_EXAMPLES = f"""examples:
   {PROG} ckpt/ out/ --module models/resnet.py:ResNet --input-shape 32,32,3
   {PROG} tokens.msgpack out/ --module mypkg.models:TextClassifier --input-shape 64 --input-dtype int32
   {PROG} ckpt_dir/ out/ --step 2000 --metadata labels=labels.json
+  {PROG} ckpt_dir/ out/ --all-steps              # every step, into out/step_<N>/
 """
 
 INSPECT_EXAMPLES = f"""examples:
@@ -100,7 +101,7 @@ def _parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser
 
 
 def _add_model_options(parser: argparse.ArgumentParser, dtype: bool = True,
-                       shape_help: str = "default: solved from the parameters") -> None:
+                       shape_help: str = "default: solved from the parameters", all_steps: bool = False) -> None:
     model = parser.add_argument_group("topology (traced from --module, else inferred from the parameter tree)")
     model.add_argument("--module", metavar="FILE.py:NAME", help="model code: a Linen/NNX module class, instance or "
                        "zero-argument factory, as path/to/model.py:Name or package.module:Name")
@@ -112,6 +113,9 @@ def _add_model_options(parser: argparse.ArgumentParser, dtype: bool = True,
     model.add_argument("--activation", default="relu", help="activation between layers (default relu)")
     model.add_argument("--pool", default="avg", choices=("avg", "max", "none"), help="pooling after each conv (default avg)")
     model.add_argument("--step", type=int, help="checkpoint step to read (default: newest)")
+    if all_steps:
+        model.add_argument("--all-steps", action="store_true",
+                           help="convert every step of a CheckpointManager or checkpoint_<N> folder into OUT/step_<N>/")
     model.add_argument("--no-fix", dest="fix", action="store_false",
                        help="report fixable mismatches (keys, shapes, dtypes) as errors instead of repairing them")
 
@@ -128,7 +132,7 @@ def _add_verify_options(group: argparse._ArgumentGroup, prefix: str = "") -> Non
 
 def _add_output_options(parser: argparse.ArgumentParser, json_help: str) -> argparse._ArgumentGroup:
     out = parser.add_argument_group("output")
-    out.add_argument("--quiet", action="store_true", help="print nothing but errors (no progress bars)")
+    out.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors (no progress bars)")
     out.add_argument("--json", action="store_true", help=json_help)
     out.add_argument("--debug", action="store_true", help="show Python tracebacks")
     return out
@@ -146,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
                      CONVERT_EXAMPLES)
     parser.add_argument("checkpoint", help="Flax msgpack file, Orbax folder (StandardCheckpointer or CheckpointManager), or .npz")
     parser.add_argument("out_dir", help="output folder (created; must be empty unless --force)")
-    _add_model_options(parser)
+    _add_model_options(parser, all_steps=True)
     weights = parser.add_argument_group("weights")
     weights.add_argument("--quantize", choices=("float16", "uint8", "uint16"), help="store weights quantized")
     weights.add_argument("--quantize-weights", action="append", default=[], metavar="PATTERN",
@@ -276,6 +280,8 @@ def run_convert(argv: Sequence[str]) -> int:
         args, quantize=args.quantize, quantize_weights=patterns, weight_shard_size_bytes=args.weight_shard_size_bytes,
         metadata=dict(read_metadata_option(spec) for spec in args.metadata), force=args.force,
         allow_nonfinite=args.allow_nonfinite)
+    if args.all_steps:
+        return _run_all_steps(args, options)
     bar = ProgressBar("writing weights", unit="tensors", enabled=False if args.quiet else None)
     if bar.enabled:
         bar.total, bar.total_bytes = _estimate_weights(args.checkpoint, options)
@@ -301,6 +307,32 @@ def run_convert(argv: Sequence[str]) -> int:
         if args.quiet:
             print("verify FAIL: " + "; ".join(verified.failures), file=sys.stderr)
         return 1
+    return 0
+
+
+def _run_all_steps(args: argparse.Namespace, options) -> int:
+    """``convert --all-steps``: every step into OUT/step_<N>/, one progress bar, one summary table."""
+    import dataclasses
+
+    from writer.all_steps import convert_all_steps, finished_steps
+    from writer.progress import ProgressBar
+
+    if args.verify:
+        raise ConversionError("BAD_OPTION", "--verify works on one model, not with --all-steps",
+                              f"convert, then verify one step: {PROG} verify OUT/step_N CKPT --step N")
+    bar = ProgressBar("writing weights", unit="tensors", enabled=False if args.quiet else None)
+    if bar.enabled and options.step is None:
+        steps = finished_steps(args.checkpoint)
+        tensors, stored = _estimate_weights(args.checkpoint, dataclasses.replace(options, step=steps[-1])) \
+            if steps else (None, None)
+        bar.total = tensors * len(steps) if tensors else None
+        bar.total_bytes = stored * len(steps) if stored else None
+    with bar:
+        report = convert_all_steps(args.checkpoint, args.out_dir, options, progress=bar)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    elif not args.quiet:
+        print(report.render())
     return 0
 
 
@@ -403,7 +435,7 @@ def run_demo(argv: Sequence[str]) -> int:
         from writer import demo
     except ImportError as exc:
         raise ConversionError("DEMO_UNAVAILABLE", f"the demo command is not available in this installation ({exc})",
-                              "run it from a full checkout of flax2tfjs (writer/demo.py and web_demo/)") from None
+                              "reinstall the package: pip install --force-reinstall flax2tfjs") from None
     return demo.main(list(argv), prog=f"{PROG} demo")
 
 
@@ -413,12 +445,26 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
 }
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so the staging folder is removed on the way out."""
+    import signal
+    import threading
+
+    def interrupt(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return the exit status.
 
     Example:
         >>> main(["--help"])   # doctest: +SKIP
     """
+    if argv is None:  # run as a program (not called from Python code)
+        _interrupt_on_sigterm()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
@@ -449,6 +495,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # an internal fault, not a user mistake
         if debug:
             raise
+        from writer.extras import extra_error, missing_extra
+
+        extra = missing_extra(exc.name) if isinstance(exc, ModuleNotFoundError) else None
+        if extra is not None:  # an optional part (jax, flax, tensorflow) is not installed
+            print(extra_error(extra, f"this command (it imports {exc.name})").render(), file=sys.stderr)
+            return 2
         print(f"error[INTERNAL]: {type(exc).__name__}: {exc}", file=sys.stderr)
         print("hint: this is a bug in flax2tfjs; rerun with --debug and report the traceback", file=sys.stderr)
         return 1

@@ -97,9 +97,9 @@ def convert(source: Any, out_dir: str | Path, options: ConvertOptions = ConvertO
     started = time.perf_counter()
     out_dir = Path(out_dir)
     options.check()
-    check_destination(out_dir, options.force)  # fail before any reading
-    notices = Notices()
     source = Path(source) if isinstance(source, str) else source
+    check_destination(out_dir, options.force, source if isinstance(source, Path) else None)  # before any reading
+    notices = Notices()
     resolved = resolve_source(source, module if module is not None else options.module, variables,
                               options.step, notices, options.fix)
     try:
@@ -148,7 +148,7 @@ def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: Conve
     """Write ``graph`` with its weights as a complete model folder, atomically."""
     quantization = QuantizeOptions(options.quantize, tuple(options.quantize_weights))
     topology = model_topology(graph)
-    with staged_output(out_dir, options.force) as staging:
+    with staged_output(out_dir, options.force, source.path) as staging:
         written = write_weights(graph.weight_bindings(), staging, options.weight_shard_size_bytes,
                                 quantization, notices, options.allow_nonfinite, progress)
         provenance = {

@@ -12,16 +12,15 @@ import functools
 import json
 import os
 import sys
-from pathlib import Path
-
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "model.schema.json"
 
 
 @functools.lru_cache(maxsize=None)
 def _validator():
     import jsonschema
 
-    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    from writer.resources import files
+
+    schema = json.loads((files("schemas") / "model.schema.json").read_text(encoding="utf-8"))
     return jsonschema.Draft202012Validator(schema)
 
 

@@ -31,7 +31,8 @@ from writer.errors import ConversionError
 from writer.tensors import Checkpoint, TensorRef, TreePath, path_str
 
 MAX_DEPTH = 512  # a Flax tree is a few levels deep; deeper means damage or an attack
-MAX_VALUES = 10_000_000  # bounds memory and time of the walk; real checkpoints hold far fewer
+MAX_VALUES = 10_000_000
+PATH_CELLS_PER_BYTE = 8  # a real Flax tree is a few levels deep and every leaf takes a byte or more  # bounds memory and time of the walk; real checkpoints hold far fewer
 MAX_KEY_BYTES = 1 << 16
 MAX_DTYPE_NAME = 64
 MAX_NDIM = 64  # numpy's own limit
@@ -154,6 +155,10 @@ class _Walker:
         self.value_start = 0
         self.count = 0
         self.records: list[_Array | _Leaf] = []
+        # Path elements held by the records: each record keeps its full path, so a deep tree of many
+        # tiny leaves would cost depth x leaves; bounded by the file size instead.
+        self.path_cells = 0
+        self.max_path_cells = PATH_CELLS_PER_BYTE * size + (1 << 20)
 
     # -- walking the tree -------------------------------------------------
 
@@ -237,7 +242,16 @@ class _Walker:
         return key
 
     def _add_leaf(self, path: TreePath, value: Any) -> None:
+        self._count_path(path)
         self.records.append(_Leaf(path, value))
+
+    def _count_path(self, path: TreePath) -> None:
+        self.path_cells += len(path)
+        if self.path_cells > self.max_path_cells:
+            self._corrupt(
+                f"the tree's leaves sit so deep that their paths would take more than {self.max_path_cells:,} "
+                "entries; flax2tfjs stops there to keep memory proportional to the file"
+            )
 
     # -- ext types: arrays, numpy scalars, complex numbers ------------------
 
@@ -254,6 +268,7 @@ class _Walker:
                     self._add_leaf(path, (_widen(raw) if stored else raw)[()].item())
                 else:
                     self._skip(nbytes)  # the tensor data: never read during the walk
+                    self._count_path(path)
                     self.records.append(_Array(path, shape, dtype, [(offset, nbytes)], stored))
             elif code == _EXT_COMPLEX:
                 self._add_leaf(path, self._complex_payload())
