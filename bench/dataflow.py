@@ -205,4 +205,27 @@ def render(d: dict) -> list[str]:
             markdown_table(["what", "target", "measured: median (min–max)", "verdict"], rows), "",
             f"Each import alone, whole process: {imports}. The Orbax reader needs tensorstore, and "
             "tensorstore imports ml_dtypes itself, so the Orbax MNIST conversion pays for both; a msgpack "
-            "or .npz conversion imports neither (tests/test_weights_streaming.py fails if one comes back).", ""]
+            "or .npz conversion imports neither (tests/test_weights_streaming.py fails if one comes back).", "",
+            *_why(d)]
+
+
+def _why(d: dict) -> list[str]:
+    """What the misses are made of, from the CPU times measured (wall waits for a core on a busy machine)."""
+    from bench.report import secs
+
+    g, o, m = d["msgpack_1gb"], d["orbax"], d["mnist"]
+    return [
+        "Where the misses come from:", "",
+        f"* MNIST: CPU time is {secs(m['msgpack']['cpu_s'])} for msgpack (interpreter, numpy and the converter's "
+        f"own modules) and {secs(m['orbax']['cpu_s'])} for Orbax, most of it `import tensorstore` (with "
+        "ml_dtypes); wall time adds the wait for a core when other jobs load the machine.",
+        f"* 1 GB msgpack: CPU {secs(g['cpu_s'])} against `cp`'s {secs(g['cp_cpu_s'])}. The float32 bytes go "
+        "through `copy_file_range` as with `cp` (on ext4 that still copies pages in the kernel), the NaN/Inf check "
+        "reads them once more on a second thread, and the provenance sha256 of the whole source "
+        "(writer/provenance.py, a third full read) is the largest single item: hashing the file alone takes "
+        "about as long as `cp` itself (`python -c \"import hashlib,sys; h=hashlib.sha256(); "
+        "f=open(sys.argv[1],'rb'); [h.update(b) for b in iter(lambda: f.read(1<<20), b'')]\" mlp-4096.msgpack`). "
+        "With two cores busy with other work, the three do not overlap.",
+        f"* Orbax: CPU {secs(o['cpu_s'])} against {secs(o['read_cpu_s'])} to only read; the difference is the "
+        "sha256 of the folder and writing 1 GB of shards. Decoding the next tensor in a thread overlaps only "
+        "when a core is free.", ""]
