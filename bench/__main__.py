@@ -2,7 +2,7 @@
 
     python -m bench                         # everything (~30-40 min on 2 cores; needs ~8 GB free disk)
     python -m bench --quick                 # tiny sizes, 2 runs, no Chromium/official converter (< 1 min)
-    python -m bench --only mnist,tfjs       # some sections: dataflow mnist sizes scaling large chunked allsteps official tfjs
+    python -m bench --only mnist,tfjs       # some sections: dataflow mnist sizes scaling large chunked allsteps official tfjs optimize
     python -m bench --only dataflow --merge # the issue-13 rows (start-up, kernel copy, memory bound, Orbax overlap)
     python -m bench --only mnist --merge    # re-measure one section, keep the others in latest.json
     python -m bench --report-only bench/results/latest.json    # re-render the page from saved results
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bench.context import OFFICIAL_CONVERTER, ROOT, Context, remove
 
-SECTIONS = ("dataflow", "mnist", "sizes", "chunked", "all_steps", "official", "tfjs")
+SECTIONS = ("dataflow", "mnist", "sizes", "chunked", "all_steps", "official", "tfjs", "optimize")
 ALIASES = {"issue13": "dataflow", "data": "dataflow", "scaling": "sizes", "large": "sizes", "allsteps": "all_steps", "all-steps": "all_steps",
            "latency": "tfjs", "accuracy": "tfjs"}
 NEEDED_DISK = 8 * 2**30  # 1 GB msgpack + Orbax + outputs + copies, and the 1.1 GiB chunked file twice
@@ -169,6 +169,11 @@ def run_sections(args: argparse.Namespace, ctx: Context, sections: list[str], wi
                 results[name] = conversion.bench_all_steps(ctx)
             elif name == "official":
                 results[name] = official.bench_official(ctx)
+            elif name == "optimize":
+                from bench.optimize import bench_optimize
+
+                browser = args.browser if args.browser is not None else not ctx.quick
+                results[name] = bench_optimize(ctx, browser=browser)
             elif name == "tfjs":
                 browser = args.browser if args.browser is not None else not ctx.quick
                 results[name] = latency.bench_tfjs(ctx, results.get("official"), browser=browser)
@@ -204,6 +209,8 @@ def commands(results: dict, invocation: str) -> list[str]:
         lines.append("python -c 'from writer.all_steps import convert_all_steps; convert_all_steps(\"manager\", \"out\")'")
     for mode in ((results.get("official") or {}).get("modes") or {}).values():
         lines.append(mode["command"])
+    for model in ((results.get("optimize") or {}).get("models") or {}).values():
+        lines.append(model["command"])
     if "variants" in (results.get("tfjs") or {}):
         lines.append("node bench/browser_latency.mjs CONFIG.json   # Chromium latency")
     return lines

@@ -13,6 +13,7 @@ SECTION_TITLES = {
     "dataflow": "Issue 13: start-up, kernel copies, memory bound, Orbax overlap",
     "mnist": "MNIST checkpoint conversion", "sizes": "Model size: 1 MB to 1 GB", "chunked": "A single > 1 GiB tensor",
     "all_steps": "--all-steps", "official": "The official converter", "tfjs": "TF.js: size, accuracy, latency",
+    "optimize": "--optimize: prediction time of what users ship",
 }
 
 
@@ -147,6 +148,10 @@ def key_rows(results: dict) -> list[tuple[str, str, str, str]]:
                      f"{secs(o['wall_s'])}, {mbytes(o['peak_rss_bytes'])}",
                      f"flax2tfjs: {_median(o['wall_s']) / _median(mnist['float32']['wall_s']):.0f}× faster, "
                      f"{_median(o['peak_rss_bytes']) / _median(mnist['float32']['peak_rss_bytes']):.0f}× less memory"))
+    if (results.get("optimize") or {}).get("speedups"):
+        from bench.optimize_report import key_rows as optimize_rows
+
+        rows += [tuple(row) for row in optimize_rows(results["optimize"])]
     return rows
 
 
@@ -235,7 +240,7 @@ def render(results: dict, image_dir: str = "img") -> str:
 
     for key, fn in (("dataflow", dataflow.render), ("mnist", _mnist), ("sizes", lambda d: _sizes(d, image_dir)), ("chunked", _chunked),
                     ("all_steps", _all_steps), ("tfjs", lambda d: _tfjs(d, results.get("official"), image_dir)),
-                    ("official", _official)):
+                    ("official", _official), ("optimize", _optimize)):
         data = results.get(key)
         if data is None:
             continue
@@ -364,6 +369,12 @@ def _tfjs(d: dict, official: dict | None, image_dir: str) -> list[str]:
                                  f"{r['max_abs_diff_vs_cpu']:.1e}"] for r in chromium["rows"]]), ""]
     out += [f"![TF.js latency]({image_dir}/bench_tfjs_latency.png)", ""]
     return out
+
+
+def _optimize(d: dict) -> list[str]:
+    from bench.optimize_report import render as render_optimize
+
+    return render_optimize(d)
 
 
 def _official(d: dict) -> list[str]:

@@ -16,6 +16,13 @@ from writer.tfjs_node import TfjsRunner
 
 
 @pytest.fixture(scope="module")
+def npm():
+    """Forced npm: without node_modules this is TFJS_NOT_INSTALLED, never bundle-vs-bundle."""
+    with TfjsRunner(tfjs="npm") as runner:
+        yield runner
+
+
+@pytest.fixture(scope="module")
 def bundle():
     with TfjsRunner(tfjs="bundle") as runner:
         yield runner
@@ -30,24 +37,23 @@ def mnist_model(tmp_path_factory):
     return out
 
 
-def test_sources_are_what_they_claim(tfjs, bundle):
-    assert tfjs.source() == "npm"  # the tests' runner in a checkout after npm ci
-    assert bundle.source() == "bundle"
-    assert tfjs.version() == bundle.version() == "4.22.0"
+def test_sources_are_what_they_claim(npm, bundle):
+    assert npm.source() == "npm" and bundle.source() == "bundle"
+    assert npm.version() == bundle.version() == "4.22.0"
 
 
 @pytest.mark.parametrize("backend", ["cpu", "wasm"])
-def test_bundle_predicts_exactly_like_npm(tfjs, bundle, mnist_model, backend):
+def test_bundle_predicts_exactly_like_npm(npm, bundle, mnist_model, backend):
     x = np.random.default_rng(7).random((32, 28, 28, 1), dtype=np.float32)
-    npm_out = tfjs.predict(mnist_model, x, backend=backend)
+    npm_out = npm.predict(mnist_model, x, backend=backend)
     bundle_out = bundle.predict(mnist_model, x, backend=backend)
     assert bundle_out.backend == npm_out.backend == backend
     assert bundle_out.output.shape == (32, 10)
     np.testing.assert_array_equal(bundle_out.output, npm_out.output)
 
 
-def test_bundle_summary_matches_npm(tfjs, bundle, mnist_model):
-    assert bundle.summary(mnist_model) == tfjs.summary(mnist_model)
+def test_bundle_summary_matches_npm(npm, bundle, mnist_model):
+    assert bundle.summary(mnist_model) == npm.summary(mnist_model)
 
 
 def test_unknown_source_is_a_coded_error(monkeypatch):

@@ -22,6 +22,7 @@ OVERVIEW = f"""usage: {PROG} [convert] CKPT OUT [options]
        {PROG} verify OUT CKPT [options]
        {PROG} export-savedmodel OUT SAVED_DIR [options]
        {PROG} demo [MODEL_DIR] [--port N]
+       {PROG} studio [ROOT] [--port N]
 
 Convert JAX/Flax checkpoints into TensorFlow.js LayersModels, without TensorFlow.
 
@@ -31,6 +32,7 @@ commands:
   verify             run the converted model in real TF.js and the original in JAX, and compare
   export-savedmodel  a TensorFlow SavedModel from model.json, checked against JAX (needs TensorFlow)
   demo               serve the web demo and model tester on 127.0.0.1
+  studio             a local web app: pick, inspect, convert (live), verify and test checkpoints under ROOT
 
 `{PROG} COMMAND --help` shows a command's options and examples.
 
@@ -50,6 +52,8 @@ CONVERT_EXAMPLES = f"""examples:
   {PROG} tokens.msgpack out/ --module mypkg.models:TextClassifier --input-shape 64 --input-dtype int32
   {PROG} ckpt_dir/ out/ --step 2000 --metadata labels=labels.json
   {PROG} ckpt_dir/ out/ --all-steps              # every step, into out/step_<N>/
+  {PROG} ckpt/ out/ --module models/resnet.py:ResNet --input-shape 64,64,3 --no-optimize   # keep BatchNorm layers
+  {PROG} ckpt/ out/ --preset mobile              # uint8 weights, 1 MiB shards
 """
 
 INSPECT_EXAMPLES = f"""examples:
@@ -86,6 +90,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _shape(text: str) -> tuple[int, ...]:
+    if text.strip() in ("", "scalar"):  # one number per example (e.g. sequence lengths): shape ()
+        return ()
     try:
         shape = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
     except ValueError:
@@ -108,8 +114,8 @@ def _add_model_options(parser: argparse.ArgumentParser, dtype: bool = True,
     model.add_argument("--input-shape", type=_shape, action="append", metavar="SHAPE",
                        help=f"input shape without batch, e.g. 28,28,1 (repeat for several inputs; {shape_help})")
     if dtype:
-        model.add_argument("--input-dtype", choices=("float32", "int32"), default="float32",
-                           help="input dtype (int32 for token ids)")
+        model.add_argument("--input-dtype", choices=("float32", "int32"), action="append", metavar="{float32,int32}",
+                           help="input dtype (int32 for token ids); once for all inputs, or once per --input-shape")
     model.add_argument("--activation", default="relu", help="activation between layers (default relu)")
     model.add_argument("--pool", default="avg", choices=("avg", "max", "none"), help="pooling after each conv (default avg)")
     model.add_argument("--step", type=int, help="checkpoint step to read (default: newest)")
@@ -118,6 +124,12 @@ def _add_model_options(parser: argparse.ArgumentParser, dtype: bool = True,
                            help="convert every step of a CheckpointManager or checkpoint_<N> folder into OUT/step_<N>/")
     model.add_argument("--no-fix", dest="fix", action="store_false",
                        help="report fixable mismatches (keys, shapes, dtypes) as errors instead of repairing them")
+
+
+def _add_optimize_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--optimize", action=argparse.BooleanOptionalAction, default=True,
+                        help="exact graph rewrites: fold BatchNorm into Dense/Conv, drop Dropout and identities, fuse "
+                             "activations, merge Rescaling layers (default on; --no-optimize writes the literal graph)")
 
 
 def _add_verify_options(group: argparse._ArgumentGroup, prefix: str = "") -> None:
@@ -151,11 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("checkpoint", help="Flax msgpack file, Orbax folder (StandardCheckpointer or CheckpointManager), or .npz")
     parser.add_argument("out_dir", help="output folder (created; must be empty unless --force)")
     _add_model_options(parser, all_steps=True)
+    _add_optimize_option(parser)
     weights = parser.add_argument_group("weights")
+    weights.add_argument("--preset", choices=("web", "mobile"), help="web: float16 + 4 MiB shards; mobile: uint8 + "
+                         "1 MiB shards + optimisation (explicit options win)")
     weights.add_argument("--quantize", choices=("float16", "uint8", "uint16"), help="store weights quantized")
     weights.add_argument("--quantize-weights", action="append", default=[], metavar="PATTERN",
                          help="only quantize weights whose <layer>/<weight> name matches (wildcards; repeatable)")
-    weights.add_argument("--weight-shard-size-bytes", type=int, default=4 * 1024 * 1024, metavar="N",
+    weights.add_argument("--weight-shard-size-bytes", type=int, metavar="N",
                          help="shard file size (default 4194304)")
     weights.add_argument("--allow-nonfinite", action="store_true", help="write NaN/Inf weights instead of refusing")
     check = parser.add_argument_group("verification (see `verify --help`)")
@@ -180,6 +195,7 @@ def build_inspect_parser() -> argparse.ArgumentParser:
                      "would write, with its assumptions. Reads no weight data.", INSPECT_EXAMPLES)
     parser.add_argument("checkpoint", help="Flax msgpack file, Orbax folder or .npz")
     _add_model_options(parser)
+    _add_optimize_option(parser)
     view = _add_output_options(parser, "print one JSON document (schemas/inspect.schema.json)")
     view.add_argument("--depth", type=int, metavar="N", help="list N levels of the tree (deeper levels are summed)")
     view.add_argument("--all", action="store_true", help="also list the inside of ignored subtrees (opt_state, ...)")
@@ -236,6 +252,11 @@ def build_export_parser() -> argparse.ArgumentParser:
 # Commands
 
 
+def _input_dtype(args: argparse.Namespace):
+    dtypes = getattr(args, "input_dtype", None) or ["float32"]
+    return dtypes[0] if len(dtypes) == 1 else dtypes
+
+
 def _input_shape(args: argparse.Namespace):
     if not args.input_shape:
         return None
@@ -245,10 +266,11 @@ def _input_shape(args: argparse.Namespace):
 def _convert_options(args: argparse.Namespace, **extra):
     from writer.convert import ConvertOptions
 
-    fields = dict(input_shape=_input_shape(args), input_dtype=getattr(args, "input_dtype", "float32"),
+    fields = dict(input_shape=_input_shape(args), input_dtype=_input_dtype(args),
                   module=args.module, activation=args.activation, pool=args.pool, step=args.step, **extra)
     if "fix" in ConvertOptions.__dataclass_fields__:
         fields["fix"] = args.fix
+    fields["optimize"] = getattr(args, "optimize", True)  # convert and inspect have --no-optimize
     return ConvertOptions(**fields)
 
 
@@ -276,17 +298,15 @@ def run_convert(argv: Sequence[str]) -> int:
     if not args.verify and (args.data or args.samples is not None or args.tolerance is not None):
         raise ConversionError("BAD_OPTION", "--data, --samples and --tolerance need --verify", "add --verify")
     patterns = tuple(p for item in args.quantize_weights for p in item.split(",") if p)
+    weights = _preset_weights(args)
     options = _convert_options(
-        args, quantize=args.quantize, quantize_weights=patterns, weight_shard_size_bytes=args.weight_shard_size_bytes,
-        metadata=dict(read_metadata_option(spec) for spec in args.metadata), force=args.force,
-        allow_nonfinite=args.allow_nonfinite)
+        args, quantize_weights=patterns, metadata=dict(read_metadata_option(spec) for spec in args.metadata),
+        force=args.force, allow_nonfinite=args.allow_nonfinite, **weights)
     if args.all_steps:
         return _run_all_steps(args, options)
     bar = ProgressBar("writing weights", unit="tensors", enabled=False if args.quiet else None)
-    if bar.enabled:
-        bar.total, bar.total_bytes = _estimate_weights(args.checkpoint, options)
-    with bar:
-        report = convert(args.checkpoint, args.out_dir, options, progress=bar)
+    with bar:  # the engine's tensor events carry the exact totals
+        report = convert(args.checkpoint, args.out_dir, options, events=bar.on_event)
     verified = None
     if args.verify:
         from writer.verify import verify
@@ -350,6 +370,22 @@ def _estimate_weights(checkpoint: str, options) -> tuple[int | None, int | None]
         return None, None
     itemsize = stored_itemsize(options.quantize) if options.quantize and not options.quantize_weights else 4
     return len(refs), sum(r.size for r in refs) * itemsize
+
+
+def _preset_weights(args: argparse.Namespace) -> dict:
+    """quantize / shard size (/ optimize) from --preset, overridden by the explicit flags."""
+    from writer.presets import preset_fields
+    from writer.shards import DEFAULT_SHARD_BYTES
+
+    fields = preset_fields(args.preset) if args.preset else {}
+    fields.setdefault("weight_shard_size_bytes", DEFAULT_SHARD_BYTES)
+    if args.quantize is not None:
+        fields["quantize"] = args.quantize
+    if args.weight_shard_size_bytes is not None:
+        fields["weight_shard_size_bytes"] = args.weight_shard_size_bytes
+    if getattr(args, "optimize", None) is not None:  # --optimize/--no-optimize, where the engine has them
+        fields["optimize"] = args.optimize
+    return fields
 
 
 def run_inspect(argv: Sequence[str]) -> int:
@@ -439,9 +475,20 @@ def run_demo(argv: Sequence[str]) -> int:
     return demo.main(list(argv), prog=f"{PROG} demo")
 
 
+def run_studio(argv: Sequence[str]) -> int:
+    """``studio``: handed to :func:`writer.studio.main`.
+
+    Example:
+        >>> run_studio([".", "--port", "0"])   # doctest: +SKIP
+    """
+    from writer import studio
+
+    return studio.main(list(argv), prog=f"{PROG} studio")
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "convert": run_convert, "inspect": run_inspect, "verify": run_verify,
-    "export-savedmodel": run_export, "demo": run_demo,
+    "export-savedmodel": run_export, "demo": run_demo, "studio": run_studio,
 }
 
 

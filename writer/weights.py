@@ -74,8 +74,8 @@ def write_weights(
         >>> w.manifest_group["weights"][0]
         {'name': 'd/bias', 'shape': [2], 'dtype': 'float32'}
     """
-    plan = [(name, binding, quantization.dtype if quantization.applies_to(name) else None) for name, binding in bindings]
-    total = sum(int(np.prod(b.shape, dtype=np.int64)) * stored_itemsize(q) for _, b, q in plan)
+    plan = _plan(bindings, quantization)
+    total = planned_bytes(bindings, quantization)
     specs = []
     state = _State(notices, allow_nonfinite)
     with ShardWriter(folder, total, shard_bytes) as shards, _Prefetch(_pieces(plan)) as pieces:
@@ -98,6 +98,20 @@ def write_weights(
                 progress(name, shards.written)
     quantized = sum(1 for _, _, q in plan if q is not None)
     return WrittenWeights({"paths": shards.names, "weights": specs}, total, quantized)
+
+
+def _plan(bindings: list[tuple[str, WeightBinding]], quantization: QuantizeOptions) -> list:
+    return [(name, binding, quantization.dtype if quantization.applies_to(name) else None) for name, binding in bindings]
+
+
+def planned_bytes(bindings: list[tuple[str, WeightBinding]], quantization: QuantizeOptions) -> int:
+    """The bytes :func:`write_weights` will write for ``bindings`` (known before reading any weight).
+
+    Example:
+        >>> planned_bytes([("d/bias", WeightBinding("bias", (2,), constant=np.ones(2, "float32")))], QuantizeOptions("uint8"))
+        2
+    """
+    return sum(int(np.prod(b.shape, dtype=np.int64)) * stored_itemsize(q) for _, b, q in _plan(bindings, quantization))
 
 
 def route(binding: WeightBinding, qdtype: str | None) -> str:

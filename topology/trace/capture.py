@@ -46,6 +46,7 @@ class Trace:
     jaxpr: Any  # jax.extend.core.ClosedJaxpr
     calls: dict[int, LayerCall]
     inputs: list[InputSpec]
+    param_refs: list = field(default_factory=list)  # TensorRef (or None) per variable input, in jaxpr order
 
 
 class _Recorder:
@@ -57,6 +58,7 @@ class _Recorder:
 
     def call(self, module: Any, path: TreePath, run: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
         from topology.trace.markers import enter, exit_
+        from topology.trace.side_inputs import mark_keywords
 
         layer_kind = kind_for_module(module) if self.depth == 0 else None
         if layer_kind is None:
@@ -71,6 +73,7 @@ class _Recorder:
         attrs["_call_flags"] = {k: v for k, v in kwargs.items() if isinstance(v, bool)}
         self.calls[index] = LayerCall(index, layer_kind, path, attrs, self.lookup_variables(module, path))
         marked = tuple(enter(a, index) if _is_array(a) else a for a in args)
+        kwargs = mark_keywords(layer_kind.key, kwargs, index)
         self.depth += 1
         try:
             out = run(*marked, **kwargs)
@@ -96,18 +99,22 @@ def _abstract_inputs(inputs: list[InputSpec]) -> list:
 
 
 def inference_kwargs(call: Callable) -> dict:
-    """Inference flags ``call`` accepts, e.g. ``{"train": False}``.
+    """Inference flags ``call`` accepts, e.g. ``{"train": False}``, and a fixed key for every
+    required rng argument (``z_rng``, ``rngs``; see :func:`topology.trace.signature.rng_arguments`).
 
     Example:
         >>> def f(x, train: bool = True): ...
         >>> inference_kwargs(f)
         {'train': False}
     """
+    from topology.trace.signature import rng_arguments
+
     try:
         parameters = inspect.signature(call).parameters
     except (TypeError, ValueError):
         return {}
-    return {name: value for name, value in INFERENCE_FLAGS.items() if name in parameters}
+    flags = {name: value for name, value in INFERENCE_FLAGS.items() if name in parameters}
+    return {**flags, **rng_arguments(call)}
 
 
 def trace_linen(module: Any, variables: dict[str, dict[TreePath, TensorRef]], inputs: list[InputSpec]) -> Trace:
@@ -143,7 +150,9 @@ def trace_linen(module: Any, variables: dict[str, dict[TreePath, TensorRef]], in
             return module.apply(variables_tree, *xs, **flags)
 
     jaxpr = _make_jaxpr(run, abstract, _abstract_inputs(inputs))
-    return Trace(jaxpr, recorder.calls, inputs)
+    from topology.trace.params import linen_refs
+
+    return Trace(jaxpr, recorder.calls, inputs, linen_refs(abstract, variables))
 
 
 def trace_nnx(model: Any, inputs: list[InputSpec],
@@ -175,7 +184,7 @@ def trace_nnx(model: Any, inputs: list[InputSpec],
         merged = nnx.merge(graphdef, state_tree)
         paths.clear()
         paths.update({id(node): path for path, node in _nnx_modules(merged)})
-        with _patched_nnx_calls(recorder, paths):
+        with _patched_nnx_calls(recorder, paths, lambda: _nnx_modules(model)):
             return merged(*xs, **inference_kwargs(type(merged).__call__))
 
     import jax
@@ -183,7 +192,9 @@ def trace_nnx(model: Any, inputs: list[InputSpec],
     abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
     jaxpr = _make_jaxpr(run, abstract, _abstract_inputs(inputs))
     del live, originals
-    return Trace(jaxpr, recorder.calls, inputs)
+    from topology.trace.params import nnx_refs
+
+    return Trace(jaxpr, recorder.calls, inputs, nnx_refs(state, variables))
 
 
 def _checkpoint_tensor(variables: dict[str, dict[TreePath, TensorRef]], path: TreePath, key: tuple[str, str],
@@ -222,7 +233,7 @@ def _nnx_variables(module: Any, path: TreePath) -> dict[tuple[str, str], TensorR
 
 
 @contextlib.contextmanager
-def _patched_nnx_calls(recorder: _Recorder, paths: dict[int, TreePath]):
+def _patched_nnx_calls(recorder: _Recorder, paths: dict[int, TreePath], modules: Callable[[], Any] = lambda: ()):
     import importlib
 
     classes = []
@@ -237,7 +248,12 @@ def _patched_nnx_calls(recorder: _Recorder, paths: dict[int, TreePath]):
 
         def patched(self, *args, __original=original, **kwargs):
             run = lambda *a, **k: __original(self, *a, **k)  # noqa: E731
-            return recorder.call(self, paths.get(id(self), ()), run, args, kwargs)
+            path = paths.get(id(self))
+            if path is None and recorder.depth == 0:  # a copy made by nnx.scan / nnx.remat: placed by type and shapes
+                from topology.trace.nnx_lifted import place
+
+                path = place(self, modules())
+            return recorder.call(self, path or (), run, args, kwargs)
 
         cls.__call__ = patched
     try:
