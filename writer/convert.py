@@ -143,10 +143,21 @@ def _input_specs(source: Source, options: ConvertOptions, notices: Notices) -> l
     return [InputSpec(name, tuple(shape), dtype) for name, shape, dtype in zip(names, shapes, dtypes)]
 
 
+def _refuse_empty_weights(graph: LayerGraph) -> None:
+    for name, binding in graph.weight_bindings():
+        if 0 in tuple(binding.shape):
+            raise ConversionError(
+                "EMPTY_WEIGHT", f"weight {name} has shape {tuple(binding.shape)}, which holds no values",
+                "a layer with zero units or zero inputs cannot run in TF.js; check the model's sizes, "
+                "or save the checkpoint again",
+            )
+
+
 def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: ConvertOptions,
                 notices: Notices, started: float, topology_kind: str, progress: Progress | None = None) -> Report:
     """Write ``graph`` with its weights as a complete model folder, atomically."""
     quantization = QuantizeOptions(options.quantize, tuple(options.quantize_weights))
+    _refuse_empty_weights(graph)
     topology = model_topology(graph)
     with staged_output(out_dir, options.force, source.path) as staging:
         written = write_weights(graph.weight_bindings(), staging, options.weight_shard_size_bytes,
