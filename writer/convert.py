@@ -13,6 +13,7 @@ from topology.infer import TemplateOptions, infer_graph
 from topology.keras_json import model_topology
 from writer.errors import ConversionError, Notices
 from writer.fixes import fit_module, fit_template
+from writer.layer_names import sanitize_layer_names
 from writer.model_json import dumps_model_json, validate_model_json
 from writer.output import check_destination, staged_output
 from writer.quantize import QUANTIZE_DTYPES, QuantizeOptions
@@ -158,6 +159,7 @@ def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: Conve
     """Write ``graph`` with its weights as a complete model folder, atomically."""
     quantization = QuantizeOptions(options.quantize, tuple(options.quantize_weights))
     _refuse_empty_weights(graph)
+    sanitize_layer_names(graph, notices)
     topology = model_topology(graph)
     with staged_output(out_dir, options.force, source.path) as staging:
         written = write_weights(graph.weight_bindings(), staging, options.weight_shard_size_bytes,
