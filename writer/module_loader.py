@@ -29,6 +29,9 @@ def load_module_spec(spec: str) -> Any:
     if not sep or not target or not name:
         raise ConversionError("BAD_MODULE_SPEC", f"--module {spec!r} is not FILE.py:NAME or package.module:NAME",
                               "write e.g. --module models/cnn.py:CNN")
+    from writer.extras import require_jax
+
+    require_jax(f"--module {spec} (tracing a Flax module)")
     namespace = _import(target, spec)
     obj = namespace
     for part in name.split("."):

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import os
 import stat
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import ml_dtypes  # noqa: F401  (registers bfloat16 & co. with numpy for tensorstore)
 import numpy as np
@@ -272,7 +273,7 @@ def _read_item(folder: Path) -> Checkpoint:
         check_claim(f"{folder}: tensor {path_str(tree_path)}", store.shape, dtype.itemsize, MAX_NBYTES)
         tensors[tree_path] = TensorRef(
             tree_path, tuple(int(d) for d in store.shape), dtype,
-            reader.loader(tree_path, store), str(folder),
+            reader.loader(tree_path, store), str(folder), slices=reader.slicer(tree_path, store),
         )
     scalars: dict[TreePath, Any] = {}
     for tree_path, _name in numbers:
@@ -488,6 +489,36 @@ class _ArrayReader:
             return self.read(tree_path, current)
 
         return load
+
+    def slicer(self, tree_path: TreePath, store: ts.TensorStore) -> Callable[[int], Iterator[np.ndarray]]:
+        """Read the array in bands of whole read chunks along axis 0, flat, about ``max_bytes`` each.
+
+        A band never splits a chunk: tensorstore would decompress the whole chunk for each
+        part. Orbax usually writes an array as one chunk, so a band is then the whole array.
+        """
+        shape = tuple(int(d) for d in store.shape)
+        try:
+            chunk_rows = int(store.chunk_layout.read_chunk.shape[0] or 0) if shape else 0
+        except Exception:  # noqa: BLE001  no layout: read whole
+            chunk_rows = 0
+        load = self.loader(tree_path, store)
+
+        def slices(max_bytes: int) -> Iterator[np.ndarray]:
+            if not shape or chunk_rows <= 0 or chunk_rows >= shape[0]:
+                yield load().reshape(-1)
+                return
+            row_bytes = max(1, math.prod(shape[1:]) * store.dtype.numpy_dtype.itemsize)
+            band = max(chunk_rows, max_bytes // row_bytes // chunk_rows * chunk_rows)
+            name = ".".join(tree_path)
+            for start in range(0, shape[0], band):
+                current = self.stores.get(tree_path) or self.finish_open(tree_path, self.open_async(name))
+                try:
+                    part = current[start:min(start + band, shape[0])].read().result()
+                except Exception as exc:  # noqa: BLE001  tensorstore has no error hierarchy
+                    raise self._damaged(tree_path, "cannot read the data of", exc) from exc
+                yield np.asarray(part).reshape(-1)
+
+        return slices
 
     def close(self) -> None:
         self.stores.clear()
