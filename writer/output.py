@@ -277,9 +277,14 @@ def _locked(folder: Path) -> Iterator[None]:
     except ImportError:  # not POSIX: no lock, the rename without replace still decides
         yield
         return
-    fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # an unreadable parent: no lock, the rename without replace still decides
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):  # file systems without flock
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
