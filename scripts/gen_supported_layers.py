@@ -59,7 +59,7 @@ def not_converted() -> tuple[tuple[str, str, Any], ...]:
     class FreeParam(nn.Module):
         @nn.compact
         def __call__(self, x):
-            return nn.Dense(4)(x) * self.param("scale", nn.initializers.ones, (4,))
+            return self.param("scale", nn.initializers.ones, (4,)) / nn.Dense(4)(x)
 
     def dense(fn: Any) -> Case:
         return Case("example", lambda: After(fn), (3,))
@@ -80,8 +80,8 @@ def not_converted() -> tuple[tuple[str, str, Any], ...]:
         ("a matrix product of two activations (`x @ y`, `jnp.einsum`) outside the attention kind",
          "only products with weights inside a layer module (Dense, Conv, ...) are mapped",
          dense(lambda x: square(x) @ square(x))),
-        ("parameters used outside a registered layer module (`self.param(...)` in arithmetic)",
-         "weights are bound only to layer modules; use a layer (nn.Dense, nn.Conv, nn.BatchNorm) or fold them in",
+        ("a constant array or parameter divided by activations, or used in `jnp.where`/comparisons with them",
+         "constants convert in +, -, *, / (by the constant), maximum, minimum and concatenate (see constants above)",
          Case("example", FreeParam, (3,))),
         ("element-wise functions outside the catalog above (`jnp.sin`, `x ** 2`, `jnp.exp`, ...)",
          "tfjs has no such activation", dense(jnp.sin)),
@@ -91,7 +91,8 @@ def not_converted() -> tuple[tuple[str, str, Any], ...]:
          conv(lambda x: jnp.mean(x, axis=-1))),
         ("reductions over only some of the spatial axes", "tfjs pools over all spatial axes at once",
          conv(lambda x: jnp.max(x, axis=1))),
-        ("max pooling with explicit padding", "tfjs pooling pads with SAME/VALID only",
+        ("max pooling with explicit padding of values that may be negative (not after a ReLU)",
+         "tfjs pads with zeros, which is exact only for inputs >= 0; after relu it converts (ZeroPadding2D)",
          conv(lambda x: nn.max_pool(x, (2, 2), padding=((1, 0), (1, 0))))),
         ("average pooling with explicit padding and `count_include_pad=False`",
          "tfjs pooling pads with SAME/VALID only",

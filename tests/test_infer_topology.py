@@ -68,6 +68,48 @@ def test_trees_outside_the_template_are_clear_errors(shapes, code, fragment):
     assert err.value.code == code and fragment in err.value.message and err.value.hint
 
 
+def _vgg_like() -> dict[str, tuple[int, ...]]:
+    """VGG-16's parameter shapes under the template's names: 13 convolutions, then 25088 = 512*7*7 features."""
+    widths = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    shapes, previous = {}, 3
+    for i, width in enumerate(widths):
+        shapes[f"Conv_{i}/kernel"], previous = (3, 3, previous, width), width
+    shapes.update({"Dense_0/kernel": (512 * 7 * 7, 64), "Dense_1/kernel": (64, 10)})
+    return shapes
+
+
+def test_deep_conv_stack_demands_input_shape_instead_of_absurd_input():
+    """Issue 14 point 9: the template would solve VGG-16 to a 57344x57344x3 input; it must refuse."""
+    with pytest.raises(ConversionError) as err:
+        _infer(_vgg_like())
+    assert err.value.code == "INPUT_SHAPE_REQUIRED" and "57344,57344,3" in err.value.message
+    assert "--input-shape" in err.value.hint
+    graph, _ = _infer({"Conv_0/kernel": (3, 3, 1, 4), "Conv_1/kernel": (3, 3, 4, 4), "Dense_0/kernel": (4 * 49, 2)})
+    assert graph.inputs[0].shape == (28, 28, 1)  # the MNIST-sized solution is still given
+
+
+def test_deep_conv_checkpoint_cli_refuses_and_writes_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    from flax.serialization import to_bytes
+
+    from tests.conftest import ROOT
+
+    params = {}
+    for path, shape in _vgg_like().items():
+        layer, name = path.split("/")
+        params.setdefault(layer, {})[name] = np.zeros(shape, np.float32)
+    ckpt = tmp_path / "vgg.msgpack"
+    ckpt.write_bytes(to_bytes({"params": params}))
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-m", "writer", str(ckpt), str(out)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 2, run.stderr
+    assert "error[INPUT_SHAPE_REQUIRED]" in run.stderr and "Traceback" not in run.stderr
+    assert not out.exists()
+
+
 def test_batch_stats_need_the_module():
     with pytest.raises(ConversionError) as err:
         infer_graph(_variables({"Dense_0/kernel": (4, 2)}, batch_stats=True), TemplateOptions(), Notices())

@@ -29,6 +29,8 @@ TEMPLATE_ACTIVATIONS = {
 }
 POOL_CHOICES = ("avg", "max", "none")
 _AUTO_NAME = re.compile(r"^(Conv|Dense)_(\d+)$")
+# A solved input larger than this per spatial axis means the template does not fit the model (issue 14, point 9).
+MAX_SOLVED_SIDE = 1024
 _HINT_MODULE = "pass the model code with --module path/to/model.py:Model so the exact topology can be traced"
 
 
@@ -213,7 +215,18 @@ def _solve_conv_input(convs: list[_Layer], denses: list[_Layer], options: Templa
             "pass --input-shape, e.g. --input-shape 28,28,1",
         )
     scale = 2 ** len(convs) if options.pool != "none" else 1
-    return (*(side * scale,) * spatial, channels)
+    shape = (*(side * scale,) * spatial, channels)
+    if side * scale > MAX_SOLVED_SIDE:
+        # e.g. VGG-16: 13 convolutions, each assumed to halve the size, give 57344x57344x3; real deep
+        # models pool after some convolutions only, so the template's answer would be absurd.
+        raise ConversionError(
+            "INPUT_SHAPE_REQUIRED",
+            f"the template's {options.pool} pooling after each of the {len(convs)} convolutions would need an "
+            f"input of {_fmt(shape)}, larger than {MAX_SOLVED_SIDE} per axis: the parameters do not fix the "
+            "input size of a model this deep",
+            "pass --input-shape (e.g. --input-shape 224,224,3) and --pool, or " + _HINT_MODULE,
+        )
+    return shape
 
 
 def _check_given_shape(shape: tuple[int, ...], convs: list[_Layer], denses: list[_Layer], options: TemplateOptions) -> None:

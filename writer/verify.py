@@ -471,9 +471,11 @@ def build_reference(checkpoint: str | Path, model: ModelFiles, options: VerifyOp
         'template'
     """
     from writer.convert import ConvertOptions
+    from writer.extras import require_jax
     from writer.inspect_tree import plan_graph
     from writer.sources import resolve_source
 
+    require_jax("running the original model in JAX (verify, export-savedmodel --checkpoint)")
     given = ConvertOptions(input_shape=options.input_shape).input_shapes() if options.input_shape else None
     written = [tuple(spec.shape) for spec in model.inputs]
     if given and [tuple(s) for s in given] != written:

@@ -131,6 +131,11 @@ def elementwise(builder: Any, eqn: Any, values: list, where: str) -> Any:
 
     if any(isinstance(v, WindowSum) for v in values):
         return finish_window_sum(builder, eqn, values, where)
+    from topology.ops.constants import with_constants
+
+    result, values = with_constants(builder, eqn, values, where)  # constant arrays and parameters
+    if result is not None:
+        return result
     roots = {id(_root(v)): _root(v) for v in values if isinstance(v, (Tensor, Pending))}
     if len(roots) > 1:
         return merge(builder, eqn, values, where)
@@ -190,6 +195,10 @@ def materialize(builder: Any, pending: Pending) -> Tensor:
     from topology.ops.reduce import materialize_reduction
     from topology.trace.build import unsupported
 
+    if getattr(pending, "array_constants", False):
+        from topology.ops.constants import materialize_affine
+
+        return materialize_affine(builder, pending)
     xs = probes(pending.root.shape)
     y = np.asarray(pending.fn(xs[0]), dtype=np.float64)
     if y.shape != tuple(pending.root.shape):

@@ -50,7 +50,9 @@ def concatenate(builder: Any, eqn: Any, values: list, where: str) -> Tensor:
     axis = eqn.params["dimension"]
     if axis == 0:
         raise unsupported("concatenation along the batch axis", where, "concatenate along a feature axis")
-    tensors = [builder.tensor(v, where) for v in values]
+    from topology.ops.constants import as_tensors
+
+    tensors = as_tensors(builder, values, where)  # a constant (e.g. a cls token) is read off the others
     return builder.add_layer("concatenate", "Concatenate", {"axis": axis}, tensors, tuple(eqn.outvars[0].aval.shape))
 
 

@@ -90,10 +90,53 @@ def max_pool(builder: Any, eqn: Any, values: list, where: str) -> Tensor:
     _check_window(eqn.params, len(x.shape), where)
     padding = _padding_kind(eqn.params, x.shape)
     if padding == "explicit":
-        raise unsupported("max pooling with explicit padding", where, "use padding='SAME' or 'VALID'")
+        x, padding = _max_pool_padding(builder, x, eqn.params, where), "valid"
     n = len(x.shape) - 2
     return builder.add_layer("max_pool", f"MaxPooling{n}D", _pool_config(eqn.params, padding), [x],
                              tuple(eqn.outvars[0].aval.shape))
+
+
+# Layers whose output is >= 0 whatever their input, and layers that keep a non-negative input so.
+_NON_NEGATIVE = {"Activation": ("relu", "relu6", "sigmoid", "softmax", "softplus", "hard_sigmoid")}
+_KEEPS_SIGN = ("MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "ZeroPadding2D", "Reshape", "Flatten", "Permute",
+               "Cropping2D", "Dropout", "AveragePooling1D", "AveragePooling2D", "AveragePooling3D")
+
+
+def non_negative(builder: Any, x: Tensor) -> bool:
+    """True when ``x`` is provably >= 0 everywhere: a ReLU (or relu6, sigmoid, softmax) output, possibly
+    reshaped, pooled or padded since.
+
+    Example:
+        >>> non_negative(builder, relu_output)   # doctest: +SKIP
+        True
+    """
+    layers = {layer.name: layer for layer in builder.layers}
+    layer = layers.get(x.layer)
+    while layer is not None and layer.class_name in _KEEPS_SIGN and len(layer.inputs) == 1:
+        layer = layers.get(layer.inputs[0])
+    if layer is None:
+        return False
+    config = layer.config
+    if layer.class_name == "ReLU":
+        return not config.get("negative_slope") and float(config.get("threshold") or 0.0) >= 0.0
+    return config.get("activation") in _NON_NEGATIVE.get(layer.class_name, ())
+
+
+def _max_pool_padding(builder: Any, x: Tensor, params: dict, where: str) -> Tensor:
+    """Explicit max-pool padding as ZeroPadding: exact when x >= 0 and every window keeps a real cell
+    (Flax pads with -inf, so a padded cell never wins; a zero never beats a non-negative cell either)."""
+    from topology.trace.build import unsupported
+
+    pads = [tuple(p) for p in params["padding"][1:-1]]
+    windows = _spatial(params, "window_dimensions")
+    if any(lo < 0 or hi < 0 for lo, hi in pads) or any(max(lo, hi) >= k for (lo, hi), k in zip(pads, windows)):
+        raise unsupported(f"max pooling with padding {pads} for windows {windows}", where,
+                          "pad by less than the window, or use padding='SAME' or 'VALID'")
+    if not non_negative(builder, x):
+        raise unsupported("max pooling with explicit padding of values that may be negative", where,
+                          "tfjs pads with zeros, exact only for inputs >= 0: pool after a ReLU, "
+                          "or use padding='SAME' or 'VALID'")
+    return zero_pad(builder, x, pads)
 
 
 @handles("reduce_window_min")
@@ -257,6 +300,13 @@ def _cases():
         Case("linen-conv-max-valid-dense", lambda: ConvPool(lambda x: nn.max_pool(x, (2, 2), (2, 2))), (8, 8, 2)),
         Case("nnx-avg-pool-valid", lambda: NnxPool(lambda x: nnx.avg_pool(x, (2, 2), strides=(2, 2))), (8, 8, 2)),
         Case("nnx-max-pool-same", lambda: NnxPool(lambda x: nnx.max_pool(x, (3, 3), padding="SAME")), (6, 6, 2)),
+        # The ResNet stem (HF FlaxResNet): relu, then a 3x3 stride-2 max pool with padding 1.
+        Case("linen-resnet-stem-max-pool-pad1", lambda: ConvPool(lambda x: nn.max_pool(
+            nn.relu(x), (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))), (8, 8, 2)),
+        Case("linen-max1d-explicit-after-relu", lambda: Pool(lambda x: nn.max_pool(
+            nn.relu(x), (3,), strides=(2,), padding=((1, 2),))), (7, 3)),
+        Case("nnx-resnet-stem-max-pool-pad1", lambda: NnxPool(lambda x: nnx.max_pool(
+            nnx.relu(x), (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))), (8, 8, 2)),
     ]
     return tuple(result)
 

@@ -92,7 +92,8 @@ class GraphBuilder:
 
                 value.materialized = materialize(self, value)
             return value.materialized
-        raise unsupported("a constant used as a layer input", where, "compute it inside a layer, or make it a parameter")
+        raise unsupported("a constant or parameter used on its own as a layer input or model output", where,
+                          "combine it with activations (+, *, concatenate), or compute it inside a layer")
 
 
 def unsupported(what: str, where: str, hint: str) -> ConversionError:
@@ -132,8 +133,11 @@ def build_graph(trace: Trace) -> LayerGraph:
         env[var] = _const(value)
     n_inputs = len(trace.inputs)
     variable_vars = jaxpr.invars[: len(jaxpr.invars) - n_inputs]
-    for var in variable_vars:
-        env[var] = Const(None)
+    from topology.ops.constants import param_const
+
+    refs = list(trace.param_refs) or [None] * len(variable_vars)
+    for var, ref in zip(variable_vars, refs):
+        env[var] = param_const(ref)  # a parameter used outside a layer becomes a constant
     for var, spec in zip(jaxpr.invars[len(variable_vars):], trace.inputs):
         builder.names.add(spec.name)
         env[var] = Tensor(spec.name, tuple(var.aval.shape), np.dtype(spec.dtype))
@@ -166,6 +170,8 @@ def _walk(builder: GraphBuilder, jaxpr: Any, env: dict, outer_where: str = "") -
         name = eqn.primitive.name
         # Inside a jit-ed helper (jnp.cumsum, jnp.sort, ...) the traceback has no user frame: use the call's.
         where = source_of(eqn) or outer_where
+        if name in MARKERS and _constant_call(builder, eqn, values, env, where):
+            continue  # a layer applied to a constant (nn.Embed of arange) is a constant
         if name == "flax2tfjs_enter":
             call = eqn.params["call"]
             builder.call_inputs.setdefault(call, []).append(builder.tensor(values[0], where))
@@ -207,7 +213,12 @@ def _walk(builder: GraphBuilder, jaxpr: Any, env: dict, outer_where: str = "") -
 
 def _fold_constants(eqn: Any, values: list[Const]) -> list[Const]:
     """Evaluate an operation on known constants (e.g. pooling window counts); parameters stay unknown."""
-    if not all(v.known for v in values) or any(p in eqn.params for p in CALL_PARAMS):
+    from topology.ops.constants import fold_lazy
+
+    lazy = fold_lazy(eqn, values)
+    if lazy is not None:
+        return lazy
+    if not all(v.known for v in values):
         return [Const(None)] * len(eqn.outvars)
     try:
         result = eqn.primitive.bind(*[v.value for v in values], **eqn.params)
@@ -223,6 +234,26 @@ def _const(value: Any) -> Const:
         return Const(np.asarray(value))
     except TypeError:
         return Const(value)
+
+
+def _constant_call(builder: GraphBuilder, eqn: Any, values: list, env: dict, where: str) -> bool:
+    """A marker of a layer call whose inputs are constants: the call's body is folded like any constant."""
+    call = eqn.params["call"]
+    constant_calls = builder.__dict__.setdefault("constant_calls", set())
+    if eqn.primitive.name == "flax2tfjs_enter" and isinstance(values[0], Const):
+        if call in builder.call_inputs:
+            raise unsupported("a layer applied to both activations and a constant", where,
+                              "pass the constant to the layer as its own call")
+        constant_calls.add(call)
+    elif call in constant_calls and not isinstance(values[0], Const):
+        if eqn.primitive.name == "flax2tfjs_enter":
+            raise unsupported("a layer applied to both activations and a constant", where,
+                              "pass the constant to the layer as its own call")
+        return False
+    if call not in constant_calls:
+        return False
+    env[eqn.outvars[0]] = values[0]
+    return True
 
 
 def _emit_call(builder: GraphBuilder, call_index: int, aval: Any) -> Tensor:

@@ -46,6 +46,7 @@ class Trace:
     jaxpr: Any  # jax.extend.core.ClosedJaxpr
     calls: dict[int, LayerCall]
     inputs: list[InputSpec]
+    param_refs: list = field(default_factory=list)  # TensorRef (or None) per variable input, in jaxpr order
 
 
 class _Recorder:
@@ -96,18 +97,22 @@ def _abstract_inputs(inputs: list[InputSpec]) -> list:
 
 
 def inference_kwargs(call: Callable) -> dict:
-    """Inference flags ``call`` accepts, e.g. ``{"train": False}``.
+    """Inference flags ``call`` accepts, e.g. ``{"train": False}``, and a fixed key for every
+    required rng argument (``z_rng``, ``rngs``; see :func:`topology.trace.signature.rng_arguments`).
 
     Example:
         >>> def f(x, train: bool = True): ...
         >>> inference_kwargs(f)
         {'train': False}
     """
+    from topology.trace.signature import rng_arguments
+
     try:
         parameters = inspect.signature(call).parameters
     except (TypeError, ValueError):
         return {}
-    return {name: value for name, value in INFERENCE_FLAGS.items() if name in parameters}
+    flags = {name: value for name, value in INFERENCE_FLAGS.items() if name in parameters}
+    return {**flags, **rng_arguments(call)}
 
 
 def trace_linen(module: Any, variables: dict[str, dict[TreePath, TensorRef]], inputs: list[InputSpec]) -> Trace:
@@ -143,7 +148,9 @@ def trace_linen(module: Any, variables: dict[str, dict[TreePath, TensorRef]], in
             return module.apply(variables_tree, *xs, **flags)
 
     jaxpr = _make_jaxpr(run, abstract, _abstract_inputs(inputs))
-    return Trace(jaxpr, recorder.calls, inputs)
+    from topology.trace.params import linen_refs
+
+    return Trace(jaxpr, recorder.calls, inputs, linen_refs(abstract, variables))
 
 
 def trace_nnx(model: Any, inputs: list[InputSpec],
@@ -183,7 +190,9 @@ def trace_nnx(model: Any, inputs: list[InputSpec],
     abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
     jaxpr = _make_jaxpr(run, abstract, _abstract_inputs(inputs))
     del live, originals
-    return Trace(jaxpr, recorder.calls, inputs)
+    from topology.trace.params import nnx_refs
+
+    return Trace(jaxpr, recorder.calls, inputs, nnx_refs(state, variables))
 
 
 def _checkpoint_tensor(variables: dict[str, dict[TreePath, TensorRef]], path: TreePath, key: tuple[str, str],

@@ -47,9 +47,11 @@ class Inside:
 @dataclass(frozen=True, eq=False)
 class Const:
     """A value that does not depend on the inputs. ``value`` is None when it comes from the
-    (abstract) parameters and so is unknown at trace time."""
+    (abstract) parameters and so is unknown at trace time; ``lazy`` then says how to compute it
+    from the checkpoint when a layer needs it (``topology.ops.constants.Lazy``)."""
 
     value: Any = None
+    lazy: Any = None
 
     @property
     def known(self) -> bool:

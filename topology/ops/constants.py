@@ -1,0 +1,433 @@
+"""Constant arrays and parameters used outside a layer (`x + pe[:, :L]`, a learned position
+embedding, a cls token, `nn.Embed` of `jnp.arange(L)`, per-channel `(x - mean) / std`): a
+constant C is a Dense with a zero kernel and bias C applied to one element of the activation it
+meets (`0 * x + C`, exact for finite x; NaN where that element is inf or NaN), then Add, Multiply,
+Maximum, Minimum or Concatenate; a known a x + b per channel is one BatchNormalization.
+
+tfjs 4.22 has no constant layer, and every layer needs a batch. So a constant C
+(one value per example, shape S) is read off an activation it meets: one element
+of that activation (Flatten, crop) goes through a Dense with a zero kernel and
+bias C, which gives ``0 * x + C = C`` exactly for every finite x; a Reshape
+restores S. Add, Multiply, Maximum, Minimum and Concatenate then take it as any
+other tensor. So ``x + pe[:, :L]`` (a fixed table), ``x + self.pos_embedding``
+(a learned Param), ``concatenate([cls_token, patches])`` and
+``nn.Embed(...)(jnp.arange(L))`` (the embedding of a constant is a constant: the
+table's first L rows) all convert. A Param is read lazily from the checkpoint
+(:class:`Lazy`), like a layer's weights. If the activation holds inf or NaN,
+the constant becomes NaN (0 * inf is NaN); such outputs are inf or NaN in JAX too.
+
+A known constant array in ``+ - * /`` with one activation (per-channel
+``(x - mean) / std`` preprocessing) stays an element-wise function; it is
+identified as ``a x + b`` and becomes one BatchNormalization(mean 0, var 1,
+epsilon 0, gamma a, beta b) when a and b vary along the channels only, else
+Multiply and Add with constants.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from topology.graph import WeightBinding
+from topology.trace.values import Const, Pending, Tensor
+from writer.errors import ConversionError
+from writer.tensors import TensorRef
+
+AFFINE_STEPS = ("add", "sub", "mul", "div", "neg", "convert_element_type", "copy", "copy_p")
+_MERGE = {"add": "Add", "mul": "Multiply", "max": "Maximum", "min": "Minimum"}
+
+
+@dataclass(frozen=True)
+class Lazy:
+    """A constant computed from checkpoint tensors only when its layer's weights are written.
+
+    Example:
+        >>> Lazy(lambda: np.ones(2, "float32"), (2,), np.dtype("float32"), "params/pe").compute().tolist()
+        [1.0, 1.0]
+    """
+
+    compute: Callable[[], np.ndarray]
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    origin: str  # the parameters it comes from, for names and messages
+
+
+def param_const(ref: TensorRef | None) -> Const:
+    """The traced value of a variable: unknown, but computable from ``ref`` when there is one.
+
+    Example:
+        >>> ref = TensorRef(("params", "pe"), (2,), np.dtype("float32"), lambda: np.zeros(2, "float32"))
+        >>> param_const(ref).lazy.origin
+        'params/pe'
+    """
+    if ref is None:
+        return Const(None)
+
+    def load(ref: TensorRef = ref) -> np.ndarray:
+        array = ref.load()
+        return np.asarray(array, np.float32) if ref.dtype.kind == "f" or ref.dtype.name == "bfloat16" else array
+
+    return Const(None, Lazy(load, tuple(ref.shape), np.dtype(ref.dtype), "/".join(ref.path)))
+
+
+def fold_lazy(eqn: Any, values: list[Const]) -> list[Const] | None:
+    """An operation on constants some of which are parameters: lazy results (None when no parameter is involved).
+
+    Example:
+        >>> fold_lazy(eqn, [param_const(ref), Const(np.float32(2))])   # doctest: +SKIP
+    """
+    if not any(v.lazy is not None for v in values):
+        return None
+    if not all(v.known or v.lazy is not None for v in values):
+        return [Const(None)] * len(eqn.outvars)
+    primitive, params = eqn.primitive, eqn.params
+
+    def run(index: int) -> np.ndarray:
+        args = [v.value if v.known else v.lazy.compute() for v in values]
+        result = primitive.bind(*args, **params)
+        return np.asarray(result[index] if primitive.multiple_results else result)
+
+    origin = "+".join(dict.fromkeys(v.lazy.origin for v in values if v.lazy is not None))
+    return [Const(None, Lazy(lambda i=i: run(i), tuple(out.aval.shape), np.dtype(out.aval.dtype), origin))
+            for i, out in enumerate(eqn.outvars)]
+
+
+def is_array(value: Any) -> bool:
+    """A constant that is not one number repeated: a parameter, or a known array of distinct values.
+
+    Example:
+        >>> is_array(Const(np.arange(3.0))), is_array(Const(np.full(3, 2.0))), is_array(Const(None))
+        (True, False, False)
+    """
+    if not isinstance(value, Const):
+        return False
+    if value.lazy is not None:
+        return True
+    v = value.value
+    return isinstance(v, np.ndarray) and v.size > 1 and v.dtype != object and bool(np.any(v != v.flat[0]))
+
+
+def _shape(const: Const) -> tuple[int, ...]:
+    return tuple(const.lazy.shape if const.lazy is not None else np.shape(const.value))
+
+
+def _one_example(array: np.ndarray, origin: str) -> np.ndarray:
+    """Row 0 of a constant traced with a batch axis, after checking every row is the same."""
+    array = np.asarray(array)
+    if array.shape[0] > 1 and not np.array_equal(array, np.broadcast_to(array[:1], array.shape), equal_nan=True):
+        raise ConversionError("UNSUPPORTED_OPERATION",
+                              f"the constant {origin} differs from one example of the batch to the next",
+                              "a constant used with activations must be the same for every example")
+    return array[0]
+
+
+def constant_tensor(builder: Any, const: Const, carrier: Tensor, where: str) -> Tensor:
+    """``const`` (traced shape (batch, *S)) as a layer output, read off one element of ``carrier``.
+
+    Example:
+        >>> pe = constant_tensor(builder, Const(table), x, "model.py:9")   # doctest: +SKIP
+    """
+    from topology.layers.dense import _config as dense_config
+    from topology.ops.slicing import take_range
+    from topology.trace.build import unsupported
+
+    cache = builder.__dict__.setdefault("_constant_tensors", {})
+    if id(const) in cache:
+        return cache[id(const)][1]
+    shape = _shape(const)
+    if len(shape) < 2 or shape[0] not in (1, carrier.shape[0]):
+        raise unsupported(f"a constant of shape {shape} used with activations of shape {carrier.shape}", where,
+                          "give the constant the activations' batch axis, e.g. table[None, :L] broadcast to x")
+    if carrier.dtype.kind != "f":
+        raise unsupported("a constant combined with an integer tensor", where,
+                          "combine constants with float activations (e.g. after an nn.Embed)")
+    origin = const.lazy.origin if const.lazy is not None else "constant"
+    if const.lazy is not None:
+        loader = lambda lazy=const.lazy: _one_example(lazy.compute(), origin).astype(np.float32).ravel()  # noqa: E731
+    else:
+        value = _one_example(const.value, "array").astype(np.float32).ravel()
+        loader = lambda value=value: value  # noqa: E731
+    batch, features = carrier.shape[0], shape[1:]
+    units = math.prod(features)
+    ones = builder.__dict__.setdefault("_constant_carriers", {})
+    if carrier.layer not in ones:  # one element per example of the carrier, shared by its constants
+        flat = carrier
+        if len(carrier.shape) != 2:
+            flat = builder.add_layer("constant_flatten", "Flatten", {"data_format": "channels_last"}, [carrier],
+                                     (batch, math.prod(carrier.shape[1:])))
+        ones[carrier.layer] = take_range(builder, flat, 1, 0, 1)
+    one = ones[carrier.layer]
+    weights = [WeightBinding("kernel", (1, units), constant=np.zeros((1, units), np.float32)),
+               WeightBinding("bias", (units,), TensorRef(("constant", origin), (units,), np.dtype("float32"), loader,
+                                                         "computed from the checkpoint"))]
+    out = builder.add_layer("constant", "Dense", dense_config(units), [one], (batch, units), weights,
+                            origin=f"constant {origin}")
+    if len(features) != 1:
+        out = builder.add_layer("constant_reshape", "Reshape", {"target_shape": list(features)}, [out],
+                                (batch, *features))
+    cache[id(const)] = (const, out)  # keep const alive so that its id stays unique
+    return out
+
+
+def as_tensors(builder: Any, values: list, where: str) -> list[Tensor]:
+    """Every value as a tensor; constants are read off the first activation among them.
+
+    Example:
+        >>> cls, patches = as_tensors(builder, [Const(None, lazy), patches], "vit.py:30")   # doctest: +SKIP
+    """
+    carrier = next((builder.tensor(v, where) for v in values if not isinstance(v, Const)), None)
+    if carrier is None:
+        from topology.trace.build import unsupported
+
+        raise unsupported("an operation on constants only", where, "compute it inside a layer")
+    return [constant_tensor(builder, v, carrier, where) if isinstance(v, Const) else builder.tensor(v, where)
+            for v in values]
+
+
+def _holds_arrays(value: Any) -> bool:
+    return isinstance(value, Pending) and getattr(value, "array_constants", False)
+
+
+def _affine_step(name: str, values: list) -> bool:
+    """``name`` keeps an a x + b function a x + b: +, - with anything constant, * by a constant, / by one."""
+    if name not in AFFINE_STEPS:
+        return False
+    if name in ("mul", "div"):
+        consts = [i for i, v in enumerate(values) if isinstance(v, Const)]
+        return len(values) == 2 and len(consts) == 1 and values[consts[0]].known and (name == "mul" or consts == [1])
+    return all(v.known for v in values if isinstance(v, Const))
+
+
+def with_constants(builder: Any, eqn: Any, values: list, where: str) -> tuple[Any, list]:
+    """The element-wise hook: (result, values) when array constants are involved, else (None, values).
+
+    A known array in + - * / with one activation gives a :class:`Pending` marked as holding
+    arrays (identified later by :func:`materialize_affine`); any other array constant becomes a
+    constant tensor and a merge layer. A marked function meeting a non-affine step is made a
+    tensor first.
+
+    Example:
+        >>> result, values = with_constants(builder, eqn, values, "model.py:5")   # doctest: +SKIP
+    """
+    from topology.trace.build import unsupported
+
+    name = eqn.primitive.name
+    arrays = [v for v in values if is_array(v)]
+    held = any(_holds_arrays(v) for v in values)
+    if not arrays and not held:
+        return None, values
+    if arrays:  # another function of the activation (relu(h) + table) is made a tensor first
+        values = [builder.tensor(v, where) if isinstance(v, Pending) and not _holds_arrays(v) else v for v in values]
+    if _affine_step(name, values) and sum(not isinstance(v, Const) for v in values) == 1:
+        return _pending(eqn, values, where), values
+    if held:
+        values = [builder.tensor(v, where) if _holds_arrays(v) else v for v in values]
+    if not arrays:
+        return None, values
+    if name not in (*_MERGE, "sub", "div"):
+        return None, values  # e.g. a constant mask in jnp.where: not this module's business
+    if name == "div" and not isinstance(values[1], Const):
+        raise unsupported("dividing a constant array by activations", where, "multiply by the reciprocal instead")
+    if name == "div":  # x / C = x * (1 / C): within one rounding of JAX
+        values = [values[0], _reciprocal(values[1])]
+        name = "mul"
+    tensors = as_tensors(builder, values, where)
+    shape = tuple(eqn.outvars[0].aval.shape)
+    if name == "sub":
+        negated = builder.add_layer("negate", "Rescaling", {"scale": -1.0, "offset": 0.0}, [tensors[1]], shape)
+        return builder.add_layer("subtract", "Add", {}, [tensors[0], negated], shape), values
+    return builder.add_layer(_MERGE[name].lower(), _MERGE[name], {}, tensors, shape), values
+
+
+def _reciprocal(const: Const) -> Const:
+    if const.known:
+        return Const(np.float32(1) / np.asarray(const.value, np.float32))
+    lazy = const.lazy
+    return Const(None, Lazy(lambda: np.float32(1) / lazy.compute().astype(np.float32), lazy.shape, lazy.dtype,
+                            lazy.origin))
+
+
+def _pending(eqn: Any, values: list, where: str) -> Pending:
+    from topology.ops.activations import _as_function, _root
+
+    root = next(_root(v) for v in values if not isinstance(v, Const))
+    parts = [_as_function(v) for v in values]
+    primitive, params = eqn.primitive, eqn.params
+    out = eqn.outvars[0].aval
+    pending = Pending(root, lambda r: primitive.bind(*[part(r) for part in parts], **params), tuple(out.shape),
+                      np.dtype(out.dtype), where)
+    pending.array_constants = True  # identified by materialize_affine, not the activation catalog
+    return pending
+
+
+def materialize_affine(builder: Any, pending: Pending) -> Tensor:
+    """A marked function of ``root``: a x + b with constant arrays a, b -> BatchNormalization or Multiply/Add."""
+    from topology.layers.batchnorm import batch_norm_config
+    from topology.ops.activations import probes
+    from topology.trace.build import unsupported
+
+    root = pending.root
+    if tuple(pending.shape) != tuple(root.shape):
+        raise unsupported("a constant array combined with activations of another shape", pending.where,
+                          "broadcast the constant to the activations' shape")
+    big = np.full(root.shape, 1024.0, np.float32)
+    b = np.asarray(pending.fn(np.zeros(root.shape, np.float32)), np.float64)
+    a = (np.asarray(pending.fn(big), np.float64) - np.asarray(pending.fn(-big), np.float64)) / 2048.0
+    for x in probes(root.shape)[:4]:
+        y = np.asarray(pending.fn(x), np.float64)
+        if not np.allclose(y, a * x + b, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(y).max()))):
+            raise unsupported("an element-wise function of activations and a constant array that is not a x + b",
+                              pending.where, "only + - * / with constant arrays convert")
+    a, b = _one_example(a, "scale"), _one_example(b, "offset")
+    shape, channels = tuple(root.shape), root.shape[-1]
+    per_channel = lambda v: len(shape) >= 2 and bool(np.all(v == v.reshape(-1, channels)[:1]))  # noqa: E731
+    x = root
+    if np.all(a == 1) and np.all(b == 0):
+        return root
+    if per_channel(a) and (per_channel(b) or not np.all(a == 1)):
+        beta = b.reshape(-1, channels)[0] if per_channel(b) else np.zeros(channels)
+        weights = [WeightBinding("gamma", (channels,), constant=a.reshape(-1, channels)[0].astype(np.float32)),
+                   WeightBinding("beta", (channels,), constant=beta.astype(np.float32)),
+                   WeightBinding("moving_mean", (channels,), constant=np.zeros(channels, np.float32)),
+                   WeightBinding("moving_variance", (channels,), constant=np.ones(channels, np.float32))]
+        x = builder.add_layer("channel_affine", "BatchNormalization",
+                              batch_norm_config(-1, epsilon=0.0, center=True, scale=True), [root], shape, weights,
+                              origin="a x + b per channel")
+        if per_channel(b):
+            return x
+    elif not np.all(a == 1):
+        scale = constant_tensor(builder, Const(np.broadcast_to(a.astype(np.float32), shape)), root, pending.where)
+        x = builder.add_layer("scale", "Multiply", {}, [root, scale], shape)
+    if np.all(b == 0):
+        return x
+    offset = constant_tensor(builder, Const(np.broadcast_to(b.astype(np.float32), shape)), root, pending.where)
+    return builder.add_layer("offset", "Add", {}, [x, offset], shape)
+
+
+def _cases():
+    """Fixed tables, learned Params, cls tokens, embeddings of arange and per-channel normalization; Linen and NNX."""
+    import flax.linen as nn
+    import jax.numpy as jnp
+    import numpy as onp
+    from flax import nnx
+
+    from topology.layers.base import Case
+
+    def sinusoids(length: int, features: int) -> onp.ndarray:
+        position = onp.arange(length)[:, None]
+        div = onp.exp(onp.arange(0, features, 2) * -(onp.log(10000.0) / features))
+        table = onp.zeros((length, features), onp.float32)
+        table[:, 0::2], table[:, 1::2] = onp.sin(position * div), onp.cos(position * div)
+        return table[None]
+
+    class FixedTable(nn.Module):  # flax nlp_seq / wmt: inputs + pe[:, :length]
+        @nn.compact
+        def __call__(self, x):
+            pe = jnp.asarray(sinusoids(16, 6))
+            return nn.Dense(3)(nn.Dense(6)(x) + pe[:, :x.shape[1]])
+
+    class LearnedPosition(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            pos = self.param("pos_embedding", nn.initializers.normal(0.02), (1, x.shape[1], 8))
+            return nn.relu(nn.Dense(8)(x) + pos)
+
+    class ClsToken(nn.Module):  # HF ViT: concatenate a learned token in front of the patches
+        @nn.compact
+        def __call__(self, x):
+            h = nn.Dense(4)(x)
+            cls = self.param("cls_token", nn.initializers.normal(0.02), (1, 1, 4))
+            h = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, 4)), h], axis=1)
+            return nn.Dense(2)(h[:, 0])
+
+    class PositionIds(nn.Module):  # HF BERT / GPT-2: embeddings of arange(L) added to token embeddings
+        @nn.compact
+        def __call__(self, ids):
+            positions = jnp.broadcast_to(jnp.arange(ids.shape[-1]), ids.shape)
+            segments = jnp.zeros_like(ids)
+            h = nn.Embed(20, 6)(ids) + nn.Embed(10, 6)(positions) + nn.Embed(2, 6)(segments)
+            return nn.LayerNorm()(h)
+
+    class ParamScale(nn.Module):  # a learned per-feature scale and shift outside a layer
+        @nn.compact
+        def __call__(self, x):
+            h = nn.Dense(4)(x)
+            return h * self.param("scale", nn.initializers.ones, (4,)) - self.param("shift", nn.initializers.zeros, (4,))
+
+    class ParamDivide(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(4)(x) / (1.0 + jnp.abs(self.param("temperature", nn.initializers.ones, (4,))))
+
+    class Normalize(nn.Module):  # flaxmodels ResNet/VGG: (x - mean) / std per channel, then a conv
+        @nn.compact
+        def __call__(self, x):
+            mean = jnp.array([0.485, 0.456, 0.406]).reshape(1, 1, 1, -1)
+            std = jnp.array([0.229, 0.224, 0.225]).reshape(1, 1, 1, -1)
+            return nn.Conv(4, (3, 3))((x - mean) / std)
+
+    class NormalizeRelu(nn.Module):  # a per-position affine followed by an activation
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(2)(nn.relu(x * jnp.arange(1.0, 6.0) + 0.5))
+
+    class MaxWithTable(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(2)(jnp.maximum(nn.Dense(5)(x), jnp.linspace(-1.0, 1.0, 5)))
+
+    class TableAffine(nn.Module):  # a per-position scale and offset (neither per channel)
+        @nn.compact
+        def __call__(self, x):
+            h = nn.Dense(3)(x)
+            return h * (1.0 + jnp.arange(12.0).reshape(4, 3) / 10) + jnp.arange(12.0).reshape(4, 3)
+
+    class NnxViTEmbed(nnx.Module):  # NNX ViT tutorial: patches + cls token + learned positions
+        def __init__(self, rngs: nnx.Rngs):
+            self.patches = nnx.Conv(3, 8, (4, 4), strides=(4, 4), padding="VALID", rngs=rngs)
+            self.cls_token = nnx.Param(nnx.initializers.normal(0.5)(rngs.params(), (1, 1, 8)))
+            self.position_embeddings = nnx.Param(nnx.initializers.normal(0.5)(rngs.params(), (1, 5, 8)))
+            self.head = nnx.Linear(8, 3, rngs=rngs)
+
+        def __call__(self, x):
+            h = self.patches(x).reshape((x.shape[0], -1, 8))
+            cls = jnp.tile(self.cls_token.value, (x.shape[0], 1, 1))
+            h = jnp.concatenate([cls, h], axis=1) + self.position_embeddings.value
+            return self.head(h[:, 0])
+
+    class NnxPositionIds(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs):
+            self.tokens = nnx.Embed(20, 4, rngs=rngs)
+            self.positions = nnx.Embed(8, 4, rngs=rngs)
+
+        def __call__(self, ids):
+            return self.tokens(ids) + self.positions(jnp.arange(ids.shape[1])[None, :])
+
+    class NnxNormalize(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs):
+            self.conv = nnx.Conv(3, 2, (3, 3), rngs=rngs)
+
+        def __call__(self, x):
+            return self.conv((x - jnp.array([0.5, 0.4, 0.3])) / jnp.array([0.2, 0.25, 0.3]))
+
+    ids = {"input_dtype": "int32", "input_range": (0, 20)}
+    return (
+        Case("linen-fixed-sinusoid-table", FixedTable, (5, 4)),
+        Case("linen-learned-position-param", LearnedPosition, (5, 3)),
+        Case("linen-cls-token-concatenate", ClsToken, (4, 3)),
+        Case("linen-embed-of-arange-position-ids", PositionIds, (7,), **ids),
+        Case("linen-param-scale-shift", ParamScale, (3,)),
+        Case("linen-param-divide", ParamDivide, (3,)),
+        Case("linen-per-channel-normalize", Normalize, (6, 6, 3), input_range=(0.0, 1.0)),
+        Case("linen-per-position-affine-relu", NormalizeRelu, (5,)),
+        Case("linen-maximum-with-table", MaxWithTable, (3,)),
+        Case("nnx-vit-cls-token-positions", lambda: NnxViTEmbed(nnx.Rngs(0)), (8, 8, 3)),
+        Case("nnx-embed-of-arange", lambda: NnxPositionIds(nnx.Rngs(0)), (6,), **ids),
+        Case("nnx-per-channel-normalize", lambda: NnxNormalize(nnx.Rngs(0)), (5, 5, 3), input_range=(0.0, 1.0)),
+        Case("linen-table-times-activation-plus-table", TableAffine, (4, 3)),
+    )
+
+
+CASES = _cases
