@@ -61,6 +61,23 @@ def not_converted() -> tuple[tuple[str, str, Any], ...]:
         def __call__(self, x):
             return self.param("scale", nn.initializers.ones, (4,)) / nn.Dense(4)(x)
 
+    class HeadMask(nn.Module):  # head 0 causal, head 1 not
+        @nn.compact
+        def __call__(self, x):
+            mask = jnp.stack([jnp.tril(jnp.ones((3, 3))), jnp.ones((3, 3))])[None]
+            return nn.MultiHeadDotProductAttention(2)(x, mask=jnp.broadcast_to(mask, (x.shape[0], 2, 3, 3)))
+
+    class ScanBody(nn.Module):
+        @nn.compact
+        def __call__(self, x, _):
+            y = nn.Dense(3)(x)
+            return y, y
+
+    class ScanYs(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.scan(ScanBody, variable_axes={"params": 0}, split_rngs={"params": True}, length=2)()(x, None)[1]
+
     def dense(fn: Any) -> Case:
         return Case("example", lambda: After(fn), (3,))
 
@@ -77,9 +94,21 @@ def not_converted() -> tuple[tuple[str, str, Any], ...]:
         ("`jnp.cumsum`", "no tfjs layer computes it", dense(lambda x: jnp.cumsum(x, axis=-1))),
         ("`jnp.sort`, `jax.lax.top_k`", "no tfjs layer computes them", dense(lambda x: jnp.sort(x, axis=-1))),
         ("`jnp.argmax` / `jnp.argmin`", "no tfjs layer computes them", dense(lambda x: jnp.argmax(x, axis=-1))),
-        ("a matrix product of two activations (`x @ y`, `jnp.einsum`) outside the attention kind",
-         "only products with weights inside a layer module (Dense, Conv, ...) are mapped",
-         dense(lambda x: square(x) @ square(x))),
+        ("products of two activations that contract no axis or several axes, or keep several free axes "
+         "per operand (`jnp.einsum('bi,bj->bij', x, y)`)",
+         "tfjs' Dot multiplies rank-3 tensors over one axis; products with one contracted axis per head convert "
+         "(see dot above)",
+         dense(lambda x: jnp.einsum("bi,bj->bij", x, x))),
+        ("`nn.scan` returning per-step activations (`ys`), or scanning over activations",
+         "steps are unrolled into layers; only the carry flows between them",
+         Case("example", ScanYs, (3,))),
+        ("`flax.linen.recurrent.flip_sequences` (a per-example reversal by length)",
+         "it gathers with indices computed from the lengths; tfjs has no gather layer. Pad at the end and use "
+         "nn.RNN(reverse=True) on full-length sequences, or nn.Bidirectional without seq_lengths", None),
+        ("`nn.GRUCell` / `nnx.GRUCell`",
+         "Flax's GRU applies the reset gate after the recurrent matmul (Keras reset_after=True), which tfjs 4.22's "
+         "GRU rejects ('GRUCell does not support reset_after parameter set to true')",
+         Case("example", lambda: nn.RNN(nn.GRUCell(3)), (4, 2))),
         ("a constant array or parameter divided by activations, or used in `jnp.where`/comparisons with them",
          "constants convert in +, -, *, / (by the constant), maximum, minimum and concatenate (see constants above)",
          Case("example", FreeParam, (3,))),
@@ -107,8 +136,13 @@ def not_converted() -> tuple[tuple[str, str, Any], ...]:
          dense(lambda x: jnp.concatenate([x, x], axis=0))),
         ("reshapes and transposes that move the batch axis", "tfjs layers keep the batch axis first",
          dense(lambda x: x.T)),
+        ("attention masks that differ between heads, or that are other functions of the inputs than a padding "
+         "mask (0 = padding) combined with a constant mask",
+         "each head's scores are masked by M, built from the constant and min(m, 1) of one (batch, length) input",
+         Case("example", HeadMask, (3, 4))),
         ("layers that return tuples or dicts (e.g. `nn.RNN(..., return_carry=True)`)",
-         "a traced layer must return one array", None),
+         "a traced layer must return one array; the LSTM's final cell state has no single-output tfjs layer "
+         "(take the hidden state as `y[:, -1]` instead of the carry)", None),
     )
 
 

@@ -117,7 +117,8 @@ class InputSpec:
 
     @property
     def batch_shape(self) -> list:
-        return [None, *self.shape]
+        # A per-example scalar (shape ()) is declared (batch, 1): tfjs' predict expands 1-D inputs so.
+        return [None, *self.shape] if self.shape else [None, 1]
 
 
 @dataclass

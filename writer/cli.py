@@ -90,6 +90,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _shape(text: str) -> tuple[int, ...]:
+    if text.strip() in ("", "scalar"):  # one number per example (e.g. sequence lengths): shape ()
+        return ()
     try:
         shape = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
     except ValueError:
@@ -112,8 +114,8 @@ def _add_model_options(parser: argparse.ArgumentParser, dtype: bool = True,
     model.add_argument("--input-shape", type=_shape, action="append", metavar="SHAPE",
                        help=f"input shape without batch, e.g. 28,28,1 (repeat for several inputs; {shape_help})")
     if dtype:
-        model.add_argument("--input-dtype", choices=("float32", "int32"), default="float32",
-                           help="input dtype (int32 for token ids)")
+        model.add_argument("--input-dtype", choices=("float32", "int32"), action="append", metavar="{float32,int32}",
+                           help="input dtype (int32 for token ids); once for all inputs, or once per --input-shape")
     model.add_argument("--activation", default="relu", help="activation between layers (default relu)")
     model.add_argument("--pool", default="avg", choices=("avg", "max", "none"), help="pooling after each conv (default avg)")
     model.add_argument("--step", type=int, help="checkpoint step to read (default: newest)")
@@ -250,6 +252,11 @@ def build_export_parser() -> argparse.ArgumentParser:
 # Commands
 
 
+def _input_dtype(args: argparse.Namespace):
+    dtypes = getattr(args, "input_dtype", None) or ["float32"]
+    return dtypes[0] if len(dtypes) == 1 else dtypes
+
+
 def _input_shape(args: argparse.Namespace):
     if not args.input_shape:
         return None
@@ -259,7 +266,7 @@ def _input_shape(args: argparse.Namespace):
 def _convert_options(args: argparse.Namespace, **extra):
     from writer.convert import ConvertOptions
 
-    fields = dict(input_shape=_input_shape(args), input_dtype=getattr(args, "input_dtype", "float32"),
+    fields = dict(input_shape=_input_shape(args), input_dtype=_input_dtype(args),
                   module=args.module, activation=args.activation, pool=args.pool, step=args.step, **extra)
     if "fix" in ConvertOptions.__dataclass_fields__:
         fields["fix"] = args.fix

@@ -56,7 +56,7 @@ class ConvertOptions:
         if self.weight_shard_size_bytes < 1:
             raise ConversionError("BAD_OPTION", f"--weight-shard-size-bytes {self.weight_shard_size_bytes}", "use a positive size, e.g. 4194304")
         for shape in self.input_shapes():
-            if not shape or min(shape) < 1:
+            if shape and min(shape) < 1:  # () is a per-example scalar input
                 raise ConversionError("BAD_OPTION", f"input shape {shape}", "give positive sizes without the batch axis, e.g. 28,28,1")
         for dtype in self.input_dtypes(max(1, len(self.input_shapes()))):
             if dtype not in ("float32", "int32"):

@@ -2,7 +2,7 @@
 
 ``nn.MultiHeadDotProductAttention`` / ``nn.SelfAttention`` (Linen) and
 ``nnx.MultiHeadAttention`` (NNX, incl. grouped key/value heads) on (batch,
-length, features) inputs, without mask, become per head h::
+length, features) inputs become per head h::
 
     q_h = Rescaling(1/sqrt(D))(Dense(D)(x_q))     # kernel W_q[:, h, :], bias b_q[h]
     k_h = Dense(D)(x_k);  v_h = Dense(D)(x_v)
@@ -12,6 +12,8 @@ then ``Dense(out)(Concatenate([a_0, ..., a_H-1]))`` with the output kernel
 (H, D, out) reshaped to (H*D, out): the same sums Flax computes, with the
 query scaled before the product as Flax does. Called with one input it is
 self-attention; with two or three (query, key[, value]) cross-attention.
+A ``mask=`` (constant, or a padding mask from one input) and ``is_causal=True``
+mask each head's scores before the softmax (``topology/layers/attention_mask.py``).
 
 The module's submodule weights (query/key/value/out) and its call keywords
 (mask, decode, ...) are read through :func:`call_context`.
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from topology.graph import LayerNode, WeightBinding
+from topology.layers.attention_mask import MaskPlan, apply_mask, mask_nodes, plan_mask
 from topology.layers.base import ZEROS, Case, LayerKind, keras_shape, layer_base
 from writer.tensors import TensorRef, TreePath
 
@@ -115,8 +118,7 @@ def _read_attrs(module: Any) -> dict:
     kwargs = context.kwargs
     if getattr(module, "normalize_qk", False):
         raise fail("normalize_qk=True", "QK LayerNorm sits inside the attention; use normalize_qk=False")
-    if kwargs.get("mask") is not None or kwargs.get("is_causal"):
-        raise fail("an attention mask (mask= or is_causal=True)", "only unmasked attention converts")
+    causal = bool(kwargs.get("is_causal", False))
     if bool(getattr(module, "decode", False)) or kwargs.get("decode"):
         raise fail("autoregressive decoding (decode=True)", "convert the model with decode=False")
     if kwargs.get("inputs_kv") is not None:
@@ -133,7 +135,8 @@ def _read_attrs(module: Any) -> dict:
         raise fail(f"{type(module).__name__}.__call__ (a MultiHeadDotProductAttention subclass)",
                    "call nn.MultiHeadDotProductAttention from your module instead of overriding __call__")
     return {"_variables": {sub: context.variables(sub) for sub in ("query", "key", "value", "out")},
-            "_path": "/".join(context.path)}
+            "_path": "/".join(context.path), "_causal": causal, "_has_mask": kwargs.get("mask") is not None,
+            "_fail": fail}
 
 
 def _dense_config(units: int, use_bias: bool = True) -> dict:
@@ -189,6 +192,11 @@ def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variable
         nodes.append(LayerNode(f"{name}.{suffix}", class_name, config, layer_inputs, weights or [], shape, origin))
         return nodes[-1].name
 
+    plan = _mask_plan(attrs, q_len, k_len)
+    shared = None
+    if plan is not None and plan.input_layer is not None:
+        mask_layers, shared = mask_nodes(plan, name, q_len, k_len, origin)
+        nodes += mask_layers
     keys, values = [], []
     for g in range(kv_heads):
         keys.append(add(f"key_{g}", "Dense", _dense_config(head_dim, bk is not None), [k_in], (k_len, head_dim),
@@ -203,6 +211,9 @@ def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variable
                     _head_weights(wq, bq, h))
         query = add(f"query_{h}_scaled", "Rescaling", scale, [query], (q_len, head_dim))
         scores = add(f"scores_{h}", "Dot", layer_base(axes=[2, 2], normalize=False), [query, keys[g]], (q_len, k_len))
+        if plan is not None:
+            nodes += apply_mask(plan, shared, f"{name}.masked_{h}", scores, q_len, k_len, origin)
+            scores = nodes[-1].name
         weights = add(f"weights_{h}", "Activation", layer_base(activation="softmax"), [scores], (q_len, k_len))
         heads_out.append(add(f"head_{h}", "Dot", layer_base(axes=[2, 1], normalize=False), [weights, values[g]],
                              (q_len, head_dim)))
@@ -217,8 +228,17 @@ def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variable
     return nodes
 
 
+def _mask_plan(attrs: dict, q_len: int, k_len: int) -> MaskPlan | None:
+    """The mask= value the tracer recorded (topology/trace/side_inputs.py) and is_causal, identified."""
+    side = attrs.get("_side", {})
+    if attrs.get("_has_mask") and "mask" not in side:  # never marked: a mask the tracer could not see
+        raise attrs["_fail"]("a mask= the tracer did not record", "pass the mask as mask= to the attention call")
+    return plan_mask(side.get("mask"), attrs.get("_causal", False), q_len, k_len, attrs["_fail"])
+
+
 def _cases() -> tuple[Case, ...]:
     import flax.linen as nn
+    import jax.numpy as jnp
     from flax import nnx
 
     class CrossAttention(nn.Module):  # query from one projection, key/value from another
@@ -239,7 +259,45 @@ def _cases() -> tuple[Case, ...]:
         def __call__(self, x):
             return self.attn(x)
 
+    class Causal(nn.Module):  # a constant mask: nn.make_causal_mask on the token axis
+        @nn.compact
+        def __call__(self, x):
+            return nn.MultiHeadDotProductAttention(2)(x, mask=nn.make_causal_mask(jnp.ones(x.shape[:2])))
+
+    class TokenMasked(nn.Module):  # padding (token id 0) from the input, optionally also causal
+        kind: str = "pair"
+
+        @nn.compact
+        def __call__(self, tokens):
+            x = nn.Embed(7, 6)(tokens)
+            keep = tokens > 0
+            if self.kind == "key":
+                mask = keep[:, None, None, :]
+            elif self.kind == "pair":
+                mask = nn.make_attention_mask(keep, keep)
+            else:
+                mask = nn.combine_masks(nn.make_attention_mask(keep, keep), nn.make_causal_mask(tokens))
+            return nn.SelfAttention(2, qkv_features=4)(x, mask=mask)
+
+    class NnxMasked(nnx.Module):
+        def __init__(self, causal: bool, padding: bool):
+            self.embed = nnx.Embed(7, 6, rngs=nnx.Rngs(0))
+            self.attn = nnx.MultiHeadAttention(2, 6, decode=False, rngs=nnx.Rngs(1))
+            self.causal, self.padding = causal, padding
+
+        def __call__(self, tokens):
+            mask = nnx.make_attention_mask(tokens > 0, tokens > 0) if self.padding else None
+            return self.attn(self.embed(tokens), mask=mask, is_causal=self.causal)
+
+    tokens = dict(input_dtype="int32", input_range=(0, 7))
     return (
+        Case("linen-mha-causal-mask", Causal, (5, 4)),
+        Case("linen-self-attention-padding-mask", lambda: TokenMasked("pair"), (6,), **tokens),
+        Case("linen-self-attention-key-padding-mask", lambda: TokenMasked("key"), (6,), **tokens),
+        Case("linen-self-attention-padding-and-causal", lambda: TokenMasked("pair+causal"), (6,), **tokens),
+        Case("nnx-mha-is-causal", lambda: NnxMasked(True, False), (5,), **tokens),
+        Case("nnx-mha-padding-mask", lambda: NnxMasked(False, True), (5,), **tokens),
+        Case("nnx-mha-padding-mask-and-is-causal", lambda: NnxMasked(True, True), (5,), **tokens),
         Case("linen-mha-self", lambda: nn.MultiHeadDotProductAttention(2), (5, 4)),
         Case("linen-mha-one-head-no-bias", lambda: nn.MultiHeadDotProductAttention(1, use_bias=False), (4, 3)),
         Case("linen-mha-qkv-out-features", lambda: nn.MultiHeadDotProductAttention(
@@ -257,8 +315,11 @@ KIND = LayerKind(
     keras_class="Dense",  # the composition ends in the output Dense
     flax_modules=("nn.MultiHeadDotProductAttention", "nn.SelfAttention", "nnx.MultiHeadAttention"),
     make_config=_dense_config,
-    summary="multi-head dot-product attention without mask on (batch, length, features): per-head Dense, Dot, "
-            "softmax, Dot, Concatenate, output Dense (self-, cross- and grouped-query attention)",
+    summary="multi-head dot-product attention on (batch, length, features): per-head Dense, Dot, "
+            "softmax, Dot, Concatenate, output Dense (self-, cross- and grouped-query attention); masks: "
+            "constant ones (nn.make_causal_mask, is_causal=True) as an exact BatchNormalization on the scores, "
+            "padding masks from a (batch, length) input (0 = padding: attention_mask or token ids) with "
+            "RepeatVector/Permute/Multiply/Add, and both combined",
     flax_classes=("flax.linen:MultiHeadDotProductAttention", "flax.nnx:MultiHeadAttention"),
     read_attrs=_read_attrs,
     expand=_expand,

@@ -282,6 +282,7 @@ def _direction_nodes(direction: dict, name: str, inputs: list[str], steps: int, 
 def _cases() -> tuple[Case, ...]:
     import flax.linen as nn
     import jax
+    import jax.numpy as jnp
     from flax import nnx
 
     class LastStep(nn.Module):  # LSTM -> last step -> Dense
@@ -307,8 +308,28 @@ def _cases() -> tuple[Case, ...]:
         def __call__(self, x):
             return self.rnn(x, rngs=nnx.Rngs(0))
 
+    class LengthsPooled(nn.Module):  # sst2-style: tokens and a per-example length (a scalar input)
+        @nn.compact
+        def __call__(self, tokens, lengths):
+            x = nn.Embed(7, 3)(tokens)
+            y = nn.RNN(nn.LSTMCell(4))(x, seq_lengths=lengths)
+            mask = jnp.arange(tokens.shape[1]) < lengths[:, None]
+            return nn.Dense(2)(jnp.sum(y * mask[..., None], axis=1))
+
+    class NnxLengthsMasked(nnx.Module):
+        def __init__(self):
+            self.embed = nnx.Embed(7, 3, rngs=nnx.Rngs(0))
+            self.rnn = nnx.RNN(nnx.LSTMCell(3, 4, rngs=nnx.Rngs(1)), rngs=False)
+
+        def __call__(self, tokens, lengths):
+            mask = (jnp.arange(tokens.shape[1])[None, :] < lengths[:, None]).astype(jnp.float32)
+            return self.rnn(self.embed(tokens), seq_lengths=lengths, rngs=nnx.Rngs(0)) * mask[:, :, None]
+
     rngs = lambda: nnx.Rngs(0)  # noqa: E731
+    ints = dict(input_dtype="int32", input_range=(0, 7))
     return (
+        Case("linen-lstm-seq-lengths-length-mask", LengthsPooled, [(6,), ()], **ints),
+        Case("nnx-lstm-seq-lengths-length-mask", NnxLengthsMasked, [(5,), ()], **ints),
         Case("linen-lstm", lambda: nn.RNN(nn.LSTMCell(4)), (6, 3)),
         Case("linen-lstm-last-step-dense", LastStep, (5, 2)),
         Case("linen-optimized-lstm", lambda: nn.RNN(nn.OptimizedLSTMCell(4)), (6, 3)),

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 Handler = Callable[..., Any]
 HANDLERS: dict[str, Handler] = {}
-_FAMILIES = ("activations", "shape_ops", "pooling", "merge", "reduce", "slicing", "constants")
+_FAMILIES = ("activations", "shape_ops", "pooling", "merge", "reduce", "slicing", "constants", "dot", "scan")
 
 
 def handles(*primitives: str) -> Callable[[Handler], Handler]:

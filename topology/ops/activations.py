@@ -199,6 +199,13 @@ def materialize(builder: Any, pending: Pending) -> Tensor:
         from topology.ops.constants import materialize_affine
 
         return materialize_affine(builder, pending)
+    if tuple(pending.shape) != tuple(pending.root.shape):  # e.g. an attention bias from a padding input
+        from topology.layers.attention_mask import padding_bias
+        from topology.ops.sequence_mask import length_mask
+
+        bias = padding_bias(builder, pending) or length_mask(builder, pending)
+        if bias is not None:
+            return bias
     xs = probes(pending.root.shape)
     y = np.asarray(pending.fn(xs[0]), dtype=np.float64)
     if y.shape != tuple(pending.root.shape):

@@ -36,6 +36,7 @@ from writer.errors import ConversionError
 from writer.tensors import TensorRef
 
 AFFINE_STEPS = ("add", "sub", "mul", "div", "neg", "convert_element_type", "copy", "copy_p")
+_BOOLEAN = ("and", "or", "not", "eq", "ne", "gt", "ge", "lt", "le")
 _MERGE = {"add": "Add", "mul": "Multiply", "max": "Maximum", "min": "Minimum"}
 
 
@@ -217,6 +218,8 @@ def with_constants(builder: Any, eqn: Any, values: list, where: str) -> tuple[An
     arrays = [v for v in values if is_array(v)]
     held = any(_holds_arrays(v) for v in values)
     if not arrays and not held:
+        return None, values
+    if name in _BOOLEAN and not held:  # masks (causal & padding): kept symbolic for the attention kind
         return None, values
     if arrays:  # another function of the activation (relu(h) + table) is made a tensor first
         values = [builder.tensor(v, where) if isinstance(v, Pending) and not _holds_arrays(v) else v for v in values]

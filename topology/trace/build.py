@@ -180,6 +180,10 @@ def _walk(builder: GraphBuilder, jaxpr: Any, env: dict, outer_where: str = "") -
         if name == "flax2tfjs_exit":
             env[eqn.outvars[0]] = _emit_call(builder, eqn.params["call"], eqn.outvars[0].aval)
             continue
+        if name == "flax2tfjs_side":  # e.g. attention's mask=: the layer kind composes it (side_inputs.py)
+            builder.trace.calls[eqn.params["call"]].attrs.setdefault("_side", {})[eqn.params["name"]] = values[0]
+            env[eqn.outvars[0]] = Inside(eqn.params["call"])
+            continue
         insides = {v.call for v in values if isinstance(v, Inside)}
         if insides:
             if len(insides) > 1 or any(isinstance(v, (Tensor, Pending)) for v in values):

@@ -58,6 +58,7 @@ class _Recorder:
 
     def call(self, module: Any, path: TreePath, run: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
         from topology.trace.markers import enter, exit_
+        from topology.trace.side_inputs import mark_keywords
 
         layer_kind = kind_for_module(module) if self.depth == 0 else None
         if layer_kind is None:
@@ -72,6 +73,7 @@ class _Recorder:
         attrs["_call_flags"] = {k: v for k, v in kwargs.items() if isinstance(v, bool)}
         self.calls[index] = LayerCall(index, layer_kind, path, attrs, self.lookup_variables(module, path))
         marked = tuple(enter(a, index) if _is_array(a) else a for a in args)
+        kwargs = mark_keywords(layer_kind.key, kwargs, index)
         self.depth += 1
         try:
             out = run(*marked, **kwargs)
@@ -182,7 +184,7 @@ def trace_nnx(model: Any, inputs: list[InputSpec],
         merged = nnx.merge(graphdef, state_tree)
         paths.clear()
         paths.update({id(node): path for path, node in _nnx_modules(merged)})
-        with _patched_nnx_calls(recorder, paths):
+        with _patched_nnx_calls(recorder, paths, lambda: _nnx_modules(model)):
             return merged(*xs, **inference_kwargs(type(merged).__call__))
 
     import jax
@@ -231,7 +233,7 @@ def _nnx_variables(module: Any, path: TreePath) -> dict[tuple[str, str], TensorR
 
 
 @contextlib.contextmanager
-def _patched_nnx_calls(recorder: _Recorder, paths: dict[int, TreePath]):
+def _patched_nnx_calls(recorder: _Recorder, paths: dict[int, TreePath], modules: Callable[[], Any] = lambda: ()):
     import importlib
 
     classes = []
@@ -246,7 +248,12 @@ def _patched_nnx_calls(recorder: _Recorder, paths: dict[int, TreePath]):
 
         def patched(self, *args, __original=original, **kwargs):
             run = lambda *a, **k: __original(self, *a, **k)  # noqa: E731
-            return recorder.call(self, paths.get(id(self), ()), run, args, kwargs)
+            path = paths.get(id(self))
+            if path is None and recorder.depth == 0:  # a copy made by nnx.scan / nnx.remat: placed by type and shapes
+                from topology.trace.nnx_lifted import place
+
+                path = place(self, modules())
+            return recorder.call(self, path or (), run, args, kwargs)
 
         cls.__call__ = patched
     try:

@@ -58,6 +58,7 @@ def linen_expected(module: Any, inputs: list[InputSpec]) -> list[ExpectedLeaf]:
     """
     import jax
     import jax.numpy as jnp
+    from flax.core.meta import unbox
 
     from topology.trace.capture import inference_kwargs
 
@@ -67,7 +68,9 @@ def linen_expected(module: Any, inputs: list[InputSpec]) -> list[ExpectedLeaf]:
     def init():
         xs = [jnp.zeros((1, *spec.shape), spec.dtype) for spec in inputs]
         rngs = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}
-        variables = module.init(rngs, *xs, **flags)
+        # nn.with_logical_partitioning / nn.Partitioned box their values; checkpoints and
+        # apply() take the plain arrays, so expect those.
+        variables = unbox(module.init(rngs, *xs, **flags))
         order.extend(_walk(variables))  # dict insertion order = creation order
         return variables
 

@@ -39,6 +39,11 @@ NNX_VALUE_LEAVES = KEYS.fixed(
     "NNX_VALUE_LEAVES", "NNX variables saved as <variable>/value leaves were read as the variables",
     "save nnx.state(model).to_pure_dict()",
 )
+BOXED_VALUE_LEAVES = KEYS.fixed(
+    "BOXED_VALUE_LEAVES", "boxed parameters (nn.with_logical_partitioning, nn.Partitioned) saved as "
+    "<variable>/value leaves were read as the variables",
+    "save nn.meta.unbox(variables), or keep them boxed: both convert",
+)
 VALUE_SUFFIX = KEYS.fixed(
     "VALUE_SUFFIX", "'.value' suffixes on key names were removed", "save the keys without '.value'",
 )
@@ -85,7 +90,7 @@ def normalise_paths(tree: Tree, source: str, notices: Notices, enabled: bool) ->
         >>> n = Notices(); list(normalise_paths(t, "m.npz", n, True)), [x.code for x in n.items]
         ([('Dense_0', 'kernel')], ['VALUE_SUFFIX', 'KEYS_SPLIT'])
     """
-    for step in (_strip_value_suffix, _split_flat_keys, _strip_value_leaves):
+    for step in (_strip_value_suffix, _split_flat_keys, _strip_value_leaves, _strip_boxed_leaves):
         tree = step(tree, source, notices, enabled)
     return tree
 
@@ -128,6 +133,23 @@ def _strip_value_leaves(tree: Tree, source: str, notices: Notices, enabled: bool
     example = next(iter(tree))
     apply(NNX_VALUE_LEAVES, f"{source}: NNX variable leaves such as {path_str(example)} read as "
                             f"{path_str(example[:-1])}", notices, enabled)
+    return _rebuild(tree, renamed)
+
+
+# Variable names Flax layers create; a boxed one is stored as <name>/value.
+_BOXABLE = {"kernel", "bias", "embedding", "scale", "mean", "var"}
+
+
+def _strip_boxed_leaves(tree: Tree, source: str, notices: Notices, enabled: bool) -> Tree:
+    # A Linen tree of nn.Partitioned / LogicallyPartitioned boxes: only the boxed leaves end in
+    # <kernel|bias|...>/value (state dicts keep the box's 'value' field), the others are plain.
+    renamed = {path: path[:-1] if len(path) >= 3 and path[-1] == "value" and path[-2] in _BOXABLE else path
+               for path in tree}
+    if all(new == old for old, new in renamed.items()) or not _distinct(renamed):
+        return tree
+    example = next(path for path in tree if renamed[path] != path)
+    apply(BOXED_VALUE_LEAVES, f"{source}: boxed (partitioned) variables such as {path_str(example)} read as "
+                              f"{path_str(example[:-1])}", notices, enabled)
     return _rebuild(tree, renamed)
 
 
