@@ -309,7 +309,7 @@ def page(server, studio_root, digit):
         "outside": ["../secret/params.npz", "escape/params.npz", "/etc/passwd"],
         "mnist": "ckpts/mnist_ckpt", "mnistOut": "ckpts/mnist_tfjs",
         "broken": "broken.msgpack", "nonfinite": "nan.npz", "nonfiniteOut": "nan_tfjs",
-        "big": "big.npz", "bigOut": "big_tfjs",
+        "big": "big.npz", "bigOut": "big_tfjs", "bigShotOut": "shots/big_tfjs",
         "upload": str(studio_root.parent / "upload.npz"),
         "digit": digit[0].tolist(), "payload": PAYLOAD,
     }
@@ -349,7 +349,11 @@ def test_page_inspects_mnist(page):
 
 
 def test_page_presets(page):
+    from writer.presets import engine_fields
+
     assert page["preset"]["mobile"]["quantize"] == "uint8" and page["preset"]["mobile"]["shardMiB"] == "1"
+    if "optimize" in engine_fields():
+        assert page["preset"]["mobile"]["optimize"] is True
     assert "→ 805.1 KiB as uint8" in page["preset"]["mobile"]["size"]
     assert page["preset"]["web"]["quantize"] == "float16" and page["preset"]["web"]["shardMiB"] == "4"
     assert "→ 1.57 MiB as float16" in page["preset"]["web"]["size"]

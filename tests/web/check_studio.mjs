@@ -181,14 +181,15 @@ try {
   const bad = await convert(cfg.nonfiniteOut);
   out.nonfinite = {state: bad.state, stages: bad.stages, error: await errorBox(), progress: bad.progress};
 
-  // ---------- cancel ----------
+  // ---------- live status (for the docs) and cancel ----------
   await inspectPath(cfg.big);
   out.bigInspect = await state();
   await page.selectOption('#quantize', 'uint8');
+  // Pictured mid-way; the conversion may finish while the picture is taken, which is fine here.
+  await convert(cfg.bigShotOut, () => page.locator('#convert-card').screenshot({path: path.join(cfg.artifacts, 'studio-progress.png')}));
+  out.screenshots.progress = path.join(cfg.artifacts, 'studio-progress.png');
+  // Cancel as soon as the first tensor is written: the rest of the write stage is the margin.
   const cancelled = await convert(cfg.bigOut, async () => {
-    const file = path.join(cfg.artifacts, 'studio-progress.png'); // live status, mid-way
-    await page.locator('#convert-card').screenshot({path: file});
-    out.screenshots.progress = file;
     out.progressMidway = await page.textContent('#progress-text');
     await page.click('#cancel');
   });
