@@ -2,7 +2,8 @@
 
     python -m bench                         # everything (~30-40 min on 2 cores; needs ~8 GB free disk)
     python -m bench --quick                 # tiny sizes, 2 runs, no Chromium/official converter (< 1 min)
-    python -m bench --only mnist,tfjs       # some sections: mnist sizes scaling large chunked allsteps official tfjs
+    python -m bench --only mnist,tfjs       # some sections: dataflow mnist sizes scaling large chunked allsteps official tfjs optimize
+    python -m bench --only dataflow --merge # the issue-13 rows (start-up, kernel copy, memory bound, Orbax overlap)
     python -m bench --only mnist --merge    # re-measure one section, keep the others in latest.json
     python -m bench --report-only bench/results/latest.json    # re-render the page from saved results
 
@@ -25,8 +26,8 @@ from pathlib import Path
 
 from bench.context import OFFICIAL_CONVERTER, ROOT, Context, remove
 
-SECTIONS = ("mnist", "sizes", "chunked", "all_steps", "official", "tfjs")
-ALIASES = {"scaling": "sizes", "large": "sizes", "allsteps": "all_steps", "all-steps": "all_steps",
+SECTIONS = ("dataflow", "mnist", "sizes", "chunked", "all_steps", "official", "tfjs", "optimize")
+ALIASES = {"issue13": "dataflow", "data": "dataflow", "scaling": "sizes", "large": "sizes", "allsteps": "all_steps", "all-steps": "all_steps",
            "latency": "tfjs", "accuracy": "tfjs"}
 NEEDED_DISK = 8 * 2**30  # 1 GB msgpack + Orbax + outputs + copies, and the 1.1 GiB chunked file twice
 
@@ -142,7 +143,7 @@ def _official_versions() -> str:
 
 
 def run_sections(args: argparse.Namespace, ctx: Context, sections: list[str], widths: list[int] | None) -> dict:
-    from bench import conversion, latency, official
+    from bench import conversion, dataflow, latency, official
 
     results: dict = {}
     free = shutil.disk_usage(ctx.scratch).free
@@ -152,10 +153,12 @@ def run_sections(args: argparse.Namespace, ctx: Context, sections: list[str], wi
         started = time.perf_counter()
         load = os.getloadavg()[0]
         try:
-            if name in ("sizes", "chunked") and not ctx.quick and free < NEEDED_DISK:
+            if name in ("sizes", "chunked", "dataflow") and not ctx.quick and free < NEEDED_DISK:
                 results[name] = {"skipped": f"only {free / 2**30:.1f} GiB free in {ctx.scratch}; needs 8 GiB"}
                 continue
-            if name == "mnist":
+            if name == "dataflow":
+                results[name] = dataflow.bench_dataflow(ctx)
+            elif name == "mnist":
                 results[name] = conversion.bench_mnist(ctx)
             elif name == "sizes":
                 chosen = widths or (conversion.QUICK_WIDTHS if ctx.quick else conversion.FULL_WIDTHS)
@@ -166,6 +169,11 @@ def run_sections(args: argparse.Namespace, ctx: Context, sections: list[str], wi
                 results[name] = conversion.bench_all_steps(ctx)
             elif name == "official":
                 results[name] = official.bench_official(ctx)
+            elif name == "optimize":
+                from bench.optimize import bench_optimize
+
+                browser = args.browser if args.browser is not None else not ctx.quick
+                results[name] = bench_optimize(ctx, browser=browser)
             elif name == "tfjs":
                 browser = args.browser if args.browser is not None else not ctx.quick
                 results[name] = latency.bench_tfjs(ctx, results.get("official"), browser=browser)
@@ -182,6 +190,12 @@ def run_sections(args: argparse.Namespace, ctx: Context, sections: list[str], wi
 def commands(results: dict, invocation: str) -> list[str]:
     """The commands measured, as one would type them."""
     lines = [invocation]
+    data = results.get("dataflow") or {}
+    if "mnist" in data:
+        lines += [data["mnist"]["orbax"]["command"], data["mnist"]["msgpack"]["command"],
+                  "python -m writer mlp-4096.msgpack out --quiet   # vs: cp mlp-4096.msgpack copy",
+                  data["chunked"]["command"],
+                  "python -m writer orbax/w4096 out --quiet   # vs: a process loading every tensor (bench/dataflow.py)"]
     mnist = results.get("mnist") or {}
     for mode in ("float32", "uint8"):
         if mode in mnist:
@@ -195,6 +209,8 @@ def commands(results: dict, invocation: str) -> list[str]:
         lines.append("python -c 'from writer.all_steps import convert_all_steps; convert_all_steps(\"manager\", \"out\")'")
     for mode in ((results.get("official") or {}).get("modes") or {}).values():
         lines.append(mode["command"])
+    for model in ((results.get("optimize") or {}).get("models") or {}).values():
+        lines.append(model["command"])
     if "variants" in (results.get("tfjs") or {}):
         lines.append("node bench/browser_latency.mjs CONFIG.json   # Chromium latency")
     return lines

@@ -12,8 +12,10 @@ from typing import Sequence
 from bench.measure import RunResult, run
 
 ROOT = Path(__file__).resolve().parent.parent
-OFFICIAL_PYTHON = ROOT / ".venv-tfjs" / "bin" / "python"
-OFFICIAL_CONVERTER = ROOT / ".venv-tfjs" / "bin" / "tensorflowjs_converter"
+# The official converter's virtualenv (scripts/setup_tfjs_venv.sh); $FLAX2TFJS_TFJS_VENV points elsewhere.
+OFFICIAL_VENV = Path(os.environ.get("FLAX2TFJS_TFJS_VENV") or ROOT / ".venv-tfjs")
+OFFICIAL_PYTHON = OFFICIAL_VENV / "bin" / "python"
+OFFICIAL_CONVERTER = OFFICIAL_VENV / "bin" / "tensorflowjs_converter"
 
 
 class BenchError(RuntimeError):
@@ -89,6 +91,7 @@ def child_env(pycache: Path | None = None) -> dict:
     else:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    env.pop("FLAX2TFJS_SCHEMA_CHECK", None)  # the test suite's full schema check: not what users run
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
     env.setdefault("JAX_PLATFORMS", "cpu")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

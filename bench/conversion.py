@@ -158,32 +158,6 @@ def _read_only(ctx: Context, checkpoint: Path, runs: int) -> dict:
             "peak_rss_bytes": _stats(results, "peak_rss")}
 
 
-def _copy_range(ctx: Context, checkpoint: Path, width: int, runs: int) -> dict:
-    """bench/copy_range_prototype.py: the proposed kernel-copy fast path, timed the same way.
-
-    The first output's byte stream is compared with the generated weights in writer order.
-    """
-    results, identical = [], None
-    for _ in range(runs):
-        target = ctx.path("prototype-out")
-        os.sync()
-        results.append(ctx.run_ok([ctx.python, "-m", "bench.copy_range_prototype", str(checkpoint), str(target)],
-                                  "copy_file_range prototype"))
-        if identical is None:
-            got, want = hashlib.sha256(), hashlib.sha256()
-            for i in range(1, len(list(target.iterdir())) + 1):
-                with open(target / f"group1-shard{i}.bin", "rb") as handle:
-                    while block := handle.read(16 * MB):
-                        got.update(block)
-            for i, (_, kshape, bshape) in enumerate(checkpoints.mlp_layers(width, LAYERS)):
-                want.update(checkpoints.values(0, i, "kernel", kshape).tobytes())
-                want.update(checkpoints.values(0, i, "bias", bshape).tobytes())
-            identical = got.hexdigest() == want.hexdigest()
-        remove(target)
-    return {"wall_s": _stats(results, "seconds"), "cpu_s": _stats(results, "cpu_seconds"),
-            "peak_rss_bytes": _stats(results, "peak_rss"), "identical": identical}
-
-
 def bench_sizes(ctx: Context, widths: list[int]) -> dict:
     """Convert 16-layer MLPs of each width, msgpack and Orbax, against ``cp`` of the same bytes.
 
@@ -218,8 +192,6 @@ def bench_sizes(ctx: Context, widths: list[int]) -> dict:
                            largest_tensor_bytes=width * width * 4)
                 if big and label == "float32":
                     row["read_only"] = _read_only(ctx, ckpt, runs)
-                    if fmt == "msgpack":
-                        row["copy_range_prototype"] = _copy_range(ctx, ckpt, width, runs)
                 rows.append(row)
                 if row["check"] is None or not row["check"]["ok"]:
                     raise BenchError(f"wrong output for {ckpt}: {row['check']}")

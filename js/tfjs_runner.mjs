@@ -16,7 +16,16 @@
 //
 // Nothing is cached between requests (the model files may have been rewritten); only the
 // initialised backends are reused.
+//
+// Where TF.js comes from (argv: --tfjs auto|npm|bundle --bundle DIR):
+//   npm     @tensorflow/tfjs and -backend-wasm from node_modules above this file (a checkout
+//           after `npm ci`; what the tests use);
+//   bundle  the browser build vendored for the web demo (DIR holds tf.es2017.min.js,
+//           tf-backend-wasm.es2017.min.js and the .wasm files; what an installed wheel uses);
+//   auto    npm when it resolves, else bundle (the default).
+// Both are tfjs 4.22.0; `version` answers which one was loaded.
 import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import os from 'node:os';
@@ -35,7 +44,67 @@ console.info = log;
 console.warn = log;
 console.debug = log;
 
-const tf = require('@tensorflow/tfjs');
+function option(name, fallback) {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : fallback;
+}
+
+const tfjsMode = option('tfjs', 'auto');
+const bundleDir = option('bundle', null);
+
+function resolvable(name) {
+  try {
+    require.resolve(name);
+    return true;
+  } catch (e) {
+    return false;
+  }
+}
+
+// A UMD browser bundle evaluated as CommonJS, with `deps` standing in for its imports
+// (the wasm bundle imports '@tensorflow/tfjs-core', which the tfjs bundle provides).
+function loadUmd(file, deps) {
+  const code = readFileSync(file, 'utf8');
+  const module = { exports: {} };
+  const req = (name) => (name in deps ? deps[name] : require(name));
+  new Function('exports', 'require', 'module', '__filename', '__dirname', code)(
+    module.exports, req, module, file, path.dirname(file));
+  return module.exports;
+}
+
+function loadTfjs() {
+  const npm = tfjsMode === 'npm' || (tfjsMode === 'auto' &&
+    resolvable('@tensorflow/tfjs') && resolvable('@tensorflow/tfjs-backend-wasm'));
+  if (npm) {
+    return {
+      source: 'npm',
+      tf: require('@tensorflow/tfjs'),
+      wasm: () => require('@tensorflow/tfjs-backend-wasm'),
+      // In Node a plain directory path (with trailing slash) works: Emscripten reads it with fs.
+      wasmDir: () => path.join(path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist'),
+    };
+  }
+  if (tfjsMode !== 'auto' && tfjsMode !== 'bundle') {
+    log(`tfjs_runner: --tfjs ${tfjsMode} (expected auto, npm or bundle)`);
+    process.exit(2);
+  }
+  if (!bundleDir) {
+    log('tfjs_runner: @tensorflow/tfjs is not in node_modules and no --bundle DIR was given');
+    process.exit(2);
+  }
+  const tf = loadUmd(path.join(bundleDir, 'tf.es2017.min.js'), {});
+  let wasm = null;
+  return {
+    source: 'bundle',
+    tf,
+    wasm: () => (wasm ??= loadUmd(path.join(bundleDir, 'tf-backend-wasm.es2017.min.js'),
+      { '@tensorflow/tfjs-core': tf })),
+    wasmDir: () => bundleDir,
+  };
+}
+
+const tfjs = loadTfjs();
+const tf = tfjs.tf;
 
 if (os.endianness() !== 'LE') {
   // The wire format and the weight files are little-endian; typed arrays use host order.
@@ -52,10 +121,7 @@ let wasmReady = false;
 
 function setupWasm() {
   if (wasmReady) return;
-  const wasm = require('@tensorflow/tfjs-backend-wasm');
-  // In Node a plain directory path (with trailing slash) works: Emscripten reads it with fs.
-  const pkgDir = path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json'));
-  wasm.setWasmPaths(path.join(pkgDir, 'dist') + path.sep);
+  tfjs.wasm().setWasmPaths(path.resolve(tfjs.wasmDir()) + path.sep);
   wasmReady = true;
 }
 
@@ -376,7 +442,7 @@ async function handle(req) {
   switch (req.cmd) {
     case 'predict': return predict(req);
     case 'summary': return summary(req);
-    case 'version': return { tfjs: tf.version.tfjs, node: process.version };
+    case 'version': return { tfjs: tf.version.tfjs, node: process.version, source: tfjs.source };
     // Live tensors/variables, to check that requests leave nothing behind.
     case 'memory': {
       const m = tf.memory();
@@ -428,7 +494,7 @@ process.on('unhandledRejection', (e) => log('tfjs_runner: unhandled rejection:',
 
 // Requests are served strictly one at a time, in arrival order, after the cpu backend is up.
 let chain = useBackend('cpu')
-  .then(() => log(`tfjs_runner: ready (tfjs ${tf.version.tfjs}, node ${process.version})`))
+  .then(() => log(`tfjs_runner: ready (tfjs ${tf.version.tfjs} from ${tfjs.source}, node ${process.version})`))
   .catch((e) => log('tfjs_runner: cpu backend failed:', errorText(e)));
 const rl = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });
 rl.on('line', (line) => {

@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Conversions check model.json with a few built-in rules; in tests also against the JSON schema.
+os.environ.setdefault("FLAX2TFJS_SCHEMA_CHECK", "1")
 
 # float32 sums in a different order: differences of a few ulps, scaled by the output size.
 RTOL = 1e-5

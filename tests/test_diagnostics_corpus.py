@@ -86,7 +86,7 @@ def test_no_fix_refuses_what_fixes_would_repair(tmp_path):
 
 
 def test_diagnostics_report_prints_rates(capsys):
-    from writer.diagnostics_report import main
+    from tests.corpus.report import main
 
     assert main(["-k", "flax-optim-target", "-k", "empty-file"]) == 0
     out = capsys.readouterr().out

@@ -180,7 +180,8 @@ def _run_resnet(variables):
 
 
 def test_linen_resnet_matches_jax(tmp_path, tfjs, resnet_variables):
-    report = to_tensorflowjs(ResNet(), tmp_path / "out", variables=resnet_variables, input_shape=IMAGE)
+    report = to_tensorflowjs(ResNet(), tmp_path / "out", variables=resnet_variables, input_shape=IMAGE,
+                             optimize=False)  # the literal graph: BatchNormalization layers in tfjs
     classes = [layer.class_name for layer in report.layers]
     assert classes.count("BatchNormalization") == 6  # stem, 2 per block, the projection's
     assert classes.count("Add") == 2 and "GlobalAveragePooling2D" in classes
@@ -189,8 +190,9 @@ def test_linen_resnet_matches_jax(tmp_path, tfjs, resnet_variables):
 
 def test_nnx_resnet_matches_jax(tmp_path, tfjs):
     model = _nnx_trained(NnxResNet(nnx.Rngs(0)))
-    report = to_tensorflowjs(model, tmp_path / "out", input_shape=IMAGE)
-    assert [layer.class_name for layer in report.layers].count("BatchNormalization") == 6
+    report = to_tensorflowjs(model, tmp_path / "out", input_shape=IMAGE)  # --optimize (the default)
+    assert "BatchNormalization" not in [layer.class_name for layer in report.layers]
+    assert [r["rewrite"] for r in report.rewrites].count("fold_batchnorm") == 6
     _check(tfjs, tmp_path / "out", lambda x: np.asarray(model(jnp.asarray(x))), _images)
 
 
@@ -235,7 +237,7 @@ def test_nnx_checkpoint_without_batch_stats_names_what_is_missing(tmp_path):
 def test_linen_text_classifier_matches_jax(tmp_path, tfjs):
     variables = _linen_variables(TextClassifier(), _ids(1, 0))
     report = to_tensorflowjs(TextClassifier(), tmp_path / "out", variables=variables, input_shape=(TOKENS,),
-                             input_dtype="int32")
+                             input_dtype="int32", optimize=False)  # the literal graph keeps its Dropout
     classes = [layer.class_name for layer in report.layers]
     assert classes[0] == "Embedding" and {"LayerNormalization", "Dropout", "GlobalAveragePooling1D"} <= set(classes)
     _check(tfjs, tmp_path / "out", lambda x: np.asarray(TextClassifier().apply(variables, jnp.asarray(x))), _ids)

@@ -47,6 +47,9 @@ def assert_matches_flax(ck, data: bytes) -> None:
     assert list(ck.tensors) == arrays
     for path in arrays:
         want, ref = expected[path], ck.tensors[path]
+        if want.dtype == ml_dtypes.bfloat16:  # read without ml_dtypes: widened to float32, exactly
+            assert ref.stored_dtype == "bfloat16" and ref.dtype_name == "bfloat16", path
+            want = want.astype(np.float32)
         assert ref.shape == want.shape and ref.dtype == want.dtype, path
         got = ref.load()
         assert got.shape == want.shape and got.dtype == want.dtype, path
@@ -136,7 +139,20 @@ def test_dtypes_match_flax(tmp_path):
     data = fser.to_bytes(tree)
     ck = read_flax_msgpack(write(tmp_path, data))
     assert_matches_flax(ck, data)
-    assert ck.tensors[("bf16",)].dtype == np.dtype(ml_dtypes.bfloat16)
+    assert ck.tensors[("bf16",)].dtype == np.float32 and ck.tensors[("bf16",)].stored_dtype == "bfloat16"
+
+
+def test_bfloat16_widening_is_exact_for_every_bit_pattern(tmp_path):
+    # All 65,536 bfloat16 values (NaNs, infinities, subnormals included): the bit shift must
+    # give what ml_dtypes' own cast gives, bit for bit.
+    bits = np.arange(1 << 16, dtype=np.uint16)
+    values = bits.view(ml_dtypes.bfloat16)
+    ck = read_flax_msgpack(write(tmp_path, fser.to_bytes({"w": values})))
+    ref = ck.tensors[("w",)]
+    want = values.astype(np.float32).view(np.uint32)
+    assert ref.load().view(np.uint32).tolist() == want.tolist()
+    streamed = np.concatenate(list(ref.slices(4096)))
+    assert streamed.view(np.uint32).tolist() == want.tolist()
 
 
 def test_other_ml_dtypes(tmp_path):

@@ -446,15 +446,24 @@ def test_node_missing_is_a_conversion_error(monkeypatch):
     monkeypatch.setenv("PATH", "")
     with pytest.raises(ConversionError) as err:
         TfjsRunner()
-    assert err.value.code == "NODE_NOT_FOUND" and "npm ci" in err.value.hint
+    assert err.value.code == "NODE_NOT_FOUND" and "Node.js 18" in err.value.hint
+
+
+def test_old_node_is_a_conversion_error(tmp_path):
+    fake = tmp_path / "node"
+    fake.write_text("#!/bin/sh\necho v16.20.2\n")
+    fake.chmod(0o755)
+    with pytest.raises(ConversionError) as err:
+        TfjsRunner(node=str(fake))
+    assert err.value.code == "NODE_TOO_OLD" and "v16.20.2" in err.value.message
 
 
 def test_node_modules_missing_is_a_conversion_error(monkeypatch, tmp_path):
-    import writer.tfjs_node as tfjs_node
+    import writer.resources as resources
 
-    monkeypatch.setattr(tfjs_node, "REPO_ROOT", tmp_path)  # a checkout without `npm ci`
+    monkeypatch.setattr(resources, "_CHECKOUT", tmp_path)  # a checkout without `npm ci`
     with pytest.raises(ConversionError) as err:
-        TfjsRunner()
+        TfjsRunner(tfjs="npm")
     assert err.value.code == "TFJS_NOT_INSTALLED"
     assert "@tensorflow/tfjs" in err.value.message and "npm ci" in err.value.hint
 

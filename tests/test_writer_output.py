@@ -112,8 +112,14 @@ def test_non_empty_output_is_refused_and_left_untouched(tmp_path, cnn):
         to_tensorflowjs(cnn[0], out)
     assert err.value.code == "OUTPUT_NOT_EMPTY"
     assert _files(out) == {"keep.txt": hashlib.sha256(b"mine").hexdigest()}
+    with pytest.raises(ConversionError) as err:  # --force replaces only an earlier conversion
+        to_tensorflowjs(cnn[0], out, force=True)
+    assert err.value.code == "OUTPUT_NOT_REPLACEABLE" and "keep.txt" in err.value.message
+    assert _files(out) == {"keep.txt": hashlib.sha256(b"mine").hexdigest()}
+    (out / "keep.txt").unlink()
+    to_tensorflowjs(cnn[0], out)
     to_tensorflowjs(cnn[0], out, force=True)
-    assert "keep.txt" not in _files(out) and "model.json" in _files(out)
+    assert "model.json" in _files(out)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no staging left
 
 

@@ -17,11 +17,38 @@ Shape = tuple  # a Keras shape without the batch dimension; None for unknown siz
 
 
 @dataclass(frozen=True)
+class Derived:
+    """Values computed from other weights when they are written (e.g. a BatchNorm folded into a kernel).
+
+    ``compute`` receives the materialized ``inputs`` (Keras layout, original
+    dtype) and returns the new values; it runs only when the writer reaches
+    this weight, so memory stays bounded by a few tensors.
+
+    Example:
+        >>> one = WeightBinding("b", (2,), constant=np.ones(2, "float32"))
+        >>> Derived("double", (one,), lambda b: b * 2).compute()
+        array([2., 2.], dtype=float32)
+    """
+
+    label: str  # what computed it, for messages: "fold_batchnorm"
+    inputs: tuple["WeightBinding", ...]
+    fn: Callable[..., np.ndarray] = field(compare=False)
+
+    def compute(self) -> np.ndarray:
+        return self.fn(*(binding.materialize() for binding in self.inputs))
+
+    @property
+    def origin(self) -> str:
+        return f"{self.label}({', '.join(binding.origin for binding in self.inputs)})"
+
+
+@dataclass(frozen=True)
 class WeightBinding:
     """One tfjs weight of a layer and where its values come from.
 
     Either ``tensor`` (read lazily from the checkpoint, then ``transform``-ed into
-    Keras layout) or ``constant`` (weights the converter synthesises).
+    Keras layout), ``constant`` (weights the converter synthesises) or
+    ``derived`` (computed from other bindings at write time, by a graph rewrite).
 
     Example:
         >>> WeightBinding("bias", (2,), constant=np.zeros(2, "float32")).materialize()
@@ -33,14 +60,20 @@ class WeightBinding:
     tensor: TensorRef | None = None
     transform: Callable[[np.ndarray], np.ndarray] | None = None
     constant: np.ndarray | None = None
+    derived: Derived | None = None
 
     @property
     def origin(self) -> str:
+        if self.derived is not None:
+            return self.derived.origin
         return "/".join(self.tensor.path) if self.tensor is not None else "(constant)"
 
     def materialize(self) -> np.ndarray:
         """Load (or build) the values in Keras layout; dtype is left to the writer."""
-        array = self.constant if self.tensor is None else self.tensor.load()
+        if self.derived is not None:
+            array = self.derived.compute()
+        else:
+            array = self.constant if self.tensor is None else self.tensor.load()
         if self.transform is not None:
             array = self.transform(array)
         return np.ascontiguousarray(array).reshape(self.shape)
@@ -101,6 +134,7 @@ class LayerGraph:
     inputs: list[InputSpec]
     layers: list[LayerNode]
     outputs: list[str]
+    rewrites: list[dict] = field(default_factory=list)  # what topology.optimize did, in order
 
     def is_chain(self) -> bool:
         """True when the graph is one input feeding a straight line of layers (a Sequential)."""

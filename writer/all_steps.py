@@ -19,8 +19,9 @@ from typing import Any
 
 from writer.convert import ConvertOptions, convert
 from writer.errors import ConversionError
-from writer.output import check_destination
+from writer.output import check_destination, check_not_a_file
 from writer.report import Report
+from writer.term import human_bytes, table
 from writer.weights import Progress
 
 
@@ -37,6 +38,7 @@ class AllStepsReport:
     out_dir: Path
     reports: dict[int, Report] = field(default_factory=dict)
     skipped: dict[int, str] = field(default_factory=dict)
+    checkpoint: Path | None = None  # the folder holding the steps
 
     def to_json(self) -> dict:
         return {
@@ -46,13 +48,32 @@ class AllStepsReport:
         }
 
     def render(self) -> str:
-        """Each step's report, then one summary line."""
-        parts = [report.render() for report in self.reports.values()]
+        """One summary table (a row per step), the notices shared by all steps once, the skipped steps.
+
+        Example:
+            >>> print(AllStepsReport(Path("out"), {}, {7: "unfinished save"}).render())
+            skipped step 7: unfinished save
+            0 step(s) converted into out/step_<n>/ in 0.00 s
+        """
+        lines = []
+        if self.reports:
+            first = next(iter(self.reports.values()))
+            source = self.checkpoint if self.checkpoint is not None else first.source
+            lines.append(f"converted {len(self.reports)} step(s) of {source} ({first.format}) -> {self.out_dir}")
+            rows = [("step", "folder", "params", "size", "shards", "seconds")]
+            for step, report in self.reports.items():
+                rows.append((str(step), f"step_{step}/", f"{report.param_count:,}", human_bytes(report.bytes_written),
+                             str(len(report.shards)), f"{report.seconds:.2f}"))
+            lines.append(table(rows, right={2, 3, 4, 5}, indent="  "))
+            seen: list[str] = []
+            for report in self.reports.values():  # assumptions repeat for every step: print each once
+                seen += [text for text in (n.render() for n in report.notices) if text not in seen]
+            lines += seen
         for step, why in self.skipped.items():
-            parts.append(f"skipped step {step}: {why}")
+            lines.append(f"skipped step {step}: {why}")
         seconds = sum(r.seconds for r in self.reports.values())
-        parts.append(f"{len(self.reports)} step(s) converted into {self.out_dir}/step_<n>/ in {seconds:.2f} s")
-        return "\n\n".join(parts)
+        lines.append(f"{len(self.reports)} step(s) converted into {self.out_dir.as_posix()}/step_<n>/ in {seconds:.2f} s")
+        return "\n".join(lines)
 
 
 def step_dir(out_dir: str | Path, step: int) -> Path:
@@ -136,7 +157,7 @@ def convert_all_steps(checkpoint: str | Path, out_dir: str | Path, options: Conv
         raise ConversionError("BAD_OPTION", "--all-steps and --step exclude each other",
                               "use --step N for one step, or --all-steps for every step")
     out_dir = Path(out_dir)
-    check_destination(out_dir, force=True)  # only refuses a file where the folder should be
+    check_not_a_file(out_dir)
     finished, unfinished = list_steps(checkpoint)
     if not finished:
         raise ConversionError(
@@ -146,9 +167,35 @@ def convert_all_steps(checkpoint: str | Path, out_dir: str | Path, options: Conv
         )
     options.check()
     for step in sorted(finished):
-        check_destination(step_dir(out_dir, step), options.force)
-    result = AllStepsReport(out_dir, skipped={n: f"unfinished save ({p.name})" for n, p in sorted(unfinished.items())})
+        check_destination(step_dir(out_dir, step), options.force, Path(checkpoint))
+    result = AllStepsReport(out_dir, checkpoint=Path(checkpoint), skipped={n: f"unfinished save ({p.name})" for n, p in sorted(unfinished.items())})
+    done_bytes = 0
     for step in sorted(finished):
-        result.reports[step] = convert(checkpoint, step_dir(out_dir, step), dataclasses.replace(options, step=step),
-                                       module=module, progress=progress)
+        report = convert(checkpoint, step_dir(out_dir, step), dataclasses.replace(options, step=step),
+                         module=module, progress=_step_progress(progress, step, done_bytes))
+        result.reports[step] = report
+        done_bytes += sum(_shard_bytes(report))
     return result
+
+
+def finished_steps(checkpoint: str | Path) -> list[int]:
+    """The steps :func:`convert_all_steps` would convert (for sizing a progress bar).
+
+    Example:
+        >>> import tempfile; root = Path(tempfile.mkdtemp())
+        >>> for n in (3, 1): _ = (root / f"checkpoint_{n}").write_bytes(b"\\x80")
+        >>> finished_steps(root)
+        [1, 3]
+    """
+    return sorted(list_steps(checkpoint)[0])
+
+
+def _step_progress(progress: Progress | None, step: int, base: int) -> Progress | None:
+    """One bar across all steps: name the step, count bytes on from the steps before."""
+    if progress is None:
+        return None
+    return lambda name, written: progress(f"step {step}: {name}", base + written)
+
+
+def _shard_bytes(report: Report) -> list[int]:
+    return [(report.out_dir / name).stat().st_size for name in report.shards if (report.out_dir / name).is_file()]

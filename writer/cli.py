@@ -22,6 +22,7 @@ OVERVIEW = f"""usage: {PROG} [convert] CKPT OUT [options]
        {PROG} verify OUT CKPT [options]
        {PROG} export-savedmodel OUT SAVED_DIR [options]
        {PROG} demo [MODEL_DIR] [--port N]
+       {PROG} studio [ROOT] [--port N]
 
 Convert JAX/Flax checkpoints into TensorFlow.js LayersModels, without TensorFlow.
 
@@ -31,6 +32,7 @@ commands:
   verify             run the converted model in real TF.js and the original in JAX, and compare
   export-savedmodel  a TensorFlow SavedModel from model.json, checked against JAX (needs TensorFlow)
   demo               serve the web demo and model tester on 127.0.0.1
+  studio             a local web app: pick, inspect, convert (live), verify and test checkpoints under ROOT
 
 `{PROG} COMMAND --help` shows a command's options and examples.
 
@@ -49,6 +51,9 @@ CONVERT_EXAMPLES = f"""examples:
   {PROG} ckpt/ out/ --module models/resnet.py:ResNet --input-shape 32,32,3
   {PROG} tokens.msgpack out/ --module mypkg.models:TextClassifier --input-shape 64 --input-dtype int32
   {PROG} ckpt_dir/ out/ --step 2000 --metadata labels=labels.json
+  {PROG} ckpt_dir/ out/ --all-steps              # every step, into out/step_<N>/
+  {PROG} ckpt/ out/ --module models/resnet.py:ResNet --input-shape 64,64,3 --no-optimize   # keep BatchNorm layers
+  {PROG} ckpt/ out/ --preset mobile              # uint8 weights, 1 MiB shards
 """
 
 INSPECT_EXAMPLES = f"""examples:
@@ -102,7 +107,7 @@ def _parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser
 
 
 def _add_model_options(parser: argparse.ArgumentParser, dtype: bool = True,
-                       shape_help: str = "default: solved from the parameters") -> None:
+                       shape_help: str = "default: solved from the parameters", all_steps: bool = False) -> None:
     model = parser.add_argument_group("topology (traced from --module, else inferred from the parameter tree)")
     model.add_argument("--module", metavar="FILE.py:NAME", help="model code: a Linen/NNX module class, instance or "
                        "zero-argument factory, as path/to/model.py:Name or package.module:Name")
@@ -114,8 +119,17 @@ def _add_model_options(parser: argparse.ArgumentParser, dtype: bool = True,
     model.add_argument("--activation", default="relu", help="activation between layers (default relu)")
     model.add_argument("--pool", default="avg", choices=("avg", "max", "none"), help="pooling after each conv (default avg)")
     model.add_argument("--step", type=int, help="checkpoint step to read (default: newest)")
+    if all_steps:
+        model.add_argument("--all-steps", action="store_true",
+                           help="convert every step of a CheckpointManager or checkpoint_<N> folder into OUT/step_<N>/")
     model.add_argument("--no-fix", dest="fix", action="store_false",
                        help="report fixable mismatches (keys, shapes, dtypes) as errors instead of repairing them")
+
+
+def _add_optimize_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--optimize", action=argparse.BooleanOptionalAction, default=True,
+                        help="exact graph rewrites: fold BatchNorm into Dense/Conv, drop Dropout and identities, fuse "
+                             "activations, merge Rescaling layers (default on; --no-optimize writes the literal graph)")
 
 
 def _add_verify_options(group: argparse._ArgumentGroup, prefix: str = "") -> None:
@@ -130,7 +144,7 @@ def _add_verify_options(group: argparse._ArgumentGroup, prefix: str = "") -> Non
 
 def _add_output_options(parser: argparse.ArgumentParser, json_help: str) -> argparse._ArgumentGroup:
     out = parser.add_argument_group("output")
-    out.add_argument("--quiet", action="store_true", help="print nothing but errors (no progress bars)")
+    out.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors (no progress bars)")
     out.add_argument("--json", action="store_true", help=json_help)
     out.add_argument("--debug", action="store_true", help="show Python tracebacks")
     return out
@@ -148,12 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
                      CONVERT_EXAMPLES)
     parser.add_argument("checkpoint", help="Flax msgpack file, Orbax folder (StandardCheckpointer or CheckpointManager), or .npz")
     parser.add_argument("out_dir", help="output folder (created; must be empty unless --force)")
-    _add_model_options(parser)
+    _add_model_options(parser, all_steps=True)
+    _add_optimize_option(parser)
     weights = parser.add_argument_group("weights")
+    weights.add_argument("--preset", choices=("web", "mobile"), help="web: float16 + 4 MiB shards; mobile: uint8 + "
+                         "1 MiB shards + optimisation (explicit options win)")
     weights.add_argument("--quantize", choices=("float16", "uint8", "uint16"), help="store weights quantized")
     weights.add_argument("--quantize-weights", action="append", default=[], metavar="PATTERN",
                          help="only quantize weights whose <layer>/<weight> name matches (wildcards; repeatable)")
-    weights.add_argument("--weight-shard-size-bytes", type=int, default=4 * 1024 * 1024, metavar="N",
+    weights.add_argument("--weight-shard-size-bytes", type=int, metavar="N",
                          help="shard file size (default 4194304)")
     weights.add_argument("--allow-nonfinite", action="store_true", help="write NaN/Inf weights instead of refusing")
     check = parser.add_argument_group("verification (see `verify --help`)")
@@ -178,6 +195,7 @@ def build_inspect_parser() -> argparse.ArgumentParser:
                      "would write, with its assumptions. Reads no weight data.", INSPECT_EXAMPLES)
     parser.add_argument("checkpoint", help="Flax msgpack file, Orbax folder or .npz")
     _add_model_options(parser)
+    _add_optimize_option(parser)
     view = _add_output_options(parser, "print one JSON document (schemas/inspect.schema.json)")
     view.add_argument("--depth", type=int, metavar="N", help="list N levels of the tree (deeper levels are summed)")
     view.add_argument("--all", action="store_true", help="also list the inside of ignored subtrees (opt_state, ...)")
@@ -252,6 +270,7 @@ def _convert_options(args: argparse.Namespace, **extra):
                   module=args.module, activation=args.activation, pool=args.pool, step=args.step, **extra)
     if "fix" in ConvertOptions.__dataclass_fields__:
         fields["fix"] = args.fix
+    fields["optimize"] = getattr(args, "optimize", True)  # convert and inspect have --no-optimize
     return ConvertOptions(**fields)
 
 
@@ -279,15 +298,15 @@ def run_convert(argv: Sequence[str]) -> int:
     if not args.verify and (args.data or args.samples is not None or args.tolerance is not None):
         raise ConversionError("BAD_OPTION", "--data, --samples and --tolerance need --verify", "add --verify")
     patterns = tuple(p for item in args.quantize_weights for p in item.split(",") if p)
+    weights = _preset_weights(args)
     options = _convert_options(
-        args, quantize=args.quantize, quantize_weights=patterns, weight_shard_size_bytes=args.weight_shard_size_bytes,
-        metadata=dict(read_metadata_option(spec) for spec in args.metadata), force=args.force,
-        allow_nonfinite=args.allow_nonfinite)
+        args, quantize_weights=patterns, metadata=dict(read_metadata_option(spec) for spec in args.metadata),
+        force=args.force, allow_nonfinite=args.allow_nonfinite, **weights)
+    if args.all_steps:
+        return _run_all_steps(args, options)
     bar = ProgressBar("writing weights", unit="tensors", enabled=False if args.quiet else None)
-    if bar.enabled:
-        bar.total, bar.total_bytes = _estimate_weights(args.checkpoint, options)
-    with bar:
-        report = convert(args.checkpoint, args.out_dir, options, progress=bar)
+    with bar:  # the engine's tensor events carry the exact totals
+        report = convert(args.checkpoint, args.out_dir, options, events=bar.on_event)
     verified = None
     if args.verify:
         from writer.verify import verify
@@ -311,6 +330,32 @@ def run_convert(argv: Sequence[str]) -> int:
     return 0
 
 
+def _run_all_steps(args: argparse.Namespace, options) -> int:
+    """``convert --all-steps``: every step into OUT/step_<N>/, one progress bar, one summary table."""
+    import dataclasses
+
+    from writer.all_steps import convert_all_steps, finished_steps
+    from writer.progress import ProgressBar
+
+    if args.verify:
+        raise ConversionError("BAD_OPTION", "--verify works on one model, not with --all-steps",
+                              f"convert, then verify one step: {PROG} verify OUT/step_N CKPT --step N")
+    bar = ProgressBar("writing weights", unit="tensors", enabled=False if args.quiet else None)
+    if bar.enabled and options.step is None:
+        steps = finished_steps(args.checkpoint)
+        tensors, stored = _estimate_weights(args.checkpoint, dataclasses.replace(options, step=steps[-1])) \
+            if steps else (None, None)
+        bar.total = tensors * len(steps) if tensors else None
+        bar.total_bytes = stored * len(steps) if stored else None
+    with bar:
+        report = convert_all_steps(args.checkpoint, args.out_dir, options, progress=bar)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    elif not args.quiet:
+        print(report.render())
+    return 0
+
+
 def _estimate_weights(checkpoint: str, options) -> tuple[int | None, int | None]:
     """Tensor count and stored bytes to expect, from the checkpoint's metadata (for the progress bar)."""
     from writer.errors import Notices
@@ -325,6 +370,22 @@ def _estimate_weights(checkpoint: str, options) -> tuple[int | None, int | None]
         return None, None
     itemsize = stored_itemsize(options.quantize) if options.quantize and not options.quantize_weights else 4
     return len(refs), sum(r.size for r in refs) * itemsize
+
+
+def _preset_weights(args: argparse.Namespace) -> dict:
+    """quantize / shard size (/ optimize) from --preset, overridden by the explicit flags."""
+    from writer.presets import preset_fields
+    from writer.shards import DEFAULT_SHARD_BYTES
+
+    fields = preset_fields(args.preset) if args.preset else {}
+    fields.setdefault("weight_shard_size_bytes", DEFAULT_SHARD_BYTES)
+    if args.quantize is not None:
+        fields["quantize"] = args.quantize
+    if args.weight_shard_size_bytes is not None:
+        fields["weight_shard_size_bytes"] = args.weight_shard_size_bytes
+    if getattr(args, "optimize", None) is not None:  # --optimize/--no-optimize, where the engine has them
+        fields["optimize"] = args.optimize
+    return fields
 
 
 def run_inspect(argv: Sequence[str]) -> int:
@@ -410,14 +471,37 @@ def run_demo(argv: Sequence[str]) -> int:
         from writer import demo
     except ImportError as exc:
         raise ConversionError("DEMO_UNAVAILABLE", f"the demo command is not available in this installation ({exc})",
-                              "run it from a full checkout of flax2tfjs (writer/demo.py and web_demo/)") from None
+                              "reinstall the package: pip install --force-reinstall flax2tfjs") from None
     return demo.main(list(argv), prog=f"{PROG} demo")
+
+
+def run_studio(argv: Sequence[str]) -> int:
+    """``studio``: handed to :func:`writer.studio.main`.
+
+    Example:
+        >>> run_studio([".", "--port", "0"])   # doctest: +SKIP
+    """
+    from writer import studio
+
+    return studio.main(list(argv), prog=f"{PROG} studio")
 
 
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "convert": run_convert, "inspect": run_inspect, "verify": run_verify,
-    "export-savedmodel": run_export, "demo": run_demo,
+    "export-savedmodel": run_export, "demo": run_demo, "studio": run_studio,
 }
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so the staging folder is removed on the way out."""
+    import signal
+    import threading
+
+    def interrupt(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -426,6 +510,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Example:
         >>> main(["--help"])   # doctest: +SKIP
     """
+    if argv is None:  # run as a program (not called from Python code)
+        _interrupt_on_sigterm()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
@@ -456,6 +542,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # an internal fault, not a user mistake
         if debug:
             raise
+        from writer.extras import extra_error, missing_extra
+
+        extra = missing_extra(exc.name) if isinstance(exc, ModuleNotFoundError) else None
+        if extra is not None:  # an optional part (jax, flax, tensorflow) is not installed
+            print(extra_error(extra, f"this command (it imports {exc.name})").render(), file=sys.stderr)
+            return 2
         print(f"error[INTERNAL]: {type(exc).__name__}: {exc}", file=sys.stderr)
         print("hint: this is a bug in flax2tfjs; rerun with --debug and report the traceback", file=sys.stderr)
         return 1

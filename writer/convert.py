@@ -12,15 +12,16 @@ from topology.graph import InputSpec, LayerGraph
 from topology.infer import TemplateOptions, infer_graph
 from topology.keras_json import model_topology
 from writer.errors import ConversionError, Notices
+from writer.events import EventSink, EventStream
 from writer.fixes import fit_module, fit_template
-from writer.model_json import dumps_model_json, validate_model_json
+from writer.model_json import check_model_json, dumps_model_json
 from writer.output import check_destination, staged_output
 from writer.quantize import QUANTIZE_DTYPES, QuantizeOptions
 from writer.report import LayerRow, Report
 from writer.shards import DEFAULT_SHARD_BYTES
 from writer.sources import Source, resolve_source
 from writer.version import __version__
-from writer.weights import Progress, write_weights
+from writer.weights import Progress, planned_bytes, write_weights
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class ConvertOptions:
     step: int | None = None
     allow_nonfinite: bool = False
     fix: bool = True  # automatic fixes of keys, shapes, dtypes and the input shape (--no-fix: off)
+    optimize: bool = True  # exact graph rewrites (topology/optimize/): fold BatchNorm, drop identities, ...
 
     def check(self) -> None:
         if self.quantize is not None and self.quantize not in QUANTIZE_DTYPES:
@@ -86,8 +88,12 @@ class ConvertOptions:
 
 
 def convert(source: Any, out_dir: str | Path, options: ConvertOptions = ConvertOptions(), *,
-            module: Any = None, variables: Any = None, progress: Progress | None = None) -> Report:
+            module: Any = None, variables: Any = None, progress: Progress | None = None,
+            events: EventSink | None = None) -> Report:
     """Convert any supported source into ``out_dir``; see :func:`writer.to_tensorflowjs`.
+
+    ``events`` receives the stages, notices and per-tensor progress as they
+    happen (see :mod:`writer.events`); raising from it cancels the conversion.
 
     Example:
         >>> report = convert("examples/mnist_ckpt", "out")                 # doctest: +SKIP
@@ -97,32 +103,60 @@ def convert(source: Any, out_dir: str | Path, options: ConvertOptions = ConvertO
     started = time.perf_counter()
     out_dir = Path(out_dir)
     options.check()
-    check_destination(out_dir, options.force)  # fail before any reading
-    notices = Notices()
     source = Path(source) if isinstance(source, str) else source
+    check_destination(out_dir, options.force, source if isinstance(source, Path) else None)  # before any reading
+    stream = EventStream(events)
+    notices = Notices(listener=stream.notice)
+    stream.stage("read")
     resolved = resolve_source(source, module if module is not None else options.module, variables,
                               options.step, notices, options.fix)
     try:
-        if resolved.module is None:
-            template = TemplateOptions(options.single_input_shape(), options.activation, options.pool)
-            resolved.variables, template = fit_template(resolved.variables, template, resolved.name, notices, options.fix)
-            graph = infer_graph(resolved.variables, template, notices)
-            kind = "inferred"
-        else:
-            from topology.trace import trace_graph
-
-            try:  # given, or solved by the template; fit_module checks them against the model
-                inputs, solved = _input_specs(resolved, options, Notices()), not options.input_shapes()
-            except ConversionError as err:
-                if err.code != "INPUT_SHAPE_REQUIRED":
-                    raise
-                inputs, solved = None, True
-            resolved.variables, inputs = fit_module(resolved, inputs, options, notices, solved)
-            graph = trace_graph(resolved.module, inputs, resolved.variables.collections or None)
-            kind = "traced"
-        return write_model(graph, resolved, out_dir, options, notices, started, kind, progress)
+        graph, kind = build_graph(resolved, options, notices, stream)
+        stream.stage("write")
+        return write_model(graph, resolved, out_dir, options, notices, started, kind, progress, stream)
     finally:
         resolved.close()
+
+
+def build_graph(resolved: Source, options: ConvertOptions, notices: Notices,
+                events: EventStream | None = None) -> tuple[LayerGraph, str]:
+    """The layer graph to write (fixes applied, then ``--optimize``'s rewrites) and "inferred" or
+    "traced"; ``events`` hears the ``fix`` and ``graph`` stages.
+
+    ``resolved.variables`` is replaced by the fitted variables the weights are bound to.
+
+    Example:
+        >>> graph, kind = build_graph(resolve_source(...), ConvertOptions(), Notices())   # doctest: +SKIP
+        >>> graph.rewrites[0]["rewrite"]                                                  # doctest: +SKIP
+        'fold_batchnorm'
+    """
+    stream = events or EventStream(None)
+    if resolved.module is None:
+        template = TemplateOptions(options.single_input_shape(), options.activation, options.pool)
+        stream.stage("fix")
+        resolved.variables, template = fit_template(resolved.variables, template, resolved.name, notices, options.fix)
+        stream.stage("graph")
+        graph = infer_graph(resolved.variables, template, notices)
+        kind = "inferred"
+    else:
+        from topology.trace import trace_graph
+
+        stream.stage("fix")
+        try:  # given, or solved by the template; fit_module checks them against the model
+            inputs, solved = _input_specs(resolved, options, Notices()), not options.input_shapes()
+        except ConversionError as err:
+            if err.code != "INPUT_SHAPE_REQUIRED":
+                raise
+            inputs, solved = None, True
+        resolved.variables, inputs = fit_module(resolved, inputs, options, notices, solved)
+        stream.stage("graph")
+        graph = trace_graph(resolved.module, inputs, resolved.variables.collections or None)
+        kind = "traced"
+    if options.optimize:
+        from topology.optimize import optimize_graph
+
+        graph = optimize_graph(graph)
+    return graph, kind
 
 
 def _input_specs(source: Source, options: ConvertOptions, notices: Notices) -> list[InputSpec]:
@@ -144,12 +178,16 @@ def _input_specs(source: Source, options: ConvertOptions, notices: Notices) -> l
 
 
 def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: ConvertOptions,
-                notices: Notices, started: float, topology_kind: str, progress: Progress | None = None) -> Report:
+                notices: Notices, started: float, topology_kind: str, progress: Progress | None = None,
+                events: EventStream | None = None) -> Report:
     """Write ``graph`` with its weights as a complete model folder, atomically."""
     quantization = QuantizeOptions(options.quantize, tuple(options.quantize_weights))
     topology = model_topology(graph)
-    with staged_output(out_dir, options.force) as staging:
-        written = write_weights(graph.weight_bindings(), staging, options.weight_shard_size_bytes,
+    with staged_output(out_dir, options.force, source.path) as staging:
+        bindings = graph.weight_bindings()
+        if events is not None:  # one event per tensor, with the exact totals up front
+            progress = events.tensor_progress(len(bindings), planned_bytes(bindings, quantization), progress)
+        written = write_weights(bindings, staging, options.weight_shard_size_bytes,
                                 quantization, notices, options.allow_nonfinite, progress)
         provenance = {
             "version": __version__,
@@ -159,6 +197,7 @@ def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: Conve
             "quantization": {"dtype": options.quantize, "weights": list(options.quantize_weights) or ["*"]}
             if options.quantize else None,
             "notices": [n.to_json() for n in notices.items],
+            "optimize": {"enabled": options.optimize, "rewrites": graph.rewrites},
         }
         document = {
             "format": "layers-model",
@@ -168,7 +207,7 @@ def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: Conve
             "weightsManifest": [written.manifest_group],
             "userDefinedMetadata": {"flax2tfjs": provenance, **options.metadata},
         }
-        validate_model_json(document)
+        check_model_json(document)
         text = dumps_model_json(document)
         (staging / "model.json").write_text(text, encoding="utf-8")
     return Report(
@@ -178,4 +217,5 @@ def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: Conve
         param_count=graph.param_count, bytes_written=written.total_bytes + len(text.encode("utf-8")),
         shards=written.files, quantization=options.quantize, quantized_weights=written.quantized,
         notices=list(notices.items), seconds=time.perf_counter() - started, topology=topology_kind,
+        optimized=options.optimize, rewrites=list(graph.rewrites),
     )

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Sequence
 
 from writer.errors import ConversionError
+from writer.resources import resource_path
 
-WEB_DEMO = Path(__file__).resolve().parent.parent / "web_demo"
 HOST = "127.0.0.1"  # never exposed beyond this machine
 DEFAULT_PORT = 8000
 
@@ -73,7 +73,7 @@ def _check_model_dir(model_dir: Path) -> Path:
     return model_dir
 
 
-def make_server(model_dir: Path | None, port: int, site: Path = WEB_DEMO) -> ThreadingHTTPServer:
+def make_server(model_dir: Path | None, port: int, site: Path | None = None) -> ThreadingHTTPServer:
     """A ready (not yet serving) HTTP server for ``site`` on 127.0.0.1:``port`` (0 = any free port).
 
     Raises ``ConversionError`` ``DEMO_MODEL_NOT_FOUND`` when ``model_dir`` has no
@@ -86,7 +86,8 @@ def make_server(model_dir: Path | None, port: int, site: Path = WEB_DEMO) -> Thr
         True
         >>> server.server_close()
     """
-    site = Path(site).resolve()
+    # Default: the packaged web_demo/ (importlib.resources; the checkout's folder in a clone).
+    site = Path(site).resolve() if site is not None else resource_path("web_demo")
     checked = _check_model_dir(model_dir) if model_dir is not None else None
     needed = ["index.html", "tester.html", "common.js", "vendor/tf.es2017.min.js"]
     if checked is None:

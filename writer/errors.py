@@ -8,6 +8,7 @@ traceback unless ``--debug`` is given. Every code is documented in
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 
 class ConversionError(Exception):
@@ -65,15 +66,22 @@ class Notices:
     """
 
     items: list[Notice] = field(default_factory=list)
+    # Told of each notice as it is raised (the studio streams them live); not part of equality.
+    listener: Callable[[Notice], None] | None = field(default=None, repr=False, compare=False)
+
+    def _add(self, notice: Notice) -> None:
+        self.items.append(notice)
+        if self.listener is not None:
+            self.listener(notice)
 
     def warn(self, code: str, message: str) -> None:
-        self.items.append(Notice("warning", code, message))
+        self._add(Notice("warning", code, message))
 
     def fixed(self, code: str, message: str) -> None:
-        self.items.append(Notice("fixed", code, message))
+        self._add(Notice("fixed", code, message))
 
     def assume(self, code: str, message: str) -> None:
-        self.items.append(Notice("assumption", code, message))
+        self._add(Notice("assumption", code, message))
 
     def of_kind(self, kind: str) -> list[Notice]:
         return [n for n in self.items if n.kind == kind]

@@ -303,7 +303,7 @@ def _tree(checkpoint: Checkpoint, variables: Variables | None) -> tuple[TreeNode
 
     for path, ref in checkpoint.tensors.items():
         collection = (used.get(id(ref.loader)) if ref.loader is not None else None) or used.get(path)
-        leaf = TreeNode(path[-1] if path else "(value)", path, "tensor", tuple(ref.shape), ref.dtype.name,
+        leaf = TreeNode(path[-1] if path else "(value)", path, "tensor", tuple(ref.shape), ref.dtype_name,
                         params=ref.size, bytes=ref.nbytes, tensors=1,
                         status="converted" if collection else "ignored", collection=collection)
         parent_of(path[:-1]).children.append(leaf)

@@ -1,18 +1,26 @@
-"""Assemble model.json and validate it against ``schemas/model.schema.json`` before writing."""
+"""Assemble model.json and check it before writing.
+
+Every conversion runs :func:`check_model_json`, a few structural checks in plain Python.
+The full check against ``schemas/model.schema.json`` (:func:`validate_model_json`) needs
+jsonschema, whose import costs more than converting a small model; conversions run it when
+``FLAX2TFJS_SCHEMA_CHECK=1`` is set (the test suite sets it, so every model a test writes is
+checked against the schema) or when jsonschema is already imported.
+"""
 from __future__ import annotations
 
 import functools
 import json
-from pathlib import Path
-
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "model.schema.json"
+import os
+import sys
 
 
 @functools.lru_cache(maxsize=None)
 def _validator():
     import jsonschema
 
-    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    from writer.resources import files
+
+    schema = json.loads((files("schemas") / "model.schema.json").read_text(encoding="utf-8"))
     return jsonschema.Draft202012Validator(schema)
 
 
@@ -28,6 +36,37 @@ def validate_model_json(document: dict) -> None:
     if errors:
         details = "; ".join(f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in errors[:5])
         raise ValueError(f"model.json violates schemas/model.schema.json: {details}")
+
+
+def check_model_json(document: dict) -> None:
+    """Check what a loader depends on: the keys, and a manifest whose entries are all well-formed.
+
+    Runs the full schema check too when ``FLAX2TFJS_SCHEMA_CHECK=1`` or jsonschema is loaded.
+
+    Example:
+        >>> check_model_json({"format": "layers-model"})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ValueError: model.json is malformed: ...
+    """
+    problems = []
+    for key, kind in (("format", str), ("generatedBy", str), ("modelTopology", dict), ("weightsManifest", list),
+                      ("userDefinedMetadata", dict)):
+        if not isinstance(document.get(key), kind):
+            problems.append(f"{key} is missing or not a {kind.__name__}")
+    if document.get("format") != "layers-model":
+        problems.append("format is not 'layers-model'")
+    for i, group in enumerate(document.get("weightsManifest") or []):
+        if not isinstance(group, dict) or not group.get("paths") or not isinstance(group.get("weights"), list):
+            problems.append(f"weightsManifest/{i} needs paths and weights")
+            continue
+        for j, weight in enumerate(group["weights"]):
+            if not (isinstance(weight.get("name"), str) and isinstance(weight.get("shape"), list)
+                    and weight.get("dtype") == "float32"):
+                problems.append(f"weightsManifest/{i}/weights/{j} needs a name, a shape and dtype float32")
+    if problems:
+        raise ValueError("model.json is malformed: " + "; ".join(problems[:5]))
+    if os.environ.get("FLAX2TFJS_SCHEMA_CHECK") == "1" or "jsonschema" in sys.modules:
+        validate_model_json(document)
 
 
 def dumps_model_json(document: dict) -> str:

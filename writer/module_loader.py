@@ -29,6 +29,9 @@ def load_module_spec(spec: str) -> Any:
     if not sep or not target or not name:
         raise ConversionError("BAD_MODULE_SPEC", f"--module {spec!r} is not FILE.py:NAME or package.module:NAME",
                               "write e.g. --module models/cnn.py:CNN")
+    from writer.extras import require_jax
+
+    require_jax(f"--module {spec} (tracing a Flax module)")
     namespace = _import(target, spec)
     obj = namespace
     for part in name.split("."):
@@ -42,8 +45,14 @@ def load_module_spec(spec: str) -> Any:
 def _import(target: str, spec: str) -> Any:
     if target.endswith(".py") or "/" in target or Path(target).suffix == ".py":
         path = Path(target)
-        if not path.is_file():
+        if not path.exists():
             raise ConversionError("MODULE_NOT_FOUND", f"no Python file at {path}", "check the path in --module")
+        from writer.regular_files import require_regular_file
+
+        require_regular_file(path, "--module")
+        if path.suffix != ".py":
+            raise ConversionError("MODULE_NOT_PYTHON", f"--module {path} is not a Python file (.py)",
+                                  "point --module at the .py file that defines the model, e.g. models/cnn.py:CNN")
         module_name = f"flax2tfjs_user_{path.stem}"
         loader_spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(loader_spec)
@@ -51,7 +60,7 @@ def _import(target: str, spec: str) -> Any:
         sys.modules[module_name] = module
         try:
             loader_spec.loader.exec_module(module)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise ConversionError("MODULE_IMPORT_FAILED", f"importing {path} failed: {type(exc).__name__}: {exc}",
                                   "run the file with python to see the full error") from exc
         finally:

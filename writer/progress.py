@@ -67,6 +67,20 @@ class ProgressBar:
         self.current = name
         self._maybe_draw()
 
+    def on_event(self, event: dict) -> None:
+        """Follow a conversion's events (:mod:`writer.events`): ``tensor`` events carry the exact totals.
+
+        Example:
+            >>> bar = ProgressBar("writing", enabled=False)
+            >>> bar.on_event({"type": "tensor", "name": "d/bias", "index": 1, "count": 2, "bytes": 8, "total_bytes": 16})
+            >>> bar.render().split("]")[1].split()[:3]
+            ['50%', '1/2', 'tensors']
+        """
+        if event.get("type") != "tensor":
+            return
+        self.total, self.total_bytes = event["count"], event["total_bytes"]
+        self(event["name"], event["bytes"])
+
     def advance(self, items: int = 1, name: str = "") -> None:
         """Count ``items`` more finished items (samples, batches)."""
         self.done += items

@@ -9,6 +9,7 @@ from pathlib import Path
 from writer.errors import ConversionError
 
 _CHUNK = 1 << 20
+MAX_METADATA_BYTES = 16 << 20  # model.json is loaded whole by every browser that uses the model
 
 
 def content_sha256(path: Path) -> str:
@@ -98,9 +99,12 @@ def read_metadata_option(spec: str) -> tuple[str, object]:
         raise ConversionError("BAD_METADATA", f"--metadata {spec!r} is not KEY=FILE.json", "write e.g. --metadata labels=labels.json")
     if key == "flax2tfjs":
         raise ConversionError("BAD_METADATA", "the metadata key 'flax2tfjs' is reserved for provenance", "choose another key")
+    from writer.regular_files import read_small_file, loads_strict_json
+
     try:
-        return key, json.loads(Path(filename).read_text(encoding="utf-8"))
+        return key, loads_strict_json(read_small_file(Path(filename), MAX_METADATA_BYTES, "--metadata").decode("utf-8"))
     except OSError as exc:
         raise ConversionError("BAD_METADATA", f"cannot read {filename} ({exc.strerror})", "check the file path") from exc
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ConversionError("BAD_METADATA", f"{filename} is not valid JSON ({exc})", "the file must hold one JSON value") from exc
+        raise ConversionError("BAD_METADATA", f"{filename} is not valid JSON ({exc})",
+                              "the file must hold one JSON value, without NaN/Infinity, nested at most 64 levels") from exc

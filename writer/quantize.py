@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -43,26 +44,46 @@ def quantize(values: np.ndarray, dtype: str) -> tuple[np.ndarray, dict]:
         0.0
     """
     if dtype == "float16":
-        return values.astype("<f2"), {"dtype": "float16", "original_dtype": "float32"}
+        return values.astype("<f2"), quantized_meta(0.0, 0.0, dtype)[0]
     if dtype not in ("uint8", "uint16"):
         raise ValueError(f"unknown quantization dtype {dtype!r}")
-    quant_max = float(np.iinfo(dtype).max)
     low = float(values.min()) if values.size else 0.0
     high = float(values.max()) if values.size else 0.0
+    meta, affine = quantized_meta(low, high, dtype)
+    return affine(values), meta
+
+
+def quantized_meta(low: float, high: float, dtype: str) -> tuple[dict, Callable[[np.ndarray], np.ndarray]]:
+    """The manifest entry for values in [low, high], and the function quantizing any part of them.
+
+    Streaming writers call it once per tensor (after a pass for min and max), then quantize
+    slice by slice: the arithmetic is element-wise, so the bytes equal :func:`quantize`'s.
+
+    Example:
+        >>> meta, affine = quantized_meta(-1.0, 1.0, "uint8")
+        >>> affine(np.array([0.0], np.float32)).tolist(), meta["min"] < 0
+        ([128], True)
+    """
+    if dtype == "float16":
+        return {"dtype": "float16", "original_dtype": "float32"}, lambda v: v.astype("<f2")
+    stored_dtype = np.dtype(dtype).newbyteorder("<")
     if low == high:
         scale, minimum = 1.0, low
-        stored = np.zeros(values.shape, dtype=dtype)
+
+        def affine(values: np.ndarray) -> np.ndarray:
+            return np.zeros(values.shape, dtype=stored_dtype)
     else:
-        scale, minimum, maximum = affine_range(low, high, quant_max)
-        stored = _affine_blocks(values, minimum, maximum, scale, dtype)
-    meta = {"dtype": dtype, "min": minimum, "scale": scale, "original_dtype": "float32"}
-    return stored.astype(np.dtype(dtype).newbyteorder("<"), copy=False), meta
+        scale, minimum, maximum = affine_range(low, high, float(np.iinfo(dtype).max))
+
+        def affine(values: np.ndarray) -> np.ndarray:
+            return affine_blocks(values, minimum, maximum, scale, dtype).astype(stored_dtype, copy=False)
+    return {"dtype": dtype, "min": minimum, "scale": scale, "original_dtype": "float32"}, affine
 
 
 _BLOCK = 1 << 20  # elements per step: 8 MB of float64 scratch instead of 4 copies of the tensor
 
 
-def _affine_blocks(values: np.ndarray, minimum: float, maximum: float, scale: float, dtype: str) -> np.ndarray:
+def affine_blocks(values: np.ndarray, minimum: float, maximum: float, scale: float, dtype: str) -> np.ndarray:
     """``round((clip(v, min, max) - min) / scale)`` in float64, block by block.
 
     The same arithmetic as on the whole array (so the same bytes), but the float64

@@ -43,6 +43,8 @@ class Report:
     notices: list[Notice] = field(default_factory=list)
     seconds: float = 0.0
     topology: str = "inferred"
+    optimized: bool = False  # --optimize was on
+    rewrites: list[dict] = field(default_factory=list)  # what it changed (topology/optimize/)
 
     def to_json(self) -> dict:
         return {
@@ -55,6 +57,7 @@ class Report:
             "param_count": self.param_count, "bytes_written": self.bytes_written, "shards": self.shards,
             "quantization": self.quantization, "quantized_weights": self.quantized_weights,
             "notices": [n.to_json() for n in self.notices], "seconds": round(self.seconds, 4),
+            "optimize": {"enabled": self.optimized, "rewrites": self.rewrites},
         }
 
     def render(self) -> str:
@@ -77,8 +80,19 @@ class Report:
         )
         for notice in self.notices:
             lines.append(notice.render())
+        lines += render_rewrites(self.rewrites)
         lines.append(f"done in {self.seconds:.2f} s")
         return "\n".join(lines)
+
+
+def render_rewrites(rewrites: list[dict], indent: str = "") -> list[str]:
+    """One line per rewrite --optimize applied (shared with the verify report).
+
+    Example:
+        >>> render_rewrites([{"rewrite": "fold_batchnorm", "removed": "BatchNorm_0", "into": "Conv_0"}])
+        ['optimized[fold_batchnorm]: BatchNorm_0 -> Conv_0']
+    """
+    return [f"{indent}optimized[{r['rewrite']}]: {r['removed']} -> {r['into']}" for r in rewrites]
 
 
 def _shape(shape: tuple | None) -> str:

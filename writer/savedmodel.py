@@ -160,7 +160,7 @@ def export_savedmodel(model_dir: str | Path, saved_dir: str | Path, *, checkpoin
         raise ConversionError("BAD_OPTION", f"--samples {samples}", "give a positive number of samples")
     model = read_model(model_dir)
     saved_dir = Path(saved_dir)
-    check_destination(saved_dir, force)
+    check_destination(saved_dir, force, Path(model_dir), savedmodel_foreign_entry)
     python = find_tensorflow_python(tf_python)
     xs = random_inputs(model.inputs, samples, seed, model.document)
     notices = Notices()
@@ -174,7 +174,7 @@ def export_savedmodel(model_dir: str | Path, saved_dir: str | Path, *, checkpoin
             np.save(work / f"x{i}.npy", x)
             inputs.append(str(work / f"x{i}.npy"))
         try:
-            with staged_output(saved_dir, force) as staging:
+            with staged_output(saved_dir, force, Path(model_dir), savedmodel_foreign_entry) as staging:
                 # Absolute paths: the worker runs in another folder.
                 job = {"model_dir": str(model.folder.resolve()), "saved_dir": str(Path(staging).resolve()), "inputs": inputs,
                        "outputs": str(work / "y")}
@@ -202,6 +202,40 @@ class _NotWritten(Exception):
     def __init__(self, report: ExportReport) -> None:
         super().__init__("outputs differ")
         self.report = report
+
+
+_SAVEDMODEL_FILES = {"saved_model.pb", "fingerprint.pb", "keras_metadata.pb"}
+
+
+def savedmodel_foreign_entry(folder: Path, skip: frozenset = frozenset()) -> Path | None:
+    """The first entry of ``folder`` that is not part of a SavedModel (what ``--force`` may replace), or None.
+
+    Example:
+        >>> import tempfile; d = Path(tempfile.mkdtemp()); _ = (d / "notes.txt").write_text("x")
+        >>> savedmodel_foreign_entry(d).name
+        'notes.txt'
+    """
+    entries = sorted(p for p in folder.iterdir() if p.name not in skip)
+    if entries and not (folder / "saved_model.pb").is_file():
+        return entries[0]
+    for entry in entries:
+        if entry.is_symlink():
+            return entry
+        if entry.name in _SAVEDMODEL_FILES and entry.is_file():
+            continue
+        if entry.name == "variables" and entry.is_dir():
+            inner = [p for p in entry.iterdir() if p.is_symlink() or not p.is_file()
+                     or not (p.name == "variables.index" or p.name.startswith("variables.data-"))]
+            if inner:
+                return inner[0]
+            continue
+        if entry.name == "assets" and entry.is_dir():
+            inner = [p for p in entry.iterdir()]
+            if inner:
+                return inner[0]
+            continue
+        return entry
+    return None
 
 
 def _expected_outputs(model: Any, xs: list, checkpoint: Any, options: Any, notices: Any) -> tuple[list, str, str]:

@@ -6,13 +6,16 @@ it. The writer loads, converts, writes and drops each tensor in turn.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 TreePath = tuple[str, ...]
+# Yields the tensor's values flat, in C order, as consecutive pieces of at most ``max_bytes`` each.
+SliceReader = Callable[[int], Iterator[np.ndarray]]
 
 
 def path_str(path: TreePath) -> str:
@@ -40,6 +43,13 @@ class TensorRef:
     dtype: np.dtype
     loader: Callable[[], np.ndarray] = field(repr=False, compare=False)
     source: str = ""  # the file it comes from, for messages
+    # The dtype name in the file when the reader widens it on load (bfloat16 is read as float32).
+    stored_dtype: str = ""
+    # Optional streaming access, so the writer never holds a large tensor whole (see writer.weights):
+    # ``slices(max_bytes)`` yields the loaded values flat in pieces; ``extents`` says where exactly
+    # the loaded bytes lie verbatim in a file, as (file, byte offset, byte length) in element order.
+    slices: SliceReader | None = field(default=None, repr=False, compare=False)
+    extents: tuple[tuple[str, int, int], ...] | None = field(default=None, repr=False, compare=False)
 
     @property
     def size(self) -> int:
@@ -49,6 +59,11 @@ class TensorRef:
     def nbytes(self) -> int:
         return self.size * self.dtype.itemsize
 
+    @property
+    def dtype_name(self) -> str:
+        """The dtype as stored in the checkpoint (``bfloat16`` even though it loads as float32)."""
+        return self.stored_dtype or self.dtype.name
+
     def load(self) -> np.ndarray:
         array = self.loader()
         if tuple(array.shape) != tuple(self.shape):
@@ -56,7 +71,7 @@ class TensorRef:
         return array
 
     def with_path(self, path: TreePath) -> "TensorRef":
-        return TensorRef(path, self.shape, self.dtype, self.loader, self.source)
+        return dataclasses.replace(self, path=path)
 
 
 @dataclass

@@ -10,13 +10,17 @@ Example:
     ...     res.outputs[0].shape, res.load_ms, res.predict_ms
     ((1, 10), 6.2, [1.4])
 
-Needs ``node`` (>= 18) on PATH and ``npm ci`` run at the repository root. Only numpy and the
-standard library are imported here.
+Needs ``node`` (>= 18) on PATH, nothing else: TF.js 4.22 comes from ``node_modules`` in a
+checkout after ``npm ci`` (what the tests use), else from the browser build that the package
+ships for the web demo (``web_demo/vendor``), which the runner evaluates in Node. Both give
+the same predictions (tests/test_tfjs_bundle.py). ``FLAX2TFJS_TFJS=npm|bundle|auto`` or
+``TfjsRunner(tfjs=...)`` chooses. Only numpy and the standard library are imported here.
 """
 from __future__ import annotations
 
 import base64
 import collections
+import functools
 import json
 import os
 import queue
@@ -31,9 +35,11 @@ import numpy as np
 
 from writer.errors import ConversionError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-RUNNER_JS = REPO_ROOT / "js" / "tfjs_runner.mjs"
-_REQUIRED_PACKAGES = ("@tensorflow/tfjs", "@tensorflow/tfjs-backend-wasm")
+from writer import resources
+
+_TFJS_SOURCES = ("auto", "npm", "bundle")
+_NODE_HINT = ("install Node.js 18 or newer (https://nodejs.org, `apt-get install nodejs`, `brew install node` "
+              "or `winget install OpenJS.NodeJS`) and make sure `node` is on PATH")
 _WIRE_DTYPES = {"float32": np.dtype("<f4"), "int32": np.dtype("<i4"), "bool": np.dtype("bool")}
 
 
@@ -117,6 +123,30 @@ def _decode(spec: dict) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype).reshape(spec["shape"])
 
 
+@functools.lru_cache(maxsize=None)
+def _check_node_version(node: str) -> None:
+    """``NODE_TOO_OLD`` below Node 18 (the runner's syntax and TF.js 4.22 need it)."""
+    try:
+        text = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+        major = int(text.lstrip("v").split(".")[0])
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        raise ConversionError("NODE_NOT_FOUND", f"{node} --version did not answer like Node.js", _NODE_HINT) from None
+    if major < 18:
+        raise ConversionError("NODE_TOO_OLD", f"{node} is Node.js {text}; TensorFlow.js 4.22 here needs Node.js >= 18",
+                              _NODE_HINT)
+
+
+def _check_node_modules() -> None:
+    """``TFJS_NOT_INSTALLED`` when npm mode is forced but the checkout has no ``npm ci``."""
+    checkout = resources.checkout_root()
+    missing = [p for p in ("@tensorflow/tfjs", "@tensorflow/tfjs-backend-wasm")
+               if checkout is None or not (checkout / "node_modules" / p / "package.json").is_file()]
+    if missing:
+        where = checkout / "node_modules" if checkout is not None else "this installation (not a checkout)"
+        raise ConversionError("TFJS_NOT_INSTALLED", f"{', '.join(missing)} not found in {where}",
+                              "run `npm ci` in the checkout, or use the packaged TF.js: FLAX2TFJS_TFJS=bundle")
+
+
 class TfjsRunner:
     """A long-lived Node process running @tensorflow/tfjs 4.22; use as a context manager.
 
@@ -130,24 +160,23 @@ class TfjsRunner:
         {'flax2tfjs': {...}}
     """
 
-    def __init__(self, timeout: float = 120.0, node: str | None = None) -> None:
+    def __init__(self, timeout: float = 120.0, node: str | None = None, tfjs: str | None = None) -> None:
         self.timeout = timeout
         self._node = node or shutil.which("node")
         if not self._node:
             raise ConversionError(
-                "NODE_NOT_FOUND",
-                "`node` is not on PATH; running models in TensorFlow.js needs Node.js >= 18",
-                "install Node.js (e.g. `apt-get install nodejs npm`), then run `npm ci` "
-                f"in {REPO_ROOT}",
-            )
-        missing = [p for p in _REQUIRED_PACKAGES
-                   if not (REPO_ROOT / "node_modules" / p / "package.json").is_file()]
-        if missing:
-            raise ConversionError(
-                "TFJS_NOT_INSTALLED",
-                f"{', '.join(missing)} not found in {REPO_ROOT / 'node_modules'}",
-                f"run `npm ci` in {REPO_ROOT} (installs the versions pinned in package.json)",
-            )
+                "NODE_NOT_FOUND", "`node` is not on PATH; running models in TensorFlow.js needs Node.js >= 18",
+                _NODE_HINT)
+        self.tfjs = tfjs or os.environ.get("FLAX2TFJS_TFJS") or ("auto" if resources.IN_CHECKOUT else "bundle")
+        if self.tfjs not in _TFJS_SOURCES:
+            raise ConversionError("BAD_OPTION", f"TF.js source {self.tfjs!r} (FLAX2TFJS_TFJS)",
+                                  "use auto, npm (node_modules of a checkout) or bundle (the packaged browser build)")
+        _check_node_version(self._node)
+        if self.tfjs == "npm":
+            _check_node_modules()
+        # Resolved now, so a broken installation fails before anything runs.
+        self._runner_js = resources.resource_path("js", "tfjs_runner.mjs")
+        self._bundle = resources.resource_path("web_demo", "vendor")
         self._proc: subprocess.Popen | None = None
         self._lines: queue.Queue = queue.Queue()
         self._stderr: collections.deque[str] = collections.deque(maxlen=50)
@@ -162,8 +191,8 @@ class TfjsRunner:
             return
         self._lines = queue.Queue()  # a fresh queue: nothing stale from a killed process
         self._proc = subprocess.Popen(
-            [self._node, str(RUNNER_JS)],
-            cwd=str(REPO_ROOT),
+            [self._node, str(self._runner_js), "--tfjs", self.tfjs, "--bundle", str(self._bundle)],
+            cwd=str(self._runner_js.parent),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -335,6 +364,15 @@ class TfjsRunner:
         """
         resp = self.request({"cmd": "summary", "model": _model_json(model_dir)}, timeout)
         return resp["summary"]
+
+    def source(self) -> str:
+        """Where the runner's TF.js came from: ``"npm"`` (node_modules) or ``"bundle"`` (web_demo/vendor).
+
+        Example:
+            >>> TfjsRunner(tfjs="bundle").source()                  # doctest: +SKIP
+            'bundle'
+        """
+        return self.request({"cmd": "version"})["source"]
 
     def version(self) -> str:
         """The @tensorflow/tfjs version the runner loaded.

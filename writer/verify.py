@@ -36,6 +36,7 @@ import numpy as np
 from topology.graph import InputSpec, LayerGraph
 from writer.errors import ConversionError, Notice, Notices
 from writer.term import Style, human_bytes, shape_text, table
+from writer.report import render_rewrites
 
 # Relative tolerance by the strongest quantization in the model (None = float32 weights).
 DEFAULT_TOLERANCE = {None: 1e-4, "uint16": 1e-2, "float16": 1e-2, "uint8": 5e-2}
@@ -139,6 +140,8 @@ class VerifyReport:
     seconds: float = 0.0
     notices: list[Notice] = field(default_factory=list)
     batch_size: int = 256  # samples per TF.js / JAX call
+    optimized: bool = False  # model.json says --optimize rewrote the graph
+    rewrites: list[dict] = field(default_factory=list)  # the rewrites it lists
 
     @property
     def failures(self) -> list[str]:
@@ -177,6 +180,7 @@ class VerifyReport:
             "model_bytes": self.model_bytes,
             "weights": {"checked": self.weights_checked, "mismatches": [m.to_json() for m in self.weight_mismatches]},
             "notices": [n.to_json() for n in self.notices], "seconds": round(self.seconds, 3),
+            "optimize": {"enabled": self.optimized, "rewrites": self.rewrites},
         }
 
     def render(self, style: Style | None = None) -> str:
@@ -201,7 +205,9 @@ class VerifyReport:
             rows.append(("accuracy (TF.js)", f"{self.accuracy:.2%}", ref))
         if self.weights_checked:
             rows.append(("weights checked", f"{self.weights_checked - len(self.weight_mismatches)}/{self.weights_checked}",
-                         "byte-identical to the checkpoint" if not self.weight_mismatches else "MISMATCH"))
+                         ("byte-identical to the checkpoint" + (" (folded ones: as --optimize computes them)"
+                                                                if self.optimized else ""))
+                         if not self.weight_mismatches else "MISMATCH"))
         rows.append(("TF.js load", f"{self.load_ms:.1f} ms", "read model.json + shards, build the model"))
         rows.append(("predict latency", f"{self.predict_ms:.2f} ms", f"median of {self.predict_runs} batch-1 runs"))
         rows.append(("batch predict", f"{self.batch_predict_ms:.1f} ms",
@@ -215,6 +221,10 @@ class VerifyReport:
         if self.worst is not None and not self.passed:
             lines.append(f"  worst difference: sample {self.worst['sample']}, output {self.worst['output']} "
                          f"{self.worst['index']}: TF.js {_num(self.worst['tfjs'])} vs JAX {_num(self.worst['jax'])}")
+        if self.optimized:
+            lines.append(f"  optimized graph: {len(self.rewrites)} rewrite(s), rebuilt the same way for the "
+                         "weight check; JAX runs the original model")
+            lines += render_rewrites(self.rewrites, indent="    ")
         assumed = [n.code for n in self.notices if n.kind == "assumption"]
         for notice in self.notices:
             if notice.kind != "assumption":
@@ -254,6 +264,18 @@ class ModelFiles:
     def provenance(self) -> dict:
         meta = self.document.get("userDefinedMetadata")
         return meta.get("flax2tfjs", {}) if isinstance(meta, dict) else {}
+
+    @property
+    def optimized(self) -> bool:
+        """Whether the conversion applied --optimize (older models, without the record: no)."""
+        record = self.provenance.get("optimize")
+        return bool(record.get("enabled")) if isinstance(record, dict) else False
+
+    @property
+    def rewrites(self) -> list[dict]:
+        record = self.provenance.get("optimize")
+        rewrites = record.get("rewrites") if isinstance(record, dict) else None
+        return [r for r in rewrites if isinstance(r, dict)] if isinstance(rewrites, list) else []
 
     @property
     def quantization(self) -> str | None:
@@ -456,9 +478,11 @@ def build_reference(checkpoint: str | Path, model: ModelFiles, options: VerifyOp
         'template'
     """
     from writer.convert import ConvertOptions
+    from writer.extras import require_jax
     from writer.inspect_tree import plan_graph
     from writer.sources import resolve_source
 
+    require_jax("running the original model in JAX (verify, export-savedmodel --checkpoint)")
     given = ConvertOptions(input_shape=options.input_shape).input_shapes() if options.input_shape else None
     written = [tuple(spec.shape) for spec in model.inputs]
     if given and [tuple(s) for s in given] != written:
@@ -481,6 +505,7 @@ def build_reference(checkpoint: str | Path, model: ModelFiles, options: VerifyOp
                   activation=options.activation, pool=options.pool, step=options.step)
     if "fix" in ConvertOptions.__dataclass_fields__:
         fields["fix"] = options.fix
+    fields["optimize"] = model.optimized  # rebuild the graph the conversion wrote: same rewrites, same weights
     convert_options = ConvertOptions(**fields)
     graph, kind = plan_graph(source, convert_options, notices)  # source.variables are now the fitted ones
     if source.module is None:
@@ -854,7 +879,8 @@ def verify(model_dir: str | Path, checkpoint: str | Path, options: VerifyOptions
             predict_ms=float(statistics.median(timing.predict_ms)), predict_runs=len(timing.predict_ms),
             batch_predict_ms=float(statistics.median(batch_ms)) if batch_ms else 0.0,
             model_bytes=model.bytes, weights_checked=checked, weight_mismatches=mismatches,
-            tfjs_version=version, notices=list(notices.items), batch_size=batch, **metrics)
+            tfjs_version=version, notices=list(notices.items), batch_size=batch,
+            optimized=model.optimized, rewrites=model.rewrites, **metrics)
         report.seconds = time.perf_counter() - started
         return report
     finally:

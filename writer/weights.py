@@ -1,21 +1,40 @@
-"""Stream a graph's weights into shards: load one tensor, convert, quantize, write, drop.
+"""Stream a graph's weights into shards, in slices, so memory is set by a buffer, not the model.
 
-Peak memory is one tensor (plus its quantized copy), whatever the model size.
+Each weight takes one of three routes (:func:`route`), all writing the same bytes:
+
+* ``copy``: float32 little-endian values lying verbatim in the checkpoint file (Flax msgpack)
+  and stored unquantized. They are checked for NaN/Inf through one reused buffer, then the
+  kernel copies the byte range into the shards (:meth:`ShardWriter.copy_from`): the weights
+  never pass through Python objects.
+* ``stream``: a tensor the reader can hand out in slices and that needs no transpose is
+  converted, checked, quantized and written slice by slice. uint8/uint16 quantization needs
+  the tensor's min and max first, so those slices are read twice.
+* ``whole``: everything else (transposed kernels, synthesised constants) is loaded whole,
+  which bounds memory by the largest such tensor.
+
+Reading and decoding run one step ahead in a second thread (:class:`_Prefetch`, a queue of
+one), so the next Orbax tensor is decompressed while the current one is written.
 """
 from __future__ import annotations
 
+import os
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
 from topology.graph import WeightBinding
 from writer.errors import ConversionError, Notices
-from writer.quantize import QuantizeOptions, quantize, stored_itemsize
+from writer.quantize import QuantizeOptions, affine_blocks, quantize, quantized_meta, stored_itemsize
 from writer.shards import ShardWriter
 
 Progress = Callable[[str, int], None]  # (weight name, bytes written so far)
+
+SLICE_BYTES = 8 << 20  # one streamed slice; a few are alive at once (reading, queued, writing)
+_LE_FLOAT32 = np.dtype("<f4")
 
 
 @dataclass
@@ -54,23 +73,275 @@ def write_weights(
         >>> w.manifest_group["weights"][0]
         {'name': 'd/bias', 'shape': [2], 'dtype': 'float32'}
     """
-    plan = [(name, binding, quantization.dtype if quantization.applies_to(name) else None) for name, binding in bindings]
-    total = sum(int(np.prod(b.shape, dtype=np.int64)) * stored_itemsize(q) for _, b, q in plan)
+    plan = _plan(bindings, quantization)
+    total = planned_bytes(bindings, quantization)
     specs = []
-    converted: set[str] = set()
-    with ShardWriter(folder, total, shard_bytes) as shards:
-        for name, binding, qdtype in plan:
-            values = to_float32(binding.materialize(), binding.origin, converted, notices, allow_nonfinite)
+    state = _State(notices, allow_nonfinite)
+    with ShardWriter(folder, total, shard_bytes) as shards, _Prefetch(_pieces(plan)) as pieces:
+        for (name, binding, qdtype), kind in zip(plan, _routes(plan)):
             spec = {"name": name, "shape": list(binding.shape), "dtype": "float32"}
-            if qdtype is not None:
-                values, spec["quantization"] = quantize(values, qdtype)
-            shards.write(np.ascontiguousarray(values).data)
+            if kind == "copy":
+                _copy(binding, shards, state)
+            elif kind == "stream":
+                meta = _stream(binding, qdtype, pieces, shards, state)
+                if meta is not None:
+                    spec["quantization"] = meta
+            else:
+                values = state.to_float32(next(pieces), binding)
+                if qdtype is not None:
+                    values, spec["quantization"] = quantize(values, qdtype)
+                shards.write(np.ascontiguousarray(values).data)
+                del values
             specs.append(spec)
-            del values
             if progress is not None:
                 progress(name, shards.written)
     quantized = sum(1 for _, _, q in plan if q is not None)
     return WrittenWeights({"paths": shards.names, "weights": specs}, total, quantized)
+
+
+def _plan(bindings: list[tuple[str, WeightBinding]], quantization: QuantizeOptions) -> list:
+    return [(name, binding, quantization.dtype if quantization.applies_to(name) else None) for name, binding in bindings]
+
+
+def planned_bytes(bindings: list[tuple[str, WeightBinding]], quantization: QuantizeOptions) -> int:
+    """The bytes :func:`write_weights` will write for ``bindings`` (known before reading any weight).
+
+    Example:
+        >>> planned_bytes([("d/bias", WeightBinding("bias", (2,), constant=np.ones(2, "float32")))], QuantizeOptions("uint8"))
+        2
+    """
+    return sum(int(np.prod(b.shape, dtype=np.int64)) * stored_itemsize(q) for _, b, q in _plan(bindings, quantization))
+
+
+def route(binding: WeightBinding, qdtype: str | None) -> str:
+    """``copy``, ``stream`` or ``whole``: how the weight's values reach the shards (module docstring).
+
+    Example:
+        >>> route(WeightBinding("bias", (2,), constant=np.ones(2, "float32")), None)
+        'whole'
+    """
+    ref = binding.tensor
+    if ref is None or binding.transform is not None:
+        return "whole"
+    if qdtype is None and ref.extents is not None and np.dtype(ref.dtype) == _LE_FLOAT32:
+        return "copy"
+    return "stream" if ref.slices is not None else "whole"
+
+
+def _routes(plan) -> list[str]:
+    return [route(binding, qdtype) for _, binding, qdtype in plan]
+
+
+def _pieces(plan) -> Iterator[np.ndarray]:
+    """Everything the writer loop reads, in its order: runs in the prefetch thread."""
+    for (_, binding, qdtype), kind in zip(plan, _routes(plan)):
+        if kind == "whole":
+            yield binding.materialize()
+        elif kind == "stream":
+            for _ in range(2 if qdtype in ("uint8", "uint16") else 1):  # min/max first, then the values
+                yield from binding.tensor.slices(SLICE_BYTES)
+
+
+class _State:
+    """What the checks carry from weight to weight: dtypes reported, NaN/Inf policy."""
+
+    def __init__(self, notices: Notices, allow_nonfinite: bool) -> None:
+        self.notices = notices
+        self.allow_nonfinite = allow_nonfinite
+        self.converted: set[str] = set()
+
+    def to_float32(self, values: np.ndarray, binding: WeightBinding, count_only: bool = False) -> np.ndarray:
+        from writer.fixes.dtypes import convert
+
+        stored = binding.tensor.stored_dtype if binding.tensor is not None else ""
+        values = convert(values, binding.origin, self.converted, self.notices, stored)
+        if not count_only:
+            self.refuse_nonfinite(binding, nonfinite(values), values.size)
+        return values
+
+    def refuse_nonfinite(self, binding: WeightBinding, bad: int, size: int) -> None:
+        if bad and not self.allow_nonfinite:
+            raise ConversionError(
+                "NONFINITE_WEIGHT", f"{binding.origin} has {bad} NaN/Inf value(s) out of {size}",
+                "the training diverged or the file is damaged; pass --allow-nonfinite to write them anyway",
+            )
+
+
+def nonfinite(values: np.ndarray, scratch: np.ndarray | None = None) -> int:
+    """How many NaN/Inf values ``values`` holds (``scratch``: a reusable bool buffer of at least its size).
+
+    Example:
+        >>> nonfinite(np.array([1.0, np.nan, np.inf], np.float32))
+        2
+    """
+    flat = values.reshape(-1)
+    out = None if scratch is None else scratch[:flat.size]
+    return int(flat.size - np.count_nonzero(np.isfinite(flat, out=out)))
+
+
+def _copy(binding: WeightBinding, shards: ShardWriter, state: _State) -> None:
+    """Kernel-copy the float32 bytes into the shards while a thread checks them for NaN/Inf.
+
+    The check reads through one reused buffer on the second core (preadv and isfinite release
+    the GIL); a bad value is reported when both are done, and the staged output is discarded.
+    """
+    ref = binding.tensor
+    counted: list = []
+    checker = None
+    if not state.allow_nonfinite:
+        checker = threading.Thread(target=_count_nonfinite, args=(ref, counted), name="flax2tfjs-check", daemon=True)
+        checker.start()
+    try:
+        _kernel_copy(ref, shards)
+    finally:
+        if checker is not None:
+            checker.join()
+    if checker is not None:
+        if isinstance(counted[0], BaseException):
+            raise counted[0]
+        state.refuse_nonfinite(binding, counted[0], ref.size)
+
+
+def _count_nonfinite(ref, result: list) -> None:
+    """NaN/Inf count of ``ref``'s bytes read through one reused buffer, into ``result[0]``."""
+    try:
+        buffer = np.empty(SLICE_BYTES // 4, _LE_FLOAT32)
+        finite = np.empty(SLICE_BYTES // 4, bool)
+        view = memoryview(buffer.view(np.uint8))
+        bad = 0
+        for file, offset, length in ref.extents:
+            fd = _open(ref, file)
+            try:
+                for start in range(0, length, SLICE_BYTES):
+                    n = min(SLICE_BYTES, length - start)
+                    if os.preadv(fd, [view[:n]], offset + start) != n:
+                        _changed(ref, file)
+                    bad += nonfinite(buffer[:n // 4], finite)
+            finally:
+                os.close(fd)
+        result.append(bad)
+    except BaseException as exc:  # raised by the writer thread
+        result.append(exc)
+
+
+def _kernel_copy(ref, shards: ShardWriter) -> None:
+    for file, offset, length in ref.extents:
+        fd = _open(ref, file)
+        try:
+            shards.copy_from(fd, offset, length)
+        except EOFError:
+            _changed(ref, file)
+        finally:
+            os.close(fd)
+
+
+def _open(ref, file: str) -> int:
+    try:
+        return os.open(file, os.O_RDONLY)
+    except OSError:
+        _changed(ref, file)
+
+
+def _changed(ref, file: str):
+    raise ConversionError(
+        "TRUNCATED_CHECKPOINT",
+        f"{file} is truncated: `{'/'.join(ref.path)}` ends beyond the end of the file "
+        "(the file changed after it was opened)",
+        "the file is incomplete (an interrupted save, a partial copy or download); save or copy the checkpoint again",
+    )
+
+
+def _stream(binding: WeightBinding, qdtype: str | None, pieces: Iterator[np.ndarray], shards: ShardWriter,
+            state: _State) -> dict | None:
+    """Write one sliced tensor; returns the manifest's ``quantization`` entry (None if not quantized)."""
+    total = binding.tensor.size
+    if qdtype in ("uint8", "uint16"):
+        low, high, bad, seen = np.inf, -np.inf, 0, 0
+        while seen < total:
+            part = state.to_float32(next(pieces), binding, count_only=True)
+            bad += nonfinite(part)
+            if part.size:
+                low, high = min(low, float(part.min())), max(high, float(part.max()))
+            seen += part.size
+        state.refuse_nonfinite(binding, bad, total)
+        low, high = (low, high) if total else (0.0, 0.0)
+        meta, affine = quantized_meta(low, high, qdtype)
+    else:
+        meta, affine = (quantized_meta(0.0, 0.0, "float16")[0] if qdtype == "float16" else None), None
+    bad, seen = 0, 0
+    while seen < total:
+        part = state.to_float32(next(pieces), binding, count_only=True)
+        seen += part.size
+        if qdtype is None or qdtype == "float16":
+            bad += nonfinite(part)
+        if qdtype == "float16":
+            part = part.astype("<f2")
+        elif qdtype is not None:
+            part = affine(part)
+        shards.write(np.ascontiguousarray(part).data)
+    if qdtype is None or qdtype == "float16":
+        state.refuse_nonfinite(binding, bad, total)
+    return meta
+
+
+class _Prefetch:
+    """Run an iterator one item ahead in a daemon thread (a queue of one), errors included.
+
+    tensorstore's decoding and file reads release the GIL, so the next tensor is decoded on
+    the second core while this one is written. At most three items are alive: the one being
+    produced, the queued one and the one being written.
+
+    Example:
+        >>> with _Prefetch(iter([1, 2])) as items:
+        ...     next(items), next(items)
+        (1, 2)
+    """
+
+    _DONE = object()
+
+    def __init__(self, items: Iterator) -> None:
+        self._items = items
+        self._queue: queue.Queue = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="flax2tfjs-prefetch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for item in self._items:
+                if not self._put((True, item)):
+                    return
+        except BaseException as exc:  # handed to the writer thread, raised there
+            self._put((False, exc))
+            return
+        self._put((True, self._DONE))
+
+    def _put(self, entry: tuple) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> "_Prefetch":
+        return self
+
+    def __next__(self):
+        ok, item = self._queue.get()
+        if not ok:
+            raise item
+        if item is self._DONE:
+            raise StopIteration
+        return item
+
+    def __enter__(self) -> "_Prefetch":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def to_float32(values: np.ndarray, origin: str, converted: set[str], notices: Notices, allow_nonfinite: bool) -> np.ndarray:
@@ -88,7 +359,7 @@ def to_float32(values: np.ndarray, origin: str, converted: set[str], notices: No
 
     values = convert(values, origin, converted, notices)
     if not allow_nonfinite:
-        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        bad = nonfinite(values)
         if bad:
             raise ConversionError(
                 "NONFINITE_WEIGHT", f"{origin} has {bad} NaN/Inf value(s) out of {values.size}",

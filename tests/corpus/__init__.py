@@ -1,5 +1,5 @@
 """The diagnostics corpus: broken inputs built from small Flax models, their expected outcomes, and a runner.
 
-``python -m writer.diagnostics_report`` runs it and prints the fix and clear-error rates;
+``python -m tests.corpus.report`` runs it and prints the fix and clear-error rates;
 ``tests/test_diagnostics_corpus.py`` runs each case as a test.
 """

@@ -24,7 +24,7 @@ from writer.convert import ConvertOptions, convert
 from writer.errors import ConversionError
 
 RTOL = 1e-5  # as tests/conftest.py: relative to max(1, max|expected|)
-SENTINEL = "previous-model.txt"
+SENTINEL = "group1-shard1of1.bin"  # with a model.json: an earlier conversion, which --force may replace
 
 
 @dataclass
@@ -89,6 +89,7 @@ def _prepare_output(case: Case, folder: Path) -> tuple[Path, dict]:
     if case.out.startswith("sentinel"):
         out.mkdir()
         (out / SENTINEL).write_text("the user's previous conversion")
+        (out / "model.json").write_text(json.dumps({"userDefinedMetadata": {"flax2tfjs": {"version": "0"}}}))
         return out, ({} if case.out.endswith("no-force") else {"force": True})
     return out, {}
 

@@ -1,4 +1,8 @@
-"""Constant arrays and parameters used outside a layer, built exactly from layers tfjs has.
+"""Constant arrays and parameters used outside a layer (`x + pe[:, :L]`, a learned position
+embedding, a cls token, `nn.Embed` of `jnp.arange(L)`, per-channel `(x - mean) / std`): a
+constant C is a Dense with a zero kernel and bias C applied to one element of the activation it
+meets (`0 * x + C`, exact for finite x; NaN where that element is inf or NaN), then Add, Multiply,
+Maximum, Minimum or Concatenate; a known a x + b per channel is one BatchNormalization.
 
 tfjs 4.22 has no constant layer, and every layer needs a batch. So a constant C
 (one value per example, shape S) is read off an activation it meets: one element
@@ -27,7 +31,6 @@ from typing import Any, Callable
 import numpy as np
 
 from topology.graph import WeightBinding
-from topology.ops import handles  # noqa: F401 - keeps the family's import shape
 from topology.trace.values import Const, Pending, Tensor
 from writer.errors import ConversionError
 from writer.tensors import TensorRef
@@ -149,11 +152,14 @@ def constant_tensor(builder: Any, const: Const, carrier: Tensor, where: str) -> 
         loader = lambda value=value: value  # noqa: E731
     batch, features = carrier.shape[0], shape[1:]
     units = math.prod(features)
-    flat = carrier
-    if len(carrier.shape) != 2:
-        flat = builder.add_layer("constant_flatten", "Flatten", {"data_format": "channels_last"}, [carrier],
-                                 (batch, math.prod(carrier.shape[1:])))
-    one = take_range(builder, flat, 1, 0, 1)
+    ones = builder.__dict__.setdefault("_constant_carriers", {})
+    if carrier.layer not in ones:  # one element per example of the carrier, shared by its constants
+        flat = carrier
+        if len(carrier.shape) != 2:
+            flat = builder.add_layer("constant_flatten", "Flatten", {"data_format": "channels_last"}, [carrier],
+                                     (batch, math.prod(carrier.shape[1:])))
+        ones[carrier.layer] = take_range(builder, flat, 1, 0, 1)
+    one = ones[carrier.layer]
     weights = [WeightBinding("kernel", (1, units), constant=np.zeros((1, units), np.float32)),
                WeightBinding("bias", (units,), TensorRef(("constant", origin), (units,), np.dtype("float32"), loader,
                                                          "computed from the checkpoint"))]
@@ -279,19 +285,28 @@ def materialize_affine(builder: Any, pending: Pending) -> Tensor:
                               pending.where, "only + - * / with constant arrays convert")
     a, b = _one_example(a, "scale"), _one_example(b, "offset")
     shape, channels = tuple(root.shape), root.shape[-1]
-    if len(shape) >= 2 and np.all(a == a.reshape(-1, channels)[:1]) and np.all(b == b.reshape(-1, channels)[:1]):
+    per_channel = lambda v: len(shape) >= 2 and bool(np.all(v == v.reshape(-1, channels)[:1]))  # noqa: E731
+    x = root
+    if np.all(a == 1) and np.all(b == 0):
+        return root
+    if per_channel(a) and (per_channel(b) or not np.all(a == 1)):
+        beta = b.reshape(-1, channels)[0] if per_channel(b) else np.zeros(channels)
         weights = [WeightBinding("gamma", (channels,), constant=a.reshape(-1, channels)[0].astype(np.float32)),
-                   WeightBinding("beta", (channels,), constant=b.reshape(-1, channels)[0].astype(np.float32)),
+                   WeightBinding("beta", (channels,), constant=beta.astype(np.float32)),
                    WeightBinding("moving_mean", (channels,), constant=np.zeros(channels, np.float32)),
                    WeightBinding("moving_variance", (channels,), constant=np.ones(channels, np.float32))]
-        return builder.add_layer("channel_affine", "BatchNormalization",
-                                 batch_norm_config(-1, epsilon=0.0, center=True, scale=True), [root], shape, weights,
-                                 origin="a x + b per channel")
-    batch = shape[0]
-    scaled = builder.add_layer("scale", "Multiply", {}, [root, constant_tensor(
-        builder, Const(np.broadcast_to(a.astype(np.float32), shape)), root, pending.where)], shape)
-    return builder.add_layer("offset", "Add", {}, [scaled, constant_tensor(
-        builder, Const(np.broadcast_to(b.astype(np.float32), (batch, *shape[1:]))), root, pending.where)], shape)
+        x = builder.add_layer("channel_affine", "BatchNormalization",
+                              batch_norm_config(-1, epsilon=0.0, center=True, scale=True), [root], shape, weights,
+                              origin="a x + b per channel")
+        if per_channel(b):
+            return x
+    elif not np.all(a == 1):
+        scale = constant_tensor(builder, Const(np.broadcast_to(a.astype(np.float32), shape)), root, pending.where)
+        x = builder.add_layer("scale", "Multiply", {}, [root, scale], shape)
+    if np.all(b == 0):
+        return x
+    offset = constant_tensor(builder, Const(np.broadcast_to(b.astype(np.float32), shape)), root, pending.where)
+    return builder.add_layer("offset", "Add", {}, [x, offset], shape)
 
 
 def _cases():
@@ -366,6 +381,12 @@ def _cases():
         def __call__(self, x):
             return nn.Dense(2)(jnp.maximum(nn.Dense(5)(x), jnp.linspace(-1.0, 1.0, 5)))
 
+    class TableAffine(nn.Module):  # a per-position scale and offset (neither per channel)
+        @nn.compact
+        def __call__(self, x):
+            h = nn.Dense(3)(x)
+            return h * (1.0 + jnp.arange(12.0).reshape(4, 3) / 10) + jnp.arange(12.0).reshape(4, 3)
+
     class NnxViTEmbed(nnx.Module):  # NNX ViT tutorial: patches + cls token + learned positions
         def __init__(self, rngs: nnx.Rngs):
             self.patches = nnx.Conv(3, 8, (4, 4), strides=(4, 4), padding="VALID", rngs=rngs)
@@ -408,6 +429,7 @@ def _cases():
         Case("nnx-vit-cls-token-positions", lambda: NnxViTEmbed(nnx.Rngs(0)), (8, 8, 3)),
         Case("nnx-embed-of-arange", lambda: NnxPositionIds(nnx.Rngs(0)), (6,), **ids),
         Case("nnx-per-channel-normalize", lambda: NnxNormalize(nnx.Rngs(0)), (5, 5, 3), input_range=(0.0, 1.0)),
+        Case("linen-table-times-activation-plus-table", TableAffine, (4, 3)),
     )
 
 

@@ -99,18 +99,22 @@ def _abstract_inputs(inputs: list[InputSpec]) -> list:
 
 
 def inference_kwargs(call: Callable) -> dict:
-    """Inference flags ``call`` accepts, e.g. ``{"train": False}``.
+    """Inference flags ``call`` accepts, e.g. ``{"train": False}``, and a fixed key for every
+    required rng argument (``z_rng``, ``rngs``; see :func:`topology.trace.signature.rng_arguments`).
 
     Example:
         >>> def f(x, train: bool = True): ...
         >>> inference_kwargs(f)
         {'train': False}
     """
+    from topology.trace.signature import rng_arguments
+
     try:
         parameters = inspect.signature(call).parameters
     except (TypeError, ValueError):
         return {}
-    return {name: value for name, value in INFERENCE_FLAGS.items() if name in parameters}
+    flags = {name: value for name, value in INFERENCE_FLAGS.items() if name in parameters}
+    return {**flags, **rng_arguments(call)}
 
 
 def trace_linen(module: Any, variables: dict[str, dict[TreePath, TensorRef]], inputs: list[InputSpec]) -> Trace:

@@ -94,7 +94,7 @@ def rule_for(dtype: np.dtype) -> DtypeRule | None:
     return next((rule for rule in RULES if rule.matches(np.dtype(dtype))), None)
 
 
-def convert(values: np.ndarray, origin: str, converted: set[str], notices: Notices) -> np.ndarray:
+def convert(values: np.ndarray, origin: str, converted: set[str], notices: Notices, stored: str = "") -> np.ndarray:
     """``values`` as little-endian float32, checked by the dtype's rule and reported once per dtype.
 
     Example:
@@ -102,8 +102,13 @@ def convert(values: np.ndarray, origin: str, converted: set[str], notices: Notic
         [1.0, 2.0]
         >>> n.items[0].code
         'DTYPE_CONVERTED'
+
+    ``stored`` names the checkpoint's dtype when the reader already widened it (bfloat16 is
+    loaded as float32 by bit shifts, without ml_dtypes); it is reported the same way.
     """
     dtype = np.dtype(values.dtype)
+    if stored and stored != dtype.name:
+        _report(stored, origin, converted, notices, RULES[0])
     if dtype == FLOAT32:
         return values
     rule = rule_for(dtype)
@@ -115,10 +120,15 @@ def convert(values: np.ndarray, origin: str, converted: set[str], notices: Notic
     with np.errstate(over="ignore", invalid="ignore"):
         out = values.astype(FLOAT32)
     rule.check(values, out, origin)
-    if dtype.name not in converted and dtype.newbyteorder("<") != FLOAT32:
-        converted.add(dtype.name)
-        notices.fixed("DTYPE_CONVERTED", f"{dtype.name} weights (first: {origin}) were converted to float32{rule.note}")
+    if dtype.newbyteorder("<") != FLOAT32:
+        _report(dtype.name, origin, converted, notices, rule)
     return out
+
+
+def _report(name: str, origin: str, converted: set[str], notices: Notices, rule: DtypeRule) -> None:
+    if name not in converted:
+        converted.add(name)
+        notices.fixed("DTYPE_CONVERTED", f"{name} weights (first: {origin}) were converted to float32{rule.note}")
 
 
 def refuse_unless_float32(refs: Iterable[TensorRef], source: str, notices: Notices, enabled: bool) -> None:
@@ -130,6 +140,6 @@ def refuse_unless_float32(refs: Iterable[TensorRef], source: str, notices: Notic
     if enabled:
         return
     for ref in refs:
-        if np.dtype(ref.dtype).newbyteorder("<") != FLOAT32:
-            apply(DTYPE_CONVERTED, f"{source}: {path_str(ref.path)} is {np.dtype(ref.dtype).name}, not float32",
+        if ref.stored_dtype or np.dtype(ref.dtype).newbyteorder("<") != FLOAT32:
+            apply(DTYPE_CONVERTED, f"{source}: {path_str(ref.path)} is {ref.dtype_name}, not float32",
                   notices, enabled)

@@ -206,6 +206,11 @@ def _refuse_empty_values(module: Any, inputs: list[InputSpec], jaxpr: Any) -> No
 
 
 def _cannot_take(module: Any, inputs: list[InputSpec], exc: Exception) -> ConversionError:
+    from topology.trace.signature import signature_error
+
+    wrong_call = signature_error(module, exc)  # a __call__ that needs more than the inputs
+    if wrong_call is not None:
+        return wrong_call
     shapes = " and ".join(f"({', '.join(map(str, (1, *s.shape)))}) {s.dtype}" for s in inputs)
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     detail = detail.split(" (https://")[0][:300]

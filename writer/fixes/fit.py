@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from topology.graph import InputSpec
 from writer.errors import ConversionError, Notices
-from writer.fixes.base import apply, listing
+from writer.fixes.base import FixFamily, apply, listing
 from writer.fixes.dtypes import refuse_unless_float32
 from writer.fixes.expected import linen_applies, linen_expected, nnx_check_inputs, nnx_expected
 from writer.fixes.keys import match_layers
@@ -78,6 +78,38 @@ def _fit_template_input(variables: Variables, template: "TemplateOptions", notic
 
 def fit_module(source: "Source", inputs: list[InputSpec] | None, options: "ConvertOptions", notices: Notices,
                solved: bool = False) -> tuple[Variables, list[InputSpec]]:
+    """:func:`_fit_module`, with fixed rng arguments noted and float ids of an nn.Embed made int32.
+
+    Example:
+        >>> variables, inputs = fit_module(source, None, ConvertOptions(), Notices())  # doctest: +SKIP
+    """
+    from topology.trace.signature import supplied_notice
+
+    note = supplied_notice(source.module)
+    if note:
+        notices.assume("CALL_ARGUMENTS", note)
+    try:
+        return _fit_module(source, inputs, options, notices, solved)
+    except ConversionError as err:
+        if not (err.code == "INPUT_SHAPE_INVALID" and "Input type must be an integer" in err.message and inputs
+                and all(spec.dtype.startswith("float") for spec in inputs)):
+            raise
+        retried = Notices()
+        ids = [dataclasses.replace(spec, dtype="int32") for spec in inputs]
+        result = _fit_module(source, ids, options, retried, solved)
+    apply(INPUT_DTYPE, f"{type(source.module).__name__} takes token ids (an nn.Embed reads its input): "
+                       f"input dtype {inputs[0].dtype} changed to int32", notices, options.fix)
+    notices.items.extend(retried.items)
+    return result
+
+
+INPUT_DTYPE = FixFamily("dtypes").fixed(
+    "INPUT_DTYPE", "a float input of a model whose first layer is an embedding becomes int32 token ids",
+    "pass --input-dtype int32")
+
+
+def _fit_module(source: "Source", inputs: list[InputSpec] | None, options: "ConvertOptions", notices: Notices,
+                solved: bool = False) -> tuple[Variables, list[InputSpec]]:
     """The checkpoint's variables as ``source.module`` expects them, and inputs it can take.
 
     ``inputs`` are the user's (``solved=False``), or were solved from the

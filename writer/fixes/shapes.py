@@ -199,7 +199,9 @@ def reshaped(ref: TensorRef, shape: tuple[int, ...], transform: Callable[[np.nda
         array = ref.load()
         return (transform(array) if transform is not None else array).reshape(shape)
 
-    return TensorRef(ref.path, tuple(shape), ref.dtype, load, ref.source)
+    # A plain reshape keeps the flat order, so the streaming readers stay valid; a transform does not.
+    streams = {} if transform is not None else {"slices": ref.slices, "extents": ref.extents}
+    return TensorRef(ref.path, tuple(shape), ref.dtype, load, ref.source, ref.stored_dtype, **streams)
 
 
 def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -43,6 +43,9 @@ def read_checkpoint(path: str | Path, step: int | None = None) -> Checkpoint:
         )
     if path.is_dir():
         return _read_directory(path, step)
+    from writer.regular_files import require_regular_file
+
+    require_regular_file(path, "the checkpoint")
     return _read_file(path)
 
 

@@ -23,16 +23,16 @@ import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, Iterator, NoReturn
 
-import ml_dtypes
 import numpy as np
 
 from writer.errors import ConversionError
 from writer.tensors import Checkpoint, TensorRef, TreePath, path_str
 
 MAX_DEPTH = 512  # a Flax tree is a few levels deep; deeper means damage or an attack
-MAX_VALUES = 10_000_000  # bounds memory and time of the walk; real checkpoints hold far fewer
+MAX_VALUES = 10_000_000
+PATH_CELLS_PER_BYTE = 8  # a real Flax tree is a few levels deep and every leaf takes a byte or more  # bounds memory and time of the walk; real checkpoints hold far fewer
 MAX_KEY_BYTES = 1 << 16
 MAX_DTYPE_NAME = 64
 MAX_NDIM = 64  # numpy's own limit
@@ -86,7 +86,10 @@ def read_flax_msgpack(path: Path) -> Checkpoint:
     for record in records:
         if isinstance(record, _Array):
             tensors[record.path] = TensorRef(
-                record.path, record.shape, record.dtype, _loader(path, record), str(path)
+                record.path, record.shape, _FLOAT32 if record.stored else record.dtype,
+                _loader(path, record), str(path), record.stored,
+                slices=_slicer(path, record),
+                extents=tuple((str(path), o, n) for o, n in record.pieces) if not record.stored else None,
             )
         else:
             scalars[record.path] = record.value
@@ -106,8 +109,9 @@ class _Array:
 
     path: TreePath
     shape: tuple[int, ...]
-    dtype: np.dtype
+    dtype: np.dtype  # of the raw bytes; bfloat16 is kept as its uint16 bit patterns
     pieces: list[tuple[int, int]]  # (byte offset, byte length), in element order
+    stored: str = ""  # "bfloat16" when ``dtype`` holds bit patterns to widen on load
 
 
 @dataclass
@@ -151,6 +155,10 @@ class _Walker:
         self.value_start = 0
         self.count = 0
         self.records: list[_Array | _Leaf] = []
+        # Path elements held by the records: each record keeps its full path, so a deep tree of many
+        # tiny leaves would cost depth x leaves; bounded by the file size instead.
+        self.path_cells = 0
+        self.max_path_cells = PATH_CELLS_PER_BYTE * size + (1 << 20)
 
     # -- walking the tree -------------------------------------------------
 
@@ -234,7 +242,16 @@ class _Walker:
         return key
 
     def _add_leaf(self, path: TreePath, value: Any) -> None:
+        self._count_path(path)
         self.records.append(_Leaf(path, value))
+
+    def _count_path(self, path: TreePath) -> None:
+        self.path_cells += len(path)
+        if self.path_cells > self.max_path_cells:
+            self._corrupt(
+                f"the tree's leaves sit so deep that their paths would take more than {self.max_path_cells:,} "
+                "entries; flax2tfjs stops there to keep memory proportional to the file"
+            )
 
     # -- ext types: arrays, numpy scalars, complex numbers ------------------
 
@@ -245,13 +262,14 @@ class _Walker:
         outer_limit, self.limit = self.limit, end
         try:
             if code == _EXT_NDARRAY or code == _EXT_NPSCALAR:
-                shape, dtype, offset, nbytes = self._ndarray_payload()
+                shape, dtype, offset, nbytes, stored = self._ndarray_payload()
                 if code == _EXT_NPSCALAR and shape == ():
-                    raw = self._take(nbytes)
-                    self._add_leaf(path, np.frombuffer(raw, dtype)[()].item())
+                    raw = np.frombuffer(self._take(nbytes), dtype)
+                    self._add_leaf(path, (_widen(raw) if stored else raw)[()].item())
                 else:
                     self._skip(nbytes)  # the tensor data: never read during the walk
-                    self.records.append(_Array(path, shape, dtype, [(offset, nbytes)]))
+                    self._count_path(path)
+                    self.records.append(_Array(path, shape, dtype, [(offset, nbytes)], stored))
             elif code == _EXT_COMPLEX:
                 self._add_leaf(path, self._complex_payload())
             else:
@@ -264,7 +282,7 @@ class _Walker:
         finally:
             self.limit = outer_limit
 
-    def _ndarray_payload(self) -> tuple[tuple[int, ...], np.dtype, int, int]:
+    def _ndarray_payload(self) -> tuple[tuple[int, ...], np.dtype, int, int, str]:
         kind, count = self._header()
         if kind != _ARRAY or count != 3:
             self._corrupt("an array leaf must hold (shape, dtype name, data)")
@@ -285,6 +303,9 @@ class _Walker:
             self._corrupt("an array leaf's dtype name is missing or too long")
         name = self._take(length).decode("ascii", errors="replace")
         dtype = _dtype_of(name)
+        stored = ""
+        if name == _BFLOAT16:
+            dtype, stored = _BF16_BITS, _BFLOAT16
         if dtype is None:
             self._corrupt(
                 f"unknown dtype name {name!r} (numpy and ml_dtypes names such as "
@@ -298,7 +319,7 @@ class _Walker:
             self._corrupt(
                 f"shape {shape} of {dtype.name} needs {expected} bytes but the data holds {nbytes}"
             )
-        return shape, dtype, self.pos, nbytes
+        return shape, dtype, self.pos, nbytes, stored
 
     def _complex_payload(self) -> complex:
         kind, count = self._header()
@@ -345,15 +366,15 @@ class _Walker:
         pieces = _in_order(chunks, self, "chunks")
         if not pieces:
             self._corrupt("a chunked array has no chunks")
-        dtype = pieces[0].dtype
-        if any(piece.dtype != dtype for piece in pieces):
+        dtype, stored = pieces[0].dtype, pieces[0].stored
+        if any(piece.dtype != dtype or piece.stored != stored for piece in pieces):
             self._corrupt("the chunks of a chunked array have different dtypes")
         total = sum(piece.shape[0] for piece in pieces)
         if total != math.prod(shape):
             self._corrupt(f"chunks hold {total} elements but the shape {shape} needs {math.prod(shape)}")
         offsets = [pair for piece in pieces for pair in piece.pieces]
         del self.records[frame.start:]
-        self.records.append(_Array(frame.path, shape, dtype, offsets))
+        self.records.append(_Array(frame.path, shape, dtype, offsets, stored))
 
     # -- msgpack primitives ---------------------------------------------------
 
@@ -509,18 +530,10 @@ def _in_order(items: dict[str, Any], walker: _Walker, what: str) -> list[Any]:
         walker._corrupt(f"the {what} of a chunked array are not numbered 0..{len(items) - 1}")
 
 
-def _ml_dtypes_by_name() -> dict[str, np.dtype]:
-    names = {}
-    for attr in dir(ml_dtypes):
-        kind = getattr(ml_dtypes, attr)
-        if isinstance(kind, type) and issubclass(kind, np.generic):
-            dtype = np.dtype(kind)
-            names[dtype.name] = dtype
-    return names
-
-
-_ML_DTYPES = _ml_dtypes_by_name()
 _DTYPE_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_FLOAT32 = np.dtype("<f4")
+_BFLOAT16 = "bfloat16"
+_BF16_BITS = np.dtype("<u2")  # how a bfloat16 tensor is read: its bit patterns
 
 
 @functools.lru_cache(maxsize=256)
@@ -529,22 +542,50 @@ def _dtype_of(name: str) -> np.dtype | None:
 
     Only plain numeric numpy dtypes and ml_dtypes types: object, string and
     structured dtypes cannot be weights. Flax writes little-endian bytes.
+    bfloat16 needs no library (the reader widens its bits, see :func:`_widen`);
+    ml_dtypes is imported only for the rarer types numpy lacks (float8, int4, ...):
+    its import alone costs 0.7-1.5 s, more than the whole conversion of a small model.
     """
-    if name in _ML_DTYPES:
-        return _ML_DTYPES[name]
     # np.dtype() also parses comma lists and other mini-languages (with
     # ast.literal_eval); dtype names are plain identifiers, so only those go in.
     if not _DTYPE_NAME.fullmatch(name):
         return None
+    if name == _BFLOAT16:
+        return _BF16_BITS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             dtype = np.dtype(name)
     except Exception:  # numpy raises TypeError, but be safe on hostile input
-        return None
+        return _ml_dtype(name)
     if dtype.kind not in "biufc" or dtype.name != name:
-        return None
+        return _ml_dtype(name)
     return dtype.newbyteorder("<")
+
+
+def _ml_dtype(name: str) -> np.dtype | None:
+    try:
+        import ml_dtypes
+    except ImportError:  # pragma: no cover  (a dependency; only exotic dtypes need it)
+        return None
+    kind = getattr(ml_dtypes, name, None)
+    if isinstance(kind, type) and issubclass(kind, np.generic):
+        return np.dtype(kind)
+    return None
+
+
+def _widen(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 bit patterns (uint16) as float32: the same sign, exponent and top mantissa bits.
+
+    bfloat16 is the upper half of a float32, so the conversion is exact (NaN payloads too).
+
+    Example:
+        >>> _widen(np.array([0x3FC0, 0xC000], np.uint16)).tolist()
+        [1.5, -2.0]
+    """
+    out = bits.astype("<u4")
+    out <<= 16
+    return out.view(_FLOAT32)
 
 
 def _loader(file: Path, array: _Array) -> Callable[[], np.ndarray]:
@@ -553,27 +594,51 @@ def _loader(file: Path, array: _Array) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:
         out = np.empty(shape, dtype)
         if out.nbytes == 0:
-            return out
+            return _widen(out) if array.stored else out
         target = memoryview(out.reshape(-1).view(np.uint8))
-        filled = 0
         try:
             with open(file, "rb", buffering=0) as handle:
+                filled = 0
                 for offset, nbytes in pieces:
-                    handle.seek(offset)
-                    got = _read_into(handle, target[filled:filled + nbytes])
-                    if got < nbytes:
-                        raise ConversionError(
-                            "TRUNCATED_CHECKPOINT",
-                            f"{file} is truncated: reading `{path_str(tree_path)}` at byte offset {offset + got:,} "
-                            f"needs {nbytes - got:,} more bytes (the file changed after it was opened)",
-                            _TRUNCATED_HINT,
-                        )
+                    _read_exact(handle, target[filled:filled + nbytes], offset, file, tree_path)
                     filled += nbytes
         except OSError as exc:
             raise _unreadable(file, exc) from exc
-        return out
+        return _widen(out) if array.stored else out
 
     return load
+
+
+def _slicer(file: Path, array: _Array) -> Callable[[int], Iterator[np.ndarray]]:
+    """Read the tensor flat, ``max_bytes`` of loaded values at a time (a fresh array each)."""
+    dtype, pieces, tree_path = array.dtype, array.pieces, array.path
+    widen = 2 if array.stored else 1  # bfloat16 doubles in size when widened
+
+    def slices(max_bytes: int) -> Iterator[np.ndarray]:
+        step = max(dtype.itemsize, max_bytes // widen // dtype.itemsize * dtype.itemsize)
+        try:
+            with open(file, "rb", buffering=0) as handle:
+                for offset, nbytes in pieces:
+                    for start in range(0, nbytes, step):
+                        part = np.empty(min(step, nbytes - start) // dtype.itemsize, dtype)
+                        _read_exact(handle, memoryview(part.view(np.uint8)), offset + start, file, tree_path)
+                        yield _widen(part) if array.stored else part
+        except OSError as exc:
+            raise _unreadable(file, exc) from exc
+
+    return slices
+
+
+def _read_exact(handle: Any, target: memoryview, offset: int, file: Path, tree_path: TreePath) -> None:
+    handle.seek(offset)
+    got = _read_into(handle, target)
+    if got < len(target):
+        raise ConversionError(
+            "TRUNCATED_CHECKPOINT",
+            f"{file} is truncated: reading `{path_str(tree_path)}` at byte offset {offset + got:,} "
+            f"needs {len(target) - got:,} more bytes (the file changed after it was opened)",
+            _TRUNCATED_HINT,
+        )
 
 
 def _read_into(handle: Any, target: memoryview) -> int:

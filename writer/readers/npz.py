@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from writer.errors import ConversionError
+from writer.readers.bounds import check_claim, claimed_nbytes
 from writer.tensors import Checkpoint, TensorRef
 
 
@@ -27,21 +29,30 @@ def read_npz(path: Path) -> Checkpoint:
         archive = zipfile.ZipFile(path)
         members = [m for m in archive.infolist() if m.filename.endswith(".npy")]
         tensors = {}
+        keys: dict[tuple[str, ...], str] = {}
         for member in members:
             key = member.filename[: -len(".npy")]
             tree_path = tuple(part for part in key.split("/") if part)
-            shape, dtype = _npy_header(archive, member.filename)
+            if tree_path in keys:
+                raise ConversionError(
+                    "CORRUPT_CHECKPOINT",
+                    f"{path}: the keys {keys[tree_path]!r} and {key!r} both name {'/'.join(tree_path)!r}",
+                    "save each array under one key only (no empty path parts, no duplicate members)",
+                )
+            keys[tree_path] = key
+            shape, dtype, offset = _npy_header(archive, member.filename)
             if dtype.hasobject:
                 raise ConversionError(
                     "PICKLE_REFUSED",
                     f"{path}: array {key!r} holds Python objects, which numpy stores as pickles",
                     "save plain numeric arrays (np.asarray(x, dtype=np.float32)) instead",
                 )
+            _check_member(path, key, member, shape, dtype, offset)
             tensors[tree_path] = TensorRef(
-                tree_path, shape, dtype, _member_loader(path, member.filename), str(path)
+                tree_path, shape, dtype, _member_loader(path, member, shape, dtype, offset), str(path)
             )
         archive.close()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as exc:
         raise ConversionError(
             "CORRUPT_CHECKPOINT", f"{path} is not a readable .npz archive ({exc})",
             "write it again with numpy.savez; the file may be truncated",
@@ -54,19 +65,58 @@ def read_npz(path: Path) -> Checkpoint:
     return Checkpoint("npz", path, tensors)
 
 
-def _npy_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype]:
+def _npy_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    """Shape, dtype and header length of one member (numpy checks the header's own syntax)."""
     with archive.open(name) as handle:
         version = np.lib.format.read_magic(handle)
         if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
         else:
-            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
-    return tuple(int(d) for d in shape), np.dtype(dtype)
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+        offset = handle.tell()
+    if fortran and len(shape) > 1:
+        raise ValueError("Fortran-ordered arrays are not supported; save with np.ascontiguousarray")
+    return tuple(int(d) for d in shape), np.dtype(dtype), offset
 
 
-def _member_loader(path: Path, name: str):
+def _check_member(path: Path, key: str, member: zipfile.ZipInfo, shape: tuple[int, ...], dtype: np.dtype,
+                  offset: int) -> None:
+    """The header's claim against the member: exact for stored members, bounded by the compressed size
+    (and the stated inflation ratio) for deflated ones, before anything is allocated."""
+    where = f"{path}: array {key!r}"
+    check_claim(where, shape, dtype.itemsize, member.compress_size)
+    nbytes = claimed_nbytes(shape, dtype.itemsize)
+    if nbytes != member.file_size - offset:
+        raise ConversionError(
+            "CORRUPT_CHECKPOINT",
+            f"{where} claims shape {shape} of {dtype.name} ({nbytes:,} bytes) but its member holds "
+            f"{max(0, member.file_size - offset):,} bytes of data",
+            "the archive is damaged or forged; write it again with numpy.savez",
+        )
+
+
+def _member_loader(path: Path, member: zipfile.ZipInfo, shape: tuple[int, ...], dtype: np.dtype, offset: int):
     def load() -> np.ndarray:
-        with zipfile.ZipFile(path) as archive, archive.open(name) as handle:
-            return np.lib.format.read_array(handle, allow_pickle=False)
+        # Streamed into one preallocated array: memory is the tensor, whatever the compression.
+        array = np.empty(shape, dtype)
+        target = memoryview(array.reshape(-1).view(np.uint8)) if array.size else memoryview(b"")
+        try:
+            with zipfile.ZipFile(path) as archive, archive.open(member.filename) as handle:
+                handle.read(offset)
+                done = 0
+                while done < len(target):
+                    chunk = handle.read(min(1 << 20, len(target) - done))
+                    if not chunk:
+                        raise ValueError(f"the data ends after {done:,} of {len(target):,} bytes")
+                    target[done:done + len(chunk)] = chunk
+                    done += len(chunk)
+                if handle.read(1):
+                    raise ValueError("the member holds more bytes than its header's shape")
+        except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError, NotImplementedError) as exc:
+            raise ConversionError(
+                "CORRUPT_CHECKPOINT", f"{path}: cannot read array {member.filename[:-4]!r} ({exc})",
+                "the archive is damaged or truncated; write it again with numpy.savez",
+            ) from exc
+        return array
 
     return load

@@ -19,18 +19,24 @@ from __future__ import annotations
 
 import ast
 import json
+import math
+import os
+import stat
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import ml_dtypes  # noqa: F401  (registers bfloat16 & co. with numpy for tensorstore)
 import numpy as np
 import tensorstore as ts
 
 from writer.errors import ConversionError
+from writer.readers.bounds import MAX_NBYTES, check_claim, claimed_nbytes
+from writer.regular_files import loads_strict_json, read_small_file
 from writer.tensors import Checkpoint, TensorRef, TreePath, path_str
 
 _METADATA = "_METADATA"
+MAX_METADATA_BYTES = 256 << 20  # ~1 KB per leaf: far beyond any real tree
 _TMP_MARK = ".orbax-checkpoint-tmp"
 # Items tried in this order when a step folder holds several; the first holds
 # the most (a whole train state contains the params).
@@ -264,13 +270,21 @@ def _read_item(folder: Path) -> Checkpoint:
     for tree_path, _name in arrays:
         store = stores[tree_path]
         dtype = _numpy_dtype(folder, tree_path, store)
+        check_claim(f"{folder}: tensor {path_str(tree_path)}", store.shape, dtype.itemsize, MAX_NBYTES)
         tensors[tree_path] = TensorRef(
             tree_path, tuple(int(d) for d in store.shape), dtype,
-            reader.loader(tree_path, store), str(folder),
+            reader.loader(tree_path, store), str(folder), slices=reader.slicer(tree_path, store),
         )
     scalars: dict[TreePath, Any] = {}
     for tree_path, _name in numbers:
-        scalars[tree_path] = reader.read(tree_path, stores[tree_path]).item()
+        store = stores[tree_path]
+        if claimed_nbytes(store.shape, 1) != 1:
+            raise ConversionError(
+                "CORRUPT_CHECKPOINT",
+                f"{folder}: {path_str(tree_path)} is listed as a scalar in _METADATA but has shape {tuple(store.shape)}",
+                "the _METADATA file does not match the arrays; save the checkpoint again",
+            )
+        scalars[tree_path] = reader.read(tree_path, store).item()
     scalars.update(_read_strings(folder, strings))
 
     if not tensors:
@@ -300,8 +314,8 @@ def _load_metadata(folder: Path) -> dict:
             "the save was interrupted or the file was deleted; save the checkpoint again",
         )
     try:
-        metadata = json.loads(meta_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        metadata = loads_strict_json(read_small_file(meta_file, MAX_METADATA_BYTES, "the Orbax file").decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
         raise ConversionError(
             "CORRUPT_CHECKPOINT", f"{meta_file} is not valid JSON ({exc})",
             "the file is damaged; save the checkpoint again",
@@ -347,12 +361,26 @@ def _read_strings(folder: Path, strings: list[tuple[TreePath, str]]) -> dict[Tre
     if not strings:
         return {}
     try:
-        table = json.loads((folder / "_strings.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        table = loads_strict_json(read_small_file(folder / "_strings.json", MAX_METADATA_BYTES, "the Orbax file"))
+    except (OSError, ValueError, ConversionError):
         return {}  # strings never carry weights; losing them loses nothing converted
     if not isinstance(table, dict):
         return {}
     return {p: table[n] for p, n in strings if isinstance(table.get(n), str)}
+
+
+def _folder_bytes(folder: Path) -> int:
+    """Bytes of the regular files under ``folder`` (symlinks and special files count nothing)."""
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                info = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            if stat.S_ISREG(info.st_mode):
+                total += info.st_size
+    return total
 
 
 class _ArrayReader:
@@ -364,7 +392,7 @@ class _ArrayReader:
     """
 
     def __init__(self, folder: Path, driver: str, use_ocdbt: bool, fill_missing: bool) -> None:
-        self.folder = folder.absolute()
+        self.folder = Path(os.path.realpath(folder))  # tensorstore refuses ".." in paths
         self.driver = driver
         self.use_ocdbt = use_ocdbt
         self.fill_missing = fill_missing
@@ -378,6 +406,27 @@ class _ArrayReader:
             "data_copy_concurrency": {"limit": 1},
         })
         self.stores: dict[TreePath, ts.TensorStore] = {}
+        self._ocdbt_bytes: int | None = None
+
+    def stored_bytes(self, name: str) -> int:
+        """Bytes on disk that can hold the array ``name``: its own folder, or every OCDBT data file."""
+        if self.use_ocdbt:
+            if self._ocdbt_bytes is None:
+                self._ocdbt_bytes = _folder_bytes(self.folder)
+            return self._ocdbt_bytes
+        return _folder_bytes(self.confined(name))
+
+    def confined(self, name: str) -> Path:
+        """The folder of array ``name``, refused if it lies outside the checkpoint (absolute names, ``..``,
+        symlinks out)."""
+        target = Path(os.path.realpath(self.folder / name))
+        if target == self.folder or self.folder not in target.parents:
+            raise ConversionError(
+                "CORRUPT_CHECKPOINT",
+                f"{self.folder}: _METADATA names the array {name!r}, which lies outside the checkpoint folder",
+                "flax2tfjs reads only files inside the checkpoint; the _METADATA file is damaged or forged",
+            )
+        return target
 
     def spec(self, name: str) -> dict:
         if self.use_ocdbt:
@@ -388,7 +437,7 @@ class _ArrayReader:
                 "cache_pool": "cache_pool#ocdbt",
             }
         else:
-            kvstore = {"driver": "file", "path": f"{self.folder / name}/"}
+            kvstore = {"driver": "file", "path": f"{self.confined(name)}/"}
         return {
             "driver": self.driver,
             "kvstore": kvstore,
@@ -400,6 +449,8 @@ class _ArrayReader:
     def open_async(self, name: str) -> Any:
         try:
             return ts.open(self.spec(name), context=self.context, open=True, read=True)
+        except ConversionError:
+            raise
         except Exception as exc:  # noqa: BLE001  (spec errors come back as ValueError)
             return exc
 
@@ -427,9 +478,42 @@ class _ArrayReader:
             current = self.stores.get(tree_path)
             if current is None:
                 current = self.finish_open(tree_path, self.open_async(name))
+            # Absent chunks read as the fill value: bound what they may expand to by what is on disk.
+            check_claim(f"{self.folder}: tensor {path_str(tree_path)}", current.shape,
+                        np.dtype(current.dtype.numpy_dtype).itemsize, self.stored_bytes(name))
             return self.read(tree_path, current)
 
         return load
+
+    def slicer(self, tree_path: TreePath, store: ts.TensorStore) -> Callable[[int], Iterator[np.ndarray]]:
+        """Read the array in bands of whole read chunks along axis 0, flat, about ``max_bytes`` each.
+
+        A band never splits a chunk: tensorstore would decompress the whole chunk for each
+        part. Orbax usually writes an array as one chunk, so a band is then the whole array.
+        """
+        shape = tuple(int(d) for d in store.shape)
+        try:
+            chunk_rows = int(store.chunk_layout.read_chunk.shape[0] or 0) if shape else 0
+        except Exception:  # noqa: BLE001  no layout: read whole
+            chunk_rows = 0
+        load = self.loader(tree_path, store)
+
+        def slices(max_bytes: int) -> Iterator[np.ndarray]:
+            if not shape or chunk_rows <= 0 or chunk_rows >= shape[0]:
+                yield load().reshape(-1)
+                return
+            row_bytes = max(1, math.prod(shape[1:]) * store.dtype.numpy_dtype.itemsize)
+            band = max(chunk_rows, max_bytes // row_bytes // chunk_rows * chunk_rows)
+            name = ".".join(tree_path)
+            for start in range(0, shape[0], band):
+                current = self.stores.get(tree_path) or self.finish_open(tree_path, self.open_async(name))
+                try:
+                    part = current[start:min(start + band, shape[0])].read().result()
+                except Exception as exc:  # noqa: BLE001  tensorstore has no error hierarchy
+                    raise self._damaged(tree_path, "cannot read the data of", exc) from exc
+                yield np.asarray(part).reshape(-1)
+
+        return slices
 
     def close(self) -> None:
         self.stores.clear()

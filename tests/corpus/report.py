@@ -1,4 +1,4 @@
-"""``python -m writer.diagnostics_report``: run the diagnostics corpus, print fix and clear-error rates.
+"""``python -m tests.corpus.report``: run the diagnostics corpus, print fix and clear-error rates.
 
 The corpus (``tests/corpus``) builds broken inputs from small Flax models.
 Fixable cases count as fixed only when the conversion reports its fixes and
@@ -6,7 +6,8 @@ the converted model predicts like JAX in real TF.js (Node); the others count
 as clear errors only when they stop with the expected code, a message naming
 what is wrong, a hint, and the output folder untouched. Needs the
 development setup (jax, flax, orbax, node + ``npm ci``); run it from the
-repository root.
+repository root. It lives with the tests (not in ``writer/``) so the installed
+package never imports the test suite.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ...
         0
     """
-    parser = argparse.ArgumentParser(prog="python -m writer.diagnostics_report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tests.corpus.report", description=__doc__.splitlines()[0])
     parser.add_argument("-k", action="append", default=[], metavar="TEXT", help="only cases whose name contains TEXT")
     parser.add_argument("--json", action="store_true", help="print the outcomes and rates as JSON")
     parser.add_argument("-v", "--verbose", action="store_true", help="show each case's notices and error")

@@ -1,0 +1,205 @@
+"""The data-path targets of issue 13: start-up of a checkpoint-only conversion, kernel copies,
+streaming memory bound, and Orbax decode/write overlap. Every number is a whole child process.
+
+* MNIST, checkpoint only: ``examples/mnist_ckpt`` (Orbax, so tensorstore is needed) and the same
+  weights as a Flax msgpack file (which must import neither tensorstore nor ml_dtypes nor
+  jsonschema), with the versions installed, i.e. what ``pip install`` resolves today; plus which
+  heavy modules the msgpack conversion imported and what each costs to import alone.
+* 1 GB float32 msgpack against ``cp`` of the same file, alternating, per-pair ratio.
+* The 1.09 GiB single tensor (Flax's chunked layout): peak RSS.
+* 947 MB Orbax against its read floor (a process that opens it and loads every tensor), paired.
+"""
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from bench import checkpoints
+from bench.context import ROOT, Context, folder_bytes, remove
+from bench.conversion import LAYERS, MNIST_CKPT, _show, _stats, measure_pairs
+from bench.measure import MB, summarize
+
+TARGETS = {"mnist_wall_s": 0.3, "mnist_rss": 80 * MB, "msgpack_ratio_to_cp": 1.5, "msgpack_rss": 150 * MB,
+           "chunked_rss": 300 * MB, "orbax_ratio_to_read": 1.3}
+HEAVY = ("ml_dtypes", "jsonschema", "tensorstore", "jax")
+_PROBE = ("import sys\nfrom writer.cli import main\nmain([sys.argv[1], sys.argv[2], '--quiet'])\n"
+          f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))\n")
+_READ_ALL = ("import sys\nfrom writer.readers import read_checkpoint\nck = read_checkpoint(sys.argv[1])\n"
+             "for ref in ck.tensors.values():\n    ref.load()\nck.close()\n")
+
+
+def bench_dataflow(ctx: Context) -> dict:
+    """All four rows; quick mode shrinks the sizes (a smoke test, not a benchmark).
+
+    Example:
+        >>> bench_dataflow(Context(Path("/tmp/s"), quick=True))["mnist"]["msgpack"]["heavy_imports"]  # doctest: +SKIP
+        []
+    """
+    out = {"versions": {d: _version(d) for d in ("numpy", "ml_dtypes", "jsonschema", "tensorstore")},
+           "targets": TARGETS}
+    out["mnist"] = _mnist(ctx)
+    out["msgpack_1gb"] = _msgpack(ctx)
+    out["chunked"] = _chunked(ctx)
+    out["orbax"] = _orbax(ctx)
+    return out
+
+
+def _version(dist: str) -> str:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return "not installed"
+
+
+def _mnist(ctx: Context) -> dict:
+    from writer.readers import read_checkpoint
+
+    msgpack = ctx.path("mnist.msgpack")
+    with read_checkpoint(MNIST_CKPT) as ck:  # the same weights, written as flax.serialization would
+        tree: dict = {}
+        for path, ref in ck.tensors.items():
+            node = tree
+            for key in path[:-1]:
+                node = node.setdefault(key, {})
+            node[path[-1]] = ref.load()
+    checkpoints.write_flax_msgpack(msgpack, tree)
+    out = {}
+    for label, source in (("orbax", MNIST_CKPT), ("msgpack", msgpack)):
+        ctx.log(f"MNIST checkpoint-only conversion, {label}")
+        runs = []
+        for _ in range(ctx.runs(9)):
+            target = ctx.path("mnist-out")
+            runs.append(ctx.run_ok(ctx.writer(source, target), f"MNIST {label}"))
+            remove(target)
+        target = ctx.path("mnist-probe")
+        probe = ctx.run_ok([ctx.python, "-c", _PROBE, str(source), str(target)], "import probe")
+        remove(target)
+        out[label] = {"command": _show(ctx.writer(Path("examples/mnist_ckpt") if label == "orbax"
+                                                  else Path("mnist.msgpack"), Path("out"))),
+                      "wall_s": _stats(runs, "seconds"), "cpu_s": _stats(runs, "cpu_seconds"),
+                      "peak_rss_bytes": _stats(runs, "peak_rss"),
+                      "heavy_imports": probe.stdout.split()}
+    out["import_alone"] = []
+    for module in ("numpy", *HEAVY[:3]):
+        runs = [ctx.run_ok([ctx.python, "-c", f"import {module}"], f"import {module}") for _ in range(ctx.runs(3))]
+        out["import_alone"].append({"module": module, "wall_s": _stats(runs, "seconds")})
+    remove(msgpack)
+    return out
+
+
+def _msgpack(ctx: Context) -> dict:
+    width = 64 if ctx.quick else 4096
+    path = ctx.path(f"mlp-{width}.msgpack")
+    made = checkpoints.write_mlp_msgpack(path, width, LAYERS)
+    ctx.log(f"msgpack {made['bytes'] / MB:.0f} MB against cp")
+    row = measure_pairs(ctx, path, [], ctx.runs(5), ("cp",))
+    row.update(checkpoint_bytes=made["bytes"], width=width, layers=LAYERS)
+    remove(path)
+    return row
+
+
+def _chunked(ctx: Context) -> dict:
+    rows, cols, chunk = (128, 300, 64 * 1024) if ctx.quick else (16384, 17920, checkpoints.FLAX_MAX_CHUNK_SIZE)
+    path = ctx.path("chunked.msgpack")
+    tree = {"params": {"Dense_0": {"kernel": lambda: checkpoints.values(0, 0, "kernel", (rows, cols)),
+                                   "bias": lambda: checkpoints.values(0, 0, "bias", (cols,))}}}
+    size = checkpoints.write_flax_msgpack(path, tree, chunk)
+    ctx.log(f"single {rows * cols * 4 / 2**30:.2f} GiB tensor")
+    results = []
+    for _ in range(ctx.runs(3)):
+        target = ctx.path("chunked-out")
+        os.sync()
+        results.append(ctx.run_ok(ctx.writer(path, target), "chunked conversion"))
+        remove(target)
+    remove(path)
+    return {"kernel_bytes": rows * cols * 4, "checkpoint_bytes": size, "wall_s": _stats(results, "seconds"),
+            "peak_rss_bytes": _stats(results, "peak_rss"), "command": "python -m writer chunked.msgpack out --quiet"}
+
+
+def _orbax(ctx: Context) -> dict:
+    width = 64 if ctx.quick else 4096
+    root = ctx.path("orbax13")
+    info = json.loads(ctx.run_ok([ctx.python, "-m", "bench.checkpoints", "orbax", str(root), "--widths", str(width),
+                                  "--layers", str(LAYERS)], "making the Orbax checkpoint").stdout)[str(width)]
+    folder = Path(info["path"])
+    ctx.log(f"Orbax {info['bytes'] / MB:.0f} MB against its read floor")
+    conv, floor, ratios = [], [], []
+    for i in range(ctx.runs(4)):
+        timings = {}
+        for step in (("read", "convert") if i % 2 else ("convert", "read")):
+            os.sync()
+            if step == "read":
+                result = ctx.run_ok([ctx.python, "-c", _READ_ALL, str(folder)], "Orbax read floor")
+                floor.append(result)
+            else:
+                target = ctx.path("orbax13-out")
+                result = ctx.run_ok(ctx.writer(folder, target), "Orbax conversion")
+                conv.append(result)
+                remove(target)
+            timings[step] = result.seconds
+        ratios.append(timings["convert"] / timings["read"])
+    remove(root)
+    return {"checkpoint_bytes": folder_bytes(folder) if folder.exists() else info["bytes"], "width": width,
+            "wall_s": _stats(conv, "seconds"), "cpu_s": _stats(conv, "cpu_seconds"),
+            "peak_rss_bytes": _stats(conv, "peak_rss"), "read_wall_s": _stats(floor, "seconds"),
+            "read_cpu_s": _stats(floor, "cpu_seconds"), "read_peak_rss_bytes": _stats(floor, "peak_rss"),
+            "ratio_to_read": summarize(ratios).to_json()}
+
+
+def key_rows(d: dict) -> list[tuple[str, str, str, bool | None]]:
+    """(what, target, measured, met) for the docs page (bench/report.py renders them).
+
+    Example:
+        >>> key_rows({})
+        []
+    """
+    from bench.report import mbytes, ratio, secs
+
+    rows = []
+    if "mnist" not in d:
+        return rows
+    t = d["targets"]
+    for label in ("msgpack", "orbax"):
+        m = d["mnist"][label]
+        heavy = ", ".join(m["heavy_imports"]) or "none"
+        rows.append((f"MNIST checkpoint-only ({label}): wall; heavy imports: {heavy}", f"< {t['mnist_wall_s']} s",
+                     f"{secs(m['wall_s'])}; CPU {secs(m['cpu_s'])}", m["wall_s"]["median"] < t["mnist_wall_s"]))
+        rows.append((f"MNIST checkpoint-only ({label}): peak RSS", f"< {t['mnist_rss'] // MB} MB",
+                     mbytes(m["peak_rss_bytes"]), m["peak_rss_bytes"]["median"] < t["mnist_rss"]))
+    g = d["msgpack_1gb"]
+    rows.append((f"{g['checkpoint_bytes'] / MB:.0f} MB float32 msgpack: wall / cp (per pair)",
+                 f"≤ {t['msgpack_ratio_to_cp']}×", f"{ratio(g['ratio_to_cp'])}: {secs(g['wall_s'])} vs cp "
+                 f"{secs(g['cp_s'])}", g["ratio_to_cp"]["median"] <= t["msgpack_ratio_to_cp"]))
+    rows.append((f"{g['checkpoint_bytes'] / MB:.0f} MB float32 msgpack: peak RSS", f"< {t['msgpack_rss'] // MB} MB",
+                 mbytes(g["peak_rss_bytes"]), g["peak_rss_bytes"]["median"] < t["msgpack_rss"]))
+    c = d["chunked"]
+    rows.append((f"single {c['kernel_bytes'] / 2**30:.2f} GiB tensor: peak RSS", f"< {t['chunked_rss'] // MB} MB",
+                 f"{mbytes(c['peak_rss_bytes'])}; wall {secs(c['wall_s'])}",
+                 c["peak_rss_bytes"]["median"] < t["chunked_rss"]))
+    o = d["orbax"]
+    rows.append((f"{o['checkpoint_bytes'] / MB:.0f} MB Orbax: wall / read floor (per pair)",
+                 f"≤ {t['orbax_ratio_to_read']}×", f"{ratio(o['ratio_to_read'])}: {secs(o['wall_s'])} vs "
+                 f"{secs(o['read_wall_s'])}; peak RSS {mbytes(o['peak_rss_bytes'])}",
+                 o["ratio_to_read"]["median"] <= t["orbax_ratio_to_read"]))
+    return rows
+
+
+def render(d: dict) -> list[str]:
+    """The section of docs/benchmarks.md."""
+    from bench.report import markdown_table, secs, verdict
+
+    rows = [(what, target, measured, verdict(met)) for what, target, measured, met in key_rows(d)]
+    versions = ", ".join(f"{k} {v}" for k, v in d["versions"].items())
+    imports = "; ".join(f"`import {r['module']}` {secs(r['wall_s'])}" for r in d["mnist"]["import_alone"])
+    return [f"Versions measured (the newest `pip install` resolved on the day): {versions}. "
+            "Runs: MNIST 9 per format, 1 GB msgpack 5 pairs (conversion and `cp` alternating, ratio per pair), "
+            "single tensor 3, Orbax 4 pairs (conversion and a process that only reads every tensor). "
+            "Whole processes, start-up included.", "",
+            markdown_table(["what", "target", "measured: median (min–max)", "verdict"], rows), "",
+            f"Each import alone, whole process: {imports}. The Orbax reader needs tensorstore, and "
+            "tensorstore imports ml_dtypes itself, so the Orbax MNIST conversion pays for both; a msgpack "
+            "or .npz conversion imports neither (tests/test_weights_streaming.py fails if one comes back).", ""]

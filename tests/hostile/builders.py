@@ -1,0 +1,115 @@
+"""Build hostile inputs programmatically (nothing is stored in the repository).
+
+Each builder writes one input into a given folder and returns its path. They are also used by
+``python -m tests.hostile.measure`` to report peak RSS before/after (docs/troubleshooting.md).
+"""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+GiB = 1 << 30
+
+
+def mlp_msgpack(path: Path) -> Path:
+    """A small valid Flax msgpack MLP (Dense 8 -> 4 -> 2), written without flax."""
+    import msgpack
+
+    rng = np.random.RandomState(0)
+
+    def arr(a: np.ndarray) -> msgpack.ExtType:
+        return msgpack.ExtType(1, msgpack.packb([list(a.shape), a.dtype.name, a.tobytes()]))
+
+    tree = {"params": {"Dense_0": {"kernel": arr(rng.randn(8, 4).astype("float32")), "bias": arr(np.zeros(4, "float32"))},
+                       "Dense_1": {"kernel": arr(rng.randn(4, 2).astype("float32")), "bias": arr(np.zeros(2, "float32"))}}}
+    path.write_bytes(msgpack.packb(tree))
+    return path
+
+
+def deep_msgpack(path: Path, depth: int = 500, nils: int = 1_000_000) -> Path:
+    """``depth`` nested maps around a list of ``nils`` nils (about 1 MB)."""
+    head = b"".join(b"\x81\xa1k" for _ in range(depth))
+    path.write_bytes(head + b"\xdd" + nils.to_bytes(4, "big") + b"\xc0" * nils)
+    return path
+
+
+def npz_bomb(path: Path, inflated: int = 2 * GiB) -> Path:
+    """An .npz whose one float32 member inflates to ``inflated`` bytes of zeros (deflate, ~1:230)."""
+    rows = inflated // 4 // 1024
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        with archive.open("params/Dense_0/kernel.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, {"descr": "<f4", "fortran_order": False, "shape": (rows, 1024)})
+            zeros = bytes(4 << 20)
+            for _ in range(rows * 4096 // len(zeros)):
+                member.write(zeros)
+    return path
+
+
+def npz_bytes(arrays: dict, compressed: bool = False) -> bytes:
+    buffer = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def npz_members(path: Path, members: dict[str, bytes], compressed: bool = False) -> Path:
+    """An archive of raw members (forged headers, duplicate names...)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def npy(shape, dtype: str, payload: bytes) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": dtype, "fortran_order": False, "shape": tuple(shape)})
+    return buffer.getvalue() + payload
+
+
+def orbax_zarr(folder: Path) -> Path:
+    """A real (non-OCDBT) Orbax checkpoint of a Dense 8 -> 4 -> 2 MLP, saved with orbax."""
+    import orbax.checkpoint as ocp
+
+    rng = np.random.RandomState(0)
+    tree = {"params": {"Dense_0": {"kernel": rng.randn(8, 4).astype("float32"), "bias": np.zeros(4, "float32")},
+                       "Dense_1": {"kernel": rng.randn(4, 2).astype("float32"), "bias": np.zeros(2, "float32")}},
+            "step": 3}
+    ocp.Checkpointer(ocp.PyTreeCheckpointHandler(use_ocdbt=False)).save(
+        folder.absolute(), args=ocp.args.PyTreeSave(tree))
+    return folder
+
+
+def orbax_huge_claim(base: Path, folder: Path, claimed_bytes: int = 6 * GiB) -> Path:
+    """A copy of ``base`` whose Dense_0 kernel .zarray claims ``claimed_bytes`` and whose chunks are gone
+    (as an older Orbax writes it: chunks equal to the fill value are skipped, so absent chunks read as zeros)."""
+    shutil.copytree(base, folder)
+    top = json.loads((folder / "_METADATA").read_text())
+    top.pop("store_array_data_equal_to_fill_value", None)
+    (folder / "_METADATA").write_text(json.dumps(top))
+    array = folder / "params.Dense_0.kernel"
+    meta = json.loads((array / ".zarray").read_text())
+    rows = claimed_bytes // 4 // 4
+    meta["shape"] = [rows, 4]
+    meta["chunks"] = [rows, 4]
+    (array / ".zarray").write_text(json.dumps(meta))
+    for chunk in array.iterdir():
+        if not chunk.name.startswith("."):
+            chunk.unlink()
+    return folder
+
+
+def orbax_escaping(base: Path, folder: Path, outside: Path) -> Path:
+    """A copy of ``base`` whose _METADATA names Dense_0's kernel by an absolute path to ``outside``
+    (a real zarr array folder outside the checkpoint)."""
+    shutil.copytree(base, folder)
+    shutil.copytree(base / "params.Dense_0.kernel", outside)
+    meta = json.loads((folder / "_METADATA").read_text())
+    for key, entry in list(meta["tree_metadata"].items()):
+        if "Dense_0" in key and "kernel" in key:
+            entry["key_metadata"] = [{"key": str(outside), "key_type": 2}]
+    (folder / "_METADATA").write_text(json.dumps(meta))
+    return folder

@@ -1,0 +1,545 @@
+// The conversion studio: pick -> inspect -> convert (live, over Server-Sent Events) -> verify / test.
+// Talks only to the local `python -m writer studio` server; model text is shown with textContent only.
+'use strict';
+
+(function () {
+  const {el} = F2T;
+  const $ = (id) => document.getElementById(id);
+  const STAGES = ['read', 'fix', 'graph', 'write', 'verify'];
+  const ITEMSIZE = {'': 4, float16: 2, uint16: 2, uint8: 1};
+  const MIB = 1024 * 1024;
+
+  // What automation (and curious users, in the console) can read back.
+  const studio = window.studio = {events: [], job: null, inspected: null, report: null, verify: null};
+  let config = {optimize: null, presets: {}, max_upload_bytes: 0};
+  let checkpoint = null;   // the path (or upload:ID/NAME handle) being worked on
+  let source = null;       // the running EventSource
+
+  class StudioError extends Error {
+    constructor(e) {
+      super(e.message);
+      Object.assign(this, e);
+    }
+  }
+
+  function setState(state) {
+    document.body.dataset.state = state;
+  }
+
+  // ---------- errors ----------
+
+  function showError(err) {
+    const box = $('error');
+    if (err && err.code) {
+      box.replaceChildren(
+        el('strong', {text: `error[${err.code}]: ${err.message}`}),
+        err.hint ? el('span', {class: 'detail', text: `hint: ${err.hint}`}) : null,
+        err.doc ? el('a', {class: 'detail', href: err.doc, target: '_blank', rel: 'noopener', text: `Troubleshooting: ${err.code}`}) : null,
+      );
+      box.dataset.code = err.code;
+      box.hidden = false;
+    } else {
+      F2T.showError(box, err);
+      box.dataset.code = '';
+    }
+  }
+
+  function clearError() {
+    $('error').hidden = true;
+    $('error').dataset.code = '';
+  }
+
+  async function api(path, body) {
+    const init = body === undefined ? {} : {method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify(body)};
+    const response = await fetch(path, {cache: 'no-store', ...init});
+    const data = await response.json().catch(() => ({error: {code: 'INTERNAL', message: `HTTP ${response.status} from ${path}`, hint: ''}}));
+    if (data && data.error) throw new StudioError(data.error);
+    return data;
+  }
+
+  // ---------- pick ----------
+
+  function crumbs(dir) {
+    const parts = dir === '.' ? [] : dir.split('/');
+    const items = [['.', config.root || 'ROOT'], ...parts.map((p, i) => [parts.slice(0, i + 1).join('/'), p])];
+    $('crumbs').replaceChildren(...items.map(([path, name], i) => el('li', {},
+      i === items.length - 1 ? current(el('span', {text: name})) : el('button', {type: 'button', class: 'link', text: name, onclick: () => browse(path)}))));
+  }
+
+  function current(node) {
+    node.setAttribute('aria-current', 'location');
+    return node;
+  }
+
+  const KIND_LABEL = {folder: 'folder', orbax: 'Orbax checkpoint', checkpoint: 'checkpoint file', module: 'model code'};
+
+  async function browse(dir) {
+    try {
+      const data = await api(`/api/list?dir=${encodeURIComponent(dir)}`);
+      crumbs(data.dir);
+      $('files').replaceChildren(...data.entries.map((entry) => {
+        const li = el('li', {class: `file ${entry.kind}`});
+        const main = el('button', {type: 'button', class: 'entry', 'data-path': entry.path},
+          el('span', {class: 'name', text: entry.name}),
+          el('span', {class: 'kind', text: KIND_LABEL[entry.kind] + (entry.bytes ? ` · ${F2T.formatBytes(entry.bytes)}` : '')}));
+        if (entry.kind === 'folder') main.onclick = () => browse(entry.path);
+        else if (entry.kind === 'module') main.onclick = () => { $('module').value = `${entry.path}:`; $('module').closest('details').open = true; $('module').focus(); };
+        else main.onclick = () => { $('ckpt-path').value = entry.path; inspect(entry.path); };
+        li.append(main);
+        if (entry.kind === 'orbax') li.append(el('button', {type: 'button', class: 'link', text: 'open folder', onclick: () => browse(entry.path)}));
+        return li;
+      }));
+      if (!data.entries.length) $('files').append(el('li', {class: 'hint', text: 'No checkpoints, model files or folders here.'}));
+    } catch (err) {
+      showError(err);
+    }
+  }
+
+  $('path-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const path = $('ckpt-path').value.trim();
+    if (path) inspect(path);
+  });
+
+  async function upload(file) {
+    clearError();
+    if (config.max_upload_bytes && file.size > config.max_upload_bytes) {
+      return showError({code: 'UPLOAD_TOO_LARGE', message: `${file.name} is ${file.size.toLocaleString('en-US')} bytes; the limit is ${config.max_upload_bytes.toLocaleString('en-US')}`,
+        hint: 'restart the studio with a larger --max-upload-mb, or put the file under ROOT', doc: '/troubleshooting#upload_too_large'});
+    }
+    $('upload-status').textContent = `Uploading ${file.name}…`;
+    try {
+      const response = await fetch(`/api/upload?name=${encodeURIComponent(file.name)}`, {method: 'POST', body: file});
+      const data = await response.json();
+      if (data.error) throw new StudioError(data.error);
+      $('upload-status').textContent = `Uploaded ${file.name} (${F2T.formatBytes(file.size)}).`;
+      $('ckpt-path').value = data.checkpoint;
+      inspect(data.checkpoint);
+    } catch (err) {
+      $('upload-status').textContent = `Could not upload ${file.name}.`;
+      showError(err);
+    }
+  }
+
+  const drop = $('drop');
+  drop.addEventListener('dragover', (event) => { event.preventDefault(); drop.classList.add('over'); });
+  drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+  drop.addEventListener('drop', (event) => {
+    event.preventDefault();
+    drop.classList.remove('over');
+    const file = event.dataTransfer.files[0];
+    if (file) upload(file);
+  });
+  $('upload-input').addEventListener('change', (event) => {
+    const file = event.target.files[0];
+    event.target.value = '';
+    if (file) upload(file);
+  });
+
+  function modelFields() {
+    return {module: $('module').value.trim(), input_shape: $('input-shape').value.trim(), input_dtype: $('input-dtype').value};
+  }
+
+  // ---------- inspect ----------
+
+  async function inspect(path) {
+    clearError();
+    setState('inspecting');
+    checkpoint = path;
+    $('inspect-card').hidden = true;
+    $('convert-card').hidden = true;
+    $('result-card').hidden = true;
+    try {
+      const report = await api('/api/inspect', {checkpoint: path, ...modelFields()});
+      studio.inspected = report;
+      showInspection(report);
+      const base = path.startsWith('upload:') ? path.split('/').pop() : path;
+      $('out').value = `${base.replace(/\/+$/, '').replace(/\.(msgpack|npz)$/, '')}_tfjs`;
+      $('convert-card').hidden = false;
+      updateSize();
+      setState('inspected');
+    } catch (err) {
+      showError(err);
+      setState('error');
+    }
+  }
+
+  function shapeText(shape) {
+    return shape == null ? '?' : `(${shape.join(', ')})`;
+  }
+
+  function table(node, head, rows) {
+    node.replaceChildren(
+      el('thead', {}, el('tr', {}, ...head.map(([text, cls]) => el('th', {class: cls || '', text, scope: 'col'})))),
+      el('tbody', {}, ...rows.map((row) => el('tr', {}, ...row.map(([text, cls]) => el('td', {class: cls || '', text}))))));
+  }
+
+  const count = (n) => n.toLocaleString('en-US');
+
+  function showInspection(r) {
+    const g = r.graph;
+    const rows = [
+      ['Checkpoint', r.checkpoint], ['Format', `${r.format}${r.step != null ? `, step ${r.step}` : ''}`],
+      ['Holds', `${count(r.totals.tensors)} tensors, ${count(r.totals.params)} parameters, ${F2T.formatBytes(r.totals.bytes)}`],
+      ['Collections', r.collections.map((c) => `${c.name} (${c.status})`).join(', ') || '—'],
+    ];
+    if (g) rows.push(['Model', `${g.model_class}, ${g.layers.length} layers, ${g.topology} topology, inputs ${g.inputs.map((i) => `${i.name} ${shapeText(i.shape)} ${i.dtype}`).join('; ')}`]);
+    $('summary').replaceChildren(...rows.flatMap(([k, v]) => [el('dt', {text: k}), el('dd', {text: v})]));
+    const notes = r.notices.map((n) => el('p', {class: `notice ${n.kind}`, text: `${n.kind}[${n.code}]: ${n.message}`}));
+    if (r.graph_error) {
+      const e = r.graph_error;
+      notes.unshift(el('div', {class: 'alert inline-alert'}, el('strong', {text: `error[${e.code}]: ${e.message}`}),
+        el('span', {class: 'detail', text: `hint: ${e.hint}`}),
+        el('a', {class: 'detail', href: `/troubleshooting#${e.code.toLowerCase()}`, target: '_blank', rel: 'noopener', text: `Troubleshooting: ${e.code}`})));
+    }
+    $('inspect-notices').replaceChildren(...notes);
+    table($('layers'), [['#', 'num'], ['Layer'], ['Class'], ['Output shape'], ['Parameters', 'num'], ['Bytes (float32)', 'num']],
+      g ? g.layers.map((l, i) => [[String(i), 'num'], [l.name], [l.class_name], [shapeText(l.output_shape)], [count(l.params), 'num'], [F2T.formatBytes(l.params * 4), 'num']]) : []);
+    $('tree').replaceChildren(treeNode(r.tree, true));
+    $('inspect-card').hidden = false;
+  }
+
+  // A subtree as nested <details> (keyboard-operable without any script).
+  function treeNode(node, open) {
+    if (node.kind === 'scalar') return el('div', {class: 'leaf mono', text: `${node.name} = ${JSON.stringify(node.value)} (not converted)`});
+    const label = `${node.name || '/'}  ${node.shape ? shapeText(node.shape) + ' ' + node.dtype : `${count(node.tensors)} tensors`} · ${count(node.params)} params · ${F2T.formatBytes(node.bytes)}${node.status && node.status !== 'converted' ? ` · ${node.status}` : ''}`;
+    if (!node.children || !node.children.length) return el('div', {class: 'leaf mono', text: label});
+    const details = el('details', {open: Boolean(open)}, el('summary', {class: 'mono', text: label}));
+    details.append(...node.children.map((c) => treeNode(c, false)));
+    return details;
+  }
+
+  // ---------- options and size ----------
+
+  function shardBytes() {
+    return Math.max(1, Math.round(Number($('shard-mib').value) * MIB)) || 4 * MIB;
+  }
+
+  function updateSize() {
+    const g = studio.inspected && studio.inspected.graph;
+    if (!g) { $('size').textContent = ''; return; }
+    const before = g.param_count * 4;
+    const after = g.param_count * ITEMSIZE[$('quantize').value];
+    const shards = Math.max(1, Math.ceil(after / shardBytes()));
+    $('size').textContent = `Download size: ${F2T.formatBytes(before)} as float32 → ${F2T.formatBytes(after)}${$('quantize').value ? ` as ${$('quantize').value}` : ''} in ${shards} shard${shards === 1 ? '' : 's'} (plus model.json).`;
+  }
+
+  $('preset').addEventListener('change', () => {
+    const preset = config.presets[$('preset').value];
+    if (preset) {
+      $('quantize').value = preset.quantize || '';
+      $('shard-mib').value = String(preset.weight_shard_size_bytes / MIB);
+      if ('optimize' in preset && config.optimize !== null) $('optimize').checked = preset.optimize;
+    }
+    updateSize();
+  });
+  for (const id of ['quantize', 'shard-mib', 'optimize']) {
+    $(id).addEventListener('input', () => { $('preset').value = ''; updateSize(); });
+  }
+
+  function metadata() {
+    const text = $('metadata').value.trim();
+    if (!text) return null;
+    try {
+      return JSON.parse(text);
+    } catch (err) {
+      throw new StudioError({code: 'BAD_METADATA', message: `the metadata is not valid JSON (${err.message})`, hint: 'write one JSON object, e.g. {"labels": ["0", "1"]}', doc: '/troubleshooting#bad_metadata'});
+    }
+  }
+
+  // ---------- convert ----------
+
+  function resetLive(text) {
+    studio.events = [];
+    $('stages').replaceChildren(...STAGES.map((s) => el('li', {'data-stage': s, 'data-state': 'pending', text: s})));
+    $('bar').value = 0;
+    $('progress-text').textContent = text;
+    $('notices').replaceChildren();
+  }
+
+  function markStage(stage) {
+    let reached = false;
+    for (const li of $('stages').children) {
+      if (li.dataset.stage === stage) { li.dataset.state = 'active'; reached = true; li.setAttribute('aria-current', 'step'); }
+      else { li.removeAttribute('aria-current'); li.dataset.state = reached ? 'pending' : 'done'; }
+    }
+  }
+
+  function finishStages(state) {
+    for (const li of $('stages').children) {
+      if (li.dataset.state === 'active') { li.dataset.state = state; li.removeAttribute('aria-current'); }
+    }
+  }
+
+  let writeStarted = 0;
+
+  function onEvent(ev) {
+    studio.events.push(ev);
+    if (ev.type === 'stage') {
+      markStage(ev.stage);
+      if (ev.stage === 'write') writeStarted = ev.seconds;
+      $('progress-text').textContent = `${ev.stage}…`;
+    } else if (ev.type === 'tensor') {
+      $('bar').max = ev.total_bytes || ev.count;
+      $('bar').value = ev.total_bytes ? ev.bytes : ev.index;
+      const secs = Math.max(1e-3, ev.seconds - writeStarted);
+      $('progress-text').textContent = `${ev.index}/${ev.count} tensors · ${F2T.formatBytes(ev.bytes)} of ${F2T.formatBytes(ev.total_bytes)} · ${(ev.bytes / MIB / secs).toFixed(1)} MiB/s · ${ev.name}`;
+    } else if (ev.type === 'notice') {
+      $('notices').append(el('li', {class: `notice ${ev.kind}`, text: `${ev.kind}[${ev.code}]: ${ev.message}`}));
+    } else if (ev.type === 'done') {
+      finishStages('done');
+      $('bar').value = $('bar').max;
+      $('progress-text').textContent = `Done in ${ev.seconds.toFixed(2)} s: ${count(ev.report.param_count)} parameters, ${F2T.formatBytes(ev.report.bytes_written)}.`;
+      showResult(ev);
+      end('converted');
+    } else if (ev.type === 'error') {
+      finishStages('failed');
+      $('progress-text').textContent = 'Failed; the output folder was left as it was.';
+      showError(ev);
+      end('error');
+    } else if (ev.type === 'cancelled') {
+      finishStages('failed');
+      $('progress-text').textContent = 'Cancelled; nothing was written.';
+      end('cancelled');
+    }
+  }
+
+  function end(state) {
+    if (source) source.close();
+    source = null;
+    $('convert').disabled = false;
+    $('cancel').disabled = true;
+    setState(state);
+  }
+
+  $('convert-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    clearError();
+    $('result-card').hidden = true;
+    resetLive('Starting…');
+    $('convert').disabled = true;
+    setState('converting');
+    try {
+      const form = {
+        checkpoint, out: $('out').value.trim(), ...modelFields(), quantize: $('quantize').value,
+        shard_bytes: shardBytes(), metadata: metadata(), force: $('force').checked,
+      };
+      if (config.optimize !== null) form.optimize = $('optimize').checked;
+      const {job, out} = await api('/api/convert', form);
+      studio.job = {id: job, out};
+      $('cancel').disabled = false;
+      source = new EventSource(`/api/jobs/${job}/events`);
+      source.onmessage = (message) => onEvent(JSON.parse(message.data));
+    } catch (err) {
+      showError(err);
+      $('progress-text').textContent = 'Not started.';
+      end('error');
+    }
+  });
+
+  $('cancel').addEventListener('click', async () => {
+    if (!studio.job) return;
+    $('cancel').disabled = true;
+    $('progress-text').textContent = 'Cancelling…';
+    try {
+      await api(`/api/jobs/${studio.job.id}/cancel`, {});
+    } catch (err) {
+      showError(err);
+    }
+  });
+
+  // ---------- result: download, verify, browser test ----------
+
+  function showResult(ev) {
+    const r = studio.report = ev.report;
+    const g = studio.inspected && studio.inspected.graph;
+    const before = g ? g.param_count * 4 : null;
+    $('result-summary').replaceChildren(...[
+      ['Folder', studio.job.out],
+      ['Files', ev.files.join(', ')],
+      ['Download size', `${F2T.formatBytes(r.bytes_written)}${before ? ` (float32 would be ${F2T.formatBytes(before)})` : ''}`],
+      ['Weights', r.quantization ? `quantized to ${r.quantization}` : 'float32'],
+    ].flatMap(([k, v]) => [el('dt', {text: k}), el('dd', {text: v})]));
+    $('download').href = `/api/jobs/${studio.job.id}/download.zip`;
+    $('download').setAttribute('download', `${studio.job.out.split('/').pop()}.zip`);
+    const name = studio.job.out.split('/').pop();
+    $('snippet').textContent = `import * as tf from '@tensorflow/tfjs';\n\nconst model = await tf.loadLayersModel('/${name}/model.json');\nconst y = model.predict(tf.zeros([1, ${(g ? g.inputs[0].shape : []).join(', ')}]));\ny.print();`;
+    $('verdict').textContent = '';
+    $('metrics').replaceChildren();
+    $('timings').replaceChildren();
+    $('browser-layers').replaceChildren();
+    $('browser-status').textContent = '';
+    $('result-card').hidden = false;
+  }
+
+  $('copy').addEventListener('click', async () => {
+    try {
+      await navigator.clipboard.writeText($('snippet').textContent);
+      $('copy').textContent = 'Copied';
+    } catch (err) {
+      const range = document.createRange();  // no clipboard permission: select it for Ctrl+C
+      range.selectNodeContents($('snippet'));
+      getSelection().removeAllRanges();
+      getSelection().addRange(range);
+      $('copy').textContent = 'Selected: press Ctrl+C';
+    }
+  });
+
+  const num = (v) => (v == null ? '—' : Math.abs(v) < 1e-3 && v !== 0 ? v.toExponential(2) : v.toPrecision(4));
+
+  $('verify').addEventListener('click', async () => {
+    clearError();
+    setState('verifying');
+    markStage('verify');
+    $('verify').disabled = true;
+    $('verdict').textContent = 'Verifying…';
+    try {
+      const v = studio.verify = await api(`/api/jobs/${studio.job.id}/verify`, {});
+      finishStages('done');
+      $('verdict').replaceChildren(el('strong', {class: v.passed ? 'pass' : 'fail', text: v.passed ? 'PASS' : 'FAIL'}),
+        v.passed ? ` in ${v.seconds.toFixed(1)} s` : `: ${v.failures.join('; ')}`);
+      table($('metrics'), [['Metric'], ['Value', 'num'], ['']], [
+        [['max abs error'], [num(v.max_abs_error), 'num'], [`tolerance ${num(v.tolerance * v.scale)}`]],
+        [['mean squared error'], [num(v.mse), 'num'], ['']],
+        [['top-1 agreement'], [v.top1_agreement == null ? '—' : `${(v.top1_agreement * 100).toFixed(2)} %`, 'num'], ['TF.js arg-max = JAX arg-max']],
+        [['predict latency'], [`${v.predict_ms.toFixed(2)} ms`, 'num'], [`median of ${v.predict_runs} batch-1 runs, TF.js ${v.backend} in Node`]],
+        [['TF.js load'], [`${v.load_ms.toFixed(1)} ms`, 'num'], ['']],
+        [['samples'], [count(v.inputs.samples), 'num'], [v.inputs.source === 'random' ? `random inputs, seed ${v.inputs.seed}` : v.inputs.source]],
+      ]);
+      setState(v.passed ? 'verified' : 'verify-failed');
+    } catch (err) {
+      finishStages('failed');
+      $('verdict').textContent = 'Verification could not run.';
+      showError(err);
+      setState('error');
+    } finally {
+      $('verify').disabled = false;
+    }
+  });
+
+  // One tensor per model input: the pasted JSON (single-input models), else seeded random values.
+  function browserInputs(m) {
+    const text = $('browser-input').value.trim();
+    const shapes = m.inputs.map((t) => [1, ...t.shape.slice(1).map((d) => (d == null ? 1 : d))]);
+    if (!text) {
+      return m.inputs.map((t, i) => (t.dtype === 'int32'
+        ? tf.randomUniform(shapes[i], 0, 10, 'int32', 42 + i) : tf.randomUniform(shapes[i], 0, 1, 'float32', 42 + i)));
+    }
+    if (m.inputs.length !== 1) throw new F2T.ModelError('JSON input works for models with one input; leave it empty for random inputs.');
+    let value;
+    try {
+      value = JSON.parse(text);
+    } catch (err) {
+      throw new F2T.ModelError('The input is not valid JSON.', err.message);
+    }
+    const flat = Array.isArray(value) ? value.flat(Infinity) : [value];
+    const size = shapes[0].reduce((a, b) => a * b, 1);
+    if (flat.length !== size) throw new F2T.ModelError(`The input has ${flat.length} values; the model takes ${size} (shape ${shapes[0].slice(1).join('×')}).`);
+    return [tf.tensor(flat, shapes[0], m.inputs[0].dtype)];
+  }
+
+  async function timeBackend(loaded, backend) {
+    await F2T.useBackend(backend);
+    const t0 = performance.now();
+    const m = await F2T.buildModel(loaded);
+    const buildMs = performance.now() - t0;
+    let xs = [];
+    try {
+      xs = browserInputs(m);
+      const once = async () => {
+        const start = performance.now();
+        const out = m.predict(xs.length === 1 ? xs[0] : xs);
+        const outs = Array.isArray(out) ? out : [out];
+        const values = Array.from(await outs[0].data());  // the first output is shown and recorded
+        outs.forEach((o) => o.dispose());
+        return {ms: performance.now() - start, values};
+      };
+      const first = await once(); // warm-up: shader compilation, wasm memory growth
+      const times = [];
+      let last = first;
+      for (let i = 0; i < 10; i++) { last = await once(); times.push(last.ms); }
+      return {backend: tf.getBackend(), buildMs, firstMs: first.ms, medianMs: F2T.median(times), values: last.values, model: m};
+    } catch (err) {
+      m.dispose();
+      throw err;
+    } finally {
+      xs.forEach((x) => x.dispose());
+    }
+  }
+
+  $('browser-run').addEventListener('click', async () => {
+    clearError();
+    $('browser-run').disabled = true;
+    setState('testing');
+    const results = {};
+    let shown = false;
+    try {
+      $('browser-status').textContent = 'Loading the model…';
+      const loaded = await F2T.fetchModel(`/api/jobs/${studio.job.id}/model/model.json`);
+      for (const backend of ['cpu', 'wasm', 'webgl']) {
+        $('browser-status').textContent = `Running on ${backend}…`;
+        try {
+          const r = await timeBackend(loaded, backend);
+          if (!shown) {
+            table($('browser-layers'), [['#', 'num'], ['Layer'], ['Class'], ['Parameters', 'num']],
+              r.model.layers.map((l, i) => [[String(i), 'num'], [l.name], [l.getClassName()], [count(l.countParams()), 'num']]));
+            shown = true;
+          }
+          r.model.dispose();
+          delete r.model;
+          results[backend] = r;
+        } catch (err) {
+          results[backend] = {backend, error: err.detail || err.message};
+        }
+      }
+      table($('timings'), [['Backend'], ['Build', 'num'], ['First call', 'num'], ['Median of 10', 'num'], ['Arg max', 'num']],
+        Object.values(results).map((r) => (r.error ? [[r.backend], ['unavailable'], [''], [''], [r.error]]
+          : [[r.backend], [F2T.formatMs(r.buildMs), 'num'], [F2T.formatMs(r.firstMs), 'num'], [F2T.formatMs(r.medianMs), 'num'], [String(r.values.indexOf(Math.max(...r.values))), 'num']])));
+      $('timings').dataset.result = JSON.stringify(results);
+      $('browser-status').textContent = `Ran in ${Object.keys(results).filter((b) => !results[b].error).join(', ')}.`;
+      setState('tested');
+    } catch (err) {
+      $('browser-status').textContent = 'Could not load the model.';
+      showError(err);
+      setState('error');
+    } finally {
+      $('browser-run').disabled = false;
+    }
+  });
+
+  // Tabs: arrow keys move between them (WAI-ARIA tabs pattern).
+  const tabs = Array.from(document.querySelectorAll('[role="tab"]'));
+  function selectTab(tab) {
+    for (const t of tabs) {
+      const on = t === tab;
+      t.setAttribute('aria-selected', String(on));
+      t.tabIndex = on ? 0 : -1;
+      $(t.getAttribute('aria-controls')).hidden = !on;
+    }
+    tab.focus();
+  }
+  for (const tab of tabs) {
+    tab.addEventListener('click', () => selectTab(tab));
+    tab.addEventListener('keydown', (event) => {
+      const i = tabs.indexOf(tab);
+      if (event.key === 'ArrowRight') selectTab(tabs[(i + 1) % tabs.length]);
+      if (event.key === 'ArrowLeft') selectTab(tabs[(i + tabs.length - 1) % tabs.length]);
+    });
+  }
+
+  // ---------- start ----------
+
+  F2T.catchAll($('error'), () => setState('error'));
+  api('/api/config').then((c) => {
+    config = c;
+    $('root-name').textContent = `studio folder: ${c.root}`;
+    if (c.optimize === null) {
+      $('optimize').disabled = true;
+      $('optimize-note').hidden = false;
+    } else {
+      $('optimize').checked = c.optimize;  // the engine's default, as on the command line
+    }
+    resetLive('Not started.');
+    return browse('.');
+  }).catch(showError);
+})();
