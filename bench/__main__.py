@@ -72,6 +72,8 @@ def selected(args: argparse.Namespace) -> tuple[list[str], list[int] | None]:
     skip = {ALIASES.get(s.strip(), s.strip()) for s in args.skip.split(",") if s.strip()}
     if args.official is False or (args.quick and args.official is None and not args.only):
         skip.add("official")
+    if args.quick and not args.only:  # minutes of ResNet-18 conversions and timing: not a smoke test
+        skip.add("optimize")
     return [n for n in SECTIONS if n in names and n not in skip], widths
 
 

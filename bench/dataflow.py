@@ -97,7 +97,8 @@ def _msgpack(ctx: Context) -> dict:
     made = checkpoints.write_mlp_msgpack(path, width, LAYERS)
     ctx.log(f"msgpack {made['bytes'] / MB:.0f} MB against cp")
     row = measure_pairs(ctx, path, [], ctx.runs(5), ("cp",))
-    row.update(checkpoint_bytes=made["bytes"], width=width, layers=LAYERS)
+    row.update(checkpoint_bytes=made["bytes"], width=width, layers=LAYERS,
+               command=f"python -m writer mlp-{width}.msgpack out --quiet")
     remove(path)
     return row
 
@@ -198,8 +199,33 @@ def render(d: dict) -> list[str]:
     return [f"Versions measured (the newest `pip install` resolved on the day): {versions}. "
             "Runs: MNIST 9 per format, 1 GB msgpack 5 pairs (conversion and `cp` alternating, ratio per pair), "
             "single tensor 3, Orbax 4 pairs (conversion and a process that only reads every tensor). "
-            "Whole processes, start-up included.", "",
+            "Whole processes, start-up included. When the machine is shared (see the load average above: "
+            "other jobs on the same 2 cores), wall times carry waiting for a core; CPU time (user + system) "
+            "is the steadier figure, and the per-pair ratios cancel slow drifts.", "",
             markdown_table(["what", "target", "measured: median (min–max)", "verdict"], rows), "",
             f"Each import alone, whole process: {imports}. The Orbax reader needs tensorstore, and "
             "tensorstore imports ml_dtypes itself, so the Orbax MNIST conversion pays for both; a msgpack "
-            "or .npz conversion imports neither (tests/test_weights_streaming.py fails if one comes back).", ""]
+            "or .npz conversion imports neither (tests/test_weights_streaming.py fails if one comes back).", "",
+            *_why(d)]
+
+
+def _why(d: dict) -> list[str]:
+    """What the misses are made of, from the CPU times measured (wall waits for a core on a busy machine)."""
+    from bench.report import secs
+
+    g, o, m = d["msgpack_1gb"], d["orbax"], d["mnist"]
+    return [
+        "Where the misses come from:", "",
+        f"* MNIST: CPU time is {secs(m['msgpack']['cpu_s'])} for msgpack (interpreter, numpy and the converter's "
+        f"own modules) and {secs(m['orbax']['cpu_s'])} for Orbax, most of it `import tensorstore` (with "
+        "ml_dtypes); wall time adds the wait for a core when other jobs load the machine.",
+        f"* 1 GB msgpack: CPU {secs(g['cpu_s'])} against `cp`'s {secs(g['cp_cpu_s'])}. The float32 bytes go "
+        "through `copy_file_range` as with `cp` (on ext4 that still copies pages in the kernel), the NaN/Inf check "
+        "reads them once more on a second thread, and the provenance sha256 of the whole source "
+        "(writer/provenance.py, a third full read) is the largest single item: hashing the file alone takes "
+        "about as long as `cp` itself (`python -c \"import hashlib,sys; h=hashlib.sha256(); "
+        "f=open(sys.argv[1],'rb'); [h.update(b) for b in iter(lambda: f.read(1<<20), b'')]\" mlp-4096.msgpack`). "
+        "With two cores busy with other work, the three do not overlap.",
+        f"* Orbax: CPU {secs(o['cpu_s'])} against {secs(o['read_cpu_s'])} to only read; the difference is the "
+        "sha256 of the folder and writing 1 GB of shards. Decoding the next tensor in a thread overlaps only "
+        "when a core is free.", ""]

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-QUICK_SECTIONS = ["dataflow", "mnist", "sizes", "chunked", "all_steps", "tfjs"]
+QUICK_SECTIONS = ["dataflow", "mnist", "sizes", "chunked", "all_steps", "tfjs", "optimize"]
 
 
 @pytest.fixture(scope="module")

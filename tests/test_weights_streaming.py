@@ -152,6 +152,29 @@ def test_prefetch_hands_on_errors_and_stops_its_thread():
     assert not endless._thread.is_alive()
 
 
+def test_prefetch_runs_one_ahead_and_loads_a_whole_tensor_alone():
+    import time
+
+    log = []
+
+    def items():
+        for i in range(3):
+            log.append(f"made {i}")
+            yield i
+        yield weights._Prefetch.DRAIN
+        log.append("made whole")
+        yield "whole"
+
+    with weights._Prefetch(items()) as pieces:
+        for _ in range(4):
+            got = next(pieces)
+            time.sleep(0.05)  # writing; the thread runs ahead meanwhile
+            log.append(f"wrote {got}")
+    assert log.index("made 1") < log.index("wrote 0")  # overlap: the next is made while one is written
+    assert log.index("made 2") > log.index("wrote 0")  # but never two ahead
+    assert log.index("made whole") > log.index("wrote 2")  # and a whole tensor only once the writer is done
+
+
 def _peak_rss(args: list[str]) -> int:
     env = {k: v for k, v in os.environ.items() if k != "FLAX2TFJS_SCHEMA_CHECK"}
     result = run([sys.executable, "-m", "writer", *args, "--quiet"], cwd=ROOT, env=env, timeout=300)

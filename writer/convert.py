@@ -14,6 +14,7 @@ from topology.keras_json import model_topology
 from writer.errors import ConversionError, Notices
 from writer.events import EventSink, EventStream
 from writer.fixes import fit_module, fit_template
+from writer.layer_names import sanitize_layer_names
 from writer.model_json import check_model_json, dumps_model_json
 from writer.output import check_destination, staged_output
 from writer.quantize import QUANTIZE_DTYPES, QuantizeOptions
@@ -177,11 +178,23 @@ def _input_specs(source: Source, options: ConvertOptions, notices: Notices) -> l
     return [InputSpec(name, tuple(shape), dtype) for name, shape, dtype in zip(names, shapes, dtypes)]
 
 
+def _refuse_empty_weights(graph: LayerGraph) -> None:
+    for name, binding in graph.weight_bindings():
+        if 0 in tuple(binding.shape):
+            raise ConversionError(
+                "EMPTY_WEIGHT", f"weight {name} has shape {tuple(binding.shape)}, which holds no values",
+                "a layer with zero units or zero inputs cannot run in TF.js; check the model's sizes, "
+                "or save the checkpoint again",
+            )
+
+
 def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: ConvertOptions,
                 notices: Notices, started: float, topology_kind: str, progress: Progress | None = None,
                 events: EventStream | None = None) -> Report:
     """Write ``graph`` with its weights as a complete model folder, atomically."""
     quantization = QuantizeOptions(options.quantize, tuple(options.quantize_weights))
+    _refuse_empty_weights(graph)
+    sanitize_layer_names(graph, notices)
     topology = model_topology(graph)
     with staged_output(out_dir, options.force, source.path) as staging:
         bindings = graph.weight_bindings()

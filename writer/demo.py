@@ -21,6 +21,7 @@ import functools
 import posixpath
 import sys
 import urllib.parse
+from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Sequence
@@ -30,6 +31,26 @@ from writer.resources import resource_path
 
 HOST = "127.0.0.1"  # never exposed beyond this machine
 DEFAULT_PORT = 8000
+_ALLOWED_HOSTS = ("127.0.0.1", "localhost")
+# What the pages need and no more: own scripts, WebAssembly (tfjs wasm backend), blob workers.
+PAGE_CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; "
+            "img-src 'self' data: blob:; connect-src 'self'; worker-src 'self' blob:; object-src 'none'; "
+            "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+# The tester also loads models from URLs and local files the user picks.
+TESTER_CSP = PAGE_CSP.replace("connect-src 'self'", "connect-src 'self' http: https: blob: data:")
+
+
+def _allowed_host(host: str | None, port: int) -> bool:
+    """True for ``127.0.0.1`` / ``localhost``, bare or with this server's port.
+
+    Example:
+        >>> _allowed_host("localhost:8000", 8000), _allowed_host("evil.example:8000", 8000)
+        (True, False)
+    """
+    if not host:
+        return False
+    name, _, given_port = host.strip().rpartition(":") if ":" in host else (host.strip(), "", "")
+    return name.lower() in _ALLOWED_HOSTS and given_port in ("", str(port))
 
 
 class DemoHandler(SimpleHTTPRequestHandler):
@@ -43,6 +64,30 @@ class DemoHandler(SimpleHTTPRequestHandler):
         self.model_dir = model_dir
         super().__init__(*args, **kwargs)
 
+    # -- request hardening (issue 10) -------------------------------------------------
+
+    def send_head(self):  # noqa: ANN201  (the parent's signature)
+        """Refuse foreign Host headers (DNS rebinding) and malformed paths before touching files."""
+        if not _allowed_host(self.headers.get("Host"), self.server.server_address[1]):
+            self.send_error(HTTPStatus.MISDIRECTED_REQUEST, "this server answers only to 127.0.0.1 and localhost")
+            return None
+        try:
+            path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path, errors="strict")
+        except (UnicodeDecodeError, ValueError):
+            path = None
+        if path is None or not path.startswith("/") or any(ord(c) < 32 or c == "\\" for c in path):
+            self.send_error(HTTPStatus.BAD_REQUEST, "malformed path")
+            return None
+        try:
+            return super().send_head()
+        except (ValueError, OSError):  # e.g. names the file system refuses
+            self.send_error(HTTPStatus.BAD_REQUEST, "malformed path")
+            return None
+
+    def list_directory(self, path):  # noqa: ANN001, ANN201
+        self.send_error(HTTPStatus.NOT_FOUND, "no directory listings")
+        return None
+
     def translate_path(self, path: str) -> str:
         route = posixpath.normpath(urllib.parse.unquote(urllib.parse.urlsplit(path).path))
         if self.model_dir is not None and (route == "/model" or route.startswith("/model/")):
@@ -53,6 +98,10 @@ class DemoHandler(SimpleHTTPRequestHandler):
 
     def end_headers(self) -> None:
         self.send_header("Cache-Control", "no-cache")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")
+        tester = urllib.parse.urlsplit(getattr(self, "path", "")).path.endswith("tester.html")
+        self.send_header("Content-Security-Policy", TESTER_CSP if tester else PAGE_CSP)
         super().end_headers()
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 (the parent's signature)

@@ -84,9 +84,9 @@ def check_not_a_file(out_dir: Path) -> None:
         >>> check_not_a_file(Path("/nonexistent/new_out"))
     """
     out_dir = Path(out_dir)
-    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+    if (out_dir.exists() or out_dir.is_symlink()) and not out_dir.is_dir():
         raise ConversionError(
-            "OUTPUT_NOT_A_FOLDER", f"{out_dir} exists and is {'a symlink' if out_dir.is_symlink() else 'a file'}",
+            "OUTPUT_NOT_A_FOLDER", f"{out_dir} exists and is not a folder",
             "choose a folder path for the output",
         )
 
@@ -161,7 +161,8 @@ def staged_output(out_dir: Path, force: bool = False, checkpoint: Path | None = 
         >>> sorted(p.name for p in dest.iterdir())
         ['model.json']
     """
-    out_dir = Path(os.path.abspath(out_dir))
+    # A symlink to a folder: the folder it points to is the output (renaming would replace the link).
+    out_dir = Path(os.path.realpath(out_dir) if Path(out_dir).is_symlink() else os.path.abspath(out_dir))
     if out_dir.parent == out_dir:
         raise ConversionError("OUTPUT_NOT_REPLACEABLE", f"the output folder {out_dir} is the file system root",
                               "choose a new folder for the output")
@@ -276,9 +277,14 @@ def _locked(folder: Path) -> Iterator[None]:
     except ImportError:  # not POSIX: no lock, the rename without replace still decides
         yield
         return
-    fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # an unreadable parent: no lock, the rename without replace still decides
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):  # file systems without flock
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)

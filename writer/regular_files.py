@@ -80,7 +80,11 @@ def read_small_file(path: Path, limit: int, what: str) -> bytes:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ConversionError("NOT_A_REGULAR_FILE", f"{what} {path} is not a regular file",
                                   "give a regular file saved on disk")
-        data = handle.read(limit + 1)
+        parts, size = [], 0
+        while size <= limit and (chunk := handle.read(min(1 << 20, limit + 1 - size))):
+            parts.append(chunk)  # in blocks: read(n) would allocate all n bytes up front
+            size += len(chunk)
+        data = b"".join(parts)
     if len(data) > limit:
         raise ConversionError("FILE_TOO_LARGE", f"{what} {path} is larger than {limit:,} bytes",
                               "this file should be small; check that the right file was given")

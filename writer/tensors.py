@@ -57,7 +57,8 @@ class TensorRef:
 
     @property
     def nbytes(self) -> int:
-        return self.size * self.dtype.itemsize
+        """Bytes in the checkpoint (a bfloat16 tensor counts 2 per value though it loads as float32)."""
+        return self.size * (2 if self.stored_dtype == "bfloat16" else self.dtype.itemsize)
 
     @property
     def dtype_name(self) -> str:

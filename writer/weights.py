@@ -12,8 +12,9 @@ Each weight takes one of three routes (:func:`route`), all writing the same byte
 * ``whole``: everything else (transposed kernels, synthesised constants) is loaded whole,
   which bounds memory by the largest such tensor.
 
-Reading and decoding run one step ahead in a second thread (:class:`_Prefetch`, a queue of
-one), so the next Orbax tensor is decompressed while the current one is written.
+Reading and decoding run one step ahead in a second thread (:class:`_Prefetch`), so the next
+Orbax tensor is decompressed while the current one is written; at most two slices (or
+streamed tensors) are in memory, and a tensor loaded whole is loaded alone.
 """
 from __future__ import annotations
 
@@ -136,6 +137,7 @@ def _pieces(plan) -> Iterator[np.ndarray]:
     """Everything the writer loop reads, in its order: runs in the prefetch thread."""
     for (_, binding, qdtype), kind in zip(plan, _routes(plan)):
         if kind == "whole":
+            yield _Prefetch.DRAIN  # loaded whole: not while the writer still holds another tensor
             yield binding.materialize()
         elif kind == "stream":
             for _ in range(2 if qdtype in ("uint8", "uint16") else 1):  # min/max first, then the values
@@ -285,51 +287,83 @@ def _stream(binding: WeightBinding, qdtype: str | None, pieces: Iterator[np.ndar
 
 
 class _Prefetch:
-    """Run an iterator one item ahead in a daemon thread (a queue of one), errors included.
+    """Run an iterator one item ahead in a daemon thread, errors included.
 
     tensorstore's decoding and file reads release the GIL, so the next tensor is decoded on
-    the second core while this one is written. At most three items are alive: the one being
-    produced, the queued one and the one being written.
+    the second core while this one is written. At most two items are alive: the one being
+    written and the one made ahead. When the source yields :attr:`DRAIN`, the next item is
+    made only once the writer has finished with every earlier one (for tensors loaded whole,
+    so that memory stays one such tensor).
 
     Example:
-        >>> with _Prefetch(iter([1, 2])) as items:
+        >>> with _Prefetch(iter([1, _Prefetch.DRAIN, 2])) as items:
         ...     next(items), next(items)
         (1, 2)
     """
 
+    DRAIN = object()
     _DONE = object()
 
     def __init__(self, items: Iterator) -> None:
         self._items = items
-        self._queue: queue.Queue = queue.Queue(maxsize=1)
+        self._queue: queue.Queue = queue.Queue()  # never more than one entry: see _ahead
+        self._ahead = threading.Semaphore(1)  # one item made and not yet taken
+        self._state = threading.Condition()
+        self._made = self._taken = 0
+        self._waiting = False  # the writer is asking for the next item
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="flax2tfjs-prefetch", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        items = iter(self._items)
         try:
-            for item in self._items:
-                if not self._put((True, item)):
+            while True:
+                if not self._slot():  # before the next item is made: one ahead, not two
+                    return
+                item = next(items, self._DONE)
+                if item is self.DRAIN:
+                    self._ahead.release()
+                    if not self._drained():
+                        return
+                    continue
+                self._put((True, item))
+                if item is self._DONE:
                     return
         except BaseException as exc:  # handed to the writer thread, raised there
             self._put((False, exc))
-            return
-        self._put((True, self._DONE))
 
-    def _put(self, entry: tuple) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+    def _slot(self) -> bool:
+        while not self._ahead.acquire(timeout=0.1):
+            if self._stop.is_set():
+                return False
+        return True
+
+    def _put(self, entry: tuple) -> None:
+        with self._state:
+            self._made += 1
+        self._queue.put(entry)
+
+    def _drained(self) -> bool:
+        with self._state:
+            while not (self._waiting and self._taken == self._made):
+                if self._stop.is_set():
+                    return False
+                self._state.wait(timeout=0.1)
+        return True
 
     def __iter__(self) -> "_Prefetch":
         return self
 
     def __next__(self):
+        with self._state:
+            self._waiting = True
+            self._state.notify_all()
         ok, item = self._queue.get()
+        with self._state:
+            self._waiting = False
+            self._taken += 1
+        self._ahead.release()
         if not ok:
             raise item
         if item is self._DONE:

@@ -40,7 +40,7 @@ def read_npz(path: Path) -> Checkpoint:
                     "save each array under one key only (no empty path parts, no duplicate members)",
                 )
             keys[tree_path] = key
-            shape, dtype, offset = _npy_header(archive, member.filename)
+            shape, dtype, offset, fortran = _npy_header(archive, member.filename)
             if dtype.hasobject:
                 raise ConversionError(
                     "PICKLE_REFUSED",
@@ -49,7 +49,7 @@ def read_npz(path: Path) -> Checkpoint:
                 )
             _check_member(path, key, member, shape, dtype, offset)
             tensors[tree_path] = TensorRef(
-                tree_path, shape, dtype, _member_loader(path, member, shape, dtype, offset), str(path)
+                tree_path, shape, dtype, _member_loader(path, member, shape, dtype, offset, fortran), str(path)
             )
         archive.close()
     except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as exc:
@@ -65,8 +65,8 @@ def read_npz(path: Path) -> Checkpoint:
     return Checkpoint("npz", path, tensors)
 
 
-def _npy_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype, int]:
-    """Shape, dtype and header length of one member (numpy checks the header's own syntax)."""
+def _npy_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype, int, bool]:
+    """Shape, dtype, header length and Fortran order of one member (numpy checks the header's syntax)."""
     with archive.open(name) as handle:
         version = np.lib.format.read_magic(handle)
         if version == (1, 0):
@@ -74,9 +74,7 @@ def _npy_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], n
         else:
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
         offset = handle.tell()
-    if fortran and len(shape) > 1:
-        raise ValueError("Fortran-ordered arrays are not supported; save with np.ascontiguousarray")
-    return tuple(int(d) for d in shape), np.dtype(dtype), offset
+    return tuple(int(d) for d in shape), np.dtype(dtype), offset, bool(fortran)
 
 
 def _check_member(path: Path, key: str, member: zipfile.ZipInfo, shape: tuple[int, ...], dtype: np.dtype,
@@ -95,10 +93,12 @@ def _check_member(path: Path, key: str, member: zipfile.ZipInfo, shape: tuple[in
         )
 
 
-def _member_loader(path: Path, member: zipfile.ZipInfo, shape: tuple[int, ...], dtype: np.dtype, offset: int):
+def _member_loader(path: Path, member: zipfile.ZipInfo, shape: tuple[int, ...], dtype: np.dtype, offset: int,
+                   fortran: bool = False):
     def load() -> np.ndarray:
         # Streamed into one preallocated array: memory is the tensor, whatever the compression.
-        array = np.empty(shape, dtype)
+        # A Fortran-ordered member holds the transpose's bytes in C order.
+        array = np.empty(shape[::-1] if fortran else shape, dtype)
         target = memoryview(array.reshape(-1).view(np.uint8)) if array.size else memoryview(b"")
         try:
             with zipfile.ZipFile(path) as archive, archive.open(member.filename) as handle:
@@ -112,6 +112,8 @@ def _member_loader(path: Path, member: zipfile.ZipInfo, shape: tuple[int, ...], 
                     done += len(chunk)
                 if handle.read(1):
                     raise ValueError("the member holds more bytes than its header's shape")
+            if fortran:
+                array = array.T
         except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError, NotImplementedError) as exc:
             raise ConversionError(
                 "CORRUPT_CHECKPOINT", f"{path}: cannot read array {member.filename[:-4]!r} ({exc})",

@@ -380,6 +380,11 @@ def _folder_bytes(folder: Path) -> int:
                 continue
             if stat.S_ISREG(info.st_mode):
                 total += info.st_size
+            elif not stat.S_ISLNK(info.st_mode):  # a FIFO would block the chunk read forever
+                raise ConversionError(
+                    "NOT_A_REGULAR_FILE", f"{os.path.join(root, name)} in the checkpoint is not a regular file",
+                    "a checkpoint holds only regular files; copy it again",
+                )
     return total
 
 
