@@ -111,3 +111,7 @@ def test_lstm_classifier_with_a_scalar_lengths_input(tmp_path, tfjs):
         lengths = (tokens > 0).sum(axis=1).astype(np.int32)
         [out] = tfjs.predict(tmp_path / "out", [tokens, lengths]).outputs
         assert_close(out, np.asarray(model.apply(variables, jnp.asarray(tokens), jnp.asarray(lengths))))
+    # `verify` reads the scalar input back as shape () (model.json declares it (batch, 1)).
+    checked = _cli("verify", tmp_path / "out", checkpoint, "--module", "examples/models/lstm_classifier.py:LstmClassifier",
+                   "--samples", 8)
+    assert "input (9,), ()" in checked.stdout and checked.stdout.rstrip().splitlines()[-1].startswith("PASS")

@@ -307,7 +307,7 @@ def read_model(folder: str | Path) -> ModelFiles:
         document = json.loads(path.read_text(encoding="utf-8"))
         topology = document["modelTopology"]
         config = topology.get("model_config", topology)
-        inputs = _input_specs(config)
+        inputs = _scalar_inputs(_input_specs(config), document)
         manifest = document["weightsManifest"]
         weights = [w for group in manifest for w in group["weights"]]
         paths = [folder / p for group in manifest for p in group["paths"]]
@@ -320,6 +320,13 @@ def read_model(folder: str | Path) -> ModelFiles:
                                  "copy the whole output folder, or reconvert")
     size = path.stat().st_size + sum(p.stat().st_size for p in paths)
     return ModelFiles(folder, document, inputs, weights, paths, size)
+
+
+def _scalar_inputs(specs: list[InputSpec], document: dict) -> list[InputSpec]:
+    """Per-example scalar inputs are declared (batch, 1) in model.json; the provenance keeps shape ()."""
+    recorded = ((document.get("userDefinedMetadata") or {}).get("flax2tfjs") or {}).get("inputs") or []
+    scalars = {i.get("name") for i in recorded if isinstance(i, dict) and i.get("shape") == []}
+    return [InputSpec(s.name, (), s.dtype) if s.name in scalars and s.shape == (1,) else s for s in specs]
 
 
 def _input_specs(config: dict) -> list[InputSpec]:

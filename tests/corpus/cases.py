@@ -183,6 +183,23 @@ def _(folder: Path) -> Built:
                  reference=_nnx_ref(trained))
 
 
+@case("linen-partitioned-params", FIXED, ("BOXED_VALUE_LEAVES",),
+      "params made with nn.with_logical_partitioning (lm1b style) saved boxed: leaves <var>/value")
+def _(folder: Path) -> Built:
+    import flax.linen as nn
+
+    class Partitioned(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            init = nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("embed", "mlp"))
+            return nn.Dense(3)(nn.relu(nn.Dense(8, kernel_init=init)(x)))
+
+    module = Partitioned()
+    v = module.init(jax.random.PRNGKey(5), jnp.ones((1, *M.MLP_INPUT)))
+    return Built(fm.save_msgpack(v, folder / "boxed.msgpack"), module=module, options={"input_shape": M.MLP_INPUT},
+                 reference=_ref(module, v))
+
+
 @case("nnx-integer-keys", FIXED, (), "an nnx.List saved as a pure dict: integer keys layers/0, layers/1")
 def _(folder: Path) -> Built:
     trained = M.NnxMLP(nnx.Rngs(4))
