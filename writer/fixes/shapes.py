@@ -129,15 +129,16 @@ def fit_shapes(pairs: list[tuple[ExpectedLeaf, TensorRef]], source: str, notices
         ((3, 2), [0.0, 3.0])
     """
     options = [layouts_for(leaf, ref) for leaf, ref in pairs]
-    for (leaf, ref), found in zip(pairs, options):
-        if not found:
-            raise ConversionError(
-                "SHAPE_MISMATCH",
-                f"{source}: {path_str(ref.path)} has shape {tuple(ref.shape)} but the model's {leaf.where} "
-                f"needs {leaf.shape}",
-                "check --input-shape, and that the checkpoint was saved from this model "
-                "(same features and kernel sizes)",
-            )
+    # Name every tensor that does not fit (a wider layer shows in its kernel and its bias alike).
+    misfits = [f"{path_str(ref.path)} has shape {tuple(ref.shape)} but the model's {leaf.where} needs {leaf.shape}"
+               for (leaf, ref), found in zip(pairs, options) if not found]
+    if misfits:
+        more = f"; and {len(misfits) - 4} more" if len(misfits) > 4 else ""
+        raise ConversionError(
+            "SHAPE_MISMATCH", f"{source}: " + "; ".join(misfits[:4]) + more,
+            "check --input-shape, and that the checkpoint was saved from this model "
+            "(same features and kernel sizes)",
+        )
     chosen = _choose_layouts([(leaf, ref) for leaf, ref in pairs], options, source)
     return _apply_layouts(pairs, chosen, source, notices, enabled)
 
