@@ -173,26 +173,11 @@ def test_official_tensorflowjs_loads_the_stretch_models(tmp_path):
         assert_close(np.load(tmp_path / f"{name}_y.npy"), want)
 
 
-class _Masked(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        return nn.MultiHeadDotProductAttention(2)(x, mask=nn.make_causal_mask(jnp.ones(x.shape[:2])))
-
-
-class _NnxCausal(nnx.Module):
-    def __init__(self):
-        self.attn = nnx.MultiHeadAttention(2, 4, decode=False, rngs=nnx.Rngs(0))
-
-    def __call__(self, x):
-        return self.attn(x, is_causal=True)
-
-
 UNSUPPORTED = {
     # name: (module factory, input shape, words the message or hint must contain)
     "gru": (lambda: nn.RNN(nn.GRUCell(4)), (5, 3), ("GRUCell", "reset_after")),
     "nnx-gru": (lambda: nnx.RNN(nnx.GRUCell(3, 4, rngs=nnx.Rngs(0))), (5, 3), ("GRUCell", "reset_after")),
-    "attention-mask": (_Masked, (5, 4), ("mask",)),
-    "nnx-causal-attention": (_NnxCausal, (5, 4), ("mask",)),
+    # Causal and padding masks convert now: cases in topology/layers/attention_mask.py.
     "normalize-qk": (lambda: nn.MultiHeadDotProductAttention(2, normalize_qk=True), (5, 4), ("normalize_qk",)),
     "return-carry": (lambda: nn.RNN(nn.LSTMCell(3), return_carry=True), (5, 2), ("return_carry", "y[:, -1]")),
     "time-major": (lambda: nn.RNN(nn.LSTMCell(3), time_major=True), (5, 2), ("time_major",)),

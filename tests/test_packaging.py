@@ -29,6 +29,18 @@ def _legacy_steps(folder, steps=(1, 5)):
 # -- resources and imports ----------------------------------------------------------------------
 
 
+def test_every_code_package_is_in_the_wheel_list():
+    """pyproject lists packages by hand: a new sub-package left out breaks only the installed wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for top in ("writer", "topology")
+             for p in (ROOT / top).rglob("__init__.py")}
+    assert found - listed == set(), f"add to [tool.setuptools] packages in pyproject.toml: {sorted(found - listed)}"
+
+
+
+
 def test_resources_resolve_to_the_checkout_folders():
     from writer.resources import files, resource_path
 

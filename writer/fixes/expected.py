@@ -70,9 +70,10 @@ def linen_expected(module: Any, inputs: list[InputSpec]) -> list[ExpectedLeaf]:
         rngs = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}
         # nn.with_logical_partitioning / nn.Partitioned box their values; checkpoints and
         # apply() take the plain arrays, so expect those.
-        variables = unbox(module.init(rngs, *xs, **flags))
-        order.extend(_walk(variables))  # dict insertion order = creation order
-        return variables
+        boxed = module.init(rngs, *xs, **flags)
+        # Walk before unboxing: unbox's tree_map sorts keys, the boxed dicts keep creation order.
+        order.extend(_walk(boxed))
+        return unbox(boxed)
 
     try:
         jaxpr, shapes = jax.make_jaxpr(init, return_shape=True)()
