@@ -61,6 +61,13 @@ def not_converted() -> tuple[tuple[str, str, Any], ...]:
         def __call__(self, x):
             return self.param("scale", nn.initializers.ones, (4,)) / nn.Dense(4)(x)
 
+    class CarryWithLengths(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            lengths = jnp.full((x.shape[0],), 3, jnp.int32)
+            (_, h), _ = nn.RNN(nn.LSTMCell(3), return_carry=True)(x, seq_lengths=lengths)
+            return h
+
     class HeadMask(nn.Module):  # head 0 causal, head 1 not
         @nn.compact
         def __call__(self, x):
@@ -140,9 +147,13 @@ def not_converted() -> tuple[tuple[str, str, Any], ...]:
          "mask (0 = padding) combined with a constant mask",
          "each head's scores are masked by M, built from the constant and min(m, 1) of one (batch, length) input",
          Case("example", HeadMask, (3, 4))),
-        ("layers that return tuples or dicts (e.g. `nn.RNN(..., return_carry=True)`)",
-         "a traced layer must return one array; the LSTM's final cell state has no single-output tfjs layer "
-         "(take the hidden state as `y[:, -1]` instead of the carry)", None),
+        ("layers that return tuples or dicts (other than an RNN's `(carry, outputs)`)",
+         "a traced layer must return one array, or be a layer kind that maps each leaf to one of its tfjs "
+         "layer's outputs (as nn.RNN(return_carry=True) does with the LSTM's return_state)", None),
+        ("`nn.RNN(..., return_carry=True)` called with `seq_lengths=`",
+         "Flax then returns the carry at each sequence's own last step; tfjs' state is the one after the "
+         "last time step. Pad at the end and drop seq_lengths, or use the outputs",
+         Case("example", CarryWithLengths, (5, 2))),
     )
 
 

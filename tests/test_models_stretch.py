@@ -179,11 +179,21 @@ UNSUPPORTED = {
     "nnx-gru": (lambda: nnx.RNN(nnx.GRUCell(3, 4, rngs=nnx.Rngs(0))), (5, 3), ("GRUCell", "reset_after")),
     # Causal and padding masks convert now: cases in topology/layers/attention_mask.py.
     "normalize-qk": (lambda: nn.MultiHeadDotProductAttention(2, normalize_qk=True), (5, 4), ("normalize_qk",)),
-    "return-carry": (lambda: nn.RNN(nn.LSTMCell(3), return_carry=True), (5, 2), ("return_carry", "y[:, -1]")),
+    # return_carry=True converts (cases in topology/layers/rnn.py), but not with per-example lengths:
+    # Flax then returns the carry at each sequence's own last step.
+    "return-carry-seq-lengths": (lambda: _CarryWithLengths(), (5, 2), ("return_carry", "seq_lengths")),
     "time-major": (lambda: nn.RNN(nn.LSTMCell(3), time_major=True), (5, 2), ("time_major",)),
     "hard-sigmoid-gates": (lambda: nn.RNN(nn.LSTMCell(3, gate_fn=nn.hard_sigmoid)), (5, 2), ("gate_fn",)),
     "batch-slice": (lambda: _BatchSlice(), (4,), ("batch axis",)),
 }
+
+
+class _CarryWithLengths(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        lengths = jnp.full((x.shape[0],), 3, jnp.int32)
+        (_, h), _ = nn.RNN(nn.LSTMCell(3), return_carry=True)(x, seq_lengths=lengths)
+        return h
 
 
 class _BatchSlice(nn.Module):

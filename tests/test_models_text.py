@@ -115,3 +115,25 @@ def test_lstm_classifier_with_a_scalar_lengths_input(tmp_path, tfjs):
     checked = _cli("verify", tmp_path / "out", checkpoint, "--module", "examples/models/lstm_classifier.py:LstmClassifier",
                    "--samples", 8)
     assert "input (9,), ()" in checked.stdout and checked.stdout.rstrip().splitlines()[-1].startswith("PASS")
+
+
+def test_seq2seq_encoder_carry_feeds_a_classifier(tmp_path, tfjs):
+    from examples.models.seq2seq_encoder import Seq2SeqEncoderClassifier
+
+    model, length = Seq2SeqEncoderClassifier(), 12
+    variables = model.init(jax.random.PRNGKey(5), jnp.ones((1, length), jnp.int32))
+    checkpoint = save_msgpack(variables, tmp_path / "encoder.msgpack")
+    module = "examples/models/seq2seq_encoder.py:Seq2SeqEncoderClassifier"
+    _cli(checkpoint, tmp_path / "out", "--module", module, "--input-shape", length, "--input-dtype", "int32")
+    config = json.loads((tmp_path / "out" / "model.json").read_text())["modelTopology"]["model_config"]["config"]
+    [lstm] = [l for l in config["layers"] if l["class_name"] == "LSTM"]
+    assert lstm["config"]["return_state"] is True
+    # The carry (c, h) is the LSTM's outputs 2 and 1, concatenated in that order.
+    [concat] = [l for l in config["layers"] if l["class_name"] == "Concatenate"]
+    assert [ref[:3] for ref in concat["inbound_nodes"][0]] == [[lstm["name"], 0, 2], [lstm["name"], 0, 1]]
+    for batch in (1, 3):
+        tokens = _tokens(batch, length, model.vocab, seed=10 + batch)
+        [out] = tfjs.predict(tmp_path / "out", tokens).outputs
+        assert_close(out, np.asarray(model.apply(variables, jnp.asarray(tokens))))
+    checked = _cli("verify", tmp_path / "out", checkpoint, "--module", module, "--samples", 8)
+    assert checked.stdout.rstrip().splitlines()[-1].startswith("PASS")

@@ -16,6 +16,33 @@ from writer.tensors import TensorRef
 Shape = tuple  # a Keras shape without the batch dimension; None for unknown sizes
 
 
+def tensor_ref(layer: str, index: int = 0) -> str:
+    """How ``LayerNode.inputs`` and ``LayerGraph.outputs`` name output ``index`` of ``layer``.
+
+    Most layers have one output, named by the layer alone; a layer with several
+    (an LSTM with ``return_state``: output, h, c) adds ``:index``. ``:`` is never
+    part of a tfjs layer name, so the two cannot be confused.
+
+    Example:
+        >>> tensor_ref("lstm", 0), tensor_ref("lstm", 2)
+        ('lstm', 'lstm:2')
+    """
+    return layer if index == 0 else f"{layer}:{index}"
+
+
+def split_ref(ref: str) -> tuple[str, int]:
+    """(layer name, output index) of a tensor reference made by :func:`tensor_ref`.
+
+    Example:
+        >>> split_ref("lstm:2"), split_ref("dense")
+        (('lstm', 2), ('dense', 0))
+    """
+    layer, sep, index = ref.rpartition(":")
+    if sep and layer and index.isdigit():
+        return layer, int(index)
+    return ref, 0
+
+
 @dataclass(frozen=True)
 class Derived:
     """Values computed from other weights when they are written (e.g. a BatchNorm folded into a kernel).

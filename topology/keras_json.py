@@ -5,7 +5,7 @@ first: tfjs hangs forever on an inbound reference to an unknown layer.
 """
 from __future__ import annotations
 
-from topology.graph import LayerGraph, LayerNode
+from topology.graph import LayerGraph, LayerNode, split_ref
 
 KERAS_VERSION = "2.15.0"  # the Keras-2 config dialect we write; tfjs ignores it
 
@@ -31,11 +31,11 @@ def check_names(graph: LayerGraph) -> None:
         _define(defined, spec.name)
     for layer in graph.layers:
         for inbound in layer.inputs:
-            if inbound not in defined:
+            if split_ref(inbound)[0] not in defined:
                 raise ValueError(f"layer {layer.name!r} reads {inbound!r}, which is not defined before it")
         _define(defined, layer.name)
     for output in graph.outputs:
-        if output not in defined:
+        if split_ref(output)[0] not in defined:
             raise ValueError(f"output {output!r} is not a layer of the graph")
 
 
@@ -73,7 +73,7 @@ def _functional(graph: LayerGraph, name: str) -> dict:
         layers.append({
             "class_name": layer.class_name,
             "name": layer.name,
-            "inbound_nodes": [[[inbound, 0, 0, {}] for inbound in layer.inputs]],
+            "inbound_nodes": [[[*_node_tensor(inbound), {}] for inbound in layer.inputs]],
             "config": _layer_config(layer),
         })
     return {
@@ -82,6 +82,12 @@ def _functional(graph: LayerGraph, name: str) -> dict:
             "name": name,
             "layers": layers,
             "input_layers": [[spec.name, 0, 0] for spec in graph.inputs],
-            "output_layers": [[output, 0, 0] for output in graph.outputs],
+            "output_layers": [_node_tensor(output) for output in graph.outputs],
         },
     }
+
+
+def _node_tensor(ref: str) -> list:
+    """Keras' [layer, node index, tensor index] for a tensor reference ("lstm:2": the LSTM's c state)."""
+    layer, index = split_ref(ref)
+    return [layer, 0, index]

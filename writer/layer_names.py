@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from topology.graph import LayerGraph
+from topology.graph import LayerGraph, split_ref, tensor_ref
 from writer.errors import Notices
 
 _VALID = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9._]*$")
@@ -54,8 +54,16 @@ def sanitize_layer_names(graph: LayerGraph, notices: Notices) -> dict[str, str]:
         return renamed
     for layer in graph.layers:
         layer.name = renamed.get(layer.name, layer.name)
-        layer.inputs = [renamed.get(name, name) for name in layer.inputs]
-    graph.outputs = [renamed.get(name, name) for name in graph.outputs]
+        layer.inputs = [_renamed_ref(renamed, ref) for ref in layer.inputs]
+    graph.outputs = [_renamed_ref(renamed, ref) for ref in graph.outputs]
     shown = ", ".join(f"{old!r} -> {new!r}" for old, new in renamed.items())
     notices.fixed("LAYER_NAME", f"layer names tfjs rejects were rewritten: {shown}")
     return renamed
+
+
+def _renamed_ref(renamed: dict[str, str], ref: str) -> str:
+    """A tensor reference after its layer was renamed ("lstm 1:2" -> "lstm_1:2")."""
+    if ref in renamed:  # a whole name, even one that looks like "name:2"
+        return renamed[ref]
+    layer, index = split_ref(ref)
+    return tensor_ref(renamed.get(layer, layer), index)

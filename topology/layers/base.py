@@ -89,6 +89,9 @@ class LayerKind:
     # For constructs that need several tfjs layers: (kind, name, attrs, inputs, variables,
     # origin, output_shape) -> [LayerNode, ...], the last one producing the output.
     expand: Callable[..., list[LayerNode]] | None = None
+    # For calls that return a tuple (read_attrs sets attrs["_multi_output"]): (name, attrs) -> the
+    # tensor reference (topology.graph.tensor_ref) of each flattened leaf, e.g. an RNN's carry.
+    output_refs: Callable[[str, dict], list[str]] | None = None
     # () -> the kind's test cases (a function, so flax is imported only by the tests).
     cases: Callable[[], tuple[Case, ...]] = field(default=lambda: (), compare=False)
 

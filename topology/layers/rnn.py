@@ -19,6 +19,11 @@ fixed exchange-matrix Dense between two Permutes. ``nn.Bidirectional`` /
 forward RNN, a backward one flipped back, and Concatenate. ``GRUCell`` does
 not convert: Flax's GRU applies the reset gate after the recurrent matmul
 (Keras ``reset_after=True``), which tfjs 4.22's GRU rejects.
+
+``return_carry=True`` (the seq2seq encoder pattern) returns ``(carry, outputs)``:
+the recurrent layer gets ``return_state=True`` and each carry leaf refers to one
+of its extra outputs (:func:`_output_refs`), not with ``seq_lengths`` (Flax's
+carry is then taken at each sequence's own length).
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from topology.graph import LayerNode, WeightBinding
+from topology.graph import LayerNode, WeightBinding, tensor_ref
 from topology.layers.attention import call_context
 from topology.layers.base import ZEROS, Case, LayerKind, layer_base
 from writer.tensors import TensorRef
@@ -111,11 +116,6 @@ def _cell_kind(cell: Any, fail: Callable[..., Exception], layer: str) -> tuple[s
 
 
 def _read_attrs(module: Any) -> dict:
-    from flax import linen as nn
-    from flax import nnx
-    from flax.linen import recurrent as linen_recurrent
-    from flax.nnx.nn import recurrent as nnx_recurrent
-
     context = call_context(module)
     fail = context.unsupported
     kwargs = context.kwargs
@@ -124,8 +124,22 @@ def _read_attrs(module: Any) -> dict:
         value = kwargs.get(name)
         return getattr(module, name, False) if value is None else value
 
-    if option("return_carry"):
-        raise fail("return_carry=True", "return only the output sequence and take its last step: y[:, -1]")
+    carry = bool(option("return_carry"))
+    if carry and kwargs.get("seq_lengths") is not None:
+        # Flax then returns the carry at each sequence's own length; tfjs' state is after the last step.
+        raise fail("return_carry=True with seq_lengths=",
+                   "pad sequences at the end and drop seq_lengths, or take the outputs at each length")
+    attrs = _read_directions(module, context, option)
+    return {**attrs, "_multi_output": True, "_return_carry": True} if carry else attrs
+
+
+def _read_directions(module: Any, context: Any, option: Callable[[str], Any]) -> dict:
+    from flax import linen as nn
+    from flax import nnx
+    from flax.linen import recurrent as linen_recurrent
+    from flax.nnx.nn import recurrent as nnx_recurrent
+
+    fail, kwargs = context.unsupported, context.kwargs
     if option("time_major"):
         raise fail("time_major=True", "use batch-major inputs (batch, time, features)")
     if kwargs.get("initial_carry") is not None:
@@ -190,14 +204,14 @@ def _bound_path(cell: Any, default: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _config(units: int, activation: str = "tanh", recurrent_activation: str | None = "sigmoid",
-            go_backwards: bool = False, keras_class: str = "LSTM") -> dict:
+            go_backwards: bool = False, keras_class: str = "LSTM", return_state: bool = False) -> dict:
     config = layer_base(
         units=units, activation=activation, use_bias=True,
         kernel_initializer=ZEROS, recurrent_initializer=ZEROS, bias_initializer=ZEROS,
         kernel_regularizer=None, recurrent_regularizer=None, bias_regularizer=None, activity_regularizer=None,
         kernel_constraint=None, recurrent_constraint=None, bias_constraint=None,
         dropout=0.0, recurrent_dropout=0.0,
-        return_sequences=True, return_state=False, go_backwards=go_backwards, stateful=False, unroll=False,
+        return_sequences=True, return_state=return_state, go_backwards=go_backwards, stateful=False, unroll=False,
         time_major=False,
     )
     if keras_class == "LSTM":
@@ -245,26 +259,27 @@ def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variable
     if len(inputs) != 1 or len(shape) != 3:
         raise _unsupported(f"an RNN over inputs of shape {shape} in layer {origin}", "",
                            "only (batch, time, features) sequences convert")
-    directions = attrs["_directions"]
+    directions, state = attrs["_directions"], bool(attrs.get("_return_carry"))
     if len(directions) == 1:
-        return _direction_nodes(directions[0], name, inputs, shape[1], origin)
+        return _direction_nodes(directions[0], name, inputs, shape[1], origin, state)
     nodes, outputs, width = [], [], 0
     for direction, suffix in zip(directions, ("forward", "backward")):
-        nodes += _direction_nodes(direction, f"{name}.{suffix}", inputs, shape[1], origin)
+        nodes += _direction_nodes(direction, f"{name}.{suffix}", inputs, shape[1], origin, state)
         outputs.append(nodes[-1].name)
         width += nodes[-1].output_shape[-1]
     nodes.append(LayerNode(name, "Concatenate", layer_base(axis=-1), outputs, [], (shape[1], width), origin))
     return nodes
 
 
-def _direction_nodes(direction: dict, name: str, inputs: list[str], steps: int, origin: str) -> list[LayerNode]:
+def _direction_nodes(direction: dict, name: str, inputs: list[str], steps: int, origin: str,
+                     return_state: bool = False) -> list[LayerNode]:
     weights = _weights(direction)
     units = weights[1].shape[0]
     keras_class = direction["class"]
     config = _config(units, direction["activation"], direction["recurrent_activation"], direction["reverse"],
-                     keras_class)
+                     keras_class, return_state)
     flip = direction["reverse"] and direction["keep_order"]
-    rnn_name = f"{name}.{keras_class.lower()}" if flip else name
+    rnn_name = _rnn_name(direction, name)
     nodes = [LayerNode(rnn_name, keras_class, config, list(inputs), weights, (steps, units), origin)]
     if flip:  # reverse the time axis back: Permute, Dense with the exchange matrix, Permute
         exchange = np.eye(steps, dtype=np.float32)[::-1].copy()
@@ -277,6 +292,29 @@ def _direction_nodes(direction: dict, name: str, inputs: list[str], steps: int, 
             LayerNode(name, "Permute", layer_base(dims=[2, 1]), [f"{name}.flip"], [], (steps, units), origin),
         ]
     return nodes
+
+
+def _rnn_name(direction: dict, name: str) -> str:
+    """The recurrent layer of one direction: ``name`` itself unless a time flip follows it."""
+    flip = direction["reverse"] and direction["keep_order"]
+    return f"{name}.{direction['class'].lower()}" if flip else name
+
+
+def _output_refs(name: str, attrs: dict) -> list[str]:
+    """The tensors of ``(carry, outputs)`` leaf by leaf (return_carry=True).
+
+    Flax's LSTM carry is ``(c, h)``; tfjs' LSTM with ``return_state`` returns
+    ``[output, h, c]`` (SimpleRNN: ``[output, h]``, and Flax's carry is ``h``).
+    A Bidirectional's carry is ``(forward carry, backward carry)``; reversed
+    RNNs end, in both, after the first time step.
+    """
+    directions = attrs["_directions"]
+    names = [name] if len(directions) == 1 else [f"{name}.forward", f"{name}.backward"]
+    refs = []
+    for direction, direction_name in zip(directions, names):
+        rnn = _rnn_name(direction, direction_name)
+        refs += [tensor_ref(rnn, 2), tensor_ref(rnn, 1)] if direction["class"] == "LSTM" else [tensor_ref(rnn, 1)]
+    return [*refs, name]
 
 
 def _cases() -> tuple[Case, ...]:
@@ -325,6 +363,42 @@ def _cases() -> tuple[Case, ...]:
             mask = (jnp.arange(tokens.shape[1])[None, :] < lengths[:, None]).astype(jnp.float32)
             return self.rnn(self.embed(tokens), seq_lengths=lengths, rngs=nnx.Rngs(0)) * mask[:, :, None]
 
+    class CarryHead(nn.Module):  # the flax seq2seq encoder: the final carry (c, h) feeds a head
+        reverse: bool = False
+
+        @nn.compact
+        def __call__(self, x):
+            (c, h), y = nn.RNN(nn.LSTMCell(5), return_carry=True, reverse=self.reverse, keep_order=True)(x)
+            return nn.Dense(3)(jnp.concatenate([c, nn.relu(h), y[:, 0]], axis=-1))
+
+    class HiddenHead(nn.Module):  # Dense on h only
+        @nn.compact
+        def __call__(self, x):
+            (_, h), _ = nn.RNN(nn.OptimizedLSTMCell(4))(x, return_carry=True)  # a call keyword
+            return nn.Dense(2)(h)
+
+    class SimpleCarry(nn.Module):  # SimpleCell's carry is h alone
+        @nn.compact
+        def __call__(self, x):
+            h, _ = nn.RNN(nn.SimpleCell(4), return_carry=True)(x)
+            return nn.Dense(2)(h)
+
+    class BidirectionalCarry(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            ((cf, hf), (cb, hb)), y = nn.Bidirectional(nn.RNN(nn.LSTMCell(3)), nn.RNN(nn.LSTMCell(4)),
+                                                       return_carry=True)(x)
+            return nn.Dense(2)(jnp.concatenate([hf, cb, cf * hb[:, :3], y[:, -1]], axis=-1))
+
+    class NnxCarryHead(nnx.Module):
+        def __init__(self, cell_class: Any = nnx.LSTMCell):
+            self.rnn = nnx.RNN(cell_class(3, 4, rngs=nnx.Rngs(0)), return_carry=True, rngs=False)
+            self.head = nnx.Linear(8, 2, rngs=nnx.Rngs(1))
+
+        def __call__(self, x):
+            (c, h), _ = self.rnn(x, rngs=nnx.Rngs(0))
+            return self.head(jnp.concatenate([c, h], axis=-1))
+
     rngs = lambda: nnx.Rngs(0)  # noqa: E731
     ints = dict(input_dtype="int32", input_range=(0, 7))
     return (
@@ -346,6 +420,13 @@ def _cases() -> tuple[Case, ...]:
         Case("nnx-simple-rnn", lambda: NnxRnn(nnx.SimpleCell(3, 4, rngs=rngs())), (6, 3)),
         Case("nnx-lstm-reverse", lambda: NnxRnn(nnx.LSTMCell(2, 3, rngs=rngs()), reverse=True), (5, 2)),
         Case("nnx-bidirectional-lstm", NnxBidirectional, (5, 2)),
+        Case("linen-lstm-return-carry-dense", CarryHead, (6, 3)),
+        Case("linen-lstm-return-carry-reverse", lambda: CarryHead(reverse=True), (6, 3)),
+        Case("linen-optimized-lstm-return-carry-h", HiddenHead, (5, 2)),
+        Case("linen-simple-rnn-return-carry", SimpleCarry, (5, 2)),
+        Case("linen-bidirectional-return-carry", BidirectionalCarry, (5, 2)),
+        Case("nnx-lstm-return-carry-dense", NnxCarryHead, (5, 3)),
+        Case("nnx-optimized-lstm-return-carry", lambda: NnxCarryHead(nnx.OptimizedLSTMCell), (5, 3)),
     )
 
 
@@ -356,9 +437,11 @@ KIND = LayerKind(
     make_config=_config,
     summary="nn.RNN / nnx.RNN over LSTMCell, OptimizedLSTMCell (-> LSTM, gate kernels packed i,f,c,o) or "
             "SimpleCell (-> SimpleRNN); reverse/keep_order (so nn.Bidirectional), zero initial carry; "
+            "return_carry=True (carry (c, h) = the LSTM's return_state outputs h, c); "
             "not GRUCell (tfjs 4.22 has no reset_after GRU)",
     flax_classes=("flax.linen:RNN", "flax.nnx:RNN", "flax.linen:Bidirectional", "flax.nnx:Bidirectional"),
     read_attrs=_read_attrs,
     expand=_expand,
+    output_refs=_output_refs,
     cases=_cases,
 )

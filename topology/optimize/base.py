@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from topology.graph import LayerGraph, LayerNode, Shape
+from topology.graph import LayerGraph, LayerNode, Shape, split_ref
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,8 @@ def record(key: str, removed: str, into: str | None, **detail: Any) -> dict:
 
 
 def consumers(graph: LayerGraph, name: str) -> list[LayerNode]:
-    """The layers that read ``name``'s output (once per layer)."""
-    return [layer for layer in graph.layers if name in layer.inputs]
+    """The layers that read ``name``'s output, or any of its outputs (once per layer)."""
+    return [layer for layer in graph.layers if any(split_ref(i)[0] == name for i in layer.inputs)]
 
 
 def find(graph: LayerGraph, name: str) -> LayerNode | None:
@@ -53,7 +53,7 @@ def find(graph: LayerGraph, name: str) -> LayerNode | None:
 
 def sole_reader(graph: LayerGraph, producer: str, reader: LayerNode) -> bool:
     """True when ``reader`` is the only use of ``producer``'s output (no other layer, not a model output)."""
-    return producer not in graph.outputs and [layer.name for layer in consumers(graph, producer)] == [reader.name] \
+    return all(split_ref(o)[0] != producer for o in graph.outputs) and [layer.name for layer in consumers(graph, producer)] == [reader.name] \
         and reader.inputs.count(producer) == 1
 
 

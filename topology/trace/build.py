@@ -178,7 +178,8 @@ def _walk(builder: GraphBuilder, jaxpr: Any, env: dict, outer_where: str = "") -
             env[eqn.outvars[0]] = Inside(call)
             continue
         if name == "flax2tfjs_exit":
-            env[eqn.outvars[0]] = _emit_call(builder, eqn.params["call"], eqn.outvars[0].aval)
+            env[eqn.outvars[0]] = _emit_output(builder, eqn.params["call"], eqn.params.get("output"),
+                                               eqn.outvars[0].aval)
             continue
         if name == "flax2tfjs_side":  # e.g. attention's mask=: the layer kind composes it (side_inputs.py)
             builder.trace.calls[eqn.params["call"]].attrs.setdefault("_side", {})[eqn.params["name"]] = values[0]
@@ -260,15 +261,32 @@ def _constant_call(builder: GraphBuilder, eqn: Any, values: list, env: dict, whe
     return True
 
 
+def _emit_output(builder: GraphBuilder, call_index: int, output: int | None, aval: Any) -> Tensor:
+    """The tensor of one exit marker: the call's output, or leaf ``output`` of a call returning a tuple
+    (its layers are emitted at the first leaf; the others refer to further outputs of them)."""
+    if output is None:
+        return _emit_call(builder, call_index, aval)
+    emitted = builder.__dict__.setdefault("multi_output_calls", {})
+    if call_index not in emitted:
+        name, attrs, _ = _emit_nodes(builder, call_index, aval)
+        emitted[call_index] = builder.trace.calls[call_index].kind.output_refs(name, attrs)
+    return Tensor(emitted[call_index][output], tuple(aval.shape), np.dtype(aval.dtype))
+
+
 def _emit_call(builder: GraphBuilder, call_index: int, aval: Any) -> Tensor:
+    _, _, nodes = _emit_nodes(builder, call_index, aval)
+    return Tensor(nodes[-1].name, tuple(aval.shape), np.dtype("float32"))
+
+
+def _emit_nodes(builder: GraphBuilder, call_index: int, aval: Any) -> tuple[str, dict, list[LayerNode]]:
     call = builder.trace.calls[call_index]
     inputs = builder.call_inputs.get(call_index, [])
     name = builder.unique(".".join(call.path) or call.kind.key)
     origin = "/".join(call.path) or call.kind.key
+    attrs = dict(call.attrs, _input_shapes=[t.shape for t in inputs], _output_shape=tuple(aval.shape))
     try:
-        nodes = call.kind.nodes(name, dict(call.attrs, _input_shapes=[t.shape for t in inputs],
-                                           _output_shape=tuple(aval.shape)),
-                                [t.layer for t in inputs], call.variables, origin, tuple(aval.shape[1:]))
+        nodes = call.kind.nodes(name, attrs, [t.layer for t in inputs], call.variables, origin,
+                                tuple(aval.shape[1:]))
     except KeyError as exc:
         raise ConversionError(
             "MISSING_PARAMETER", f"layer {origin} needs {exc.args[0]}, which the variables do not have",
@@ -276,4 +294,5 @@ def _emit_call(builder: GraphBuilder, call_index: int, aval: Any) -> Tensor:
         ) from None
     for node in nodes[:-1]:
         builder.names.add(node.name)
-    return builder.add_nodes(nodes, tuple(aval.shape))
+    builder.add_nodes(nodes, tuple(aval.shape))
+    return name, attrs, nodes

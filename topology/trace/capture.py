@@ -79,13 +79,19 @@ class _Recorder:
             out = run(*marked, **kwargs)
         finally:
             self.depth -= 1
-        if not _is_array(out):
+        if _is_array(out):
+            return exit_(out, index)
+        import jax
+
+        leaves, tree = jax.tree_util.tree_flatten(out)
+        if not (layer_kind.output_refs and attrs.get("_multi_output") and leaves and all(map(_is_array, leaves))):
             raise ConversionError(
                 "UNSUPPORTED_OPERATION",
                 f"layer {'/'.join(path) or type(module).__name__} returned {type(out).__name__}, not one array",
                 "layers that return tuples or dicts cannot be converted yet",
             )
-        return exit_(out, index)
+        # Each leaf is one output tensor of the layer (see LayerKind.output_refs).
+        return jax.tree_util.tree_unflatten(tree, [exit_(leaf, index, k) for k, leaf in enumerate(leaves)])
 
 
 def _is_array(value: Any) -> bool:

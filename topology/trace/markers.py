@@ -12,8 +12,8 @@ enter_p = Primitive("flax2tfjs_enter")
 exit_p = Primitive("flax2tfjs_exit")
 
 for _marker in (enter_p, exit_p):
-    _marker.def_impl(lambda x, *, call: x)
-    _marker.def_abstract_eval(lambda aval, *, call: aval)
+    _marker.def_impl(lambda x, **params: x)
+    _marker.def_abstract_eval(lambda aval, **params: aval)
 
 
 def enter(x, call: int):
@@ -21,6 +21,9 @@ def enter(x, call: int):
     return enter_p.bind(x, call=call)
 
 
-def exit_(x, call: int):
-    """Mark ``x`` as the output of layer call ``call`` (identity)."""
-    return exit_p.bind(x, call=call)
+def exit_(x, call: int, output: int | None = None):
+    """Mark ``x`` as the output of layer call ``call`` (identity); ``output`` numbers the
+    leaves of a call that returns a tuple (an RNN's ``(carry, outputs)``)."""
+    if output is None:
+        return exit_p.bind(x, call=call)
+    return exit_p.bind(x, call=call, output=output)
