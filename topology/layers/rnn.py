@@ -399,6 +399,21 @@ def _cases() -> tuple[Case, ...]:
             (c, h), _ = self.rnn(x, rngs=nnx.Rngs(0))
             return self.head(jnp.concatenate([c, h], axis=-1))
 
+    class CarryLeaf(nn.Module):
+        leaf: int
+
+        @nn.compact
+        def __call__(self, x):
+            return nn.RNN(nn.LSTMCell(4), return_carry=True)(x)[0][self.leaf]
+
+    class NnxCarryLeaf(nnx.Module):
+        def __init__(self, leaf: int):
+            self.leaf = leaf
+            self.rnn = nnx.RNN(nnx.LSTMCell(2, 4, rngs=nnx.Rngs(0)), return_carry=True, rngs=False)
+
+        def __call__(self, x):
+            return self.rnn(x, rngs=nnx.Rngs(0))[0][self.leaf]
+
     rngs = lambda: nnx.Rngs(0)  # noqa: E731
     ints = dict(input_dtype="int32", input_range=(0, 7))
     return (
@@ -426,6 +441,9 @@ def _cases() -> tuple[Case, ...]:
         Case("linen-simple-rnn-return-carry", SimpleCarry, (5, 2)),
         Case("linen-bidirectional-return-carry", BidirectionalCarry, (5, 2)),
         Case("nnx-lstm-return-carry-dense", NnxCarryHead, (5, 3)),
+        # The carry as the model output: output_layers name the LSTM's output 1 (h) or 2 (c).
+        Case("linen-lstm-return-carry-h-output", lambda: CarryLeaf(1), (5, 2)),
+        Case("nnx-lstm-return-carry-c-output", lambda: NnxCarryLeaf(0), (5, 2)),
         Case("nnx-optimized-lstm-return-carry", lambda: NnxCarryHead(nnx.OptimizedLSTMCell), (5, 3)),
     )
 
