@@ -38,3 +38,22 @@ def test_odd_layer_names_load_and_predict_in_tfjs(tmp_path, tfjs):
 
 def test_valid_names_are_kept():
     assert [tfjs_layer_name(n) for n in ["Dense_0", "conv-1", "a.b"]] == ["Dense_0", "conv-1", "a.b"]
+
+
+class OddNamedEncoder(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        (c, h), _ = nn.RNN(nn.LSTMCell(4), return_carry=True, name="enc oder")(x)
+        return nn.Dense(2)(jnp.concatenate([c, h], axis=-1))
+
+
+def test_renaming_keeps_the_output_index_of_a_carry(tmp_path, tfjs):
+    # The carry is read as "enc oder:2" and "enc oder:1"; the rename must give "enc_oder:2", "enc_oder:1".
+    model = OddNamedEncoder()
+    x = np.random.RandomState(0).normal(size=(3, 5, 2)).astype(np.float32)
+    variables = model.init(jax.random.PRNGKey(0), jnp.asarray(x))
+    to_tensorflowjs(model, tmp_path / "out", variables=variables, input_shape=(5, 2))
+    layers = json.loads((tmp_path / "out" / "model.json").read_text())["modelTopology"]["model_config"]["config"]["layers"]
+    [concat] = [l for l in layers if l["class_name"] == "Concatenate"]
+    assert [ref[:3] for ref in concat["inbound_nodes"][0]] == [["enc_oder", 0, 2], ["enc_oder", 0, 1]]
+    assert_close(predict_tfjs(tfjs, tmp_path / "out", x), np.asarray(model.apply(variables, x)))
