@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Callable, Sequence
 
-from writer.errors import ConversionError
+from writer.errors import ConversionError, OptionParser
 
 PROG = "python -m writer"
 
@@ -84,11 +84,6 @@ that has them (--tf-python, $FLAX2TFJS_TF_PYTHON, or .venv-tfjs from scripts/set
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse would print its own format and exit
-        raise ConversionError("BAD_OPTION", message, f"see `{self.prog} --help`")
-
-
 def _shape(text: str) -> tuple[int, ...]:
     if text.strip() in ("", "scalar"):  # one number per example (e.g. sequence lengths): shape ()
         return ()
@@ -102,7 +97,7 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def _parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
-    return _Parser(prog=prog, description=description, epilog=epilog,
+    return OptionParser(prog=prog, description=description, epilog=epilog,
                    formatter_class=argparse.RawDescriptionHelpFormatter)
 
 

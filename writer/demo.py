@@ -26,7 +26,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Sequence
 
-from writer.errors import ConversionError
+from writer.errors import ConversionError, OptionParser
 from writer.resources import resource_path
 
 HOST = "127.0.0.1"  # never exposed beyond this machine
@@ -202,11 +202,6 @@ def serve_demo(model_dir: Path | None, port: int) -> None:
         server.server_close()
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # same error format as the convert command
-        raise ConversionError("BAD_OPTION", message, f"see `{self.prog} --help`")
-
-
 def build_parser(prog: str = "python -m writer demo") -> argparse.ArgumentParser:
     """Arguments of the demo command.
 
@@ -214,7 +209,7 @@ def build_parser(prog: str = "python -m writer demo") -> argparse.ArgumentParser
         >>> build_parser().parse_args(["out", "--port", "0"]).port
         0
     """
-    parser = _Parser(prog=prog, description="Serve the web demo and model tester on 127.0.0.1.")
+    parser = OptionParser(prog=prog, description="Serve the web demo and model tester on 127.0.0.1.")
     parser.add_argument("model_dir", nargs="?", type=Path,
                         help="a converted model folder (default: the bundled MNIST model)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT,

@@ -23,7 +23,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Sequence
 
-from writer.errors import ConversionError
+from writer.errors import ConversionError, OptionParser
 from writer.studio.handler import StudioHandler
 from writer.studio.jobs import Jobs
 from writer.studio.paths import Root, Uploads
@@ -76,11 +76,6 @@ def make_server(root: Path, port: int, max_upload_bytes: int = DEFAULT_MAX_UPLOA
                               "choose another with --port N, or --port 0 to take any free port") from None
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        raise ConversionError("BAD_OPTION", message, f"see `{self.prog} --help`")
-
-
 def build_parser(prog: str = "python -m writer studio") -> argparse.ArgumentParser:
     """Arguments of the studio command.
 
@@ -88,7 +83,7 @@ def build_parser(prog: str = "python -m writer studio") -> argparse.ArgumentPars
         >>> build_parser().parse_args(["ckpts", "--port", "0"]).port
         0
     """
-    parser = _Parser(prog=prog, description="A local web app to pick, inspect, convert, verify and test the "
+    parser = OptionParser(prog=prog, description="A local web app to pick, inspect, convert, verify and test the "
                      "checkpoints under ROOT, with live conversion status. Serves 127.0.0.1 only.")
     parser.add_argument("root", nargs="?", type=Path, default=Path("."),
                         help="the folder to browse; nothing outside it is listed, read or written (default: .)")
