@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:  # run as a script: make `writer` and `examples` i
     sys.path.insert(0, str(ROOT))
 
 from writer import to_tensorflowjs  # noqa: E402
-from writer.errors import ConversionError  # noqa: E402
+from topology.vocabulary.errors import ConversionError  # noqa: E402
 
 DEMO = ROOT / "web_demo"
 CHECKPOINT = ROOT / "examples" / "mnist_ckpt"

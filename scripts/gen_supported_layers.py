@@ -198,7 +198,7 @@ def traced_layers(case: Any) -> list[tuple[str, str]]:
     from topology.trace import is_nnx_module
     from topology.trace.build import build_graph
     from topology.trace.capture import trace_linen, trace_nnx
-    from writer.tensors import TensorRef
+    from topology.vocabulary.tensors import TensorRef
 
     module = case.build()
     inputs = [InputSpec(f"input_{i}", shape, case.input_dtype) for i, shape in enumerate(_shapes(case))]
@@ -218,7 +218,7 @@ def traced_layers(case: Any) -> list[tuple[str, str]]:
 
 
 def _check_not_converted(construct: str, example: Any) -> None:
-    from writer.errors import ConversionError
+    from topology.vocabulary.errors import ConversionError
 
     try:
         traced_layers(example)

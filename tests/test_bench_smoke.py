@@ -225,7 +225,7 @@ def test_all_steps_converts_every_step(manager, tmp_path):
 
 def test_all_steps_checks_every_destination_first(manager, tmp_path):
     from writer.all_steps import convert_all_steps
-    from writer.errors import ConversionError
+    from topology.vocabulary.errors import ConversionError
 
     (tmp_path / "out" / "step_30").mkdir(parents=True)
     (tmp_path / "out" / "step_30" / "keep.txt").write_text("mine")
@@ -249,7 +249,7 @@ def test_all_steps_skips_unfinished_saves(manager, tmp_path):
 
 def test_all_steps_refuses_a_single_checkpoint(tmp_path):
     from writer.all_steps import convert_all_steps
-    from writer.errors import ConversionError
+    from topology.vocabulary.errors import ConversionError
 
     for source in (ROOT / "examples" / "mnist_ckpt", ROOT / "README.md"):
         with pytest.raises(ConversionError) as err:
@@ -263,7 +263,7 @@ def test_all_steps_refuses_a_single_checkpoint(tmp_path):
 def test_all_steps_excludes_step(manager, tmp_path):
     from writer.all_steps import convert_all_steps
     from writer.convert import ConvertOptions
-    from writer.errors import ConversionError
+    from topology.vocabulary.errors import ConversionError
 
     with pytest.raises(ConversionError) as err:
         convert_all_steps(manager, tmp_path / "out", ConvertOptions(step=10))

@@ -14,9 +14,9 @@ import pytest
 from tests.conftest import assert_close
 from tests.flax_models import save_msgpack, save_orbax
 from writer import to_tensorflowjs
-from writer.errors import Notices
+from topology.vocabulary.errors import Notices
 from writer.fixes.keys import normalise_paths
-from writer.tensors import TensorRef
+from topology.vocabulary.tensors import TensorRef
 
 
 def _ref(*path):
@@ -32,7 +32,7 @@ def test_only_boxed_value_leaves_are_unwrapped():
 
 
 def test_boxed_value_leaves_are_an_error_without_fixes():
-    from writer.errors import ConversionError
+    from topology.vocabulary.errors import ConversionError
 
     with pytest.raises(ConversionError) as error:
         normalise_paths({("Dense_0", "kernel", "value"): _ref("Dense_0", "kernel", "value"),

@@ -13,7 +13,7 @@ from tests.corpus import models as M
 from tests.corpus.cases import CASES, FIXED, by_name
 from tests.corpus.runner import run_case
 from writer import to_tensorflowjs
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 from writer.fixes import REGISTRY
 
 # The failures the issue names as "must be a clear error", by the code each must give.
@@ -97,13 +97,13 @@ def test_diagnostics_report_prints_rates(capsys):
 
 
 def _ref(path, shape):
-    from writer.tensors import TensorRef
+    from topology.vocabulary.tensors import TensorRef
 
     return TensorRef(path, shape, np.dtype("float32"), lambda: np.zeros(shape, np.float32))
 
 
 def test_square_kernels_alone_keep_the_flax_layout():
-    from writer.errors import Notices
+    from topology.vocabulary.errors import Notices
     from writer.fixes.shapes import fit_chain
 
     params = {("Dense_0", "kernel"): _ref(("Dense_0", "kernel"), (8, 8)),
@@ -113,7 +113,7 @@ def test_square_kernels_alone_keep_the_flax_layout():
 
 
 def test_kernels_without_bias_are_repaired_by_the_chain_alone():
-    from writer.errors import Notices
+    from topology.vocabulary.errors import Notices
     from writer.fixes.shapes import fit_chain
 
     params = {("Dense_0", "kernel"): _ref(("Dense_0", "kernel"), (5, 3)),   # (out, in): 3 -> 5
@@ -123,7 +123,7 @@ def test_kernels_without_bias_are_repaired_by_the_chain_alone():
 
 
 def test_key_normalisation_never_merges_two_tensors():
-    from writer.errors import Notices
+    from topology.vocabulary.errors import Notices
     from writer.fixes.keys import normalise_paths
 
     tree = {("w.value",): _ref(("w.value",), (2,)), ("w",): _ref(("w",), (3,))}

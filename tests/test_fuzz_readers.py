@@ -3,7 +3,7 @@
 Every input (truncated, bit-flipped, or hand-crafted: forged lengths and
 shapes, deep nesting, huge headers, unknown dtypes) is read with
 :func:`writer.readers.read_checkpoint` and every tensor loaded. The outcome
-must be success or a :class:`~writer.errors.ConversionError` with a reader
+must be success or a :class:`~topology.vocabulary.errors.ConversionError` with a reader
 code, a message and a hint; never another exception, never more time than
 the hypothesis deadline, and never more traced memory than the file size
 justifies. Runs are derandomized (the same inputs in CI every time) and keep
@@ -35,7 +35,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import ROOT
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 from writer.readers import read_checkpoint
 
 READER_CODES = {
@@ -391,7 +391,7 @@ import json, resource, sys
 from pathlib import Path
 resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
 sys.path.insert(0, {root!r})
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 from writer.readers import read_checkpoint
 folder = Path({folder!r})
 zarray = folder / "params.Dense_0.kernel" / ".zarray"

@@ -8,9 +8,9 @@ from tests import flax_models as fm
 from tests.conftest import assert_close, predict_tfjs
 from topology.infer import TemplateOptions, infer_graph
 from writer import ConversionError, to_tensorflowjs
-from writer.errors import Notices
-from writer.tensors import TensorRef
-from writer.variables import Variables
+from topology.vocabulary.errors import Notices
+from topology.vocabulary.tensors import TensorRef
+from topology.vocabulary.variables import Variables
 
 
 def _variables(shapes: dict[str, tuple[int, ...]], batch_stats: bool = False) -> Variables:

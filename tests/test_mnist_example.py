@@ -23,7 +23,7 @@ if str(REPO) not in sys.path:
 from examples import mnist_data  # noqa: E402
 from examples.mnist_data import load_mnist, save_test_npz  # noqa: E402
 from examples.train_mnist import CNN, mnist_cnn_apply  # noqa: E402
-from writer.errors import ConversionError  # noqa: E402
+from topology.vocabulary.errors import ConversionError  # noqa: E402
 
 CKPT = REPO / "examples" / "mnist_ckpt"
 RECORD = REPO / "examples" / "mnist_ckpt_accuracy.json"

@@ -22,7 +22,7 @@ from flax import nnx
 
 from tests.conftest import ROOT, assert_close
 from writer import to_tensorflowjs
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 
 RESULTS: dict[str, float] = {}
 BATCHES = (1, 4)

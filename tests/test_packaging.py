@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import ROOT
 from writer.cli import main
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 
 
 def _legacy_steps(folder, steps=(1, 5)):

@@ -17,7 +17,7 @@ import pytest
 from flax.training import checkpoints
 
 from tests.flax_models import CNN, MLP, init, train_state_of
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 from writer.readers import read_checkpoint
 from writer.readers.flax_msgpack import MAX_DEPTH, read_flax_msgpack
 

@@ -18,7 +18,7 @@ import pytest
 from flax import linen as nn
 from flax.training import checkpoints, train_state
 
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 from writer.readers import read_checkpoint
 from writer.readers.orbax import read_orbax
 

@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import ROOT, assert_close
 from writer.convert import ConvertOptions, convert
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 
 MNIST = ROOT / "examples" / "mnist_ckpt"
 ARTIFACTS = ROOT / "test-artifacts" / "studio"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 from writer.tfjs_node import TfjsRunner
 
 

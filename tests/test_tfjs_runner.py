@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT, assert_close
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 from writer.tfjs_node import TfjsError, TfjsRunner, TfjsTimeoutError
 
 BACKENDS = ["cpu", "wasm"]

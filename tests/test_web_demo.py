@@ -31,7 +31,7 @@ import pytest
 from tests.conftest import ROOT, assert_close
 from writer import to_tensorflowjs
 from writer.demo import make_server
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 
 WEB = ROOT / "web_demo"
 ARTIFACTS = ROOT / "test-artifacts" / "web"

@@ -21,7 +21,7 @@ from bench.measure import MB, run
 from tests.conftest import ROOT
 from topology.graph import WeightBinding
 from writer import shards, weights
-from writer.errors import ConversionError, Notices
+from topology.vocabulary.errors import ConversionError, Notices
 from writer.quantize import QuantizeOptions
 from writer.readers import read_checkpoint
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 from writer.version import __version__
 
 __all__ = ["ConversionError", "__version__", "to_tensorflowjs"]

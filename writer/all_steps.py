@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from writer.convert import ConvertOptions, convert
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 from writer.output import check_destination, check_not_a_file
 from writer.report import Report
 from writer.term import human_bytes, table

@@ -13,7 +13,8 @@ import json
 import sys
 from typing import Callable, Sequence
 
-from writer.errors import ConversionError, OptionParser
+from topology.vocabulary.errors import ConversionError
+from writer.option_parser import OptionParser
 
 PROG = "python -m writer"
 
@@ -353,7 +354,7 @@ def _run_all_steps(args: argparse.Namespace, options) -> int:
 
 def _estimate_weights(checkpoint: str, options) -> tuple[int | None, int | None]:
     """Tensor count and stored bytes to expect, from the checkpoint's metadata (for the progress bar)."""
-    from writer.errors import Notices
+    from topology.vocabulary.errors import Notices
     from writer.quantize import stored_itemsize
     from writer.readers import read_checkpoint
     from writer.variables import select_variables

@@ -11,7 +11,7 @@ import numpy as np
 from topology.graph import InputSpec, LayerGraph
 from topology.infer import TemplateOptions, infer_graph
 from topology.keras_json import model_topology
-from writer.errors import ConversionError, Notices
+from topology.vocabulary.errors import ConversionError, Notices
 from writer.events import EventSink, EventStream
 from writer.fixes import fit_module, fit_template
 from writer.layer_names import sanitize_layer_names

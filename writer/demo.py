@@ -26,7 +26,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Sequence
 
-from writer.errors import ConversionError, OptionParser
+from topology.vocabulary.errors import ConversionError
+from writer.option_parser import OptionParser
 from writer.resources import resource_path
 
 HOST = "127.0.0.1"  # never exposed beyond this machine

@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from writer.errors import Notice
+from topology.vocabulary.errors import Notice
 
 EventSink = Callable[[dict], None]
 STAGES = ("read", "fix", "graph", "write")  # the studio adds "verify" after these
@@ -51,7 +51,7 @@ class EventStream:
         self._send({"type": "stage", "stage": name, "seconds": self._elapsed()})
 
     def notice(self, notice: Notice) -> None:
-        """Forward a notice as it is raised (a :class:`writer.errors.Notices` listener)."""
+        """Forward a notice as it is raised (a :class:`topology.vocabulary.errors.Notices` listener)."""
         self._send({"type": "notice", **notice.to_json()})
 
     def tensor_progress(self, count: int, total_bytes: int,

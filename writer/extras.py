@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 
 # Top-level import names -> the extra that installs them.
 EXTRAS = {"jax": "jax", "jaxlib": "jax", "flax": "jax", "orbax": "jax", "optax": "jax",

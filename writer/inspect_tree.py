@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from topology.graph import LayerGraph
-from writer.errors import ConversionError, Notice, Notices
-from writer.tensors import Checkpoint, TreePath, path_str
+from topology.vocabulary.errors import ConversionError, Notice, Notices
+from topology.vocabulary.tensors import Checkpoint, TreePath, path_str
 from writer.term import Style, human_bytes, shape_text, table
-from writer.variables import TRAINING_FIELDS, Variables, select_variables
+from topology.vocabulary.variables import Variables
+from writer.variables import TRAINING_FIELDS, select_variables
 
 
 @dataclass

@@ -10,7 +10,7 @@ import re
 import unicodedata
 
 from topology.graph import LayerGraph, split_ref, tensor_ref
-from writer.errors import Notices
+from topology.vocabulary.errors import Notices
 
 _VALID = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9._]*$")
 _INVALID_CHARS = re.compile(r"[^-A-Za-z0-9._]+")

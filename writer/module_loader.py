@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 
 
 def load_module_spec(spec: str) -> Any:

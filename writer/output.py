@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 
 _SHARD = re.compile(r"^group\d+-shard\d+of\d+\.bin$")
 _MAX_MODEL_JSON = 256 << 20  # a model.json this large is not one we wrote
@@ -97,7 +97,7 @@ def check_overlap(out_dir: Path, checkpoint: Path | None) -> None:
     Example:
         >>> check_overlap(Path("ck/out"), Path("ck"))      # doctest: +SKIP
         Traceback (most recent call last):
-        writer.errors.ConversionError: OUTPUT_OVERLAPS_CHECKPOINT: ...
+        topology.vocabulary.errors.ConversionError: OUTPUT_OVERLAPS_CHECKPOINT: ...
     """
     if checkpoint is None:
         return

@@ -11,7 +11,7 @@ Example:
 """
 from __future__ import annotations
 
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 
 MIB = 1024 * 1024
 PRESETS: dict[str, dict] = {

@@ -6,7 +6,7 @@ import json
 import threading
 from pathlib import Path
 
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 
 _CHUNK = 1 << 20
 MAX_METADATA_BYTES = 16 << 20  # model.json is loaded whole by every browser that uses the model
@@ -92,7 +92,7 @@ def read_metadata_option(spec: str) -> tuple[str, object]:
     Example:
         >>> read_metadata_option("nofile")                      # doctest: +SKIP
         Traceback (most recent call last):
-        writer.errors.ConversionError: BAD_METADATA: ...
+        topology.vocabulary.errors.ConversionError: BAD_METADATA: ...
     """
     key, sep, filename = spec.partition("=")
     if not sep or not key or not filename:

@@ -13,7 +13,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 
 # Pseudo file systems whose "regular" files are endless or have side effects.
 _PSEUDO_ROOTS = ("/proc/", "/sys/", "/dev/")
@@ -55,7 +55,7 @@ def require_regular_file(path: Path, what: str) -> None:
     Example:
         >>> require_regular_file(Path("/dev/zero"), "--metadata")
         Traceback (most recent call last):
-        writer.errors.ConversionError: NOT_A_REGULAR_FILE: --metadata /dev/zero is a character device, not a regular file
+        topology.vocabulary.errors.ConversionError: NOT_A_REGULAR_FILE: --metadata /dev/zero is a character device, not a regular file
     """
     problem = regular_file_problem(Path(path))
     if problem is not None and not problem.startswith("unreadable"):

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from topology.graph import InputSpec
-from writer.errors import Notice
+from topology.vocabulary.errors import Notice
 
 
 @dataclass(frozen=True)

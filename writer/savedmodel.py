@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 try:
-    from writer.errors import ConversionError
+    from topology.vocabulary.errors import ConversionError
 except ImportError:  # run by path as the worker (python -I): only numpy and TensorFlow are needed
     ConversionError = Exception  # type: ignore[misc,assignment]
 
@@ -122,7 +122,7 @@ def find_tensorflow_python(explicit: str | Path | None = None) -> str:
     Example:
         >>> find_tensorflow_python("/nonexistent/python")   # doctest: +ELLIPSIS
         Traceback (most recent call last):
-        writer.errors.ConversionError: TENSORFLOW_NOT_INSTALLED: ...
+        topology.vocabulary.errors.ConversionError: TENSORFLOW_NOT_INSTALLED: ...
     """
     if explicit is not None:
         if not Path(explicit).is_file():
@@ -150,7 +150,7 @@ def export_savedmodel(model_dir: str | Path, saved_dir: str | Path, *, checkpoin
     Example:
         >>> export_savedmodel("out", "saved", checkpoint="examples/mnist_ckpt", force=True)   # doctest: +SKIP
     """
-    from writer.errors import Notices
+    from topology.vocabulary.errors import Notices
     from writer.output import check_destination, staged_output
     from writer.verify import DEFAULT_TOLERANCE, VerifyOptions, compare, random_inputs, read_model
 

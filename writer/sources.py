@@ -12,9 +12,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from writer.errors import ConversionError, Notices
-from writer.tensors import Checkpoint, TensorRef, TreePath
-from writer.variables import Variables, select_variables
+from topology.vocabulary.errors import ConversionError, Notices
+from topology.vocabulary.tensors import Checkpoint, TensorRef, TreePath
+from topology.vocabulary.variables import Variables
+from writer.variables import select_variables
 
 
 @dataclass

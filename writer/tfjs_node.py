@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 
 from writer import resources
 

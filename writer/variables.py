@@ -9,34 +9,13 @@ model needs at inference.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from writer.errors import ConversionError, Notices
-from writer.tensors import Checkpoint, TensorRef, TreePath
+from topology.vocabulary.errors import ConversionError, Notices
+from topology.vocabulary.tensors import Checkpoint, TensorRef, TreePath
+from topology.vocabulary.variables import Variables
 
 INFERENCE_COLLECTIONS = ("params", "batch_stats")
 # Top-level TrainState / flax.optim fields that are never model variables.
 TRAINING_FIELDS = {"step", "opt_state", "tx", "apply_fn", "rng", "rngs", "dropout_rng", "optimizer", "state"}
-
-
-@dataclass
-class Variables:
-    """Model variables by collection, each a flat ``{path inside collection: TensorRef}``.
-
-    Example:
-        >>> v = Variables({"params": {}})
-        >>> v.get("batch_stats")
-        {}
-    """
-
-    collections: dict[str, dict[TreePath, TensorRef]] = field(default_factory=dict)
-
-    def get(self, collection: str) -> dict[TreePath, TensorRef]:
-        return self.collections.get(collection, {})
-
-    @property
-    def params(self) -> dict[TreePath, TensorRef]:
-        return self.get("params")
 
 
 def select_variables(checkpoint: Checkpoint, notices: Notices, fix: bool = True) -> Variables:

@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from topology.graph import InputSpec, LayerGraph
-from writer.errors import ConversionError, Notice, Notices
+from topology.vocabulary.errors import ConversionError, Notice, Notices
 from writer.term import Style, human_bytes, shape_text, table
 from writer.report import render_rewrites
 
@@ -294,7 +294,7 @@ def read_model(folder: str | Path) -> ModelFiles:
     Example:
         >>> read_model("/nonexistent")          # doctest: +ELLIPSIS
         Traceback (most recent call last):
-        writer.errors.ConversionError: MODEL_NOT_FOUND: ...
+        topology.vocabulary.errors.ConversionError: MODEL_NOT_FOUND: ...
     """
     folder = Path(folder)
     if folder.is_file() and folder.suffix == ".json":

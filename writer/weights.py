@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from topology.graph import WeightBinding
-from writer.errors import ConversionError, Notices
+from topology.vocabulary.errors import ConversionError, Notices
 from writer.quantize import QuantizeOptions, affine_blocks, quantize, quantized_meta, stored_itemsize
 from writer.shards import ShardWriter
 

@@ -3,7 +3,7 @@
 A :class:`Case` builds its input into a fresh folder (no binary blobs are
 stored) and says what must happen: ``"fixed"`` (the conversion succeeds,
 reports the listed notice codes, and the model predicts like JAX in real
-TF.js) or an error code (a :class:`~writer.errors.ConversionError` with that
+TF.js) or an error code (a :class:`~topology.vocabulary.errors.ConversionError` with that
 code, a message naming what it must name, a hint, and the output folder
 untouched). :mod:`tests.corpus.runner` runs them.
 """

@@ -3,7 +3,7 @@
 A fixable case passes when the conversion succeeds, reports its notice codes
 (in the report and in model.json's ``userDefinedMetadata``), and the model
 predicts like JAX in real TF.js. An error case passes when the conversion
-raises a :class:`~writer.errors.ConversionError` with the expected code, a
+raises a :class:`~topology.vocabulary.errors.ConversionError` with the expected code, a
 message naming what it must, a hint, and leaves every file around it exactly
 as it was (the output folder included).
 """
@@ -21,7 +21,7 @@ import numpy as np
 from tests import flax_models as fm
 from tests.corpus.cases import FIXED, Case
 from writer.convert import ConvertOptions, convert
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 
 RTOL = 1e-5  # as tests/conftest.py: relative to max(1, max|expected|)
 SENTINEL = "group1-shard1of1.bin"  # with a model.json: an earlier conversion, which --force may replace

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.hostile import builders
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 from writer.readers import read_checkpoint
 from writer.readers.bounds import FREE_BYTES, MAX_INFLATION, check_claim
 from writer.savedmodel import savedmodel_foreign_entry

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from writer.errors import ConversionError, Notices
+from topology.vocabulary.errors import ConversionError, Notices
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def apply(fix: Fix, message: str, notices: Notices, enabled: bool) -> None:
         >>> apply(f, "params/d/kernel (3, 2) is transposed", n, False)
         Traceback (most recent call last):
         ...
-        writer.errors.ConversionError: FIX_DISABLED: params/d/kernel (3, 2) is transposed -- not done: ...
+        topology.vocabulary.errors.ConversionError: FIX_DISABLED: params/d/kernel (3, 2) is transposed -- not done: ...
     """
     if enabled:
         notices.fixed(fix.code, message)

@@ -13,9 +13,9 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from writer.errors import ConversionError, Notices
+from topology.vocabulary.errors import ConversionError, Notices
 from writer.fixes.base import FixFamily, apply
-from writer.tensors import TensorRef, path_str
+from topology.vocabulary.tensors import TensorRef, path_str
 
 DTYPES = FixFamily("dtypes")
 DTYPE_CONVERTED = DTYPES.fixed(

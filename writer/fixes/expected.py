@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from topology.graph import InputSpec
-from writer.errors import ConversionError
-from writer.tensors import TreePath, path_str
+from topology.vocabulary.errors import ConversionError
+from topology.vocabulary.tensors import TreePath, path_str
 
 MODEL_COLLECTIONS = ("params", "batch_stats")
 
@@ -101,7 +101,7 @@ def linen_applies(module: Any, variables: dict[str, dict[TreePath, Any]], inputs
 
     Example:
         >>> import flax.linen as nn, numpy as np
-        >>> from writer.tensors import TensorRef
+        >>> from topology.vocabulary.tensors import TensorRef
         >>> f = lambda s: TensorRef(("k",), s, np.dtype("float32"), None)
         >>> linen_applies(nn.Dense(3), {"params": {("kernel",): f((4, 3)), ("bias",): f((3,))}},
         ...               [InputSpec("input", (4,))])

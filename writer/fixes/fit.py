@@ -14,13 +14,13 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from topology.graph import InputSpec
-from writer.errors import ConversionError, Notices
+from topology.vocabulary.errors import ConversionError, Notices
 from writer.fixes.base import FixFamily, apply, listing
 from writer.fixes.dtypes import refuse_unless_float32
 from writer.fixes.expected import linen_applies, linen_expected, nnx_check_inputs, nnx_expected
 from writer.fixes.keys import match_layers
 from writer.fixes.shapes import INPUT_SHAPE_CORRECTED, compatible, fit_chain, fit_shapes
-from writer.variables import Variables
+from topology.vocabulary.variables import Variables
 
 if TYPE_CHECKING:
     from topology.infer import TemplateOptions

@@ -20,10 +20,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from writer.errors import ConversionError, Notices
+from topology.vocabulary.errors import ConversionError, Notices
 from writer.fixes.base import FixFamily, apply, listing
 from writer.fixes.expected import ExpectedLeaf
-from writer.tensors import TensorRef, TreePath, path_str
+from topology.vocabulary.tensors import TensorRef, TreePath, path_str
 
 KEYS = FixFamily("keys")
 WRAPPER_REMOVED = KEYS.fixed(

@@ -22,10 +22,10 @@ from typing import Callable
 
 import numpy as np
 
-from writer.errors import ConversionError, Notices
+from topology.vocabulary.errors import ConversionError, Notices
 from writer.fixes.base import Fix, FixFamily, apply, listing
 from writer.fixes.expected import ExpectedLeaf
-from writer.tensors import TensorRef, TreePath, path_str
+from topology.vocabulary.tensors import TensorRef, TreePath, path_str
 
 SHAPES = FixFamily("shapes")
 TRANSPOSED_KERNEL = SHAPES.fixed(

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from writer.errors import ConversionError
-from writer.tensors import Checkpoint
+from topology.vocabulary.errors import ConversionError
+from topology.vocabulary.tensors import Checkpoint
 
 _LEGACY_STEP = re.compile(r"^checkpoint_(\d+)$")
 _PICKLE_SUFFIXES = {".pkl", ".pickle", ".p", ".pt", ".pth", ".joblib"}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 
 FREE_BYTES = 64 << 20  # below this, any claim is cheap enough to just try
 MAX_INFLATION = 100
@@ -37,7 +37,7 @@ def check_claim(where: str, shape: Sequence[int], itemsize: int, stored: int) ->
         >>> check_claim("w", (10,), 4, 40)
         >>> check_claim("w", (2 ** 30, 6), 4, 3000)
         Traceback (most recent call last):
-        writer.errors.ConversionError: CORRUPT_CHECKPOINT: w claims shape (1073741824, 6) (25,769,803,776 bytes) but only 3,000 bytes are stored for it
+        topology.vocabulary.errors.ConversionError: CORRUPT_CHECKPOINT: w claims shape (1073741824, 6) (25,769,803,776 bytes) but only 3,000 bytes are stored for it
     """
     if any(int(d) < 0 for d in shape):
         raise ConversionError("CORRUPT_CHECKPOINT", f"{where} has a negative dimension in shape {tuple(shape)}",

@@ -8,10 +8,10 @@ type 1 (or 3 for numpy scalars) whose payload is itself msgpack:
 Unpacking such a file with ``msgpack.unpackb`` needs the whole file (and every
 array) in memory. This reader instead walks the msgpack headers with
 seek/read, notes where each array's raw bytes start, and skips them; each
-:class:`~writer.tensors.TensorRef` later reads exactly its own bytes. Every
+:class:`~topology.vocabulary.tensors.TensorRef` later reads exactly its own bytes. Every
 length in a header is checked against the bytes left in the file before
 anything is allocated, so a damaged or hostile file fails fast with a
-:class:`~writer.errors.ConversionError` instead of a huge allocation.
+:class:`~topology.vocabulary.errors.ConversionError` instead of a huge allocation.
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ from typing import Any, Callable, Iterator, NoReturn
 
 import numpy as np
 
-from writer.errors import ConversionError
-from writer.tensors import Checkpoint, TensorRef, TreePath, path_str
+from topology.vocabulary.errors import ConversionError
+from topology.vocabulary.tensors import Checkpoint, TensorRef, TreePath, path_str
 
 MAX_DEPTH = 512  # a Flax tree is a few levels deep; deeper means damage or an attack
 MAX_VALUES = 10_000_000

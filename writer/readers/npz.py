@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 from writer.readers.bounds import check_claim, claimed_nbytes
-from writer.tensors import Checkpoint, TensorRef
+from topology.vocabulary.tensors import Checkpoint, TensorRef
 
 
 def read_npz(path: Path) -> Checkpoint:

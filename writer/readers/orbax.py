@@ -30,10 +30,10 @@ import ml_dtypes  # noqa: F401  (registers bfloat16 & co. with numpy for tensors
 import numpy as np
 import tensorstore as ts
 
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 from writer.readers.bounds import MAX_NBYTES, check_claim, claimed_nbytes
 from writer.regular_files import loads_strict_json, read_small_file
-from writer.tensors import Checkpoint, TensorRef, TreePath, path_str
+from topology.vocabulary.tensors import Checkpoint, TensorRef, TreePath, path_str
 
 _METADATA = "_METADATA"
 MAX_METADATA_BYTES = 256 << 20  # ~1 KB per leaf: far beyond any real tree

@@ -22,7 +22,7 @@ import importlib.resources
 from importlib.abc import Traversable
 from pathlib import Path
 
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 
 KINDS = ("schemas", "web_demo", "js")
 

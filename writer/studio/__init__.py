@@ -23,7 +23,8 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Sequence
 
-from writer.errors import ConversionError, OptionParser
+from topology.vocabulary.errors import ConversionError
+from writer.option_parser import OptionParser
 from writer.studio.handler import StudioHandler
 from writer.studio.jobs import Jobs
 from writer.studio.paths import Root, Uploads

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 from writer.studio import site
 from writer.studio.jobs import error_event
 from writer.studio.options import convert_options, verify_options

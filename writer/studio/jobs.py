@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from writer.convert import ConvertOptions, convert
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 
 FINAL = ("done", "error", "cancelled")
 

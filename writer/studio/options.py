@@ -12,7 +12,7 @@ from pathlib import Path  # noqa: F401 (the doctest)
 from typing import Any
 
 from writer.convert import ConvertOptions
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 from writer.presets import engine_fields
 from writer.shards import DEFAULT_SHARD_BYTES
 from writer.studio.paths import Root

@@ -6,7 +6,7 @@ Example:
     True
     >>> root.resolve("../etc")
     Traceback (most recent call last):
-    writer.errors.ConversionError: PATH_OUTSIDE_ROOT: ../etc is outside the studio's folder
+    topology.vocabulary.errors.ConversionError: PATH_OUTSIDE_ROOT: ../etc is outside the studio's folder
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 
 CHECKPOINT_SUFFIXES = (".msgpack", ".npz")  # files; Orbax checkpoints are folders
 ORBAX_MARKERS = ("_CHECKPOINT_METADATA", "_METADATA", "manifest.ocdbt", "checkpoint")

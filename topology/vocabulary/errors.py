@@ -7,7 +7,6 @@ traceback unless ``--debug`` is given. Every code is documented in
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -86,16 +85,3 @@ class Notices:
 
     def of_kind(self, kind: str) -> list[Notice]:
         return [n for n in self.items if n.kind == kind]
-
-
-class OptionParser(argparse.ArgumentParser):
-    """An argparse parser whose usage errors are ``error[BAD_OPTION]`` like every other error.
-
-    Example:
-        >>> OptionParser(prog="flax2tfjs").parse_args(["--nope"])  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        writer.errors.ConversionError: ...
-    """
-
-    def error(self, message: str) -> None:  # argparse would print its own format and exit
-        raise ConversionError("BAD_OPTION", message, f"see `{self.prog} --help`")

@@ -1,0 +1,19 @@
+"""The CLI's argument parser: usage errors are ``error[BAD_OPTION]`` like every other error."""
+from __future__ import annotations
+
+import argparse
+
+from topology.vocabulary.errors import ConversionError
+
+
+class OptionParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are ``error[BAD_OPTION]`` like every other error.
+
+    Example:
+        >>> OptionParser(prog="flax2tfjs").parse_args(["--nope"])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        topology.vocabulary.errors.ConversionError: ...
+    """
+
+    def error(self, message: str) -> None:  # argparse would print its own format and exit
+        raise ConversionError("BAD_OPTION", message, f"see `{self.prog} --help`")
