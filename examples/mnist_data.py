@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accuracy-file", type=Path, default=DEFAULT_ACCURACY_FILE)
     args = parser.parse_args(argv)
 
-    from writer.errors import ConversionError
+    from topology.vocabulary.errors import ConversionError
 
     started = time.perf_counter()
     try:

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from writer.tensors import TensorRef
+from topology.vocabulary.tensors import TensorRef
 
 Shape = tuple  # a Keras shape without the batch dimension; None for unknown sizes
 

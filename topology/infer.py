@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from topology.graph import InputSpec, LayerGraph, LayerNode
 from topology.layers import kind
-from writer.errors import ConversionError, Notices
-from writer.tensors import TensorRef, TreePath, path_str
-from writer.variables import Variables
+from topology.vocabulary.errors import ConversionError, Notices
+from topology.vocabulary.tensors import TensorRef, TreePath, path_str
+from topology.vocabulary.variables import Variables
 
 # Activations the template accepts: the Flax function name -> the tfjs name,
 # chosen so that both compute the same function exactly.

@@ -28,7 +28,7 @@ from typing import Any, Callable
 from topology.graph import LayerNode, WeightBinding
 from topology.layers.attention_mask import MaskPlan, apply_mask, mask_nodes, plan_mask
 from topology.layers.base import ZEROS, Case, LayerKind, keras_shape, layer_base
-from writer.tensors import TensorRef, TreePath
+from topology.vocabulary.tensors import TensorRef, TreePath
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from topology.graph import LayerNode, Shape, WeightBinding
-from writer.tensors import TensorRef
+from topology.vocabulary.tensors import TensorRef
 
 # Initializers are deserialized by tfjs even when every weight is loaded, so
 # write one that both tfjs and tf-keras know; the values are never used.

@@ -22,7 +22,7 @@ import numpy as np
 
 from topology.graph import LayerNode, WeightBinding
 from topology.layers.base import ONES, ZEROS, Case, LayerKind, ParamMap, layer_base
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 
 
 def batch_norm_config(axis: int = -1, epsilon: float = 1e-5, momentum: float = 0.99,

@@ -34,7 +34,7 @@ import numpy as np
 from topology.graph import LayerNode, WeightBinding, tensor_ref
 from topology.layers.attention import call_context
 from topology.layers.base import ZEROS, Case, LayerKind, layer_base
-from writer.tensors import TensorRef
+from topology.vocabulary.tensors import TensorRef
 
 # Keras activation names tfjs and tf-keras both know, with numpy references to identify a cell's functions.
 KERAS_ACTIVATIONS: dict[str, Any] = {

@@ -32,8 +32,8 @@ import numpy as np
 
 from topology.graph import WeightBinding
 from topology.trace.values import Const, Pending, Tensor
-from writer.errors import ConversionError
-from writer.tensors import TensorRef
+from topology.vocabulary.errors import ConversionError
+from topology.vocabulary.tensors import TensorRef
 
 AFFINE_STEPS = ("add", "sub", "mul", "div", "neg", "convert_element_type", "copy", "copy_p")
 _BOOLEAN = ("and", "or", "not", "eq", "ne", "gt", "ge", "lt", "le")

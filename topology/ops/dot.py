@@ -83,7 +83,7 @@ def _with_matrix(builder: Any, eqn: Any, values: list, where: str) -> Tensor:
     """``x @ W`` with a constant or parameter matrix W (a tied LM head: ``embed.attend(x)``) -> Dense."""
     from topology.graph import WeightBinding
     from topology.trace.build import unsupported
-    from writer.tensors import TensorRef
+    from topology.vocabulary.tensors import TensorRef
 
     x, w = values
     (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]

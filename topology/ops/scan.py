@@ -21,7 +21,7 @@ import numpy as np
 from topology.layers.base import Case
 from topology.ops import handles
 from topology.trace.values import Const, Inside, Pending, Tensor
-from writer.tensors import TensorRef
+from topology.vocabulary.tensors import TensorRef
 
 
 def _calls_in(jaxpr: Any) -> set[int]:

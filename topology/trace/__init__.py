@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from topology.graph import InputSpec, LayerGraph
-from writer.tensors import TensorRef, TreePath
+from topology.vocabulary.tensors import TensorRef, TreePath
 
 
 def is_nnx_module(obj: Any) -> bool:

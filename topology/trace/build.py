@@ -16,7 +16,7 @@ import numpy as np
 from topology.graph import InputSpec, LayerGraph, LayerNode, WeightBinding
 from topology.trace.capture import Trace
 from topology.trace.values import Const, Inside, Pending, Tensor
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 
 MARKERS = ("flax2tfjs_enter", "flax2tfjs_exit")
 CALL_PARAMS = ("jaxpr", "call_jaxpr", "fun_jaxpr")  # where call-like primitives keep their body

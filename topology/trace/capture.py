@@ -19,8 +19,8 @@ import numpy as np
 from topology.graph import InputSpec
 from topology.layers import REGISTRY, kind_for_module
 from topology.layers.base import LayerKind
-from writer.errors import ConversionError
-from writer.tensors import TensorRef, TreePath
+from topology.vocabulary.errors import ConversionError
+from topology.vocabulary.tensors import TensorRef, TreePath
 
 TRACE_BATCH = 2  # >1 so that an op mixing the batch axis is noticed
 # Keyword arguments that switch Flax modules to inference, and their inference values.

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 
 
 def flax_error_to_conversion_error(exc: Exception) -> ConversionError | None:

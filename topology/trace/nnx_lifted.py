@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from writer.errors import ConversionError
-from writer.tensors import TreePath
+from topology.vocabulary.errors import ConversionError
+from topology.vocabulary.tensors import TreePath
 
 
 def _shapes(module: Any) -> dict[str, tuple[int, ...]]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from writer.tensors import TensorRef, TreePath
+from topology.vocabulary.tensors import TensorRef, TreePath
 
 
 def _keys(path: Any) -> TreePath:

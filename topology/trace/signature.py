@@ -14,7 +14,7 @@ import inspect
 import re
 from typing import Any, Callable
 
-from writer.errors import ConversionError
+from topology.vocabulary.errors import ConversionError
 
 _RNG_NAME = re.compile(r"^(rngs?|keys?|prng|prng_key|.*_rngs?|rng_.*)$")
 
