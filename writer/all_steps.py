@@ -20,6 +20,7 @@ from typing import Any
 from writer.convert import ConvertOptions, convert
 from topology.vocabulary.errors import ConversionError
 from writer.output import check_destination, check_not_a_file
+from writer.readers.steps import is_item, legacy_steps, step_folders
 from writer.report import Report
 from writer.term import human_bytes, table
 from writer.weights import Progress
@@ -98,9 +99,6 @@ def list_steps(folder: str | Path) -> tuple[dict[int, Path], dict[int, Path]]:
         >>> sorted(list_steps(root)[0])
         [1, 20]
     """
-    from writer.readers import _LEGACY_STEP
-    from writer.readers.orbax import _DIGITS, _PREFIXED_STEP, _TMP_MARK, _is_item, _looks_like_step, _step_of
-
     folder = Path(folder)
     if not folder.exists():
         raise ConversionError("CHECKPOINT_NOT_FOUND", f"no folder at {folder}",
@@ -108,24 +106,12 @@ def list_steps(folder: str | Path) -> tuple[dict[int, Path], dict[int, Path]]:
     if not folder.is_dir():
         raise _no_steps(folder, "is a file")
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-    legacy = {int(m.group(1)): p for p in entries if (m := _LEGACY_STEP.match(p.name))}
+    legacy = legacy_steps(entries)
     if legacy:  # the readers give legacy checkpoint_<n> entries precedence too
         return legacy, {}
-    if _is_item(folder):  # one saved pytree; its ocdbt.process_0/ is not "step 0"
+    if is_item(folder):  # one saved pytree; its ocdbt.process_0/ is not "step 0"
         raise _no_steps(folder, "is a single checkpoint")
-    finished: dict[int, Path] = {}
-    unfinished: dict[int, Path] = {}
-    for sub in (p for p in entries if p.is_dir()):
-        if _TMP_MARK in sub.name:
-            number = _step_of(sub.name.split(_TMP_MARK)[0], _PREFIXED_STEP)
-            if number is not None:
-                unfinished[number] = sub
-            continue
-        number = _step_of(sub.name, _DIGITS)
-        if number is None and _looks_like_step(sub):
-            number = _step_of(sub.name, _PREFIXED_STEP)
-        if number is not None:
-            finished[number] = sub
+    finished, unfinished = step_folders(entries)
     if not finished and not unfinished:
         raise _no_steps(folder, "holds no numbered step folders")
     return finished, {n: p for n, p in unfinished.items() if n not in finished}
