@@ -328,44 +328,20 @@ def run_convert(argv: Sequence[str]) -> int:
 
 def _run_all_steps(args: argparse.Namespace, options) -> int:
     """``convert --all-steps``: every step into OUT/step_<N>/, one progress bar, one summary table."""
-    import dataclasses
-
-    from writer.all_steps import convert_all_steps, finished_steps
+    from writer.all_steps import convert_all_steps
     from writer.progress import ProgressBar
 
     if args.verify:
         raise ConversionError("BAD_OPTION", "--verify works on one model, not with --all-steps",
                               f"convert, then verify one step: {PROG} verify OUT/step_N CKPT --step N")
     bar = ProgressBar("writing weights", unit="tensors", enabled=False if args.quiet else None)
-    if bar.enabled and options.step is None:
-        steps = finished_steps(args.checkpoint)
-        tensors, stored = _estimate_weights(args.checkpoint, dataclasses.replace(options, step=steps[-1])) \
-            if steps else (None, None)
-        bar.total = tensors * len(steps) if tensors else None
-        bar.total_bytes = stored * len(steps) if stored else None
-    with bar:
-        report = convert_all_steps(args.checkpoint, args.out_dir, options, progress=bar)
+    with bar:  # the steps' tensor events carry the totals: no extra pass over the checkpoints
+        report = convert_all_steps(args.checkpoint, args.out_dir, options, events=bar.on_event)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     elif not args.quiet:
         print(report.render())
     return 0
-
-
-def _estimate_weights(checkpoint: str, options) -> tuple[int | None, int | None]:
-    """Tensor count and stored bytes to expect, from the checkpoint's metadata (for the progress bar)."""
-    from topology.vocabulary.errors import Notices
-    from writer.quantize import stored_itemsize
-    from writer.readers import read_checkpoint
-    from writer.variables import select_variables
-
-    try:
-        with read_checkpoint(checkpoint, options.step) as ck:
-            refs = [r for refs in select_variables(ck, Notices()).collections.values() for r in refs.values()]
-    except Exception:  # the conversion itself reports any problem
-        return None, None
-    itemsize = stored_itemsize(options.quantize) if options.quantize and not options.quantize_weights else 4
-    return len(refs), sum(r.size for r in refs) * itemsize
 
 
 def _preset_weights(args: argparse.Namespace) -> dict:
