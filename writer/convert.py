@@ -25,6 +25,9 @@ from writer.version import __version__
 from writer.weights import Progress, planned_bytes, write_weights
 
 
+INPUT_DTYPES = ("float32", "int32")  # model inputs: values, or token ids
+
+
 @dataclass(frozen=True)
 class ConvertOptions:
     """Every option of a conversion (the CLI flags, by the same names).
@@ -60,8 +63,8 @@ class ConvertOptions:
             if shape and min(shape) < 1:  # () is a per-example scalar input
                 raise ConversionError("BAD_OPTION", f"input shape {shape}", "give positive sizes without the batch axis, e.g. 28,28,1")
         for dtype in self.input_dtypes(max(1, len(self.input_shapes()))):
-            if dtype not in ("float32", "int32"):
-                raise ConversionError("BAD_OPTION", f"--input-dtype {dtype}", "choose float32 or int32")
+            if dtype not in INPUT_DTYPES:
+                raise ConversionError("BAD_OPTION", f"--input-dtype {dtype}", f"choose {' or '.join(INPUT_DTYPES)}")
 
     def input_shapes(self) -> list[tuple[int, ...]]:
         """Every input shape given (empty when none was)."""
