@@ -11,6 +11,8 @@ import numpy as np
 from topology.graph import InputSpec, LayerGraph
 from topology.infer import TemplateOptions, infer_graph
 from topology.keras_json import model_topology
+from topology.optimize import optimize_graph
+from topology.trace import trace_graph
 from topology.vocabulary.errors import ConversionError, Notices
 from writer.events import EventSink, EventStream
 from writer.fixes import fit_module, fit_template
@@ -143,8 +145,6 @@ def build_graph(resolved: Source, options: ConvertOptions, notices: Notices,
         graph = infer_graph(resolved.variables, template, notices)
         kind = "inferred"
     else:
-        from topology.trace import trace_graph
-
         stream.stage("fix")
         try:  # given, or solved by the template; fit_module checks them against the model
             inputs, solved = _input_specs(resolved, options, Notices()), not options.input_shapes()
@@ -157,8 +157,6 @@ def build_graph(resolved: Source, options: ConvertOptions, notices: Notices,
         graph = trace_graph(resolved.module, inputs, resolved.variables.collections or None)
         kind = "traced"
     if options.optimize:
-        from topology.optimize import optimize_graph
-
         graph = optimize_graph(graph)
     return graph, kind
 

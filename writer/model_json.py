@@ -13,12 +13,12 @@ import json
 import os
 import sys
 
+from writer.resources import files
+
 
 @functools.lru_cache(maxsize=None)
 def _validator():
     import jsonschema
-
-    from writer.resources import files
 
     schema = json.loads((files("schemas") / "model.schema.json").read_text(encoding="utf-8"))
     return jsonschema.Draft202012Validator(schema)

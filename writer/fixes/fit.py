@@ -14,6 +14,9 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from topology.graph import InputSpec
+from topology.infer import TemplateOptions, infer_graph
+from topology.trace import is_nnx_module
+from topology.trace.signature import supplied_notice
 from topology.vocabulary.errors import ConversionError, Notices
 from writer.fixes.base import FixFamily, apply, listing
 from writer.fixes.dtypes import refuse_unless_float32
@@ -23,7 +26,6 @@ from writer.fixes.shapes import INPUT_SHAPE_CORRECTED, compatible, fit_chain, fi
 from topology.vocabulary.variables import Variables
 
 if TYPE_CHECKING:
-    from topology.infer import TemplateOptions
     from writer.convert import ConvertOptions
     from writer.sources import Source
 
@@ -49,8 +51,6 @@ def fit_template(variables: Variables, template: "TemplateOptions", source: str,
 
 def _fit_template_input(variables: Variables, template: "TemplateOptions", notices: Notices,
                         enabled: bool) -> "TemplateOptions":
-    from topology.infer import infer_graph
-
     if template.input_shape is None:
         return template
     try:
@@ -83,8 +83,6 @@ def fit_module(source: "Source", inputs: list[InputSpec] | None, options: "Conve
     Example:
         >>> variables, inputs = fit_module(source, None, ConvertOptions(), Notices())  # doctest: +SKIP
     """
-    from topology.trace.signature import supplied_notice
-
     note = supplied_notice(source.module)
     if note:
         notices.assume("CALL_ARGUMENTS", note)
@@ -212,8 +210,6 @@ def _candidates(source: "Source", given: tuple[int, ...] | None) -> list[tuple[i
     """Input shapes the parameters determine: the in-features of the first kernels put into the
     given shape (channels, flat size, a missing channel axis) or, when none was given, the template's
     solution. Sizes that pooling leaves undetermined are never proposed for a given shape."""
-    from topology.infer import TemplateOptions, infer_graph
-
     kernels = [ref for path, ref in source.variables.params.items()
                if path and path[-1] in ("kernel", "weight") and len(ref.shape) >= 2][:3]
     if given:
@@ -266,8 +262,6 @@ def _shape_required(name: str, tried: ConversionError | None = None) -> Conversi
 
 
 def _is_nnx(module: Any) -> bool:
-    from topology.trace import is_nnx_module
-
     return is_nnx_module(module)
 
 
