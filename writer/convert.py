@@ -17,7 +17,7 @@ from topology.vocabulary.errors import ConversionError, Notices
 from writer.events import EventSink, EventStream
 from writer.fixes import fit_module, fit_template
 from writer.layer_names import sanitize_layer_names
-from writer.model_json import check_model_json, dumps_model_json
+from writer.model_json import assemble_model_json, check_model_json, dumps_model_json
 from writer.output import check_destination, staged_output
 from writer.quantize import QUANTIZE_DTYPES, QuantizeOptions
 from writer.report import LayerRow, Report
@@ -213,14 +213,7 @@ def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: Conve
             "notices": [n.to_json() for n in notices.items],
             "optimize": {"enabled": options.optimize, "rewrites": graph.rewrites},
         }
-        document = {
-            "format": "layers-model",
-            "generatedBy": f"flax2tfjs {__version__}",
-            "convertedBy": f"flax2tfjs {__version__}",
-            "modelTopology": topology,
-            "weightsManifest": [written.manifest_group],
-            "userDefinedMetadata": {"flax2tfjs": provenance, **options.metadata},
-        }
+        document = assemble_model_json(topology, written.manifest_group, provenance, options.metadata)
         check_model_json(document)
         text = dumps_model_json(document)
         (staging / "model.json").write_text(text, encoding="utf-8")
