@@ -22,6 +22,7 @@ import numpy as np
 from bench import checkpoints, verify
 from bench.context import ROOT, BenchError, Context, folder_bytes, remove
 from bench.measure import MB, summarize
+from writer.tfjs_files import DTYPES, stored_nbytes
 
 MNIST_CKPT = ROOT / "examples" / "mnist_ckpt"
 
@@ -250,16 +251,17 @@ def _check_chunked(out_dir: Path, info: dict) -> dict:
     for spec, offset, stream in verify.weights(out_dir):
         found[spec["name"]] = (spec, offset, stream)
     spec, offset, stream = found["Dense_0/kernel"]
-    nbytes = int(np.prod(spec["shape"])) * 4
+    nbytes = stored_nbytes(spec)  # float32: the chunked kernel is not quantized
+    float32 = DTYPES["float32"]
     digest = hashlib.sha256()
     for start in range(0, nbytes, 16 * MB):
         digest.update(stream.read(offset + start, min(16 * MB, nbytes - start)))
     samples = {}
     for index, expected in info["samples"].items():
-        got = float(np.frombuffer(stream.read(offset + int(index) * 4, 4), "<f4")[0])
+        got = float(np.frombuffer(stream.read(offset + int(index) * float32.itemsize, float32.itemsize), float32)[0])
         samples[index] = {"expected": expected, "got": got, "equal": got == expected}
     bspec, boffset, bstream = found["Dense_0/bias"]
-    bias_digest = hashlib.sha256(bstream.read(boffset, int(np.prod(bspec["shape"])) * 4)).hexdigest()
+    bias_digest = hashlib.sha256(bstream.read(boffset, stored_nbytes(bspec))).hexdigest()
     ok = (digest.hexdigest() == info["kernel_sha256"] and bias_digest == info["bias_sha256"]
           and list(spec["shape"]) == info["kernel_shape"] and all(s["equal"] for s in samples.values()))
     return {"ok": ok, "kernel_sha256_equal": digest.hexdigest() == info["kernel_sha256"],
