@@ -40,8 +40,8 @@ from topology.vocabulary.errors import ConversionError, Notices
 from writer.output import check_destination, staged_output
 from writer.term import Style, human_bytes, table
 from writer.tfjs_node import TfjsError, TfjsRunner
-from writer.verify import (DEFAULT_TOLERANCE, VerificationFailed, VerifyOptions, build_reference, compare,
-                           finite_or_none, metric_text, random_inputs, read_model)
+from writer.verify import (DEFAULT_TOLERANCE, ModelFiles, VerificationFailed, VerifyOptions, build_reference,
+                           compare, finite_or_none, metric_text, random_inputs, read_model)
 
 WORKER_FILE = Path(__file__).resolve().with_name("savedmodel_worker.py")  # run by path, isolated
 PACKAGE_PARENT = Path(__file__).resolve().parent.parent  # holds the `writer` package
@@ -142,7 +142,7 @@ def find_tensorflow_python(explicit: str | Path | None = None) -> str:
 
 
 def export_savedmodel(model_dir: str | Path, saved_dir: str | Path, *, checkpoint: str | Path | None = None,
-                      options: Any = None, force: bool = False, tf_python: str | Path | None = None,
+                      options: VerifyOptions | None = None, force: bool = False, tf_python: str | Path | None = None,
                       samples: int = 16, seed: int = 0, tolerance: float | None = None,
                       timeout: float = 900.0) -> ExportReport:
     """Build, save and check a SavedModel of ``model_dir``; ``options`` is a :class:`writer.verify.VerifyOptions`.
@@ -230,7 +230,8 @@ def savedmodel_foreign_entry(folder: Path, skip: frozenset = frozenset()) -> Pat
     return None
 
 
-def _expected_outputs(model: Any, xs: list, checkpoint: Any, options: Any, notices: Any) -> tuple[list, str, str]:
+def _expected_outputs(model: ModelFiles, xs: list, checkpoint: str | Path | None, options: VerifyOptions,
+                      notices: Notices) -> tuple[list, str, str]:
     """The outputs to compare with: JAX on the checkpoint when given, else real TF.js."""
     if checkpoint is not None:
         opened: list = []

@@ -63,7 +63,7 @@ def build_reference(checkpoint: str | Path, model: ModelFiles, options: VerifyOp
         input_dtype=[spec.dtype for spec in model.inputs] if len(written) > 1 else model.inputs[0].dtype,
         activation=options.activation, pool=options.pool, step=options.step, fix=options.fix,
         optimize=model.optimized)  # rebuild the graph the conversion wrote: same rewrites, same weights
-    graph, kind = build_graph(source, convert_options, notices)  # source.variables are now the fitted ones
+    graph, _ = build_graph(source, convert_options, notices)  # source.variables are now the fitted ones
     if source.module is None:
         _check_topology(graph, model, options)  # else the template would not be the converted model
         return Reference("template", f"the template model in Flax (nn.Conv, nn.{options.pool}_pool, nn.Dense, "
