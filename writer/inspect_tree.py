@@ -208,25 +208,13 @@ def inspect_checkpoint(path: str | Path, options: ConvertOptions | None = None) 
             source = Source(checkpoint.path.name, checkpoint.format, variables, module, checkpoint.step,
                             checkpoint.path, checkpoint=checkpoint)
             try:
-                report.graph, report.topology = plan_graph(source, options, notices)
+                report.graph, report.topology = build_graph(source, options, notices)
             except ConversionError as err:
                 report.graph_error = err
         report.notices = list(notices.items)
         return report
     finally:
         checkpoint.close()
-
-
-def plan_graph(source: Source, options: ConvertOptions, notices: Notices) -> tuple[LayerGraph, str]:
-    """The layer graph ``convert`` would write for ``source``, and ``"inferred"`` or ``"traced"``:
-    :func:`writer.convert.build_graph` (fixes included; ``source.variables`` becomes the fitted variables).
-
-    Example:
-        >>> graph, kind = plan_graph(source, ConvertOptions(), Notices())   # doctest: +SKIP
-        >>> kind                                                              # doctest: +SKIP
-        'inferred'
-    """
-    return build_graph(source, options, notices)
 
 
 def _load_module(spec: Any) -> Any:
