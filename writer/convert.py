@@ -152,7 +152,8 @@ def build_graph(resolved: Source, options: ConvertOptions, notices: Notices,
             if err.code != "INPUT_SHAPE_REQUIRED":
                 raise
             inputs, solved = None, True
-        resolved.variables, inputs = fit_module(resolved, inputs, options, notices, solved)
+        resolved.variables, inputs = fit_module(resolved, inputs, notices, solved, enabled=options.fix,
+                                                input_dtype=options.input_dtypes(1)[0])
         stream.stage("graph")
         graph = trace_graph(resolved.module, inputs, resolved.variables.collections or None)
         kind = "traced"
