@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from topology.layers.base import Case
 from topology.ops import handles
+from topology.ops.constants import as_tensors
+from topology.trace.builder import Builder
+from topology.trace.errors import unsupported
 from topology.trace.values import Tensor
 
 _LAYER = {"add": "Add", "mul": "Multiply", "max": "Maximum", "min": "Minimum"}
 
 
-def merge(builder: Any, eqn: Any, values: list, where: str) -> Tensor:
-    from topology.trace.build import unsupported
-
+def merge(builder: Builder, eqn: Any, values: list, where: str) -> Tensor:
     name = eqn.primitive.name
     if name not in _LAYER and name != "sub":
         raise unsupported(f"`{name}` of two different tensors", where,
@@ -44,14 +46,10 @@ def _broadcasts(shape: tuple[int, ...], out: tuple[int, ...]) -> bool:
 
 
 @handles("concatenate")
-def concatenate(builder: Any, eqn: Any, values: list, where: str) -> Tensor:
-    from topology.trace.build import unsupported
-
+def concatenate(builder: Builder, eqn: Any, values: list, where: str) -> Tensor:
     axis = eqn.params["dimension"]
     if axis == 0:
         raise unsupported("concatenation along the batch axis", where, "concatenate along a feature axis")
-    from topology.ops.constants import as_tensors
-
     tensors = as_tensors(builder, values, where)  # a constant (e.g. a cls token) is read off the others
     return builder.add_layer("concatenate", "Concatenate", {"axis": axis}, tensors, tuple(eqn.outvars[0].aval.shape))
 
@@ -61,8 +59,6 @@ def _cases():
     import flax.linen as nn
     import jax.numpy as jnp
     from flax import nnx
-
-    from topology.layers.base import Case
 
     class Two(nn.Module):  # fn(Dense_a(x), Dense_b(x))
         fn: Any
