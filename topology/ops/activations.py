@@ -1,4 +1,4 @@
-"""Element-wise operations between layers -> pending functions, identified by value when needed.
+"""Element-wise and row-wise functions between layers, identified by value.
 
 Element-wise operations on one tensor (and scalar constants) are composed into
 a :class:`Pending` function. When a tensor is needed, the function is
