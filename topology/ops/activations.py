@@ -5,8 +5,8 @@ a :class:`Pending` function. When a tensor is needed, the function is
 identified by value against the catalog (``topology/ops/catalog.py``, done by
 ``topology/ops/materialize.py``). So ``jax.nn.relu``, ``nn.relu``,
 ``jnp.maximum(x, 0)`` and ``x * (x > 0)`` all become the same layer. Two
-different tensors combined go to :func:`topology.ops.merge.merge`; constant
-arrays and parameters to :func:`topology.ops.constants.with_constants`; a
+different tensors combined become merge layers (:func:`merge`); constant
+arrays and parameters go to :func:`topology.ops.constants.with_constants`; a
 window sum divided by its window (``avg_pool``) is finished by its
 :class:`Deferred` value.
 """
@@ -19,7 +19,6 @@ import numpy as np
 from topology.layers.base import Case
 from topology.ops import handles
 from topology.ops.constants import with_constants
-from topology.ops.merge import merge
 from topology.trace.builder import Builder
 from topology.trace.errors import unsupported
 from topology.trace.values import Const, Deferred, Pending, Tensor, as_function, root_of
@@ -60,6 +59,38 @@ def elementwise(builder: Builder, eqn: Any, values: list, where: str) -> Any:
 
     out = eqn.outvars[0].aval
     return Pending(root, fn, tuple(out.shape), np.dtype(out.dtype), where)
+
+
+_LAYER = {"add": "Add", "mul": "Multiply", "max": "Maximum", "min": "Minimum"}
+
+
+def merge(builder: Builder, eqn: Any, values: list, where: str) -> Tensor:
+    """Two or more different tensors combined element-wise: Add/Multiply/Maximum/Minimum; ``sub``
+    (tfjs has no Subtract layer) is Add of the first and Rescaling(-1) of the second. Sizes of 1
+    broadcast (a squeeze-and-excitation gate (batch, 1, 1, C)), as in JAX and the tfjs merge layers."""
+    name = eqn.primitive.name
+    if name not in _LAYER and name != "sub":
+        raise unsupported(f"`{name}` of two different tensors", where,
+                          "combine tensors with +, -, *, maximum, minimum or concatenate")
+    tensors = [builder.tensor(v, where) for v in values]
+    shape = tuple(eqn.outvars[0].aval.shape)
+    if len(tensors) != len(values) or not all(_broadcasts(t.shape, shape) for t in tensors):
+        raise unsupported(f"`{name}` of tensors with shapes {[t.shape for t in tensors]} (broadcasting)", where,
+                          "combine tensors of the same rank whose sizes are equal or 1 (batch sizes equal)")
+    if name == "sub":
+        negated = builder.add_layer("negate", "Rescaling", {"scale": -1.0, "offset": 0.0}, [tensors[1]], shape)
+        return builder.add_layer("subtract", "Add", {}, [tensors[0], negated], shape)
+    return builder.add_layer(_LAYER[name].lower(), _LAYER[name], {}, tensors, shape)
+
+
+def _broadcasts(shape: tuple[int, ...], out: tuple[int, ...]) -> bool:
+    """Same rank, same batch, every other size equal or 1: tfjs merge layers broadcast exactly that.
+
+    Example:
+        >>> _broadcasts((2, 1, 1, 4), (2, 5, 5, 4)), _broadcasts((1, 4), (2, 4))
+        (True, False)
+    """
+    return len(shape) == len(out) and shape[0] == out[0] and all(a in (1, b) for a, b in zip(shape[1:], out[1:]))
 
 
 def _cases():
