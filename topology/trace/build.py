@@ -33,7 +33,6 @@ class GraphBuilder:
 
     def __init__(self, trace: Trace):
         self.trace = trace
-        self.uses: dict[Any, list[Any]] = {}  # var -> eqns reading it, for handlers that look ahead
         self.layers: list[LayerNode] = []
         self.names: set[str] = set()
         self.call_inputs: dict[int, list[Tensor]] = {}
@@ -164,10 +163,6 @@ def _read(env: dict, var: Any) -> Any:
 
 
 def _walk(builder: GraphBuilder, jaxpr: Any, env: dict, outer_where: str = "") -> None:
-    for eqn in jaxpr.eqns:
-        for var in eqn.invars:
-            if type(var).__name__ != "Literal":
-                builder.uses.setdefault(var, []).append(eqn)
     for eqn in jaxpr.eqns:
         values = [_read(env, v) for v in eqn.invars]
         name = eqn.primitive.name
