@@ -313,6 +313,3 @@ def nest(flat: dict[TreePath, Any]) -> dict:
             node = node.setdefault(key, {})
         node[path[-1]] = value
     return tree
-
-
-_nest = nest  # the old name, only until writer.verify imports `nest` (then delete this line)
