@@ -79,6 +79,9 @@ def call_context(module: Any) -> CallContext:
         >>> def read_attrs(module):                         # doctest: +SKIP
         ...     context = call_context(module)
         ...     return {"_mask": context.kwargs.get("mask"), "_out": context.variables("out")}
+        >>> call_context(object())
+        Traceback (most recent call last):
+        RuntimeError: call_context() is only available while topology.trace.capture records a layer call
     """
     context = _current.get()
     if context is None:
