@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
+
+if TYPE_CHECKING:  # the builder protocol names these values itself
+    from topology.trace.builder import Builder
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,6 +40,19 @@ class Pending:
     materialized: Tensor | None = field(default=None, repr=False)
 
 
+class Deferred:
+    """A value a handler keeps until its use shows which layers it needs (pooling's window sum:
+    an average pool once divided by its window size, else sum pooling)."""
+
+    def finish(self, builder: Builder, eqn: Any, values: list, where: str) -> Tensor | None:
+        """The layers for element-wise ``eqn`` on ``values`` (this value among them), or None."""
+        raise NotImplementedError
+
+    def as_pending(self, builder: Builder) -> Pending:
+        """This value used as it is, as a function of a layer output."""
+        raise NotImplementedError
+
+
 @dataclass(frozen=True, eq=False)
 class Inside:
     """A value computed inside a marked layer call; replaced by the layer as a whole."""
@@ -56,3 +72,28 @@ class Const:
     @property
     def known(self) -> bool:
         return self.value is not None
+
+
+def root_of(value: Tensor | Pending) -> Tensor:
+    """The tensor a value is a function of (a tensor is its own root).
+
+    Example:
+        >>> x = Tensor("x", (2, 3), np.dtype("float32"))
+        >>> root_of(Pending(x, abs, (2, 3), np.dtype("float32"))) is x, root_of(x) is x
+        (True, True)
+    """
+    return value.root if isinstance(value, Pending) else value
+
+
+def as_function(value: Any) -> Callable[[Any], Any]:
+    """``value`` as a function of its root's value: a pending function, the identity, or a constant.
+
+    Example:
+        >>> as_function(Const(2.0))(np.zeros(3)), as_function(Tensor("x", (1,), np.dtype("float32")))(5)
+        (2.0, 5)
+    """
+    if isinstance(value, Pending):
+        return value.fn
+    if isinstance(value, Tensor):
+        return lambda r: r
+    return lambda r, v=value.value: v
