@@ -19,9 +19,9 @@ import numpy as np
 
 from topology.layers.base import Case
 from topology.ops import handles
-from topology.trace.builder import Builder
 from topology.trace.errors import unsupported
-from topology.trace.values import Const, Deferred, Pending, Tensor
+from topology.trace.builder import Builder, Deferred
+from topology.trace.values import Const, Pending, Tensor
 
 
 @dataclass(eq=False)

@@ -20,7 +20,8 @@ from topology.ops.constants import fold_lazy, param_const
 from topology.ops.materialize import materialize
 from topology.trace.capture import Trace
 from topology.trace.errors import unsupported
-from topology.trace.values import Const, Deferred, Inside, Pending, Tensor
+from topology.trace.builder import Deferred
+from topology.trace.values import Const, Inside, Pending, Tensor
 from topology.vocabulary.errors import ConversionError
 
 MARKERS = ("flax2tfjs_enter", "flax2tfjs_exit")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 from topology.graph import LayerNode, WeightBinding
-from topology.trace.values import Const, Tensor
+from topology.trace.values import Const, Pending, Tensor
 
 if TYPE_CHECKING:
     from topology.trace.capture import Trace
@@ -45,3 +45,16 @@ class Builder(Protocol):
 
     def read(self, env: dict, var: Any) -> Any:
         """The value of ``var`` in ``env`` (a literal becomes a constant)."""
+
+
+class Deferred:
+    """A value a handler keeps until its use shows which layers it needs (pooling's window sum:
+    an average pool once divided by its window size, else sum pooling)."""
+
+    def finish(self, builder: Builder, eqn: Any, values: list, where: str) -> Tensor | None:
+        """The layers for element-wise ``eqn`` on ``values`` (this value among them), or None."""
+        raise NotImplementedError
+
+    def as_pending(self, builder: Builder) -> Pending:
+        """This value used as it is, as a function of a layer output."""
+        raise NotImplementedError

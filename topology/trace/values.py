@@ -2,12 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
-
-if TYPE_CHECKING:  # the builder protocol names these values itself
-    from topology.trace.builder import Builder
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,19 +35,6 @@ class Pending:
     dtype: np.dtype
     where: str = ""  # user source location of the last operation, for messages
     materialized: Tensor | None = field(default=None, repr=False)
-
-
-class Deferred:
-    """A value a handler keeps until its use shows which layers it needs (pooling's window sum:
-    an average pool once divided by its window size, else sum pooling)."""
-
-    def finish(self, builder: Builder, eqn: Any, values: list, where: str) -> Tensor | None:
-        """The layers for element-wise ``eqn`` on ``values`` (this value among them), or None."""
-        raise NotImplementedError
-
-    def as_pending(self, builder: Builder) -> Pending:
-        """This value used as it is, as a function of a layer output."""
-        raise NotImplementedError
 
 
 @dataclass(frozen=True, eq=False)
