@@ -7,7 +7,6 @@ weight matters; each case runs with batch 1 and batch 3.
 """
 from __future__ import annotations
 
-import importlib
 import json
 
 import jax
@@ -17,7 +16,7 @@ import pytest
 
 from tests.conftest import ROOT, assert_close
 from topology.layers import REGISTRY
-from topology.ops import _FAMILIES
+from topology.ops import families
 from topology.trace.capture import inference_kwargs
 from writer import to_tensorflowjs
 
@@ -28,9 +27,8 @@ def _all_cases():
     cases = []
     for kind in REGISTRY.values():
         cases += [(f"{kind.key}:{case.name}", case) for case in kind.cases()]
-    for family in _FAMILIES:
-        module = importlib.import_module(f"topology.ops.{family}")
-        cases += [(f"{family}:{case.name}", case) for case in getattr(module, "CASES", lambda: ())()]
+    for family, module in families().items():
+        cases += [(f"{family}:{case.name}", case) for case in module.CASES()]
     return cases
 
 
