@@ -15,8 +15,9 @@ from typing import Any
 
 from topology.graph import LayerNode
 from topology.layers.base import Case, LayerKind, ParamMap
-from topology.layers.batchnorm import channel_affine, reshape_node
+from topology.layers.batchnorm import channel_affine
 from topology.layers.layernorm import canonical_axes, layer_norm_config
+from topology.layers.views import reshape_node
 
 
 def _read_attrs(module: Any) -> dict:

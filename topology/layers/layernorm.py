@@ -21,8 +21,9 @@ import math
 from typing import Any
 
 from topology.graph import LayerNode
-from topology.layers.base import ONES, ZEROS, Case, LayerKind, ParamMap, layer_base
-from topology.layers.batchnorm import bind, channel_affine, reshape_node
+from topology.layers.base import ONES, ZEROS, Case, LayerKind, ParamMap, bind, layer_base
+from topology.layers.batchnorm import channel_affine
+from topology.layers.views import reshaped
 
 
 def layer_norm_config(axis: Any = -1, epsilon: float = 1e-6, center: bool = True, scale: bool = True) -> dict:
@@ -86,12 +87,10 @@ def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variable
         folded = (math.prod(in_shape[1:reduce[0]]), math.prod(in_shape[reduce[0]:]))
         flat = lambda a: a.reshape(-1)  # noqa: E731 - scale/bias over the folded axes, row-major like the data
         weights = _affine_weights(variables, origin, use_scale, use_bias, flat)
-        return [
-            reshape_node(f"{name}.fold", folded, inputs, origin),
-            LayerNode(f"{name}.norm", "LayerNormalization", layer_norm_config(-1, epsilon, use_bias, use_scale),
-                      [f"{name}.fold"], weights, folded, origin),
-            reshape_node(name, in_shape[1:], [f"{name}.norm"], origin),
-        ]
+        config = layer_norm_config(-1, epsilon, use_bias, use_scale)
+        norm = lambda source: [LayerNode(f"{name}.norm", "LayerNormalization", config, [source], weights,  # noqa: E731
+                                         folded, origin)]
+        return reshaped(name, inputs, folded, in_shape[1:], origin, norm, f"{name}.fold")
     if features == (rank - 1,) and rank <= 4:  # normalize over `reduce`, then scale/shift per channel
         norm = LayerNode(f"{name}.norm", "LayerNormalization", layer_norm_config(axis, epsilon, False, False),
                          list(inputs), [], in_shape[1:], origin)
@@ -120,24 +119,24 @@ def _rms_norm(name: str, in_shape: tuple, reduce: tuple, attrs: dict, inputs: li
     width = math.prod(in_shape[reduce[0]:])
     single, pair = (rows, 1, width), (rows, 2, width)
     crop = layer_base(cropping=[[0, 0], [0, 1]], data_format="channels_last")
-    nodes = [
-        reshape_node(f"{name}.rows", single, inputs, origin),
-        LayerNode(f"{name}.negate", "Rescaling", layer_base(scale=-1.0, offset=0.0), [f"{name}.rows"], [],
-                  single, origin),
-        LayerNode(f"{name}.pair", "Concatenate", layer_base(axis=2), [f"{name}.rows", f"{name}.negate"], [],
-                  pair, origin),
-        # mean([x, -x]) = 0 and var([x, -x]) = mean(x^2): this is x / sqrt(mean(x^2) + eps) and its negation.
-        LayerNode(f"{name}.norm", "LayerNormalization", layer_norm_config([2, 3], attrs["epsilon"], False, False),
-                  [f"{name}.pair"], [], pair, origin),
-        LayerNode(f"{name}.first", "Cropping2D", crop, [f"{name}.norm"], [], single, origin),
-    ]
-    flat = lambda a: a.reshape(-1)  # noqa: E731
-    affine = channel_affine(f"{name}.scale", single, [nodes[-1].name], variables, origin,
-                            attrs["_use_scale"], False, flat)
-    if affine is not None:
-        nodes.append(affine)
-    nodes.append(reshape_node(name, in_shape[1:], [nodes[-1].name], origin))
-    return nodes
+
+    def normalize(source: str) -> list[LayerNode]:
+        nodes = [
+            LayerNode(f"{name}.negate", "Rescaling", layer_base(scale=-1.0, offset=0.0), [source], [],
+                      single, origin),
+            LayerNode(f"{name}.pair", "Concatenate", layer_base(axis=2), [source, f"{name}.negate"], [],
+                      pair, origin),
+            # mean([x, -x]) = 0 and var([x, -x]) = mean(x^2): this is x / sqrt(mean(x^2) + eps) and its negation.
+            LayerNode(f"{name}.norm", "LayerNormalization", layer_norm_config([2, 3], attrs["epsilon"], False, False),
+                      [f"{name}.pair"], [], pair, origin),
+            LayerNode(f"{name}.first", "Cropping2D", crop, [f"{name}.norm"], [], single, origin),
+        ]
+        flat = lambda a: a.reshape(-1)  # noqa: E731
+        affine = channel_affine(f"{name}.scale", single, [nodes[-1].name], variables, origin,
+                                attrs["_use_scale"], False, flat)
+        return nodes if affine is None else [*nodes, affine]
+
+    return reshaped(name, inputs, single, in_shape[1:], origin, normalize, f"{name}.rows")
 
 
 def _cases() -> tuple[Case, ...]:

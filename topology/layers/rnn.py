@@ -34,6 +34,7 @@ import numpy as np
 from topology.graph import LayerNode, WeightBinding, tensor_ref
 from topology.layers.attention import call_context
 from topology.layers.base import ZEROS, Case, LayerKind, layer_base
+from topology.layers.views import permuted
 from topology.vocabulary.tensors import TensorRef
 
 # Keras activation names tfjs and tf-keras both know, with numpy references to identify a cell's functions.
@@ -285,12 +286,10 @@ def _direction_nodes(direction: dict, name: str, inputs: list[str], steps: int, 
         exchange = np.eye(steps, dtype=np.float32)[::-1].copy()
         dense = layer_base(units=steps, activation="linear", use_bias=False, kernel_initializer=ZEROS,
                            kernel_regularizer=None, activity_regularizer=None, kernel_constraint=None)
-        nodes += [
-            LayerNode(f"{name}.time_last", "Permute", layer_base(dims=[2, 1]), [rnn_name], [], (units, steps), origin),
-            LayerNode(f"{name}.flip", "Dense", dense, [f"{name}.time_last"],
-                      [WeightBinding("kernel", (steps, steps), constant=exchange)], (units, steps), origin),
-            LayerNode(name, "Permute", layer_base(dims=[2, 1]), [f"{name}.flip"], [], (steps, units), origin),
-        ]
+        reverse_time = lambda source: [LayerNode(f"{name}.flip", "Dense", dense, [source],  # noqa: E731
+                                                 [WeightBinding("kernel", (steps, steps), constant=exchange)],
+                                                 (units, steps), origin)]
+        nodes += permuted(name, [rnn_name], [2, 1], (steps, units), origin, reverse_time, f"{name}.time_last")
     return nodes
 
 
