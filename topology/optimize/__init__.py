@@ -22,7 +22,7 @@ REGISTRY: Registry[Rewrite] = Registry("graph rewrite")
 
 
 def _register_in_order() -> None:
-    found = Registry[Rewrite]("graph rewrite")
+    found: Registry[Rewrite] = Registry("graph rewrite")
     for module in plugin_modules(__name__, "REWRITE"):
         found.add(module.REWRITE.key, module.REWRITE, module.__name__)
     if set(found) != set(ORDER):
