@@ -85,8 +85,7 @@ def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variable
         return [LayerNode(name, "LayerNormalization", config, list(inputs), weights, in_shape[1:], origin)]
     if features == reduce and trailing:  # rank 5+: fold to (batch, rest, normalized)
         folded = (math.prod(in_shape[1:reduce[0]]), math.prod(in_shape[reduce[0]:]))
-        flat = lambda a: a.reshape(-1)  # noqa: E731 - scale/bias over the folded axes, row-major like the data
-        weights = _affine_weights(variables, origin, use_scale, use_bias, flat)
+        weights = _affine_weights(variables, origin, use_scale, use_bias, _flat)
         config = layer_norm_config(-1, epsilon, use_bias, use_scale)
         norm = lambda source: [LayerNode(f"{name}.norm", "LayerNormalization", config, [source], weights,  # noqa: E731
                                          folded, origin)]
@@ -102,6 +101,11 @@ def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variable
     raise unsupported(f"LayerNorm {origin} with reduction_axes {reduce} and feature_axes {features} "
                       f"on a rank-{rank} input", origin,
                       "use feature_axes equal to reduction_axes, or -1 on an input of rank 4 or less")
+
+
+def _flat(array: Any) -> Any:
+    """Scale/bias over folded axes, flattened row-major like the data they scale."""
+    return array.reshape(-1)
 
 
 def _affine_weights(variables: dict, origin: str, use_scale: bool, use_bias: bool, transform: Any = None) -> list:
@@ -131,9 +135,8 @@ def _rms_norm(name: str, in_shape: tuple, reduce: tuple, attrs: dict, inputs: li
                       [f"{name}.pair"], [], pair, origin),
             LayerNode(f"{name}.first", "Cropping2D", crop, [f"{name}.norm"], [], single, origin),
         ]
-        flat = lambda a: a.reshape(-1)  # noqa: E731
         affine = channel_affine(f"{name}.scale", single, [nodes[-1].name], variables, origin,
-                                attrs["_use_scale"], False, flat)
+                                attrs["_use_scale"], False, _flat)
         return nodes if affine is None else [*nodes, affine]
 
     return reshaped(name, inputs, single, in_shape[1:], origin, normalize, f"{name}.rows")
