@@ -22,6 +22,7 @@ import numpy as np
 from bench import checkpoints, verify
 from bench.context import ROOT, BenchError, Context, folder_bytes, remove
 from bench.measure import MB, summarize
+from writer.tfjs_files import DTYPES, stored_nbytes
 
 MNIST_CKPT = ROOT / "examples" / "mnist_ckpt"
 
@@ -42,7 +43,7 @@ QUICK_WIDTHS = [32, 64]
 LAYERS = 16
 
 
-def _stats(results, key) -> dict:
+def stats_of(results, key) -> dict:
     return summarize([getattr(r, key) for r in results]).to_json()
 
 
@@ -66,14 +67,14 @@ def bench_mnist(ctx: Context) -> dict:
             runs.append(ctx.run_ok(ctx.writer(MNIST_CKPT, target, *extra), "MNIST conversion", bytecode_cache=cached))
             size = folder_bytes(target)
             remove(target)
-        out[label] = {"command": _show(ctx.writer(MNIST_CKPT, Path("out"), *extra)),
-                      "wall_s": _stats(runs, "seconds"), "cpu_s": _stats(runs, "cpu_seconds"),
-                      "peak_rss_bytes": _stats(runs, "peak_rss"), "output_bytes": size}
+        out[label] = {"command": shown_command(ctx.writer(MNIST_CKPT, Path("out"), *extra)),
+                      "wall_s": stats_of(runs, "seconds"), "cpu_s": stats_of(runs, "cpu_seconds"),
+                      "peak_rss_bytes": stats_of(runs, "peak_rss"), "output_bytes": size}
     out["imports"] = []
     for statement, label in IMPORT_PROBES:
         runs = [ctx.run_ok([ctx.python, "-c", statement], label) for _ in range(ctx.runs(5))]
         out["imports"].append({"label": label, "statement": statement,
-                               "wall_s": _stats(runs, "seconds"), "peak_rss_bytes": _stats(runs, "peak_rss")})
+                               "wall_s": stats_of(runs, "seconds"), "peak_rss_bytes": stats_of(runs, "peak_rss")})
     target = ctx.path("mnist-importtime")
     profiled = ctx.run_ok([ctx.python, "-X", "importtime", *ctx.writer(MNIST_CKPT, target)[1:]], "importtime")
     remove(target)
@@ -136,12 +137,12 @@ def measure_pairs(ctx: Context, checkpoint: Path, extra: list[str], runs: int, b
             timings[step] = result.seconds
         for b in baselines:
             ratios[b].append(timings["convert"] / timings[b])
-    out = {"command": _show(ctx.writer(checkpoint, Path("out"), *extra)),
-           "wall_s": _stats(conv, "seconds"), "cpu_s": _stats(conv, "cpu_seconds"),
-           "peak_rss_bytes": _stats(conv, "peak_rss"), "check": checked}
+    out = {"command": shown_command(ctx.writer(checkpoint, Path("out"), *extra)),
+           "wall_s": stats_of(conv, "seconds"), "cpu_s": stats_of(conv, "cpu_seconds"),
+           "peak_rss_bytes": stats_of(conv, "peak_rss"), "check": checked}
     for b in baselines:
-        out[f"{b}_s"] = _stats(base[b], "seconds")
-        out[f"{b}_cpu_s"] = _stats(base[b], "cpu_seconds")
+        out[f"{b}_s"] = stats_of(base[b], "seconds")
+        out[f"{b}_cpu_s"] = stats_of(base[b], "cpu_seconds")
         out[f"ratio_to_{b}"] = summarize(ratios[b]).to_json()
     return out
 
@@ -154,8 +155,8 @@ def _read_only(ctx: Context, checkpoint: Path, runs: int) -> dict:
     for _ in range(runs):
         os.sync()
         results.append(ctx.run_ok([ctx.python, "-c", code, str(checkpoint)], "read-only pass"))
-    return {"wall_s": _stats(results, "seconds"), "cpu_s": _stats(results, "cpu_seconds"),
-            "peak_rss_bytes": _stats(results, "peak_rss")}
+    return {"wall_s": stats_of(results, "seconds"), "cpu_s": stats_of(results, "cpu_seconds"),
+            "peak_rss_bytes": stats_of(results, "peak_rss")}
 
 
 def bench_sizes(ctx: Context, widths: list[int]) -> dict:
@@ -241,8 +242,8 @@ def bench_chunked(ctx: Context) -> dict:
         remove(target)
     remove(path)
     info.pop("path", None)
-    return {"checkpoint": info, "wall_s": _stats(results, "seconds"), "peak_rss_bytes": _stats(results, "peak_rss"),
-            "check": checked, "command": _show(ctx.writer(Path("chunked.msgpack"), Path("out")))}
+    return {"checkpoint": info, "wall_s": stats_of(results, "seconds"), "peak_rss_bytes": stats_of(results, "peak_rss"),
+            "check": checked, "command": shown_command(ctx.writer(Path("chunked.msgpack"), Path("out")))}
 
 
 def _check_chunked(out_dir: Path, info: dict) -> dict:
@@ -250,16 +251,17 @@ def _check_chunked(out_dir: Path, info: dict) -> dict:
     for spec, offset, stream in verify.weights(out_dir):
         found[spec["name"]] = (spec, offset, stream)
     spec, offset, stream = found["Dense_0/kernel"]
-    nbytes = int(np.prod(spec["shape"])) * 4
+    nbytes = stored_nbytes(spec)  # float32: the chunked kernel is not quantized
+    float32 = DTYPES["float32"]
     digest = hashlib.sha256()
     for start in range(0, nbytes, 16 * MB):
         digest.update(stream.read(offset + start, min(16 * MB, nbytes - start)))
     samples = {}
     for index, expected in info["samples"].items():
-        got = float(np.frombuffer(stream.read(offset + int(index) * 4, 4), "<f4")[0])
+        got = float(np.frombuffer(stream.read(offset + int(index) * float32.itemsize, float32.itemsize), float32)[0])
         samples[index] = {"expected": expected, "got": got, "equal": got == expected}
     bspec, boffset, bstream = found["Dense_0/bias"]
-    bias_digest = hashlib.sha256(bstream.read(boffset, int(np.prod(bspec["shape"])) * 4)).hexdigest()
+    bias_digest = hashlib.sha256(bstream.read(boffset, stored_nbytes(bspec))).hexdigest()
     ok = (digest.hexdigest() == info["kernel_sha256"] and bias_digest == info["bias_sha256"]
           and list(spec["shape"]) == info["kernel_shape"] and all(s["equal"] for s in samples.values()))
     return {"ok": ok, "kernel_sha256_equal": digest.hexdigest() == info["kernel_sha256"],
@@ -295,13 +297,13 @@ def bench_all_steps(ctx: Context) -> dict:
         remove(target)
     remove(root)
     return {"steps": info["steps"], "checkpoint_bytes": info["bytes"], "width": width, "layers": 3,
-            "one_process": {"wall_s": _stats(one, "seconds"), "peak_rss_bytes": _stats(one, "peak_rss")},
+            "one_process": {"wall_s": stats_of(one, "seconds"), "peak_rss_bytes": stats_of(one, "peak_rss")},
             "separate_processes_wall_s": summarize(separate).to_json(),
             "check": {"ok": all(c["ok"] for c in checks.values()), "steps": checks},
             "function": "writer.all_steps.convert_all_steps(CKPT_DIR, OUT)"}
 
 
-def _show(cmd: list[str]) -> str:
+def shown_command(cmd: list[str]) -> str:
     """A command as a user would type it (``python`` for the interpreter, paths relative)."""
     shown = ["python" if i == 0 else str(part) for i, part in enumerate(cmd)]
     return " ".join(shown).replace(str(ROOT) + "/", "")

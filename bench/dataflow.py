@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from bench import checkpoints
+from bench.cells import markdown_table, mbytes, ratio, secs, verdict
 from bench.context import ROOT, Context, folder_bytes, remove
-from bench.conversion import LAYERS, MNIST_CKPT, _show, _stats, measure_pairs
+from bench.conversion import LAYERS, MNIST_CKPT, shown_command, stats_of, measure_pairs
 from bench.measure import MB, summarize
 
 TARGETS = {"mnist_wall_s": 0.3, "mnist_rss": 80 * MB, "msgpack_ratio_to_cp": 1.5, "msgpack_rss": 150 * MB,
@@ -78,15 +79,15 @@ def _mnist(ctx: Context) -> dict:
         target = ctx.path("mnist-probe")
         probe = ctx.run_ok([ctx.python, "-c", _PROBE, str(source), str(target)], "import probe")
         remove(target)
-        out[label] = {"command": _show(ctx.writer(Path("examples/mnist_ckpt") if label == "orbax"
+        out[label] = {"command": shown_command(ctx.writer(Path("examples/mnist_ckpt") if label == "orbax"
                                                   else Path("mnist.msgpack"), Path("out"))),
-                      "wall_s": _stats(runs, "seconds"), "cpu_s": _stats(runs, "cpu_seconds"),
-                      "peak_rss_bytes": _stats(runs, "peak_rss"),
+                      "wall_s": stats_of(runs, "seconds"), "cpu_s": stats_of(runs, "cpu_seconds"),
+                      "peak_rss_bytes": stats_of(runs, "peak_rss"),
                       "heavy_imports": probe.stdout.split()}
     out["import_alone"] = []
     for module in ("numpy", *HEAVY[:3]):
         runs = [ctx.run_ok([ctx.python, "-c", f"import {module}"], f"import {module}") for _ in range(ctx.runs(3))]
-        out["import_alone"].append({"module": module, "wall_s": _stats(runs, "seconds")})
+        out["import_alone"].append({"module": module, "wall_s": stats_of(runs, "seconds")})
     remove(msgpack)
     return out
 
@@ -117,8 +118,8 @@ def _chunked(ctx: Context) -> dict:
         results.append(ctx.run_ok(ctx.writer(path, target), "chunked conversion"))
         remove(target)
     remove(path)
-    return {"kernel_bytes": rows * cols * 4, "checkpoint_bytes": size, "wall_s": _stats(results, "seconds"),
-            "peak_rss_bytes": _stats(results, "peak_rss"), "command": "python -m writer chunked.msgpack out --quiet"}
+    return {"kernel_bytes": rows * cols * 4, "checkpoint_bytes": size, "wall_s": stats_of(results, "seconds"),
+            "peak_rss_bytes": stats_of(results, "peak_rss"), "command": "python -m writer chunked.msgpack out --quiet"}
 
 
 def _orbax(ctx: Context) -> dict:
@@ -145,9 +146,9 @@ def _orbax(ctx: Context) -> dict:
         ratios.append(timings["convert"] / timings["read"])
     remove(root)
     return {"checkpoint_bytes": folder_bytes(folder) if folder.exists() else info["bytes"], "width": width,
-            "wall_s": _stats(conv, "seconds"), "cpu_s": _stats(conv, "cpu_seconds"),
-            "peak_rss_bytes": _stats(conv, "peak_rss"), "read_wall_s": _stats(floor, "seconds"),
-            "read_cpu_s": _stats(floor, "cpu_seconds"), "read_peak_rss_bytes": _stats(floor, "peak_rss"),
+            "wall_s": stats_of(conv, "seconds"), "cpu_s": stats_of(conv, "cpu_seconds"),
+            "peak_rss_bytes": stats_of(conv, "peak_rss"), "read_wall_s": stats_of(floor, "seconds"),
+            "read_cpu_s": stats_of(floor, "cpu_seconds"), "read_peak_rss_bytes": stats_of(floor, "peak_rss"),
             "ratio_to_read": summarize(ratios).to_json()}
 
 
@@ -158,7 +159,6 @@ def key_rows(d: dict) -> list[tuple[str, str, str, bool | None]]:
         >>> key_rows({})
         []
     """
-    from bench.report import mbytes, ratio, secs
 
     rows = []
     if "mnist" not in d:
@@ -191,7 +191,6 @@ def key_rows(d: dict) -> list[tuple[str, str, str, bool | None]]:
 
 def render(d: dict) -> list[str]:
     """The section of docs/benchmarks.md."""
-    from bench.report import markdown_table, secs, verdict
 
     rows = [(what, target, measured, verdict(met)) for what, target, measured, met in key_rows(d)]
     versions = ", ".join(f"{k} {v}" for k, v in d["versions"].items())
@@ -211,7 +210,6 @@ def render(d: dict) -> list[str]:
 
 def _why(d: dict) -> list[str]:
     """What the misses are made of, from the CPU times measured (wall waits for a core on a busy machine)."""
-    from bench.report import secs
 
     g, o, m = d["msgpack_1gb"], d["orbax"], d["mnist"]
     return [

@@ -1,6 +1,7 @@
 """The ``optimize`` section of docs/benchmarks.md (reads the results dict only)."""
 from __future__ import annotations
 
+from bench.cells import markdown_table
 from bench.measure import summary_from_json
 
 RUNTIMES = {"node_wasm": "Node wasm", "chromium_wasm": "Chromium wasm"}
@@ -50,7 +51,6 @@ def key_rows(d: dict) -> list[list[str]]:
 
 def render(d: dict) -> list[str]:
     """Markdown lines of the section."""
-    from bench.report import markdown_table
 
     models = d["models"]
     out = ["Exact graph rewrites at conversion time (`--optimize`, the default) against the literal graph "

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.measure import MB, Summary, summary_from_json
+from bench import dataflow, optimize_report
+from bench.cells import markdown_table, mbytes, ms, ratio, secs, size, summary_or_none, verdict
+from bench.measure import MB
 
 SECTION_TITLES = {
     "dataflow": "Issue 13: start-up, kernel copies, memory bound, Orbax overlap",
@@ -15,76 +17,6 @@ SECTION_TITLES = {
     "all_steps": "--all-steps", "official": "The official converter", "tfjs": "TF.js: size, accuracy, latency",
     "optimize": "--optimize: prediction time of what users ship",
 }
-
-
-def _s(data: dict | None) -> Summary | None:
-    return summary_from_json(data) if data else None
-
-
-def secs(data: dict | None, digits: int = 2) -> str:
-    """``0.27 s (0.26–0.29)``; ms below 0.1 s.
-
-    Example:
-        >>> secs({"median": 0.05, "low": 0.04, "high": 0.06, "n": 3})
-        '50 ms (40–60)'
-    """
-    s = _s(data)
-    if s is None:
-        return "–"
-    if s.median < 0.1:
-        return s.fmt(1000, 0, " ms")
-    return s.fmt(1, digits, " s")
-
-
-def mbytes(data: dict | None) -> str:
-    """Peak RSS summary in MB (MiB).
-
-    Example:
-        >>> mbytes({"median": 65 * 2**20, "low": 64 * 2**20, "high": 66 * 2**20, "n": 3})
-        '65 MB (64–66)'
-    """
-    s = _s(data)
-    return "–" if s is None else s.fmt(1 / MB, 0, " MB")
-
-
-def ms(data: dict | None) -> str:
-    """Latency summary in ms.
-
-    Example:
-        >>> ms({"median": 1.234, "low": 1.0, "high": 2.0, "n": 30, "spread": "p10-p90"})
-        '1.23 ms (1.00–2.00)'
-    """
-    s = _s(data)
-    if s is None:
-        return "–"
-    return s.fmt(1, 2 if s.median < 10 else 1 if s.median < 100 else 0, " ms")
-
-
-def size(nbytes: float) -> str:
-    """Example:
-        >>> size(3297832), size(1074005073)
-        ('3.15 MB', '1024 MB')
-    """
-    if nbytes >= 100 * MB:
-        return f"{nbytes / MB:.0f} MB"
-    if nbytes >= MB:
-        return f"{nbytes / MB:.2f} MB"
-    return f"{nbytes / 1024:.0f} KB"
-
-
-def ratio(data: dict | None) -> str:
-    s = _s(data)
-    return "–" if s is None else s.fmt(1, 1, "×")
-
-
-def verdict(ok: bool | None, fact: str = "") -> str:
-    """Example:
-        >>> verdict(True), verdict(False, "by 2.1×")
-        ('met', 'MISSED by 2.1×')
-    """
-    if ok is None:
-        return "not measured"
-    return "met" if ok else ("MISSED " + fact).strip()
 
 
 def _median(data: dict | None) -> float | None:
@@ -149,14 +81,13 @@ def key_rows(results: dict) -> list[tuple[str, str, str, str]]:
                      f"flax2tfjs: {_median(o['wall_s']) / _median(mnist['float32']['wall_s']):.0f}× faster, "
                      f"{_median(o['peak_rss_bytes']) / _median(mnist['float32']['peak_rss_bytes']):.0f}× less memory"))
     if (results.get("optimize") or {}).get("speedups"):
-        from bench.optimize_report import key_rows as optimize_rows
 
-        rows += [tuple(row) for row in optimize_rows(results["optimize"])]
+        rows += [tuple(row) for row in optimize_report.key_rows(results["optimize"])]
     return rows
 
 
 def _ratio_verdict(data: dict, target: float = 3.0) -> str:
-    s = _s(data)
+    s = summary_or_none(data)
     above = sum(v > target for v in s.values)
     if s.median > target:
         return f"MISSED by {s.median / target:.1f}× (see notes)"
@@ -191,18 +122,6 @@ def _memory_flatness(sizes: dict) -> tuple[str, str] | None:
     return "; ".join(parts), verdict(ok)
 
 
-def markdown_table(header: list[str], rows: list[list[str]] | list[tuple]) -> str:
-    """Example:
-        >>> print(markdown_table(["a", "b"], [["1", "2"]]))
-        | a | b |
-        |---|---|
-        | 1 | 2 |
-    """
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 # ------------------------------------------------------------------ the page
 
 
@@ -229,14 +148,12 @@ def render(results: dict, image_dir: str = "img") -> str:
            "run with a warm bytecode cache (`PYTHONPYCACHEPREFIX` in the scratch folder), as an installed "
            "package would; the MNIST table also shows a run without one.", ""]
     if (results.get("dataflow") or {}).get("mnist"):
-        from bench.dataflow import key_rows as data_rows
 
         out += ["## Key table (targets of issue 13, data path)", "",
                 markdown_table(["what", "target", "measured: median (min–max)", "verdict"],
-                               [(a, b, c, verdict(m)) for a, b, c, m in data_rows(results["dataflow"])]), ""]
+                               [(a, b, c, verdict(m)) for a, b, c, m in dataflow.key_rows(results["dataflow"])]), ""]
     out += ["## Key table (targets of issue 7)", "",
             markdown_table(["what", "target", "measured: median (spread)", "verdict"], key_rows(results)), ""]
-    from bench import dataflow
 
     for key, fn in (("dataflow", dataflow.render), ("mnist", _mnist), ("sizes", lambda d: _sizes(d, image_dir)), ("chunked", _chunked),
                     ("all_steps", _all_steps), ("tfjs", lambda d: _tfjs(d, results.get("official"), image_dir)),
@@ -372,9 +289,8 @@ def _tfjs(d: dict, official: dict | None, image_dir: str) -> list[str]:
 
 
 def _optimize(d: dict) -> list[str]:
-    from bench.optimize_report import render as render_optimize
 
-    return render_optimize(d)
+    return optimize_report.render(d)
 
 
 def _official(d: dict) -> list[str]:

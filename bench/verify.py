@@ -6,7 +6,6 @@ the generator's values.
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Iterator
@@ -14,58 +13,21 @@ from typing import Iterator
 import numpy as np
 
 from bench import checkpoints
-
-_ITEMSIZE = {"float32": 4, "float16": 2, "uint16": 2, "uint8": 1, "int32": 4}
-
-
-class ShardStream:
-    """The concatenated shards of a model folder as one seekable byte stream.
-
-    Example:
-        >>> import tempfile; d = Path(tempfile.mkdtemp())
-        >>> _ = (d / "a.bin").write_bytes(b"abc"); _ = (d / "b.bin").write_bytes(b"defg")
-        >>> ShardStream(d, ["a.bin", "b.bin"]).read(2, 3)
-        b'cde'
-    """
-
-    def __init__(self, folder: Path, paths: list[str]) -> None:
-        self.files = [Path(folder) / p for p in paths]
-        self.sizes = [f.stat().st_size for f in self.files]
-        self.total = sum(self.sizes)
-
-    def read(self, offset: int, length: int) -> bytes:
-        out = bytearray()
-        start = 0
-        for file, size in zip(self.files, self.sizes):
-            if length and offset < start + size and offset + length > start:
-                lo = max(offset, start) - start
-                hi = min(offset + length, start + size) - start
-                with open(file, "rb") as handle:
-                    handle.seek(lo)
-                    out += handle.read(hi - lo)
-            start += size
-        if len(out) != length:
-            raise ValueError(f"asked {length} bytes at {offset}, the shards hold {self.total}")
-        return bytes(out)
+from writer.tfjs_files import (ShardStream, decode_weight, manifest_files, read_model_json, stored_nbytes,
+                               weight_entries)
 
 
 def weights(model_dir: Path) -> Iterator[tuple[dict, int, ShardStream]]:
-    """``(spec, byte offset, stream)`` of every manifest weight, in order.
+    """``(spec, byte offset, stream)`` of every manifest weight, in order (:mod:`writer.tfjs_files` reads them).
 
     Example:
         >>> next(weights(Path("web_demo/model")))[0]["name"]      # doctest: +SKIP
         'Conv_0/kernel'
     """
-    doc = json.loads((Path(model_dir) / "model.json").read_text())
-    offset = 0
-    for group in doc["weightsManifest"]:
-        stream = ShardStream(Path(model_dir), group["paths"])
-        offset = 0
-        for spec in group["weights"]:
-            dtype = spec.get("quantization", {}).get("dtype", spec["dtype"])
-            nbytes = int(np.prod(spec["shape"], dtype=np.int64)) * _ITEMSIZE[dtype]
-            yield spec, offset, stream
-            offset += nbytes
+    specs, paths = manifest_files(model_dir, read_model_json(model_dir))
+    stream = ShardStream(paths)
+    for spec, offset, _ in weight_entries(specs):
+        yield spec, offset, stream
 
 
 def load_weight(spec: dict, offset: int, stream: ShardStream) -> np.ndarray:
@@ -74,13 +36,7 @@ def load_weight(spec: dict, offset: int, stream: ShardStream) -> np.ndarray:
     Example:
         >>> spec = {"name": "w", "shape": [2], "dtype": "float32"}     # doctest: +SKIP
     """
-    quant = spec.get("quantization")
-    dtype = quant["dtype"] if quant else spec["dtype"]
-    count = int(np.prod(spec["shape"], dtype=np.int64))
-    raw = np.frombuffer(stream.read(offset, count * _ITEMSIZE[dtype]), dtype=np.dtype(dtype).newbyteorder("<"))
-    if quant and dtype in ("uint8", "uint16"):
-        return (raw.astype(np.float32) * np.float32(quant["scale"]) + np.float32(quant["min"])).reshape(spec["shape"])
-    return raw.astype(np.float32).reshape(spec["shape"])
+    return decode_weight(spec, stream.read(offset, stored_nbytes(spec))).astype(np.float32)
 
 
 _DENSE = re.compile(r"^Dense_(\d+)/(kernel|bias)$")

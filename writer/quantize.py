@@ -12,6 +12,8 @@ from typing import Callable
 
 import numpy as np
 
+from writer.tfjs_files import itemsize
+
 QUANTIZE_DTYPES = ("float16", "uint8", "uint16")
 
 
@@ -126,4 +128,4 @@ def stored_itemsize(dtype: str | None) -> int:
         >>> stored_itemsize("uint8"), stored_itemsize(None)
         (1, 4)
     """
-    return {None: 4, "float16": 2, "uint16": 2, "uint8": 1}[dtype]
+    return itemsize(dtype or "float32")

@@ -1,14 +1,14 @@
 """The ``export-savedmodel`` command: a TensorFlow SavedModel built from our model.json (optional path).
 
 TensorFlow is not a dependency of flax2tfjs. The export runs a small worker
-(this file, ``python -I writer/savedmodel.py --worker JOB``: isolated, so nothing of
-this environment leaks into TensorFlow's) in an interpreter that has
+(:mod:`writer.savedmodel_worker`, ``python -I writer/savedmodel_worker.py --worker JOB``: isolated,
+so nothing of this environment leaks into TensorFlow's) in an interpreter that has
 TensorFlow with Keras 2 (``tf_keras``, or ``tf.keras`` before TF 2.16): the
 current one if it can import tensorflow, else ``--tf-python``, else
 ``$FLAX2TFJS_TF_PYTHON``, else the repository's ``.venv-tfjs`` (made by
 ``scripts/setup_tfjs_venv.sh``). The worker builds the Keras model from
 ``modelTopology`` (``model_from_json``), loads the weights from the shards by
-``<layer>/<weight>`` name (dequantizing as tfjs does), saves the SavedModel,
+``<layer>/<weight>`` name (:mod:`writer.tfjs_files`, dequantizing as tfjs does), saves the SavedModel,
 reloads it with ``tf.saved_model.load`` and runs its ``serving_default``
 signature on the inputs it was given. The parent compares those outputs with
 the original in JAX (``--checkpoint``) or, without one, with real TF.js.
@@ -34,11 +34,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-try:
-    from topology.vocabulary.errors import ConversionError
-except ImportError:  # run by path as the worker (python -I): only numpy and TensorFlow are needed
-    ConversionError = Exception  # type: ignore[misc,assignment]
+import numpy as np
 
+from topology.vocabulary.errors import ConversionError, Notices
+from writer.output import check_destination, staged_output
+from writer.term import Style, human_bytes, table
+from writer.tfjs_node import TfjsError, TfjsRunner
+from writer.verify import (DEFAULT_TOLERANCE, ModelFiles, VerificationFailed, VerifyOptions, build_reference,
+                           compare, finite_or_none, metric_text, random_inputs, read_model)
+
+WORKER_FILE = Path(__file__).resolve().with_name("savedmodel_worker.py")  # run by path, isolated
 PACKAGE_PARENT = Path(__file__).resolve().parent.parent  # holds the `writer` package
 TF_VENV_PYTHON = PACKAGE_PARENT / ".venv-tfjs" / "bin" / "python"
 _INSTALL_HINT = ("install the extra: pip install 'flax2tfjs[tensorflow]' (tensorflow and tf-keras), or give an "
@@ -73,23 +78,18 @@ class ExportReport:
         return self.max_abs_error <= self.tolerance * self.scale
 
     def to_json(self) -> dict:
-        from writer.verify import _finite_or_none
-
         return {
             "passed": self.passed, "written": self.written, "model_dir": str(self.model_dir),
             "saved_dir": str(self.saved_dir), "python": self.python,
             "tensorflow_version": self.tensorflow_version, "keras_version": self.keras_version,
             "signature": self.signature, "compared_with": self.compared_with, "comparison": self.comparison,
-            "samples": self.samples, "max_abs_error": _finite_or_none(self.max_abs_error),
-            "mse": _finite_or_none(self.mse), "scale": self.scale, "tolerance": self.tolerance,
+            "samples": self.samples, "max_abs_error": finite_or_none(self.max_abs_error),
+            "mse": finite_or_none(self.mse), "scale": self.scale, "tolerance": self.tolerance,
             "top1_agreement": self.top1_agreement, "saved_bytes": self.saved_bytes,
             "notices": [n.to_json() for n in self.notices], "seconds": round(self.seconds, 3),
         }
 
     def render(self, style: Any = None) -> str:
-        from writer.term import Style, human_bytes, table
-        from writer.verify import _num
-
         s = style or Style(enabled=False)
         verb = "exported" if self.written else "did NOT export"
         lines = [f"{s.bold(verb)} {self.model_dir} -> {self.saved_dir} (SavedModel, signature {self.signature})",
@@ -97,9 +97,9 @@ class ExportReport:
                  f"  compared with {self.comparison} on {self.samples} random samples"]
         tol = self.tolerance * self.scale
         rows = [("metric", "value", ""),
-                ("max abs error", _num(self.max_abs_error),
-                 f"{'<=' if self.passed else '>'} {_num(tol)} tolerance ({self.tolerance:g} x {_num(self.scale)})"),
-                ("mean squared error", _num(self.mse), "")]
+                ("max abs error", metric_text(self.max_abs_error),
+                 f"{'<=' if self.passed else '>'} {metric_text(tol)} tolerance ({self.tolerance:g} x {metric_text(self.scale)})"),
+                ("mean squared error", metric_text(self.mse), "")]
         if self.top1_agreement is not None:
             rows.append(("top-1 agreement", f"{self.top1_agreement:.2%}", ""))
         if self.written:
@@ -142,7 +142,7 @@ def find_tensorflow_python(explicit: str | Path | None = None) -> str:
 
 
 def export_savedmodel(model_dir: str | Path, saved_dir: str | Path, *, checkpoint: str | Path | None = None,
-                      options: Any = None, force: bool = False, tf_python: str | Path | None = None,
+                      options: VerifyOptions | None = None, force: bool = False, tf_python: str | Path | None = None,
                       samples: int = 16, seed: int = 0, tolerance: float | None = None,
                       timeout: float = 900.0) -> ExportReport:
     """Build, save and check a SavedModel of ``model_dir``; ``options`` is a :class:`writer.verify.VerifyOptions`.
@@ -150,10 +150,6 @@ def export_savedmodel(model_dir: str | Path, saved_dir: str | Path, *, checkpoin
     Example:
         >>> export_savedmodel("out", "saved", checkpoint="examples/mnist_ckpt", force=True)   # doctest: +SKIP
     """
-    from topology.vocabulary.errors import Notices
-    from writer.output import check_destination, staged_output
-    from writer.verify import DEFAULT_TOLERANCE, VerifyOptions, compare, random_inputs, read_model
-
     started = time.perf_counter()
     options = options or VerifyOptions()
     if samples < 1:
@@ -169,8 +165,6 @@ def export_savedmodel(model_dir: str | Path, saved_dir: str | Path, *, checkpoin
         work = Path(work)
         inputs = []
         for i, x in enumerate(xs):
-            import numpy as np
-
             np.save(work / f"x{i}.npy", x)
             inputs.append(str(work / f"x{i}.npy"))
         try:
@@ -179,8 +173,6 @@ def export_savedmodel(model_dir: str | Path, saved_dir: str | Path, *, checkpoin
                 job = {"model_dir": str(model.folder.resolve()), "saved_dir": str(Path(staging).resolve()), "inputs": inputs,
                        "outputs": str(work / "y")}
                 result = _run_worker(python, job, timeout)
-                import numpy as np
-
                 got = [np.load(p) for p in result["outputs"]]
                 metrics = compare(got, expected, None)
                 tol = tolerance if tolerance is not None else DEFAULT_TOLERANCE[model.quantization]
@@ -238,11 +230,10 @@ def savedmodel_foreign_entry(folder: Path, skip: frozenset = frozenset()) -> Pat
     return None
 
 
-def _expected_outputs(model: Any, xs: list, checkpoint: Any, options: Any, notices: Any) -> tuple[list, str, str]:
+def _expected_outputs(model: ModelFiles, xs: list, checkpoint: str | Path | None, options: VerifyOptions,
+                      notices: Notices) -> tuple[list, str, str]:
     """The outputs to compare with: JAX on the checkpoint when given, else real TF.js."""
     if checkpoint is not None:
-        from writer.verify import build_reference
-
         opened: list = []
         try:
             reference = build_reference(checkpoint, model, options, notices, opened)
@@ -250,8 +241,6 @@ def _expected_outputs(model: Any, xs: list, checkpoint: Any, options: Any, notic
         finally:
             for source in opened:
                 source.close()
-    from writer.tfjs_node import TfjsError, TfjsRunner
-
     notices.assume("COMPARED_WITH_TFJS", "no --checkpoint: the SavedModel is compared with TF.js running model.json, "
                                          "not with the original in JAX")
     try:
@@ -259,8 +248,6 @@ def _expected_outputs(model: Any, xs: list, checkpoint: Any, options: Any, notic
             return runner.predict(model.folder, xs, backend=options.backend).outputs, \
                 f"TF.js {options.backend} (Node) running model.json", "tfjs"
     except TfjsError as exc:
-        from writer.verify import VerificationFailed
-
         raise VerificationFailed("TFJS_FAILED", f"TF.js could not load or run {model.folder / 'model.json'}: "
                                                 f"{exc.message}", "reconvert into a fresh folder") from None
 
@@ -271,7 +258,7 @@ def _run_worker(python: str, job: dict, timeout: float) -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("PYTHONHOME", None)
     try:
-        proc = subprocess.run([python, "-I", str(Path(__file__).resolve()), "--worker", json.dumps(job)], env=env,
+        proc = subprocess.run([python, "-I", str(WORKER_FILE), "--worker", json.dumps(job)], env=env,
                               capture_output=True, text=True, timeout=timeout, cwd=str(Path(job["saved_dir"]).parent))
     except subprocess.TimeoutExpired:
         raise ConversionError("SAVEDMODEL_FAILED", f"the TensorFlow worker ({python}) did not finish within {timeout:g} s",
@@ -294,110 +281,3 @@ def _run_worker(python: str, job: dict, timeout: float) -> dict:
 
 def _folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
-
-
-# ---------------------------------------------------------------------------------------------
-# The worker: runs inside the TensorFlow interpreter; imports only numpy, tensorflow and keras.
-
-
-def _keras():
-    try:
-        import tf_keras as keras  # Keras 2 for TF >= 2.16
-        return keras
-    except ImportError:
-        from tensorflow import keras
-        if not keras.__version__.startswith("2."):
-            raise ImportError(f"tf.keras is Keras {keras.__version__}; install tf-keras to read Keras-2 model.json")
-        return keras
-
-
-def _read_weights(folder: Path, document: dict) -> dict:
-    """``{<layer>/<weight>: float32 array}`` from the shards, dequantized as tfjs does (io_utils decodeWeight)."""
-    import numpy as np
-
-    data = b"".join((folder / p).read_bytes() for group in document["weightsManifest"] for p in group["paths"])
-    out, offset = {}, 0
-    for group in document["weightsManifest"]:
-        for spec in group["weights"]:
-            quant = spec.get("quantization")
-            dtype = quant["dtype"] if quant else spec["dtype"]
-            stored = np.dtype({"float32": "<f4", "int32": "<i4", "float16": "<f2", "uint8": "u1", "uint16": "<u2"}[dtype])
-            size = int(np.prod(spec["shape"], dtype=np.int64))
-            values = np.frombuffer(data, stored, size, offset).reshape(spec["shape"])
-            offset += size * stored.itemsize
-            if quant and dtype in ("uint8", "uint16"):
-                values = values.astype(np.float32) * np.float32(quant["scale"]) + np.float32(quant["min"])
-            out[spec["name"]] = values.astype(np.float32 if spec["dtype"] == "float32" else values.dtype)
-    return out
-
-
-def _set_weights(model: Any, weights: dict) -> None:
-    for layer in model.layers:
-        values = []
-        for variable in layer.weights:
-            full = variable.name.split(":")[0]
-            candidates = [full, f"{layer.name}/{full.split('/')[-1]}"]
-            name = next((c for c in candidates if c in weights), None)
-            if name is None:
-                raise KeyError(f"model.json has no weight for {full} (tried {', '.join(candidates)})")
-            values.append(weights.pop(name))
-        if values:
-            layer.set_weights(values)
-    if weights:
-        raise KeyError(f"weights in the manifest that no layer takes: {', '.join(sorted(weights))}")
-
-
-def worker(job: dict) -> dict:
-    """Build, save, reload and run the SavedModel (inside the TensorFlow interpreter)."""
-    import numpy as np
-
-    try:
-        import tensorflow as tf
-        keras = _keras()
-    except ImportError as exc:
-        return {"ok": False, "code": "TENSORFLOW_NOT_INSTALLED", "error": str(exc)}
-    folder = Path(job["model_dir"])
-    document = json.loads((folder / "model.json").read_text(encoding="utf-8"))
-    topology = document["modelTopology"]
-    model = keras.models.model_from_json(json.dumps(topology.get("model_config", topology)))
-    _set_weights(model, _read_weights(folder, document))
-    saved = Path(job["saved_dir"])
-    model.save(str(saved), save_format="tf", include_optimizer=False)
-    loaded = tf.saved_model.load(str(saved))
-    signature = loaded.signatures["serving_default"]
-    xs = [np.load(p) for p in job["inputs"]]
-    arg_names = sorted(signature.structured_input_signature[1])
-    by_position = {t.name.split(":")[0]: i for i, t in enumerate(model.inputs)}
-    feed = {}
-    for name in arg_names:
-        index = by_position.get(name, arg_names.index(name))
-        feed[name] = tf.constant(xs[index])
-    result = signature(**feed)
-    keys = [k for k in model.output_names if k in result] or sorted(result)
-    Path(job["outputs"]).mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, key in enumerate(keys):
-        path = Path(job["outputs"]) / f"y{i}.npy"
-        np.save(path, np.asarray(result[key]))
-        paths.append(str(path))
-    return {"ok": True, "outputs": paths, "tensorflow": tf.__version__, "keras": keras.__version__,
-            "signature": "serving_default", "inputs": arg_names, "output_keys": keys}
-
-
-def _worker_main(argv: list[str]) -> int:
-    job = json.loads(argv[1])
-    try:
-        result = worker(job)
-    except Exception as exc:  # reported to the parent, which raises SAVEDMODEL_FAILED
-        text = f"{type(exc).__name__}: {exc}"
-        result = {"ok": False, "error": text if len(text) <= 600 else text[:600] + " ..."}
-    print(json.dumps(result), flush=True)
-    return 0 if result.get("ok") else 1
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
-        sys.exit(_worker_main(sys.argv[1:]))
-    print("usage: python -m writer export-savedmodel OUT SAVED_DIR (this module's --worker is internal)",
-          file=sys.stderr)
-    sys.exit(2)
