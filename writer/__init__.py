@@ -30,7 +30,7 @@ def to_tensorflowjs(source: Any, out_dir: str | Path, *, module: Any = None, var
         >>> report = to_tensorflowjs(model, "out", variables=variables, input_shape=(28, 28, 1))  # doctest: +SKIP
         >>> print(report.render())                                                      # doctest: +SKIP
     """
-    from writer.convert import ConvertOptions, convert
+    from writer.convert import ConvertOptions, convert  # numpy and the pipeline: `import writer` stays cheap
 
     try:
         convert_options = ConvertOptions(**options)

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from writer.convert import ConvertOptions, convert
+from writer.events import EventSink
 from topology.vocabulary.errors import ConversionError
 from writer.output import check_destination, check_not_a_file
+from writer.readers.steps import is_item, legacy_steps, step_folders
 from writer.report import Report
 from writer.term import human_bytes, table
 from writer.weights import Progress
@@ -98,9 +100,6 @@ def list_steps(folder: str | Path) -> tuple[dict[int, Path], dict[int, Path]]:
         >>> sorted(list_steps(root)[0])
         [1, 20]
     """
-    from writer.readers import _LEGACY_STEP
-    from writer.readers.orbax import _DIGITS, _PREFIXED_STEP, _TMP_MARK, _is_item, _looks_like_step, _step_of
-
     folder = Path(folder)
     if not folder.exists():
         raise ConversionError("CHECKPOINT_NOT_FOUND", f"no folder at {folder}",
@@ -108,24 +107,12 @@ def list_steps(folder: str | Path) -> tuple[dict[int, Path], dict[int, Path]]:
     if not folder.is_dir():
         raise _no_steps(folder, "is a file")
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-    legacy = {int(m.group(1)): p for p in entries if (m := _LEGACY_STEP.match(p.name))}
+    legacy = legacy_steps(entries)
     if legacy:  # the readers give legacy checkpoint_<n> entries precedence too
         return legacy, {}
-    if _is_item(folder):  # one saved pytree; its ocdbt.process_0/ is not "step 0"
+    if is_item(folder):  # one saved pytree; its ocdbt.process_0/ is not "step 0"
         raise _no_steps(folder, "is a single checkpoint")
-    finished: dict[int, Path] = {}
-    unfinished: dict[int, Path] = {}
-    for sub in (p for p in entries if p.is_dir()):
-        if _TMP_MARK in sub.name:
-            number = _step_of(sub.name.split(_TMP_MARK)[0], _PREFIXED_STEP)
-            if number is not None:
-                unfinished[number] = sub
-            continue
-        number = _step_of(sub.name, _DIGITS)
-        if number is None and _looks_like_step(sub):
-            number = _step_of(sub.name, _PREFIXED_STEP)
-        if number is not None:
-            finished[number] = sub
+    finished, unfinished = step_folders(entries)
     if not finished and not unfinished:
         raise _no_steps(folder, "holds no numbered step folders")
     return finished, {n: p for n, p in unfinished.items() if n not in finished}
@@ -141,8 +128,12 @@ def _no_steps(folder: Path, what: str) -> ConversionError:
 
 
 def convert_all_steps(checkpoint: str | Path, out_dir: str | Path, options: ConvertOptions = ConvertOptions(),
-                      *, module: Any = None, progress: Progress | None = None) -> AllStepsReport:
+                      *, module: Any = None, progress: Progress | None = None,
+                      events: EventSink | None = None) -> AllStepsReport:
     """Convert every finished step of ``checkpoint`` into ``out_dir/step_<n>/``, oldest first.
+
+    ``events`` hears every step's conversion events (:mod:`writer.events`) as one run:
+    see :class:`AcrossSteps`. Each step's checkpoint is opened once, by its conversion.
 
     Every destination is checked before anything is converted (a non-empty
     ``step_<n>/`` needs ``options.force``). A failing step stops the run with its
@@ -170,24 +161,58 @@ def convert_all_steps(checkpoint: str | Path, out_dir: str | Path, options: Conv
         check_destination(step_dir(out_dir, step), options.force, Path(checkpoint))
     result = AllStepsReport(out_dir, checkpoint=Path(checkpoint), skipped={n: f"unfinished save ({p.name})" for n, p in sorted(unfinished.items())})
     done_bytes = 0
+    relay = AcrossSteps(events, len(finished)) if events is not None else None
     for step in sorted(finished):
+        if relay is not None:
+            relay.begin(step)
         report = convert(checkpoint, step_dir(out_dir, step), dataclasses.replace(options, step=step),
-                         module=module, progress=_step_progress(progress, step, done_bytes))
+                         module=module, progress=_step_progress(progress, step, done_bytes), events=relay)
         result.reports[step] = report
         done_bytes += sum(_shard_bytes(report))
     return result
 
 
-def finished_steps(checkpoint: str | Path) -> list[int]:
-    """The steps :func:`convert_all_steps` would convert (for sizing a progress bar).
+class AcrossSteps:
+    """Relays the conversion events of each step as those of one run over all steps.
+
+    Every event gains ``"step"``; tensor events count on from the steps before, and their
+    totals are estimated from the current step's exact totals times the steps still to go,
+    so one progress bar spans the run without reading any checkpoint twice.
 
     Example:
-        >>> import tempfile; root = Path(tempfile.mkdtemp())
-        >>> for n in (3, 1): _ = (root / f"checkpoint_{n}").write_bytes(b"\\x80")
-        >>> finished_steps(root)
-        [1, 3]
+        >>> seen = []; relay = AcrossSteps(seen.append, steps=2)
+        >>> relay.begin(100); relay({"type": "tensor", "name": "d/kernel", "index": 1, "count": 1,
+        ...                            "bytes": 8, "total_bytes": 8})
+        >>> relay.begin(200); relay({"type": "tensor", "name": "d/kernel", "index": 1, "count": 1,
+        ...                            "bytes": 8, "total_bytes": 8})
+        >>> [(e["name"], e["index"], e["count"], e["bytes"], e["total_bytes"]) for e in seen]
+        [('step 100: d/kernel', 1, 2, 8, 16), ('step 200: d/kernel', 2, 2, 16, 16)]
     """
-    return sorted(list_steps(checkpoint)[0])
+
+    def __init__(self, sink: EventSink, steps: int) -> None:
+        self.sink = sink
+        self.steps_left = steps + 1  # begin() counts the first step
+        self.step: int | None = None
+        self.tensors = self.bytes = 0  # finished by the steps before
+        self.step_tensors = self.step_bytes = 0  # of the current step so far
+
+    def begin(self, step: int) -> None:
+        """The next step's conversion starts."""
+        self.tensors += self.step_tensors
+        self.bytes += self.step_bytes
+        self.step_tensors = self.step_bytes = 0
+        self.steps_left -= 1
+        self.step = step
+
+    def __call__(self, event: dict) -> None:
+        if event.get("type") == "tensor":
+            self.step_tensors, self.step_bytes = event["index"], event["bytes"]
+            event = {**event, "name": f"step {self.step}: {event['name']}",
+                     "index": self.tensors + event["index"],
+                     "count": self.tensors + event["count"] * self.steps_left,
+                     "bytes": self.bytes + event["bytes"],
+                     "total_bytes": self.bytes + event["total_bytes"] * self.steps_left}
+        self.sink({**event, "step": self.step})
 
 
 def _step_progress(progress: Progress | None, step: int, base: int) -> Progress | None:

@@ -11,11 +11,13 @@ import numpy as np
 from topology.graph import InputSpec, LayerGraph
 from topology.infer import TemplateOptions, infer_graph
 from topology.keras_json import model_topology
+from topology.optimize import optimize_graph
+from topology.trace import trace_graph
 from topology.vocabulary.errors import ConversionError, Notices
 from writer.events import EventSink, EventStream
 from writer.fixes import fit_module, fit_template
 from writer.layer_names import sanitize_layer_names
-from writer.model_json import check_model_json, dumps_model_json
+from writer.model_json import assemble_model_json, check_model_json, dumps_model_json
 from writer.output import check_destination, staged_output
 from writer.quantize import QUANTIZE_DTYPES, QuantizeOptions
 from writer.report import LayerRow, Report
@@ -23,6 +25,9 @@ from writer.shards import DEFAULT_SHARD_BYTES
 from writer.sources import Source, resolve_source
 from writer.version import __version__
 from writer.weights import Progress, planned_bytes, write_weights
+
+
+INPUT_DTYPES = ("float32", "int32")  # model inputs: values, or token ids
 
 
 @dataclass(frozen=True)
@@ -60,8 +65,8 @@ class ConvertOptions:
             if shape and min(shape) < 1:  # () is a per-example scalar input
                 raise ConversionError("BAD_OPTION", f"input shape {shape}", "give positive sizes without the batch axis, e.g. 28,28,1")
         for dtype in self.input_dtypes(max(1, len(self.input_shapes()))):
-            if dtype not in ("float32", "int32"):
-                raise ConversionError("BAD_OPTION", f"--input-dtype {dtype}", "choose float32 or int32")
+            if dtype not in INPUT_DTYPES:
+                raise ConversionError("BAD_OPTION", f"--input-dtype {dtype}", f"choose {' or '.join(INPUT_DTYPES)}")
 
     def input_shapes(self) -> list[tuple[int, ...]]:
         """Every input shape given (empty when none was)."""
@@ -140,8 +145,6 @@ def build_graph(resolved: Source, options: ConvertOptions, notices: Notices,
         graph = infer_graph(resolved.variables, template, notices)
         kind = "inferred"
     else:
-        from topology.trace import trace_graph
-
         stream.stage("fix")
         try:  # given, or solved by the template; fit_module checks them against the model
             inputs, solved = _input_specs(resolved, options, Notices()), not options.input_shapes()
@@ -149,13 +152,12 @@ def build_graph(resolved: Source, options: ConvertOptions, notices: Notices,
             if err.code != "INPUT_SHAPE_REQUIRED":
                 raise
             inputs, solved = None, True
-        resolved.variables, inputs = fit_module(resolved, inputs, options, notices, solved)
+        resolved.variables, inputs = fit_module(resolved, inputs, notices, solved, enabled=options.fix,
+                                                input_dtype=options.input_dtypes(1)[0])
         stream.stage("graph")
         graph = trace_graph(resolved.module, inputs, resolved.variables.collections or None)
         kind = "traced"
     if options.optimize:
-        from topology.optimize import optimize_graph
-
         graph = optimize_graph(graph)
     return graph, kind
 
@@ -212,14 +214,7 @@ def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: Conve
             "notices": [n.to_json() for n in notices.items],
             "optimize": {"enabled": options.optimize, "rewrites": graph.rewrites},
         }
-        document = {
-            "format": "layers-model",
-            "generatedBy": f"flax2tfjs {__version__}",
-            "convertedBy": f"flax2tfjs {__version__}",
-            "modelTopology": topology,
-            "weightsManifest": [written.manifest_group],
-            "userDefinedMetadata": {"flax2tfjs": provenance, **options.metadata},
-        }
+        document = assemble_model_json(topology, written.manifest_group, provenance, options.metadata)
         check_model_json(document)
         text = dumps_model_json(document)
         (staging / "model.json").write_text(text, encoding="utf-8")

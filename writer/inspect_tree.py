@@ -26,6 +26,10 @@ from topology.vocabulary.errors import ConversionError, Notice, Notices
 from topology.vocabulary.tensors import Checkpoint, TreePath, path_str
 from writer.term import Style, human_bytes, shape_text, table
 from topology.vocabulary.variables import Variables
+from writer.convert import ConvertOptions, build_graph
+from writer.module_loader import instantiate, load_module_spec
+from writer.readers import read_checkpoint
+from writer.sources import Source
 from writer.variables import TRAINING_FIELDS, select_variables
 
 
@@ -174,7 +178,7 @@ class InspectReport:
         return "\n".join(out)
 
 
-def inspect_checkpoint(path: str | Path, options: Any = None) -> InspectReport:
+def inspect_checkpoint(path: str | Path, options: ConvertOptions | None = None) -> InspectReport:
     """Inspect the checkpoint at ``path``; ``options`` is a :class:`writer.convert.ConvertOptions`
     (``module``, ``input_shape``, ``input_dtype``, ``activation``, ``pool``, ``step``, ``fix`` are used).
 
@@ -186,10 +190,6 @@ def inspect_checkpoint(path: str | Path, options: Any = None) -> InspectReport:
         >>> [c.name for c in r.collections], r.topology                # doctest: +SKIP
         (['params'], 'inferred')
     """
-    from writer.convert import ConvertOptions
-    from writer.readers import read_checkpoint
-    from writer.sources import Source
-
     options = options or ConvertOptions()
     options.check()
     module = _load_module(options.module)  # a bad --module is a usage error, before any reading
@@ -198,7 +198,7 @@ def inspect_checkpoint(path: str | Path, options: Any = None) -> InspectReport:
         notices = Notices()
         variables, select_error = None, None
         try:
-            variables = select_variables(checkpoint, notices, *_fix_flag(options))
+            variables = select_variables(checkpoint, notices, options.fix)
         except ConversionError as err:
             select_error = err
         tree, collections = _tree(checkpoint, variables)
@@ -208,7 +208,7 @@ def inspect_checkpoint(path: str | Path, options: Any = None) -> InspectReport:
             source = Source(checkpoint.path.name, checkpoint.format, variables, module, checkpoint.step,
                             checkpoint.path, checkpoint=checkpoint)
             try:
-                report.graph, report.topology = plan_graph(source, options, notices)
+                report.graph, report.topology = build_graph(source, options, notices)
             except ConversionError as err:
                 report.graph_error = err
         report.notices = list(notices.items)
@@ -217,68 +217,9 @@ def inspect_checkpoint(path: str | Path, options: Any = None) -> InspectReport:
         checkpoint.close()
 
 
-def plan_graph(source: Any, options: Any, notices: Notices) -> tuple[LayerGraph, str]:
-    """The layer graph ``convert`` would write for ``source`` (a :class:`writer.sources.Source`),
-    and ``"inferred"`` or ``"traced"``.
-
-    The same steps as :func:`writer.convert.convert` before writing, fixes
-    included: ``source.variables`` is replaced by the fitted variables the
-    graph's weights are bound to. Uses ``writer.convert.build_graph`` when the
-    pipeline exposes it.
-
-    Example:
-        >>> graph, kind = plan_graph(source, ConvertOptions(), Notices())   # doctest: +SKIP
-        >>> kind                                                              # doctest: +SKIP
-        'inferred'
-    """
-    from topology.infer import TemplateOptions, infer_graph
-    from writer import convert as pipeline
-
-    build = getattr(pipeline, "build_graph", None)
-    if build is not None:
-        return build(source, options, notices)
-    fixes = _fixes()
-    if source.module is None:
-        template = TemplateOptions(options.single_input_shape(), options.activation, options.pool)
-        if fixes is not None:
-            source.variables, template = fixes.fit_template(source.variables, template, source.name, notices,
-                                                            getattr(options, "fix", True))
-        return infer_graph(source.variables, template, notices), "inferred"
-    from topology.trace import trace_graph
-
-    if fixes is None:
-        inputs = pipeline._input_specs(source, options, notices)
-    else:
-        try:  # given, or solved by the template; fit_module checks them against the model
-            inputs, solved = pipeline._input_specs(source, options, Notices()), not options.input_shapes()
-        except ConversionError as err:
-            if err.code != "INPUT_SHAPE_REQUIRED":
-                raise
-            inputs, solved = None, True
-        source.variables, inputs = fixes.fit_module(source, inputs, options, notices, solved)
-    return trace_graph(source.module, inputs, source.variables.collections or None), "traced"
-
-
-def _fixes() -> Any:
-    try:
-        from writer import fixes
-    except ImportError:
-        return None
-    return fixes if hasattr(fixes, "fit_template") and hasattr(fixes, "fit_module") else None
-
-
-def _fix_flag(options: Any) -> tuple:
-    import inspect as pyinspect
-
-    takes_fix = "fix" in pyinspect.signature(select_variables).parameters
-    return (getattr(options, "fix", True),) if takes_fix else ()
-
-
 def _load_module(spec: Any) -> Any:
     if spec is None:
         return None
-    from writer.module_loader import instantiate, load_module_spec
-
     return load_module_spec(spec) if isinstance(spec, str) else instantiate(spec)
 
 

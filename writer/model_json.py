@@ -1,4 +1,4 @@
-"""Assemble model.json and check it before writing.
+"""Assemble model.json (:func:`assemble_model_json`) and check it before writing.
 
 Every conversion runs :func:`check_model_json`, a few structural checks in plain Python.
 The full check against ``schemas/model.schema.json`` (:func:`validate_model_json`) needs
@@ -13,12 +13,32 @@ import json
 import os
 import sys
 
+from writer.resources import files
+from writer.version import __version__
+
+
+def assemble_model_json(topology: dict, manifest_group: dict, provenance: dict, metadata: dict) -> dict:
+    """The model.json document of a LayersModel: its Keras topology, one weight group, and the user's
+    metadata beside flax2tfjs' provenance.
+
+    Example:
+        >>> doc = assemble_model_json({"class_name": "Sequential"}, {"paths": [], "weights": []}, {}, {"labels": []})
+        >>> list(doc), list(doc["userDefinedMetadata"])
+        (['format', 'generatedBy', 'convertedBy', 'modelTopology', 'weightsManifest', 'userDefinedMetadata'], ['flax2tfjs', 'labels'])
+    """
+    return {
+        "format": "layers-model",
+        "generatedBy": f"flax2tfjs {__version__}",
+        "convertedBy": f"flax2tfjs {__version__}",
+        "modelTopology": topology,
+        "weightsManifest": [manifest_group],
+        "userDefinedMetadata": {"flax2tfjs": provenance, **metadata},
+    }
+
 
 @functools.lru_cache(maxsize=None)
 def _validator():
     import jsonschema
-
-    from writer.resources import files
 
     schema = json.loads((files("schemas") / "model.schema.json").read_text(encoding="utf-8"))
     return jsonschema.Draft202012Validator(schema)

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from topology.vocabulary.errors import ConversionError
+from writer.extras import require_jax
+from writer.regular_files import require_regular_file
 
 
 def load_module_spec(spec: str) -> Any:
@@ -29,7 +31,6 @@ def load_module_spec(spec: str) -> Any:
     if not sep or not target or not name:
         raise ConversionError("BAD_MODULE_SPEC", f"--module {spec!r} is not FILE.py:NAME or package.module:NAME",
                               "write e.g. --module models/cnn.py:CNN")
-    from writer.extras import require_jax
 
     require_jax(f"--module {spec} (tracing a Flax module)")
     namespace = _import(target, spec)
@@ -47,7 +48,6 @@ def _import(target: str, spec: str) -> Any:
         path = Path(target)
         if not path.exists():
             raise ConversionError("MODULE_NOT_FOUND", f"no Python file at {path}", "check the path in --module")
-        from writer.regular_files import require_regular_file
 
         require_regular_file(path, "--module")
         if path.suffix != ".py":

@@ -5,6 +5,8 @@ import argparse
 
 from topology.vocabulary.errors import ConversionError
 
+PROG = "python -m writer"  # how the CLI names itself in usage lines and hints
+
 
 class OptionParser(argparse.ArgumentParser):
     """An argparse parser whose usage errors are ``error[BAD_OPTION]`` like every other error.

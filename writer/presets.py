@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 from topology.vocabulary.errors import ConversionError
+from writer.convert import ConvertOptions
 
 MIB = 1024 * 1024
 PRESETS: dict[str, dict] = {
@@ -22,8 +23,6 @@ PRESETS: dict[str, dict] = {
 
 def engine_fields() -> set[str]:
     """The option names this build's :class:`writer.convert.ConvertOptions` accepts."""
-    from writer.convert import ConvertOptions
-
     return set(ConvertOptions.__dataclass_fields__)
 
 

@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 from topology.vocabulary.errors import ConversionError
+from writer.regular_files import loads_strict_json, read_small_file
 
 _CHUNK = 1 << 20
 MAX_METADATA_BYTES = 16 << 20  # model.json is loaded whole by every browser that uses the model
@@ -99,7 +100,6 @@ def read_metadata_option(spec: str) -> tuple[str, object]:
         raise ConversionError("BAD_METADATA", f"--metadata {spec!r} is not KEY=FILE.json", "write e.g. --metadata labels=labels.json")
     if key == "flax2tfjs":
         raise ConversionError("BAD_METADATA", "the metadata key 'flax2tfjs' is reserved for provenance", "choose another key")
-    from writer.regular_files import read_small_file, loads_strict_json
 
     try:
         return key, loads_strict_json(read_small_file(Path(filename), MAX_METADATA_BYTES, "--metadata").decode("utf-8"))

@@ -12,9 +12,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from topology.trace import is_nnx_module
 from topology.vocabulary.errors import ConversionError, Notices
 from topology.vocabulary.tensors import Checkpoint, TensorRef, TreePath
 from topology.vocabulary.variables import Variables
+from writer.module_loader import instantiate, load_module_spec
+from writer.provenance import BackgroundDigest
+from writer.readers import read_checkpoint
 from writer.variables import select_variables
 
 
@@ -47,8 +51,6 @@ def resolve_source(source: Any, module: Any, variables: Any, step: int | None, n
         >>> src.format                                                                  # doctest: +SKIP
         'orbax'
     """
-    from writer.module_loader import instantiate, load_module_spec
-
     if isinstance(module, str):
         module = load_module_spec(module)
     elif module is not None:
@@ -83,9 +85,6 @@ def resolve_source(source: Any, module: Any, variables: Any, step: int | None, n
 
 
 def _from_checkpoint(path: Path, module: Any, step: int | None, notices: Notices, fix: bool = True) -> Source:
-    from writer.provenance import BackgroundDigest
-    from writer.readers import read_checkpoint
-
     checkpoint = read_checkpoint(path, step)
     # Hash on the second core while the weights are converted (perf: bench/, issue 7).
     digest = BackgroundDigest(checkpoint.path)
@@ -162,8 +161,6 @@ def _int_or_none(value: Any) -> int | None:
 
 
 def _is_nnx_module(obj: Any) -> bool:
-    from topology.trace import is_nnx_module
-
     return obj is not None and is_nnx_module(obj)
 
 

@@ -38,6 +38,7 @@ from topology.vocabulary.errors import ConversionError
 from writer import resources
 
 _TFJS_SOURCES = ("auto", "npm", "bundle")
+BACKENDS = ("wasm", "cpu")  # TF.js backends in Node: wasm (fast), cpu (plain JavaScript)
 _NODE_HINT = ("install Node.js 18 or newer (https://nodejs.org, `apt-get install nodejs`, `brew install node` "
               "or `winget install OpenJS.NodeJS`) and make sure `node` is on PATH")
 _WIRE_DTYPES = {"float32": np.dtype("<f4"), "int32": np.dtype("<i4"), "bool": np.dtype("bool")}

@@ -12,6 +12,8 @@ from __future__ import annotations
 from topology.vocabulary.errors import ConversionError, Notices
 from topology.vocabulary.tensors import Checkpoint, TensorRef, TreePath
 from topology.vocabulary.variables import Variables
+from writer.fixes.base import apply
+from writer.fixes.keys import NESTED_PARAMS, normalise_paths, unwrap
 
 INFERENCE_COLLECTIONS = ("params", "batch_stats")
 # Top-level TrainState / flax.optim fields that are never model variables.
@@ -32,9 +34,6 @@ def select_variables(checkpoint: Checkpoint, notices: Notices, fix: bool = True)
         >>> list(select_variables(ck, Notices()).params)
         [('Dense_0', 'bias')]
     """
-    from writer.fixes.base import apply
-    from writer.fixes.keys import NESTED_PARAMS, normalise_paths, unwrap
-
     source = checkpoint.path.name or str(checkpoint.path)
     tree = normalise_paths(dict(checkpoint.tensors), source, notices, fix)
     tree = unwrap(tree, source, notices, fix)

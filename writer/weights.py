@@ -29,6 +29,7 @@ import numpy as np
 
 from topology.graph import WeightBinding
 from topology.vocabulary.errors import ConversionError, Notices
+from writer.fixes.dtypes import convert
 from writer.quantize import QuantizeOptions, affine_blocks, quantize, quantized_meta, stored_itemsize
 from writer.shards import ShardWriter
 
@@ -153,8 +154,6 @@ class _State:
         self.converted: set[str] = set()
 
     def to_float32(self, values: np.ndarray, binding: WeightBinding, count_only: bool = False) -> np.ndarray:
-        from writer.fixes.dtypes import convert
-
         stored = binding.tensor.stored_dtype if binding.tensor is not None else ""
         values = convert(values, binding.origin, self.converted, self.notices, stored)
         if not count_only:
@@ -389,8 +388,6 @@ def to_float32(values: np.ndarray, origin: str, converted: set[str], notices: No
         >>> to_float32(np.ones(2, np.float64), "params/d/bias", set(), Notices(), False).dtype
         dtype('float32')
     """
-    from writer.fixes.dtypes import convert
-
     values = convert(values, origin, converted, notices)
     if not allow_nonfinite:
         bad = nonfinite(values)

@@ -13,6 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from topology.vocabulary.errors import ConversionError, Notices
+from topology.vocabulary.tensors import TensorRef, TreePath
+
+Tree = dict[TreePath, TensorRef]
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,28 @@ def apply(fix: Fix, message: str, notices: Notices, enabled: bool) -> None:
         "FIX_DISABLED", f"{message} -- not done: automatic fixes are off",
         f"drop --no-fix to have fixed[{fix.code}] repair it, or {fix.manual}",
     )
+
+
+def rename_paths(tree: Tree, renamed: dict[TreePath, TreePath], fix: Fix, message: str, notices: Notices,
+                 enabled: bool) -> Tree:
+    """``tree`` with its paths renamed as ``renamed`` says, reported as ``fix`` (see :func:`apply`).
+
+    Unchanged (and nothing reported) when the renaming would give two tensors one path, or a tensor
+    no path: such a tree is not what the fix repairs.
+
+    Example:
+        >>> import numpy as np
+        >>> t = {("d", "kernel.value"): TensorRef(("d", "kernel.value"), (2,), np.dtype("float32"), None)}
+        >>> f = Fix("DOC_RENAME", "keys", "x", "rename it yourself")
+        >>> list(rename_paths(t, {("d", "kernel.value"): ("d", "kernel")}, f, "'.value' dropped", Notices(), True))
+        [('d', 'kernel')]
+        >>> list(rename_paths(t, {("d", "kernel.value"): ()}, f, "emptied", Notices(), True))
+        [('d', 'kernel.value')]
+    """
+    if len(set(renamed.values())) != len(renamed) or not all(renamed.values()):
+        return tree
+    apply(fix, message, notices, enabled)
+    return {renamed[path]: ref.with_path(renamed[path]) for path, ref in tree.items()}
 
 
 def listing(items: list[str], limit: int = 8) -> str:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from topology.graph import InputSpec
+from topology.trace.capture import inference_kwargs
+from topology.trace.signature import signature_error
 from topology.vocabulary.errors import ConversionError
 from topology.vocabulary.tensors import TreePath, path_str
 
@@ -60,8 +62,6 @@ def linen_expected(module: Any, inputs: list[InputSpec]) -> list[ExpectedLeaf]:
     import jax.numpy as jnp
     from flax.core.meta import unbox
 
-    from topology.trace.capture import inference_kwargs
-
     order: list[tuple[str, TreePath]] = []
     flags = inference_kwargs(type(module).__call__)
 
@@ -108,8 +108,6 @@ def linen_applies(module: Any, variables: dict[str, dict[TreePath, Any]], inputs
         True
     """
     import jax
-
-    from topology.trace.capture import inference_kwargs
 
     abstract: dict = {}
     for collection, tree in variables.items():
@@ -161,8 +159,6 @@ def nnx_check_inputs(model: Any, inputs: list[InputSpec]) -> None:
     import jax
     from flax import nnx
 
-    from topology.trace.capture import inference_kwargs
-
     graphdef, state = nnx.split(model)
     abstract = [jax.ShapeDtypeStruct((1, *spec.shape), spec.dtype) for spec in inputs]
 
@@ -207,8 +203,6 @@ def _refuse_empty_values(module: Any, inputs: list[InputSpec], jaxpr: Any) -> No
 
 
 def _cannot_take(module: Any, inputs: list[InputSpec], exc: Exception) -> ConversionError:
-    from topology.trace.signature import signature_error
-
     wrong_call = signature_error(module, exc)  # a __call__ that needs more than the inputs
     if wrong_call is not None:
         return wrong_call

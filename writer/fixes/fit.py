@@ -14,6 +14,9 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from topology.graph import InputSpec
+from topology.infer import TemplateOptions, infer_graph
+from topology.trace import is_nnx_module
+from topology.trace.signature import supplied_notice
 from topology.vocabulary.errors import ConversionError, Notices
 from writer.fixes.base import FixFamily, apply, listing
 from writer.fixes.dtypes import refuse_unless_float32
@@ -23,8 +26,6 @@ from writer.fixes.shapes import INPUT_SHAPE_CORRECTED, compatible, fit_chain, fi
 from topology.vocabulary.variables import Variables
 
 if TYPE_CHECKING:
-    from topology.infer import TemplateOptions
-    from writer.convert import ConvertOptions
     from writer.sources import Source
 
 # Errors a different input shape may cure (Linen parameter shapes depend on it).
@@ -49,8 +50,6 @@ def fit_template(variables: Variables, template: "TemplateOptions", source: str,
 
 def _fit_template_input(variables: Variables, template: "TemplateOptions", notices: Notices,
                         enabled: bool) -> "TemplateOptions":
-    from topology.infer import infer_graph
-
     if template.input_shape is None:
         return template
     try:
@@ -76,29 +75,30 @@ def _fit_template_input(variables: Variables, template: "TemplateOptions", notic
     return dataclasses.replace(template, input_shape=closest[0])
 
 
-def fit_module(source: "Source", inputs: list[InputSpec] | None, options: "ConvertOptions", notices: Notices,
-               solved: bool = False) -> tuple[Variables, list[InputSpec]]:
+def fit_module(source: "Source", inputs: list[InputSpec] | None, notices: Notices, solved: bool = False, *,
+               enabled: bool = True, input_dtype: str = "float32") -> tuple[Variables, list[InputSpec]]:
     """:func:`_fit_module`, with fixed rng arguments noted and float ids of an nn.Embed made int32.
 
-    Example:
-        >>> variables, inputs = fit_module(source, None, ConvertOptions(), Notices())  # doctest: +SKIP
-    """
-    from topology.trace.signature import supplied_notice
+    ``enabled`` is ``--fix`` (off: every repair is FIX_DISABLED instead); ``input_dtype`` is
+    the dtype of an input the parameters solve (the first ``--input-dtype``).
 
+    Example:
+        >>> variables, inputs = fit_module(source, None, Notices(), enabled=True)  # doctest: +SKIP
+    """
     note = supplied_notice(source.module)
     if note:
         notices.assume("CALL_ARGUMENTS", note)
     try:
-        return _fit_module(source, inputs, options, notices, solved)
+        return _fit_module(source, inputs, notices, solved, enabled, input_dtype)
     except ConversionError as err:
         if not (err.code == "INPUT_SHAPE_INVALID" and "Input type must be an integer" in err.message and inputs
                 and all(spec.dtype.startswith("float") for spec in inputs)):
             raise
         retried = Notices()
         ids = [dataclasses.replace(spec, dtype="int32") for spec in inputs]
-        result = _fit_module(source, ids, options, retried, solved)
+        result = _fit_module(source, ids, retried, solved, enabled, input_dtype)
     apply(INPUT_DTYPE, f"{type(source.module).__name__} takes token ids (an nn.Embed reads its input): "
-                       f"input dtype {inputs[0].dtype} changed to int32", notices, options.fix)
+                       f"input dtype {inputs[0].dtype} changed to int32", notices, enabled)
     notices.items.extend(retried.items)
     return result
 
@@ -108,8 +108,8 @@ INPUT_DTYPE = FixFamily("dtypes").fixed(
     "pass --input-dtype int32")
 
 
-def _fit_module(source: "Source", inputs: list[InputSpec] | None, options: "ConvertOptions", notices: Notices,
-                solved: bool = False) -> tuple[Variables, list[InputSpec]]:
+def _fit_module(source: "Source", inputs: list[InputSpec] | None, notices: Notices, solved: bool,
+                enabled: bool, input_dtype: str) -> tuple[Variables, list[InputSpec]]:
     """The checkpoint's variables as ``source.module`` expects them, and inputs it can take.
 
     ``inputs`` are the user's (``solved=False``), or were solved from the
@@ -119,9 +119,8 @@ def _fit_module(source: "Source", inputs: list[InputSpec] | None, options: "Conv
     several are an error listing them.
 
     Example:
-        >>> variables, inputs = fit_module(source, None, ConvertOptions(), Notices())  # doctest: +SKIP
+        >>> variables, inputs = fit_module(source, None, Notices())  # doctest: +SKIP
     """
-    enabled = options.fix
     if not source.variables.collections:  # a live NNX module carries its own variables
         if inputs is None:
             raise _shape_required(source.name)
@@ -143,7 +142,7 @@ def _fit_module(source: "Source", inputs: list[InputSpec] | None, options: "Conv
                 _note_solved(inputs[0].shape, notices)
             notices.items.extend(found.items)
             return variables, inputs
-    dtype = inputs[0].dtype if inputs else options.input_dtypes(1)[0]
+    dtype = inputs[0].dtype if inputs else input_dtype
     given = inputs[0].shape if inputs and not solved else None
     fits = []
     for shape in _candidates(source, given):
@@ -212,8 +211,6 @@ def _candidates(source: "Source", given: tuple[int, ...] | None) -> list[tuple[i
     """Input shapes the parameters determine: the in-features of the first kernels put into the
     given shape (channels, flat size, a missing channel axis) or, when none was given, the template's
     solution. Sizes that pooling leaves undetermined are never proposed for a given shape."""
-    from topology.infer import TemplateOptions, infer_graph
-
     kernels = [ref for path, ref in source.variables.params.items()
                if path and path[-1] in ("kernel", "weight") and len(ref.shape) >= 2][:3]
     if given:
@@ -266,8 +263,6 @@ def _shape_required(name: str, tried: ConversionError | None = None) -> Conversi
 
 
 def _is_nnx(module: Any) -> bool:
-    from topology.trace import is_nnx_module
-
     return is_nnx_module(module)
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from topology.vocabulary.errors import ConversionError, Notices
-from writer.fixes.base import FixFamily, apply, listing
+from writer.fixes.base import FixFamily, Tree, apply, listing, rename_paths
 from writer.fixes.expected import ExpectedLeaf
 from topology.vocabulary.tensors import TensorRef, TreePath, path_str
 
@@ -75,8 +75,6 @@ _WRAPPER_MARKERS = ("params",)
 _TRAINING_LEAVES = {"rngs", "rng", "count", "key"}
 _DIGITS = re.compile(r"(\d+)")
 
-Tree = dict[TreePath, TensorRef]
-
 
 # --------------------------------------------------------------- path normalisation
 
@@ -99,12 +97,9 @@ def _strip_value_suffix(tree: Tree, source: str, notices: Notices, enabled: bool
     if not any(part.endswith(".value") for path in tree for part in path):
         return tree
     renamed = {path: tuple(p[: -len(".value")] if p.endswith(".value") else p for p in path) for path in tree}
-    if not _distinct(renamed):
-        return tree
     example = next(path for path in tree if renamed[path] != path)
-    apply(VALUE_SUFFIX, f"{source}: keys ending in '.value' (e.g. {path_str(example)}) read without the suffix",
-          notices, enabled)
-    return _rebuild(tree, renamed)
+    return rename_paths(tree, renamed, VALUE_SUFFIX, f"{source}: keys ending in '.value' (e.g. {path_str(example)}) "
+                        "read without the suffix", notices, enabled)
 
 
 def _split_flat_keys(tree: Tree, source: str, notices: Notices, enabled: bool) -> Tree:
@@ -114,12 +109,9 @@ def _split_flat_keys(tree: Tree, source: str, notices: Notices, enabled: bool) -
     for separator in ("/", "."):
         if all(separator in path[0] for path in tree):
             renamed = {path: tuple(p for p in path[0].split(separator) if p) for path in tree}
-            if not _distinct(renamed):
-                return tree
             example = next(iter(tree))[0]
-            apply(KEYS_SPLIT, f"{source}: flat keys such as {example!r} split at {separator!r} into a tree",
-                  notices, enabled)
-            return _rebuild(tree, renamed)
+            return rename_paths(tree, renamed, KEYS_SPLIT, f"{source}: flat keys such as {example!r} split at "
+                                f"{separator!r} into a tree", notices, enabled)
     return tree
 
 
@@ -127,13 +119,10 @@ def _strip_value_leaves(tree: Tree, source: str, notices: Notices, enabled: bool
     # nnx.state(model) saved with Orbax: every leaf is <module path>/<variable>/value.
     if not tree or not all(len(path) >= 2 and path[-1] in ("value", "raw_value") for path in tree):
         return tree
-    renamed = {path: path[:-1] for path in tree}
-    if not _distinct(renamed):
-        return tree
     example = next(iter(tree))
-    apply(NNX_VALUE_LEAVES, f"{source}: NNX variable leaves such as {path_str(example)} read as "
-                            f"{path_str(example[:-1])}", notices, enabled)
-    return _rebuild(tree, renamed)
+    return rename_paths(tree, {path: path[:-1] for path in tree}, NNX_VALUE_LEAVES,
+                        f"{source}: NNX variable leaves such as {path_str(example)} read as "
+                        f"{path_str(example[:-1])}", notices, enabled)
 
 
 # Variable names Flax layers create; a boxed one is stored as <name>/value.
@@ -145,20 +134,11 @@ def _strip_boxed_leaves(tree: Tree, source: str, notices: Notices, enabled: bool
     # <kernel|bias|...>/value (state dicts keep the box's 'value' field), the others are plain.
     renamed = {path: path[:-1] if len(path) >= 3 and path[-1] == "value" and path[-2] in _BOXABLE else path
                for path in tree}
-    if all(new == old for old, new in renamed.items()) or not _distinct(renamed):
+    if all(new == old for old, new in renamed.items()):
         return tree
     example = next(path for path in tree if renamed[path] != path)
-    apply(BOXED_VALUE_LEAVES, f"{source}: boxed (partitioned) variables such as {path_str(example)} read as "
-                              f"{path_str(example[:-1])}", notices, enabled)
-    return _rebuild(tree, renamed)
-
-
-def _distinct(renamed: dict[TreePath, TreePath]) -> bool:
-    return len(set(renamed.values())) == len(renamed) and all(renamed.values())
-
-
-def _rebuild(tree: Tree, renamed: dict[TreePath, TreePath]) -> Tree:
-    return {renamed[path]: ref.with_path(renamed[path]) for path, ref in tree.items()}
+    return rename_paths(tree, renamed, BOXED_VALUE_LEAVES, f"{source}: boxed (partitioned) variables such as "
+                        f"{path_str(example)} read as {path_str(example[:-1])}", notices, enabled)
 
 
 # --------------------------------------------------------------- wrapper levels

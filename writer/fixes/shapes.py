@@ -273,11 +273,7 @@ def fit_chain(params: dict[TreePath, TensorRef], source: str, notices: Notices,
         leaf = ExpectedLeaf("params", (layer.name, "kernel"), layout.flax_shape(tuple(layer.kernel.shape)))
         pairs.append((leaf, layer.kernel))
         chosen.append(layout)
-    fixed = _apply_layouts(pairs, chosen, source, notices, enabled)
-    out = dict(params)
-    for (leaf, _), ref in zip(pairs, fixed):
-        out[leaf.path] = ref
-    return out
+    return _with_layouts(params, pairs, chosen, source, notices, enabled)
 
 
 def _fit_biases(params: dict[TreePath, TensorRef], source: str, notices: Notices,
@@ -290,6 +286,12 @@ def _fit_biases(params: dict[TreePath, TensorRef], source: str, notices: Notices
             chosen.append(Layout("vector", VECTOR_RESHAPED, lambda s: s, None))
     if not pairs:
         return params
+    return _with_layouts(params, pairs, chosen, source, notices, enabled)
+
+
+def _with_layouts(params: dict[TreePath, TensorRef], pairs: list[tuple[ExpectedLeaf, TensorRef]],
+                  chosen: list[Layout], source: str, notices: Notices, enabled: bool) -> dict[TreePath, TensorRef]:
+    """``params`` with the tensors of ``pairs`` in their ``chosen`` layouts (reported by :func:`_apply_layouts`)."""
     out = dict(params)
     for (leaf, _), ref in zip(pairs, _apply_layouts(pairs, chosen, source, notices, enabled)):
         out[leaf.path] = ref

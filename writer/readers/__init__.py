@@ -7,13 +7,15 @@ with ``/``-joined keys. Pickle files are refused: unpickling runs code.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from topology.vocabulary.errors import ConversionError
 from topology.vocabulary.tensors import Checkpoint
+from writer.readers.flax_msgpack import read_flax_msgpack
+from writer.readers.npz import read_npz
+from writer.readers.steps import LEGACY_STEP, choose_step, legacy_steps, step_number
+from writer.regular_files import require_regular_file
 
-_LEGACY_STEP = re.compile(r"^checkpoint_(\d+)$")
 _PICKLE_SUFFIXES = {".pkl", ".pickle", ".p", ".pt", ".pth", ".joblib"}
 _IMAGE_MAGIC = {
     b"\x89PNG": "a PNG image",
@@ -43,8 +45,6 @@ def read_checkpoint(path: str | Path, step: int | None = None) -> Checkpoint:
         )
     if path.is_dir():
         return _read_directory(path, step)
-    from writer.regular_files import require_regular_file
-
     require_regular_file(path, "the checkpoint")
     return _read_file(path)
 
@@ -56,32 +56,15 @@ def _read_directory(path: Path, step: int | None) -> Checkpoint:
             "EMPTY_CHECKPOINT", f"folder {path} is empty",
             "point to the folder your training run saved its checkpoint into",
         )
-    legacy = {int(m.group(1)): p for p in entries if (m := _LEGACY_STEP.match(p.name))}
+    legacy = legacy_steps(entries)
     if legacy:
-        chosen = _choose_step(path, legacy, step)
+        chosen = legacy[choose_step(path, legacy, {}, step)]
         checkpoint = read_checkpoint(chosen)
-        checkpoint.step = checkpoint.step if checkpoint.step is not None else _step_of(chosen)
+        checkpoint.step = checkpoint.step if checkpoint.step is not None else step_number(chosen.name, LEGACY_STEP)
         return checkpoint
-    from writer.readers.orbax import read_orbax
+    from writer.readers.orbax import read_orbax  # imports tensorstore (~1 s): only for Orbax folders
 
     return read_orbax(path, step)
-
-
-def _step_of(path: Path) -> int | None:
-    match = _LEGACY_STEP.match(path.name)
-    return int(match.group(1)) if match else None
-
-
-def _choose_step(folder: Path, steps: dict[int, Path], step: int | None) -> Path:
-    if step is None:
-        return steps[max(steps)]
-    if step not in steps:
-        raise ConversionError(
-            "STEP_NOT_FOUND",
-            f"step {step} is not in {folder} (steps found: {', '.join(map(str, sorted(steps)))})",
-            "pass one of the listed steps with --step, or leave --step out for the newest",
-        )
-    return steps[step]
 
 
 def _read_file(path: Path) -> Checkpoint:
@@ -99,8 +82,6 @@ def _read_file(path: Path) -> Checkpoint:
             "save the parameters with flax.serialization.to_bytes, Orbax, or numpy.savez instead",
         )
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
-        from writer.readers.npz import read_npz
-
         return read_npz(path)
     for magic, what in _IMAGE_MAGIC.items():
         if head.startswith(magic):
@@ -109,8 +90,6 @@ def _read_file(path: Path) -> Checkpoint:
                 "pass a Flax msgpack file, an Orbax checkpoint folder or an .npz file",
             )
     if _looks_like_msgpack_map(head):
-        from writer.readers.flax_msgpack import read_flax_msgpack
-
         return read_flax_msgpack(path)
     raise ConversionError(
         "NOT_A_CHECKPOINT",

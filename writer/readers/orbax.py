@@ -22,7 +22,6 @@ import json
 import math
 import os
 import stat
-import re
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -32,22 +31,17 @@ import tensorstore as ts
 
 from topology.vocabulary.errors import ConversionError
 from writer.readers.bounds import MAX_NBYTES, check_claim, claimed_nbytes
+from writer.readers.steps import (
+    LEGACY_ITEM_STEP, PREFIXED_STEP, TMP_MARK, choose_step, incomplete, is_item, step_folders, step_number,
+)
 from writer.regular_files import loads_strict_json, read_small_file
 from topology.vocabulary.tensors import Checkpoint, TensorRef, TreePath, path_str
 
 _METADATA = "_METADATA"
 MAX_METADATA_BYTES = 256 << 20  # ~1 KB per leaf: far beyond any real tree
-_TMP_MARK = ".orbax-checkpoint-tmp"
 # Items tried in this order when a step folder holds several; the first holds
 # the most (a whole train state contains the params).
 _PREFERRED_ITEMS = ("default", "state", "train_state", "params")
-_DIGITS = re.compile(r"^(\d+)$")
-# CheckpointManager(step_prefix="ckpt") names steps "ckpt_5"; flax's legacy
-# save_checkpoint names them "checkpoint_5".
-_PREFIXED_STEP = re.compile(r"^(?:[A-Za-z][\w.-]*_)?(\d+)$")
-_LEGACY_ITEM_STEP = re.compile(r"^(?:checkpoint_)?(\d+)$")
-# Markers that only an item folder (one saved pytree) contains.
-_ITEM_MARKERS = ("_METADATA", "manifest.ocdbt", "array_metadatas", "_sharding")
 _SKIPPED_VALUE_TYPES = {"None", "Dict", "List", "Tuple", "NamedTuple", "Unknown"}
 _EXPECTED = (
     "expected an Orbax checkpoint: a folder with a _METADATA file (StandardCheckpointer / "
@@ -93,41 +87,32 @@ def read_orbax(path: Path, step: int | None = None) -> Checkpoint:
 
 
 def _resolve(folder: Path, step: int | None, depth: int) -> Checkpoint:
-    if _TMP_MARK in folder.name:
-        raise _incomplete(folder, f"{folder} is an unfinished Orbax save")
-    if _is_item(folder):
-        own_step = _step_of(folder.name, _LEGACY_ITEM_STEP)
+    if TMP_MARK in folder.name:
+        raise incomplete(folder, f"{folder} is an unfinished Orbax save")
+    if is_item(folder):
+        own_step = step_number(folder.name, LEGACY_ITEM_STEP)
         _check_own_step(folder, own_step, step)
         checkpoint = _read_item(folder)
         checkpoint.step = own_step
         return checkpoint
 
     subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    steps: dict[int, Path] = {}
-    unfinished: dict[int, Path] = {}
-    for sub in subdirs:
-        if _TMP_MARK in sub.name:
-            number = _step_of(sub.name.split(_TMP_MARK)[0], _PREFIXED_STEP)
-            if number is not None:
-                unfinished[number] = sub
-            continue
-        number = _step_of(sub.name, _DIGITS)
-        if number is None and _looks_like_step(sub):
-            number = _step_of(sub.name, _PREFIXED_STEP)
-        if number is not None:
-            steps[number] = sub
+    steps, unfinished = step_folders(subdirs)
     if (steps or unfinished) and depth == 0:
-        return _read_manager_root(folder, steps, unfinished, step, depth)
+        chosen = choose_step(folder, steps, unfinished, step)
+        checkpoint = _resolve(steps[chosen], None, depth + 1)
+        checkpoint.step = chosen
+        return checkpoint
 
-    items = {p.name: p for p in subdirs if _TMP_MARK not in p.name and _is_item(p)}
+    items = {p.name: p for p in subdirs if TMP_MARK not in p.name and is_item(p)}
     if items:
-        own_step = _step_of(folder.name, _PREFIXED_STEP)
+        own_step = step_number(folder.name, PREFIXED_STEP)
         _check_own_step(folder, own_step, step)
         checkpoint = _read_item(items[_choose_item(folder, items)])
         checkpoint.step = own_step
         return checkpoint
-    if any(_TMP_MARK in p.name for p in subdirs):
-        raise _incomplete(folder, f"{folder} holds only unfinished Orbax saves")
+    if any(TMP_MARK in p.name for p in subdirs):
+        raise incomplete(folder, f"{folder} holds only unfinished Orbax saves")
     if (folder / "_CHECKPOINT_METADATA").is_file():
         raise ConversionError(
             "CORRUPT_CHECKPOINT",
@@ -141,52 +126,6 @@ def _resolve(folder: Path, step: int | None, depth: int) -> Checkpoint:
         "NOT_A_CHECKPOINT", f"{folder} is not an Orbax checkpoint ({_EXPECTED}; found: {shown})",
         "point to the folder your training run saved its checkpoint into",
     )
-
-
-def _read_manager_root(folder: Path, steps: dict[int, Path], unfinished: dict[int, Path],
-                       step: int | None, depth: int) -> Checkpoint:
-    if step is None:
-        if not steps:
-            raise _incomplete(
-                folder, f"{folder} holds only unfinished steps "
-                f"({', '.join(map(str, sorted(unfinished)))})",
-            )
-        chosen = max(steps)
-    elif step in steps:
-        chosen = step
-    elif step in unfinished:
-        raise _incomplete(folder, f"step {step} in {folder} was never finished "
-                                  f"({unfinished[step].name})")
-    else:
-        listed = ", ".join(map(str, sorted(steps))) or "none finished"
-        raise ConversionError(
-            "STEP_NOT_FOUND", f"step {step} is not in {folder} (steps found: {listed})",
-            "pass one of the listed steps with --step, or leave --step out for the newest",
-        )
-    checkpoint = _resolve(steps[chosen], None, depth + 1)
-    checkpoint.step = chosen
-    return checkpoint
-
-
-def _is_item(folder: Path) -> bool:
-    if any((folder / marker).exists() for marker in _ITEM_MARKERS):
-        return True
-    if any(folder.glob("ocdbt.process_*")):
-        return True
-    # Non-OCDBT layout of an old save that lost _METADATA: one zarr folder per array.
-    return any((sub / ".zarray").is_file() or (sub / "zarr.json").is_file()
-               for sub in folder.iterdir() if sub.is_dir())
-
-
-def _looks_like_step(folder: Path) -> bool:
-    if (folder / "_CHECKPOINT_METADATA").is_file() or _is_item(folder):
-        return True
-    return any(sub.is_dir() and _is_item(sub) for sub in folder.iterdir())
-
-
-def _step_of(name: str, pattern: re.Pattern[str]) -> int | None:
-    match = pattern.match(name)
-    return int(match.group(1)) if match else None
 
 
 def _check_own_step(folder: Path, own_step: int | None, step: int | None) -> None:
@@ -212,14 +151,6 @@ def _choose_item(folder: Path, items: dict[str, Path]) -> str:
         f"{folder} holds several checkpoint items ({names}) and none is named "
         f"{', '.join(_PREFERRED_ITEMS)}",
         f"pass the item folder itself, e.g. {folder / sorted(items)[0]}",
-    )
-
-
-def _incomplete(folder: Path, message: str) -> ConversionError:
-    return ConversionError(
-        "INCOMPLETE_CHECKPOINT", message,
-        "the save was interrupted (or is still running); wait for it to finish, "
-        "pick a finished step with --step, or save again",
     )
 
 

@@ -16,10 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from topology.vocabulary.errors import ConversionError
+from writer.convert import ConvertOptions
+from writer.flags import default_of
+from writer.inspect_tree import inspect_checkpoint
+from writer.presets import PRESETS
 from writer.studio import site
 from writer.studio.jobs import error_event
 from writer.studio.options import convert_options, verify_options
 from writer.studio.paths import UPLOAD_PREFIX
+from writer.verify import verify
 
 CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; "
        "connect-src 'self' blob: data:; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; "
@@ -146,13 +151,8 @@ class StudioHandler(BaseHTTPRequestHandler):
         self._send(200, site.troubleshooting_html(text).encode(), site.CONTENT_TYPES[".html"])
 
     def config(self, query: dict) -> None:
-        from writer.convert import ConvertOptions
-        from writer.presets import PRESETS
-
-        # The engine's default for graph optimisation, or None when this engine has none.
-        optimize = getattr(ConvertOptions.__dataclass_fields__.get("optimize"), "default", None)
         self._json({"root": self.server.root.path.name or str(self.server.root.path),
-                    "optimize": optimize, "presets": PRESETS,
+                    "optimize": default_of(ConvertOptions, "optimize"), "presets": PRESETS,
                     "max_upload_bytes": self.server.uploads.limit})
 
     def listing(self, query: dict) -> None:
@@ -166,8 +166,6 @@ class StudioHandler(BaseHTTPRequestHandler):
         self._json({"checkpoint": handle})
 
     def inspect(self, query: dict) -> None:
-        from writer.inspect_tree import inspect_checkpoint
-
         body = self._body()
         checkpoint = self._checkpoint(body.get("checkpoint"))
         options = convert_options(body, self.server.root, inspect_only=True)
@@ -217,8 +215,6 @@ class StudioHandler(BaseHTTPRequestHandler):
         return job
 
     def verify(self, query: dict, job_id: str) -> None:
-        from writer.verify import verify
-
         job = self._done_job(job_id)
         options = verify_options(job.request, self.server.root)
         self._json(verify(job.out_dir, job.checkpoint, options, progress=False).to_json())

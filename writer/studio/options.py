@@ -11,10 +11,9 @@ from __future__ import annotations
 from pathlib import Path  # noqa: F401 (the doctest)
 from typing import Any
 
-from writer.convert import ConvertOptions
 from topology.vocabulary.errors import ConversionError
-from writer.presets import engine_fields
-from writer.shards import DEFAULT_SHARD_BYTES
+from writer.convert import ConvertOptions
+from writer.flags import default_of
 from writer.studio.paths import Root
 from writer.verify import VerifyOptions
 
@@ -55,19 +54,19 @@ def _metadata(value: Any) -> dict:
 
 
 def convert_options(form: dict, root: Root, inspect_only: bool = False) -> ConvertOptions:
-    """ConvertOptions from the page's form; ``optimize`` only where this engine has it."""
+    """ConvertOptions from the page's form; what the form leaves out keeps ConvertOptions' defaults."""
     fields: dict[str, Any] = {
         "module": module_spec(form.get("module"), root),
         "input_shape": _shape(form.get("input_shape")),
-        "input_dtype": form.get("input_dtype") or "float32",
+        "input_dtype": form.get("input_dtype") or default_of(ConvertOptions, "input_dtype"),
     }
     if not inspect_only:
-        shard = form.get("shard_bytes") or DEFAULT_SHARD_BYTES
+        shard = form.get("shard_bytes") or default_of(ConvertOptions, "weight_shard_size_bytes")
         if not isinstance(shard, int) or isinstance(shard, bool):
             raise ConversionError("BAD_OPTION", f"shard size {shard!r}", "give a whole number of bytes")
         fields.update(quantize=form.get("quantize") or None, weight_shard_size_bytes=shard,
                       metadata=_metadata(form.get("metadata")), force=bool(form.get("force")))
-        if "optimize" in engine_fields() and form.get("optimize") is not None:
+        if form.get("optimize") is not None:
             fields["optimize"] = bool(form["optimize"])
     options = ConvertOptions(**fields)
     options.check()
@@ -75,7 +74,6 @@ def convert_options(form: dict, root: Root, inspect_only: bool = False) -> Conve
 
 
 def verify_options(form: dict, root: Root) -> VerifyOptions:
-    """VerifyOptions matching a conversion's form (same model code and input shape)."""
-    return VerifyOptions(module=module_spec(form.get("module"), root), input_shape=_shape(form.get("input_shape")),
-                         samples=64, repeat=20)
+    """VerifyOptions matching a conversion's form (same model code and input shape; verify's defaults)."""
+    return VerifyOptions(module=module_spec(form.get("module"), root), input_shape=_shape(form.get("input_shape")))
 

@@ -12,6 +12,8 @@ import html
 import re
 from pathlib import Path
 
+from writer.resources import checkout_root, resource_path
+
 STATIC_FILES = ("studio.html", "studio.js", "studio.css", "common.js")
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".css": "text/css; charset=utf-8", ".wasm": "application/wasm", ".json": "application/json",
@@ -25,15 +27,11 @@ def web_demo_dir() -> Path:
         >>> (web_demo_dir() / "studio.html").is_file()
         True
     """
-    from writer.resources import resource_path
-
     return resource_path("web_demo")
 
 
 def troubleshooting_path() -> Path | None:
     """docs/troubleshooting.md of a source checkout; ``None`` in an installed wheel (no docs/ there)."""
-    from writer.resources import checkout_root
-
     root = checkout_root()
     return None if root is None else root / "docs" / "troubleshooting.md"
 

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from topology.vocabulary.errors import ConversionError
+from writer.tfjs_node import BACKENDS  # the backends the Node runner offers (also the CLI's --backend choices)
 
-BACKENDS = ("wasm", "cpu")  # TF.js backends in Node: wasm is the fast CPU one, cpu the plain-JS one
 # Relative tolerance by the strongest quantization in the model (None = float32 weights).
 DEFAULT_TOLERANCE = {None: 1e-4, "uint16": 1e-2, "float16": 1e-2, "uint8": 5e-2}
 
