@@ -267,7 +267,7 @@ def render() -> str:
     """The whole page, as text."""
     from topology.layers import REGISTRY
     from topology.ops import families
-    from topology.ops.activations import CATALOG
+    from topology.ops.catalog import CATALOG
 
     lines = [
         "# Supported layers and operations",

@@ -152,8 +152,9 @@ def build_graph(resolved: Source, options: ConvertOptions, notices: Notices,
             if err.code != "INPUT_SHAPE_REQUIRED":
                 raise
             inputs, solved = None, True
+        solved_dtype = None if inputs else options.input_dtypes(1)[0]  # only read when no inputs are known
         resolved.variables, inputs = fit_module(resolved, inputs, notices, solved, enabled=options.fix,
-                                                input_dtype=options.input_dtypes(1)[0])
+                                                input_dtype=solved_dtype)
         stream.stage("graph")
         graph = trace_graph(resolved.module, inputs, resolved.variables.collections or None)
         kind = "traced"

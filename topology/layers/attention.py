@@ -16,96 +16,20 @@ A ``mask=`` (constant, or a padding mask from one input) and ``is_causal=True``
 mask each head's scores before the softmax (``topology/layers/attention_mask.py``).
 
 The module's submodule weights (query/key/value/out) and its call keywords
-(mask, decode, ...) are read through :func:`call_context`.
+(mask, decode, ...) come from the tracer's :func:`topology.trace.call_context.call_context`.
 """
 from __future__ import annotations
 
 import math
-import sys
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from topology.graph import LayerNode, WeightBinding
 from topology.layers.attention_mask import MaskPlan, apply_mask, mask_nodes, plan_mask
-from topology.layers.base import ZEROS, Case, LayerKind, keras_shape, layer_base
-from topology.vocabulary.tensors import TensorRef, TreePath
-
-
-@dataclass
-class CallContext:
-    """What the tracer knows about the layer call being recorded.
-
-    Example:
-        >>> CallContext({}, ("Block_0", "attn"), lambda path: {}).where
-        'Block_0/attn'
-    """
-
-    kwargs: dict  # keyword arguments of the call (e.g. mask=..., reverse=True)
-    path: TreePath  # the module's path
-    lookup: Callable[[TreePath], dict[tuple[str, str], TensorRef]]  # module path -> its variables
-    line: str = ""  # the user's file:line that called the layer, when found
-    module_name: str = ""  # the module's class name, for a module at the root (empty path)
-
-    @property
-    def where(self) -> str:
-        return "/".join(self.path) or self.module_name
-
-    def variables(self, *sub: str) -> dict[tuple[str, str], TensorRef]:
-        """The variables of the submodule at ``sub`` below this module, keyed (collection, name)."""
-        return self.lookup((*self.path, *sub))
-
-    def unsupported(self, what: str, hint: str, layer: str = "") -> Exception:
-        """UNSUPPORTED_OPERATION naming ``what``, the layer and the user's line."""
-        from topology.trace.build import unsupported
-
-        return unsupported(f"{what} in layer {layer or self.where}", self.line, hint)
-
-
-def call_context(module: Any) -> CallContext:
-    """The call being traced, for a ``read_attrs`` that needs more than the module's fields.
-
-    The tracer (topology/trace/capture.py) hands ``read_attrs`` only the module and
-    looks up only the module's own variables; layers built from submodules
-    (attention's query/key/value/out, an RNN's cell) need their submodules'
-    variables and the call's keyword arguments, which live in the recorder's
-    frame. Outside a trace it raises RuntimeError: without the call's keywords a mask
-    or a reverse=True could be missed, so guessing is not an option.
-
-    Example:
-        >>> def read_attrs(module):                         # doctest: +SKIP
-        ...     context = call_context(module)
-        ...     return {"_mask": context.kwargs.get("mask"), "_out": context.variables("out")}
-    """
-    frame = sys._getframe(1)
-    while frame is not None:
-        recorder = frame.f_locals.get("self")
-        if frame.f_code.co_name == "call" and type(recorder).__name__ == "_Recorder":
-            path = tuple(frame.f_locals.get("path", ()))
-            kwargs = dict(frame.f_locals.get("kwargs") or {})
-            return CallContext(kwargs, path, lambda at: recorder.lookup_variables(module, tuple(at)),
-                               _user_line(frame), type(module).__name__)
-        frame = frame.f_back
-    raise RuntimeError("call_context() is only available while topology.trace.capture records a layer call")
-
-
-def _user_line(frame: Any) -> str:
-    """The first caller outside flax, jax, this package and the standard library, as file:line."""
-    import sysconfig
-
-    stdlib = sysconfig.get_paths()["stdlib"]
-    internal = ("/flax/", "/jax/", "/jaxlib/", "/topology/", "/writer/")
-    while frame is not None:
-        name = frame.f_code.co_filename
-        if not name.startswith(("<", stdlib)) and not any(part in name for part in internal):
-            return f"{name}:{frame.f_lineno}"
-        frame = frame.f_back
-    return ""
-
-
-def _unsupported(what: str, where: str, hint: str):
-    from topology.trace.build import unsupported
-
-    return unsupported(what, where, hint)
+from topology.layers.base import Case, LayerKind, keras_shape, layer_base
+from topology.layers.dense import dense_config
+from topology.trace.call_context import call_context
+from topology.trace.errors import unsupported
+from topology.vocabulary.tensors import TensorRef
 
 
 def _read_attrs(module: Any) -> dict:
@@ -139,15 +63,6 @@ def _read_attrs(module: Any) -> dict:
             "_fail": fail}
 
 
-def _dense_config(units: int, use_bias: bool = True) -> dict:
-    return layer_base(
-        units=units, activation="linear", use_bias=use_bias,
-        kernel_initializer=ZEROS, bias_initializer=ZEROS,
-        kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
-        kernel_constraint=None, bias_constraint=None,
-    )
-
-
 def _param(variables: dict, sub: str, name: str, path: str, optional: bool = False) -> TensorRef | None:
     ref = variables.get(sub, {}).get(("params", name))
     if ref is None and not optional:
@@ -169,7 +84,7 @@ def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variable
             output_shape: Any) -> list[LayerNode]:
     shapes = attrs["_input_shapes"]
     if not inputs or any(len(s) != 3 for s in shapes):
-        raise _unsupported(f"attention on inputs of shapes {shapes} in layer {origin}", "",
+        raise unsupported(f"attention on inputs of shapes {shapes} in layer {origin}", "",
                            "only (batch, length, features) inputs convert; reshape other layouts first")
     q_in = inputs[0]
     k_in = inputs[1] if len(inputs) > 1 else q_in
@@ -181,7 +96,7 @@ def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variable
     wq, wk, wv, wo = (_param(found, sub, "kernel", path) for sub in ("query", "key", "value", "out"))
     bq, bk, bv, bo = (_param(found, sub, "bias", path, optional=True) for sub in ("query", "key", "value", "out"))
     if len(wq.shape) != 3 or len(wk.shape) != 3 or len(wo.shape) != 3 or wq.shape[1] % wk.shape[1]:
-        raise _unsupported(f"attention kernels of shapes {wq.shape} / {wo.shape} in layer {origin}", "",
+        raise unsupported(f"attention kernels of shapes {wq.shape} / {wo.shape} in layer {origin}", "",
                            "expected (features, heads, head_dim) projections and a (heads, head_dim, out) output")
     heads, head_dim, kv_heads, out_features = wq.shape[1], wq.shape[2], wk.shape[1], wo.shape[-1]
     q_len, k_len = q_shape[1], k_shape[1]
@@ -199,15 +114,15 @@ def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variable
         nodes += mask_layers
     keys, values = [], []
     for g in range(kv_heads):
-        keys.append(add(f"key_{g}", "Dense", _dense_config(head_dim, bk is not None), [k_in], (k_len, head_dim),
+        keys.append(add(f"key_{g}", "Dense", dense_config(head_dim, bk is not None), [k_in], (k_len, head_dim),
                         _head_weights(wk, bk, g)))
-        values.append(add(f"value_{g}", "Dense", _dense_config(head_dim, bv is not None), [v_in], (k_len, head_dim),
+        values.append(add(f"value_{g}", "Dense", dense_config(head_dim, bv is not None), [v_in], (k_len, head_dim),
                           _head_weights(wv, bv, g)))
     scale = layer_base(scale=1.0 / math.sqrt(head_dim), offset=0.0)
     heads_out = []
     for h in range(heads):
         g = h // (heads // kv_heads)  # grouped-query attention: query head h reads key/value head g
-        query = add(f"query_{h}", "Dense", _dense_config(head_dim, bq is not None), [q_in], (q_len, head_dim),
+        query = add(f"query_{h}", "Dense", dense_config(head_dim, bq is not None), [q_in], (q_len, head_dim),
                     _head_weights(wq, bq, h))
         query = add(f"query_{h}_scaled", "Rescaling", scale, [query], (q_len, head_dim))
         scores = add(f"scores_{h}", "Dot", layer_base(axes=[2, 2], normalize=False), [query, keys[g]], (q_len, k_len))
@@ -223,7 +138,7 @@ def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variable
     out_weights = [WeightBinding("kernel", keras_shape(wo, flat), wo, flat)]
     if bo is not None:
         out_weights.append(WeightBinding("bias", tuple(bo.shape), bo))
-    nodes.append(LayerNode(name, "Dense", _dense_config(out_features, bo is not None), [joined], out_weights,
+    nodes.append(LayerNode(name, "Dense", dense_config(out_features, bo is not None), [joined], out_weights,
                            output_shape, origin))
     return nodes
 
@@ -314,7 +229,7 @@ KIND = LayerKind(
     key="attention",
     keras_class="Dense",  # the composition ends in the output Dense
     flax_modules=("nn.MultiHeadDotProductAttention", "nn.SelfAttention", "nnx.MultiHeadAttention"),
-    make_config=_dense_config,
+    make_config=dense_config,
     summary="multi-head dot-product attention on (batch, length, features): per-head Dense, Dot, "
             "softmax, Dot, Concatenate, output Dense (self-, cross- and grouped-query attention); masks: "
             "constant ones (nn.make_causal_mask, is_causal=True) as an exact BatchNormalization on the scores, "

@@ -33,6 +33,8 @@ import numpy as np
 from topology.graph import LayerNode, WeightBinding
 from topology.layers.base import layer_base
 from topology.layers.batchnorm import batch_norm_config, reshape_node
+from topology.trace.builder import Builder
+from topology.trace.values import Const, Pending, Tensor
 
 # Flax uses finfo.min; any value whose exp underflows below the row's real scores gives the same
 # softmax. 3e4 stays finite (and exact) when the weights are stored as float16.
@@ -61,12 +63,9 @@ def plan_mask(value: Any, causal: bool, q_len: int, k_len: int, fail: Any) -> Ma
     """Identify the ``mask=`` value (a Const, Pending or Tensor of the tracer) and ``is_causal``.
 
     Example:
-        >>> from topology.trace.values import Const
         >>> plan_mask(Const(np.tril(np.ones((1, 1, 2, 2)))), False, 2, 2, None).constant.tolist()
         [[1.0, 0.0], [1.0, 1.0]]
     """
-    from topology.trace.values import Const, Pending, Tensor
-
     causal_part = np.tril(np.ones((q_len, k_len), np.float32)) if causal else np.ones((q_len, k_len), np.float32)
     if value is None:
         return MaskPlan(causal_part) if causal else None
@@ -200,7 +199,7 @@ def _affine(name: str, source: str, gamma: np.ndarray, beta: np.ndarray, origin:
                      [source], weights, (size,), origin)
 
 
-def padding_bias(builder: Any, pending: Any) -> Any:
+def padding_bias(builder: Builder, pending: Pending) -> Tensor | None:
     """A per-position function of a (batch, length) padding input, ``a * min(m, 1) + b``, as layers; else None.
 
     HuggingFace-style attention turns ``attention_mask`` into an additive bias

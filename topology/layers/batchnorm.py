@@ -91,7 +91,7 @@ def training_mode_error(layer: str, origin: str, flag: str, example: str) -> Con
 
 
 def _feature_axis(axis: Any, rank: int, origin: str) -> int:
-    from topology.trace.build import unsupported
+    from topology.trace.errors import unsupported
 
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     if len(axes) != 1:

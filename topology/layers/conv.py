@@ -56,7 +56,7 @@ def _read_attrs(module: Any) -> dict:
 
 def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variables: dict, origin: str,
             output_shape: Any) -> list[LayerNode]:
-    from topology.trace.build import unsupported
+    from topology.trace.errors import unsupported
 
     ndim = len(attrs["kernel_size"])
     if any(d != 1 for d in attrs.get("_input_dilation", (1,) * ndim)):
@@ -119,7 +119,7 @@ def _zero_padding(name: str, pads: list, in_shape: tuple, inputs: list[str], ori
 
 
 def _padding(padding: Any, ndim: int, origin: str) -> Any:
-    from topology.trace.build import unsupported
+    from topology.trace.errors import unsupported
 
     if isinstance(padding, str):
         name = padding.upper()

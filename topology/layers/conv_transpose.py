@@ -71,7 +71,7 @@ def flax_padding(padding: Any, kernel: int, stride: int) -> tuple[int, int]:
 
 
 def _pads(padding: Any, kernels: tuple[int, ...], strides: tuple[int, ...], origin: str) -> list[tuple[int, int]]:
-    from topology.trace.build import unsupported
+    from topology.trace.errors import unsupported
 
     ndim = len(kernels)
     if isinstance(padding, str):
@@ -110,7 +110,7 @@ def kernel_transform(transpose_kernel: bool, dilation: tuple[int, ...], mask: np
 
 def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variables: dict, origin: str,
             output_shape: Any) -> list[LayerNode]:
-    from topology.trace.build import unsupported
+    from topology.trace.errors import unsupported
 
     kernel_size, strides, dilation = attrs["kernel_size"], attrs["strides"], attrs["_dilation"]
     ndim = len(kernel_size)

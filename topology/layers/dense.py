@@ -2,7 +2,13 @@
 from topology.layers.base import ZEROS, Case, LayerKind, ParamMap, layer_base
 
 
-def _config(units: int, use_bias: bool = True, activation: str = "linear") -> dict:
+def dense_config(units: int, use_bias: bool = True, activation: str = "linear") -> dict:
+    """The Keras-2 config of a Dense layer (also for the Dense layers the tracer composes).
+
+    Example:
+        >>> dense_config(3)["units"], dense_config(3, use_bias=False)["use_bias"]
+        (3, False)
+    """
     return layer_base(
         units=units, activation=activation, use_bias=use_bias,
         kernel_initializer=ZEROS, bias_initializer=ZEROS,
@@ -39,7 +45,7 @@ KIND = LayerKind(
     key="dense",
     keras_class="Dense",
     flax_modules=("nn.Dense", "nnx.Linear"),
-    make_config=_config,
+    make_config=dense_config,
     params=(ParamMap("kernel", "kernel"), ParamMap("bias", "bias", optional=True)),
     summary="fully connected layer; kernel (in, out) kept as is",
     flax_classes=("flax.linen:Dense", "flax.nnx:Linear"),

@@ -29,7 +29,7 @@ def _read_attrs(module: Any) -> dict:
 
 
 def _groups(attrs: dict, channels: int, origin: str) -> int:
-    from topology.trace.build import unsupported
+    from topology.trace.errors import unsupported
 
     groups, size = attrs["_num_groups"], attrs["_group_size"]
     if groups is None and size:  # Linen keeps the one the user gave; NNX both
@@ -42,7 +42,7 @@ def _groups(attrs: dict, channels: int, origin: str) -> int:
 
 def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variables: dict, origin: str,
             output_shape: Any) -> list[LayerNode]:
-    from topology.trace.build import unsupported
+    from topology.trace.errors import unsupported
 
     in_shape = tuple(attrs["_input_shapes"][0])
     rank, channels = len(in_shape), in_shape[-1]

@@ -62,7 +62,7 @@ def _read_attrs(module: Any) -> dict:
 
 def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variables: dict, origin: str,
             output_shape: Any) -> list[LayerNode]:
-    from topology.trace.build import unsupported
+    from topology.trace.errors import unsupported
 
     in_shape = tuple(attrs["_input_shapes"][0])
     rank = len(in_shape)

@@ -32,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from topology.graph import LayerNode, WeightBinding, tensor_ref
-from topology.layers.attention import call_context
+from topology.trace.call_context import call_context
 from topology.layers.base import ZEROS, Case, LayerKind, layer_base
 from topology.layers.views import permuted
 from topology.vocabulary.tensors import TensorRef
@@ -52,7 +52,7 @@ KERAS_ACTIVATIONS: dict[str, Any] = {
 
 
 def _unsupported(what: str, where: str, hint: str):
-    from topology.trace.build import unsupported
+    from topology.trace.errors import unsupported
 
     return unsupported(what, where, hint)
 

@@ -1,23 +1,27 @@
 """Element-wise and row-wise functions between layers, identified by value.
 
 Element-wise operations on one tensor (and scalar constants) are composed into
-a :class:`Pending` function. When a tensor is needed, the function is applied
-to a probe input and compared with every entry of :data:`CATALOG`; the match
-decides the tfjs layers. So ``jax.nn.relu``, ``nn.relu``, ``jnp.maximum(x, 0)``
-and ``x * (x > 0)`` all become the same layer, and a function tfjs lacks
-(``jax.nn.gelu``'s tanh approximation, ``hard_sigmoid``) is composed from layers
-it has. Each entry is (name, reference function in numpy, emitter).
+a :class:`Pending` function. When a tensor is needed, the function is
+identified by value against the catalog (``topology/ops/catalog.py``, done by
+``topology/ops/materialize.py``). So ``jax.nn.relu``, ``nn.relu``,
+``jnp.maximum(x, 0)`` and ``x * (x > 0)`` all become the same layer. Two
+different tensors combined become merge layers (:func:`merge`); constant
+arrays and parameters go to :func:`topology.ops.constants.with_constants`; a
+window sum divided by its window (``avg_pool``) is finished by its
+:class:`Deferred` value.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from topology.layers.base import Case
 from topology.ops import handles
-from topology.trace.values import Const, Pending, Tensor
+from topology.ops.constants import with_constants
+from topology.trace.errors import unsupported
+from topology.trace.builder import Builder, Deferred
+from topology.trace.values import Const, Pending, Tensor, as_function, root_of
 
 # Operations that keep a value a function of the same root tensor.
 ELEMENTWISE = (
@@ -27,125 +31,27 @@ ELEMENTWISE = (
     "reduce_max", "reduce_min", "reduce_sum", "broadcast_in_dim", "is_finite", "nextafter", "floor", "ceil", "round",
     "sin", "cos", "atan2", "cbrt", "reduce_precision", "tan",
 )
-MERGES = {"add": "Add", "mul": "Multiply", "max": "Maximum", "min": "Minimum", "sub": "Subtract"}
-ATOL, RTOL = 1e-6, 1e-5
-
-
-@dataclass(frozen=True)
-class Function:
-    """A catalogued function: its reference in numpy and how to build it in tfjs."""
-
-    name: str
-    reference: Callable[[np.ndarray], np.ndarray]
-    emit: Callable[[Any, Tensor], Tensor]
-
-
-def _activation(name: str) -> Callable[[Any, Tensor], Tensor]:
-    return lambda b, x: b.add_layer(name, "Activation", {"activation": name}, [x], x.shape)
-
-
-def _relu_capped(cap: float | None, op: str = "relu") -> Callable[[Any, Tensor], Tensor]:
-    return lambda b, x: b.add_layer(op, "ReLU", {"max_value": cap, "negative_slope": 0.0, "threshold": 0.0}, [x], x.shape)
-
-
-def _rescale(b: Any, x: Tensor, scale: float, offset: float) -> Tensor:
-    return b.add_layer("rescaling", "Rescaling", {"scale": float(scale), "offset": float(offset)}, [x], x.shape)
-
-
-def _hard_sigmoid(b: Any, x: Tensor) -> Tensor:  # jax: relu6(x + 3) / 6 (tfjs' hardSigmoid is Keras-2's 0.2x+0.5)
-    return _relu_capped(1.0, "hard_sigmoid")(b, _rescale(b, x, 1 / 6, 0.5))
-
-
-def _hard_tanh(b: Any, x: Tensor) -> Tensor:
-    clipped = _relu_capped(1.0, "hard_tanh")(b, _rescale(b, x, 0.5, 0.5))
-    return _rescale(b, clipped, 2.0, -1.0)
-
-
-def _hard_silu(b: Any, x: Tensor) -> Tensor:
-    return b.add_layer("hard_silu", "Multiply", {}, [x, _hard_sigmoid(b, x)], x.shape)
-
-
-def _gelu_tanh(b: Any, x: Tensor) -> Tensor:
-    # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), from layers tfjs has.
-    cube = b.add_layer("gelu_cube", "Multiply", {}, [x, x, x], x.shape)
-    inner = b.add_layer("gelu_inner", "Add", {}, [x, _rescale(b, cube, 0.044715, 0.0)], x.shape)
-    scaled = _rescale(b, inner, math.sqrt(2 / math.pi), 0.0)
-    tanh = b.add_layer("gelu_tanh", "Activation", {"activation": "tanh"}, [scaled], x.shape)
-    half = _rescale(b, tanh, 0.5, 0.5)
-    return b.add_layer("gelu", "Multiply", {}, [x, half], x.shape)
-
-
-def _log_sigmoid(b: Any, x: Tensor) -> Tensor:
-    soft = _activation("softplus")(b, _rescale(b, x, -1.0, 0.0))
-    return _rescale(b, soft, -1.0, 0.0)
-
-
-def _elu_alpha(b: Any, x: Tensor, alpha: float) -> Tensor:
-    # tfjs' ELU layer rejects alpha != 1: relu(x) - alpha * relu(-elu(x)) (exact on both sides of 0).
-    negative_part = _relu_capped(None, "elu_negative")(b, _rescale(b, _activation("elu")(b, x), -1.0, 0.0))
-    scaled = _rescale(b, negative_part, -float(np.float32(alpha)), 0.0)
-    return b.add_layer("elu_alpha", "Add", {}, [_relu_capped(None)(b, x), scaled], x.shape)
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def _erf(x: np.ndarray) -> np.ndarray:
-    from scipy.special import erf  # noqa: PLC0415 - scipy comes with jax
-
-    return erf(x)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1 / (1 + np.exp(-x))
-
-
-CATALOG: tuple[Function, ...] = (
-    Function("relu", lambda x: np.maximum(x, 0), _relu_capped(None)),
-    Function("relu6", lambda x: np.clip(x, 0, 6), _relu_capped(6.0, "relu6")),
-    Function("elu", lambda x: np.where(x > 0, x, np.expm1(x)), _activation("elu")),
-    Function("selu", lambda x: 1.0507009873554805 * np.where(x > 0, x, 1.6732632423543772 * np.expm1(x)), _activation("selu")),
-    Function("sigmoid", _sigmoid, _activation("sigmoid")),
-    Function("tanh", np.tanh, _activation("tanh")),
-    Function("softplus", lambda x: np.logaddexp(x, 0), _activation("softplus")),
-    Function("softsign", lambda x: x / (1 + np.abs(x)), _activation("softsign")),
-    Function("swish", lambda x: x * _sigmoid(x), _activation("swish")),
-    Function("mish", lambda x: x * np.tanh(np.logaddexp(x, 0)), _activation("mish")),
-    Function("gelu", lambda x: 0.5 * x * (1 + _erf(x / math.sqrt(2))), _activation("gelu")),
-    Function("gelu_tanh", lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))), _gelu_tanh),
-    Function("hard_sigmoid", lambda x: np.clip(x / 6 + 0.5, 0, 1), _hard_sigmoid),
-    Function("hard_tanh", lambda x: np.clip(x, -1, 1), _hard_tanh),
-    Function("hard_silu", lambda x: x * np.clip(x / 6 + 0.5, 0, 1), _hard_silu),
-    Function("log_sigmoid", lambda x: -np.logaddexp(-x, 0), _log_sigmoid),
-    Function("softmax", _softmax, _activation("softmax")),
-    Function("log_softmax", lambda x: np.log(_softmax(x)), _activation("log_softmax")),
-)
 
 
 @handles(*ELEMENTWISE)
-def elementwise(builder: Any, eqn: Any, values: list, where: str) -> Any:
-    from topology.ops.merge import merge
-    from topology.ops.pooling import WindowSum, finish_window_sum
-
-    if any(isinstance(v, WindowSum) for v in values):
-        return finish_window_sum(builder, eqn, values, where)
-    from topology.ops.constants import with_constants
-
+def elementwise(builder: Builder, eqn: Any, values: list, where: str) -> Any:
+    deferred = next((v for v in values if isinstance(v, Deferred)), None)
+    if deferred is not None:  # e.g. a window sum: an average pool when divided by its window
+        finished = deferred.finish(builder, eqn, values, where)
+        if finished is not None:
+            return finished
+        values = [v.as_pending(builder) if isinstance(v, Deferred) else v for v in values]
     result, values = with_constants(builder, eqn, values, where)  # constant arrays and parameters
     if result is not None:
         return result
-    roots = {id(_root(v)): _root(v) for v in values if isinstance(v, (Tensor, Pending))}
+    roots = {id(root_of(v)): root_of(v) for v in values if isinstance(v, (Tensor, Pending))}
     if len(roots) > 1:
         return merge(builder, eqn, values, where)
     if any(isinstance(v, Const) and not v.known for v in values):
-        from topology.trace.build import unsupported
-
         raise unsupported(f"`{eqn.primitive.name}` of activations with a parameter outside a known layer", where,
                           "move the parameter into a layer (e.g. nn.Dense, nn.BatchNorm), or fold it into one")
     root = next(iter(roots.values()))
-    parts = [_as_function(v) for v in values]
+    parts = [as_function(v) for v in values]
     primitive, params = eqn.primitive, eqn.params
 
     def fn(r: Any) -> Any:
@@ -155,96 +61,36 @@ def elementwise(builder: Any, eqn: Any, values: list, where: str) -> Any:
     return Pending(root, fn, tuple(out.shape), np.dtype(out.dtype), where)
 
 
-def _root(value: Tensor | Pending) -> Tensor:
-    return value.root if isinstance(value, Pending) else value
+_LAYER = {"add": "Add", "mul": "Multiply", "max": "Maximum", "min": "Minimum"}
 
 
-def _as_function(value: Any) -> Callable[[Any], Any]:
-    if isinstance(value, Pending):
-        return value.fn
-    if isinstance(value, Tensor):
-        return lambda r: r
-    return lambda r, v=value.value: v
+def merge(builder: Builder, eqn: Any, values: list, where: str) -> Tensor:
+    """Two or more different tensors combined element-wise: Add/Multiply/Maximum/Minimum; ``sub``
+    (tfjs has no Subtract layer) is Add of the first and Rescaling(-1) of the second. Sizes of 1
+    broadcast (a squeeze-and-excitation gate (batch, 1, 1, C)), as in JAX and the tfjs merge layers."""
+    name = eqn.primitive.name
+    if name not in _LAYER and name != "sub":
+        raise unsupported(f"`{name}` of two different tensors", where,
+                          "combine tensors with +, -, *, maximum, minimum or concatenate")
+    tensors = [builder.tensor(v, where) for v in values]
+    shape = tuple(eqn.outvars[0].aval.shape)
+    if len(tensors) != len(values) or not all(_broadcasts(t.shape, shape) for t in tensors):
+        raise unsupported(f"`{name}` of tensors with shapes {[t.shape for t in tensors]} (broadcasting)", where,
+                          "combine tensors of the same rank whose sizes are equal or 1 (batch sizes equal)")
+    if name == "sub":
+        negated = builder.add_layer("negate", "Rescaling", {"scale": -1.0, "offset": 0.0}, [tensors[1]], shape)
+        return builder.add_layer("subtract", "Add", {}, [tensors[0], negated], shape)
+    return builder.add_layer(_LAYER[name].lower(), _LAYER[name], {}, tensors, shape)
 
 
-def probes(shape: tuple[int, ...]) -> list[np.ndarray]:
-    """Deterministic test inputs of ``shape`` that together hold every probe value.
-
-    The values are a ramp over [-6, 6], signed zeros, tiny values and random
-    ones, shuffled so that every input mixes both signs. A small tensor gets
-    several inputs: identifying a function from a few values of one sign would
-    confuse e.g. relu with gelu or hard_sigmoid.
+def _broadcasts(shape: tuple[int, ...], out: tuple[int, ...]) -> bool:
+    """Same rank, same batch, every other size equal or 1: tfjs merge layers broadcast exactly that.
 
     Example:
-        >>> xs = probes((2, 3))
-        >>> len(xs) > 1, xs[0].shape, bool(np.concatenate(xs).min() < 0 < np.concatenate(xs).max())
-        (True, (2, 3), True)
+        >>> _broadcasts((2, 1, 1, 4), (2, 5, 5, 4)), _broadcasts((1, 4), (2, 4))
+        (True, False)
     """
-    count = max(int(np.prod(shape)), 1)
-    ramp = np.linspace(-6, 6, 241)
-    rng = np.random.RandomState(0)
-    noise = rng.normal(0, 3, max(count, 256))
-    values = rng.permutation(np.concatenate([ramp, [0.0, -0.0, 1e-3, -1e-3], noise]))
-    chunks = -(-len(values) // count)
-    values = np.resize(values, chunks * count).astype(np.float32)
-    return [values[i * count:(i + 1) * count].reshape(shape) for i in range(chunks)]
-
-
-def materialize(builder: Any, pending: Pending) -> Tensor:
-    """Identify ``pending`` and add the layers that compute it."""
-    from topology.ops.reduce import materialize_reduction
-    from topology.trace.build import unsupported
-
-    if getattr(pending, "array_constants", False):
-        from topology.ops.constants import materialize_affine
-
-        return materialize_affine(builder, pending)
-    if tuple(pending.shape) != tuple(pending.root.shape):  # e.g. an attention bias from a padding input
-        from topology.layers.attention_mask import padding_bias
-        from topology.ops.sequence_mask import length_mask
-
-        bias = padding_bias(builder, pending) or length_mask(builder, pending)
-        if bias is not None:
-            return bias
-    xs = probes(pending.root.shape)
-    y = np.asarray(pending.fn(xs[0]), dtype=np.float64)
-    if y.shape != tuple(pending.root.shape):
-        return materialize_reduction(builder, pending, xs[0], y)
-    y = np.stack([y] + [np.asarray(pending.fn(x), dtype=np.float64) for x in xs[1:]])
-    x64 = np.stack(xs).astype(np.float64)
-    if _close(y, x64):
-        return pending.root
-    for function in CATALOG:
-        with np.errstate(all="ignore"):
-            if _close(y, function.reference(x64)):
-                return function.emit(builder, pending.root)
-    fitted = _fit_parametric(builder, pending.root, x64, y)
-    if fitted is not None:
-        return fitted
-    raise unsupported("an element-wise function that is none of " + ", ".join(f.name for f in CATALOG)
-                      + ", leaky_relu, elu(alpha) or a x + b", pending.where,
-                      "use one of those activations, or compose it from them")
-
-
-def _close(actual: np.ndarray, expected: np.ndarray) -> bool:
-    return actual.shape == expected.shape and bool(np.allclose(actual, expected, rtol=RTOL, atol=ATOL, equal_nan=False))
-
-
-def _fit_parametric(builder: Any, root: Tensor, x: np.ndarray, y: np.ndarray) -> Tensor | None:
-    negative, positive = x < -0.5, x > 0.5
-    if not negative.any() or not positive.any():
-        return None
-    if _close(y[positive], x[positive]):
-        slope = float(np.median(y[negative] / x[negative]))
-        if _close(y, np.where(x >= 0, x, slope * x)):
-            return builder.add_layer("leaky_relu", "LeakyReLU", {"alpha": float(np.float32(slope))}, [root], root.shape)
-        alpha = float(np.median(y[negative] / np.expm1(x[negative])))
-        if _close(y, np.where(x > 0, x, alpha * np.expm1(x))):
-            return _elu_alpha(builder, root, alpha)
-    scale, offset = np.polyfit(x.ravel(), y.ravel(), 1)
-    if _close(y, scale * x + offset):
-        return _rescale(builder, root, float(np.float32(scale)), float(np.float32(offset)))
-    return None
+    return len(shape) == len(out) and shape[0] == out[0] and all(a in (1, b) for a, b in zip(shape[1:], out[1:]))
 
 
 def _cases():
@@ -253,8 +99,6 @@ def _cases():
     import jax
     import jax.numpy as jnp
     from flax import nnx
-
-    from topology.layers.base import Case
 
     class After(nn.Module):  # fn(Dense(x)): the function's root is a layer output
         fn: Any

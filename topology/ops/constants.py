@@ -31,7 +31,14 @@ from typing import Any, Callable
 import numpy as np
 
 from topology.graph import WeightBinding
-from topology.trace.values import Const, Pending, Tensor
+from topology.layers.base import Case
+from topology.layers.batchnorm import batch_norm_config
+from topology.layers.dense import dense_config
+from topology.ops.catalog import probes
+from topology.ops.ranges import take_range
+from topology.trace.builder import Builder
+from topology.trace.errors import unsupported
+from topology.trace.values import Const, Pending, Tensor, as_function, root_of
 from topology.vocabulary.errors import ConversionError
 from topology.vocabulary.tensors import TensorRef
 
@@ -150,17 +157,13 @@ def _one_example(array: np.ndarray, origin: str) -> np.ndarray:
     return array[0]
 
 
-def constant_tensor(builder: Any, const: Const, carrier: Tensor, where: str) -> Tensor:
+def constant_tensor(builder: Builder, const: Const, carrier: Tensor, where: str) -> Tensor:
     """``const`` (traced shape (batch, *S)) as a layer output, read off one element of ``carrier``.
 
     Example:
         >>> pe = constant_tensor(builder, Const(table), x, "model.py:9")   # doctest: +SKIP
     """
-    from topology.layers.dense import _config as dense_config
-    from topology.ops.slicing import take_range
-    from topology.trace.build import unsupported
-
-    cache = builder.__dict__.setdefault("_constant_tensors", {})
+    cache = builder.constant_tensors
     if id(const) in cache:
         return cache[id(const)][1]
     shape = _shape(const)
@@ -178,7 +181,7 @@ def constant_tensor(builder: Any, const: Const, carrier: Tensor, where: str) -> 
         loader = lambda value=value: value  # noqa: E731
     batch, features = carrier.shape[0], shape[1:]
     units = math.prod(features)
-    ones = builder.__dict__.setdefault("_constant_carriers", {})
+    ones = builder.constant_carriers
     if carrier.layer not in ones:  # one element per example of the carrier, shared by its constants
         flat = carrier
         if len(carrier.shape) != 2:
@@ -198,7 +201,7 @@ def constant_tensor(builder: Any, const: Const, carrier: Tensor, where: str) -> 
     return out
 
 
-def as_tensors(builder: Any, values: list, where: str) -> list[Tensor]:
+def as_tensors(builder: Builder, values: list, where: str) -> list[Tensor]:
     """Every value as a tensor; constants are read off the first activation among them.
 
     Example:
@@ -206,8 +209,6 @@ def as_tensors(builder: Any, values: list, where: str) -> list[Tensor]:
     """
     carrier = next((builder.tensor(v, where) for v in values if not isinstance(v, Const)), None)
     if carrier is None:
-        from topology.trace.build import unsupported
-
         raise unsupported("an operation on constants only", where, "compute it inside a layer")
     return [constant_tensor(builder, v, carrier, where) if isinstance(v, Const) else builder.tensor(v, where)
             for v in values]
@@ -227,7 +228,7 @@ def _affine_step(name: str, values: list) -> bool:
     return all(v.known for v in values if isinstance(v, Const))
 
 
-def with_constants(builder: Any, eqn: Any, values: list, where: str) -> tuple[Any, list]:
+def with_constants(builder: Builder, eqn: Any, values: list, where: str) -> tuple[Any, list]:
     """The element-wise hook: (result, values) when array constants are involved, else (None, values).
 
     A known array in + - * / with one activation gives a :class:`Pending` marked as holding
@@ -238,8 +239,6 @@ def with_constants(builder: Any, eqn: Any, values: list, where: str) -> tuple[An
     Example:
         >>> result, values = with_constants(builder, eqn, values, "model.py:5")   # doctest: +SKIP
     """
-    from topology.trace.build import unsupported
-
     name = eqn.primitive.name
     arrays = [v for v in values if is_array(v)]
     held = any(_holds_arrays(v) for v in values)
@@ -273,13 +272,11 @@ def with_constants(builder: Any, eqn: Any, values: list, where: str) -> tuple[An
     return builder.add_layer(_MERGE[name].lower(), _MERGE[name], {}, tensors, shape), values
 
 
-def _per_channel(builder: Any, eqn: Any, values: list) -> Tensor | None:
+def _per_channel(builder: Builder, eqn: Any, values: list) -> Tensor | None:
     """``x + c``, ``x - c``, ``c - x``, ``x * c``, ``x / c`` with a per-channel parameter vector c: one
     BatchNormalization, computed like JAX (tfjs' cpu kernel evaluates ``beta + (x - mean) * gamma /
     sqrt(var + eps)`` in double precision and rounds once): add/sub through beta, mul through gamma,
     and division as variance c**2 with gamma sign(c). None when this is not such an operation."""
-    from topology.layers.batchnorm import batch_norm_config
-
     name, shape = eqn.primitive.name, tuple(eqn.outvars[0].aval.shape)
     consts = [i for i, v in enumerate(values) if isinstance(v, Const)]
     if name not in ("add", "sub", "mul", "div") or len(values) != 2 or len(consts) != 1 or len(shape) < 2:
@@ -332,10 +329,8 @@ def _reciprocal(const: Const) -> Const:
 
 
 def _pending(eqn: Any, values: list, where: str) -> Pending:
-    from topology.ops.activations import _as_function, _root
-
-    root = next(_root(v) for v in values if not isinstance(v, Const))
-    parts = [_as_function(v) for v in values]
+    root = next(root_of(v) for v in values if not isinstance(v, Const))
+    parts = [as_function(v) for v in values]
     primitive, params = eqn.primitive, eqn.params
     out = eqn.outvars[0].aval
     pending = Pending(root, lambda r: primitive.bind(*[part(r) for part in parts], **params), tuple(out.shape),
@@ -344,12 +339,8 @@ def _pending(eqn: Any, values: list, where: str) -> Pending:
     return pending
 
 
-def materialize_affine(builder: Any, pending: Pending) -> Tensor:
+def materialize_affine(builder: Builder, pending: Pending) -> Tensor:
     """A marked function of ``root``: a x + b with constant arrays a, b -> BatchNormalization or Multiply/Add."""
-    from topology.layers.batchnorm import batch_norm_config
-    from topology.ops.activations import probes
-    from topology.trace.build import unsupported
-
     root = pending.root
     if tuple(pending.shape) != tuple(root.shape):
         raise unsupported("a constant array combined with activations of another shape", pending.where,
@@ -397,8 +388,6 @@ def _cases():
     import jax.numpy as jnp
     import numpy as onp
     from flax import nnx
-
-    from topology.layers.base import Case
 
     def sinusoids(length: int, features: int) -> onp.ndarray:
         position = onp.arange(length)[:, None]

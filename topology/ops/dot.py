@@ -5,7 +5,7 @@ activations: ``einsum("...qhd,...khd->...hqk", q, k)`` and
 ``einsum("...hqk,...khd->...qhd", w, v)``. tfjs 4.22's ``Dot`` layer is a
 batched product of rank-3 tensors only, so each extra batch axis (the heads)
 is split off: for every head index the operands are sliced (Reshape +
-Cropping2D, exact copies, see ``slicing.take_range``), multiplied by one
+Cropping2D, exact copies, see ``ranges.take_range``), multiplied by one
 ``Dot`` with the contracted axes, and the products are stacked back
 (Reshape + Concatenate) in ``dot_general``'s output order (batch axes, the
 left free axis, the right free axis). Each operand must have exactly one
@@ -19,30 +19,26 @@ from typing import Any
 
 import numpy as np
 
+from topology.graph import WeightBinding
 from topology.layers.base import ZEROS, Case
 from topology.ops import handles
-from topology.ops.slicing import take_range
+from topology.ops.ranges import reshape_to, take_range
+from topology.trace.builder import Builder
+from topology.trace.errors import unsupported
 from topology.trace.values import Const, Tensor
+from topology.vocabulary.tensors import TensorRef
 
 
-def _reshape(builder: Any, x: Tensor, shape: tuple) -> Tensor:
-    if tuple(shape) == tuple(x.shape):
-        return x
-    return builder.add_layer("reshape", "Reshape", {"target_shape": list(shape[1:])}, [x], shape, dtype=x.dtype)
-
-
-def _head(builder: Any, x: Tensor, batch_axes: tuple[int, ...], index: tuple[int, ...]) -> Tensor:
+def _head(builder: Builder, x: Tensor, batch_axes: tuple[int, ...], index: tuple[int, ...]) -> Tensor:
     """``x`` at ``index`` along its extra batch axes, those axes removed (an exact copy)."""
     for axis, i in zip(batch_axes, index):
         x = take_range(builder, x, axis, i, i + 1)
     keep = [d for axis, d in enumerate(x.shape) if axis not in batch_axes]
-    return _reshape(builder, x, tuple(keep))
+    return reshape_to(builder, x, tuple(keep))
 
 
 @handles("dot_general")
-def dot_general(builder: Any, eqn: Any, values: list, where: str) -> Tensor:
-    from topology.trace.build import unsupported
-
+def dot_general(builder: Builder, eqn: Any, values: list, where: str) -> Tensor:
     if any(isinstance(v, Const) for v in values):
         return _with_matrix(builder, eqn, values, where)
     lhs, rhs = (builder.tensor(v, where) for v in values)
@@ -72,19 +68,15 @@ def dot_general(builder: Any, eqn: Any, values: list, where: str) -> Tensor:
         products.append(builder.add_layer("dot", "Dot", {"axes": [laxis, raxis], "normalize": False},
                                           [left, right], shape))
     if len(products) == 1:
-        return _reshape(builder, products[0], out)
+        return reshape_to(builder, products[0], out)
     rest = products[0].shape[1:]
-    stacked = [_reshape(builder, p, (out[0], 1, *rest)) for p in products]
+    stacked = [reshape_to(builder, p, (out[0], 1, *rest)) for p in products]
     joined = builder.add_layer("heads", "Concatenate", {"axis": 1}, stacked, (out[0], len(products), *rest))
-    return _reshape(builder, joined, out)
+    return reshape_to(builder, joined, out)
 
 
-def _with_matrix(builder: Any, eqn: Any, values: list, where: str) -> Tensor:
+def _with_matrix(builder: Builder, eqn: Any, values: list, where: str) -> Tensor:
     """``x @ W`` with a constant or parameter matrix W (a tied LM head: ``embed.attend(x)``) -> Dense."""
-    from topology.graph import WeightBinding
-    from topology.trace.build import unsupported
-    from topology.vocabulary.tensors import TensorRef
-
     x, w = values
     (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
     usable = (isinstance(w, Const) and not isinstance(x, Const) and (w.known or w.lazy is not None)

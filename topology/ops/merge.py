@@ -1,57 +1,27 @@
 """Two or more different tensors combined element-wise, or concatenated.
 
-``add``/``mul``/``max``/``min`` map to Add/Multiply/Maximum/Minimum; ``sub``
-(tfjs has no Subtract layer) is Add of the first and Rescaling(-1) of the second.
-Sizes of 1 broadcast (e.g. a squeeze-and-excitation gate (batch, 1, 1, C)),
-as they do in both JAX and the tfjs merge layers.
+``add``/``mul``/``max``/``min`` of two different tensors map to
+Add/Multiply/Maximum/Minimum (the element-wise handler, ``activations.py``);
+``concatenate`` maps to Concatenate here, a constant among its operands (a cls
+token) read off the others (``constants.as_tensors``).
 """
 from __future__ import annotations
 
 from typing import Any
 
+from topology.layers.base import Case
 from topology.ops import handles
+from topology.ops.constants import as_tensors
+from topology.trace.builder import Builder
+from topology.trace.errors import unsupported
 from topology.trace.values import Tensor
-
-_LAYER = {"add": "Add", "mul": "Multiply", "max": "Maximum", "min": "Minimum"}
-
-
-def merge(builder: Any, eqn: Any, values: list, where: str) -> Tensor:
-    from topology.trace.build import unsupported
-
-    name = eqn.primitive.name
-    if name not in _LAYER and name != "sub":
-        raise unsupported(f"`{name}` of two different tensors", where,
-                          "combine tensors with +, -, *, maximum, minimum or concatenate")
-    tensors = [builder.tensor(v, where) for v in values]
-    shape = tuple(eqn.outvars[0].aval.shape)
-    if len(tensors) != len(values) or not all(_broadcasts(t.shape, shape) for t in tensors):
-        raise unsupported(f"`{name}` of tensors with shapes {[t.shape for t in tensors]} (broadcasting)", where,
-                          "combine tensors of the same rank whose sizes are equal or 1 (batch sizes equal)")
-    if name == "sub":
-        negated = builder.add_layer("negate", "Rescaling", {"scale": -1.0, "offset": 0.0}, [tensors[1]], shape)
-        return builder.add_layer("subtract", "Add", {}, [tensors[0], negated], shape)
-    return builder.add_layer(_LAYER[name].lower(), _LAYER[name], {}, tensors, shape)
-
-
-def _broadcasts(shape: tuple[int, ...], out: tuple[int, ...]) -> bool:
-    """Same rank, same batch, every other size equal or 1: tfjs merge layers broadcast exactly that.
-
-    Example:
-        >>> _broadcasts((2, 1, 1, 4), (2, 5, 5, 4)), _broadcasts((1, 4), (2, 4))
-        (True, False)
-    """
-    return len(shape) == len(out) and shape[0] == out[0] and all(a in (1, b) for a, b in zip(shape[1:], out[1:]))
 
 
 @handles("concatenate")
-def concatenate(builder: Any, eqn: Any, values: list, where: str) -> Tensor:
-    from topology.trace.build import unsupported
-
+def concatenate(builder: Builder, eqn: Any, values: list, where: str) -> Tensor:
     axis = eqn.params["dimension"]
     if axis == 0:
         raise unsupported("concatenation along the batch axis", where, "concatenate along a feature axis")
-    from topology.ops.constants import as_tensors
-
     tensors = as_tensors(builder, values, where)  # a constant (e.g. a cls token) is read off the others
     return builder.add_layer("concatenate", "Concatenate", {"axis": axis}, tensors, tuple(eqn.outvars[0].aval.shape))
 
@@ -61,8 +31,6 @@ def _cases():
     import flax.linen as nn
     import jax.numpy as jnp
     from flax import nnx
-
-    from topology.layers.base import Case
 
     class Two(nn.Module):  # fn(Dense_a(x), Dense_b(x))
         fn: Any

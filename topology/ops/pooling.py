@@ -17,12 +17,15 @@ from typing import Any
 
 import numpy as np
 
+from topology.layers.base import Case
 from topology.ops import handles
+from topology.trace.errors import unsupported
+from topology.trace.builder import Builder, Deferred
 from topology.trace.values import Const, Pending, Tensor
 
 
 @dataclass(eq=False)
-class WindowSum:
+class WindowSum(Deferred):
     """``reduce_window_sum`` of a tensor, waiting for its division."""
 
     source: Tensor
@@ -34,11 +37,26 @@ class WindowSum:
     def window_size(self) -> int:
         return math.prod(self.params["window_dimensions"])
 
-    def as_pending(self, builder: Any) -> Pending:
+    def as_pending(self, builder: Builder) -> Pending:
         """Sum pooling = average pooling (padded cells counted) times the window size."""
         average = _average_pool(builder, self, include_pad=True)
         size = float(self.window_size)
         return Pending(average, lambda r: r * np.float32(size), self.shape, np.dtype("float32"), self.where)
+
+    def finish(self, builder: Builder, eqn: Any, values: list, where: str) -> Tensor | None:
+        """``window_sum / divisor``: an average pool when the divisor is the window size or the cell count."""
+        first = values[0]
+        divisor = values[1] if len(values) == 2 else None
+        if eqn.primitive.name != "div" or first is not self or not isinstance(divisor, Const) or not divisor.known:
+            return None
+        value = np.asarray(divisor.value, dtype=np.float64)
+        if value.size == 1 and float(value.reshape(())) == self.window_size:
+            return _average_pool(builder, self, include_pad=True)
+        if value.shape == self.shape or value.size > 1:
+            counts = _cell_counts(self)
+            if np.broadcast_to(value, self.shape).shape == self.shape and np.allclose(np.broadcast_to(value, self.shape), counts):
+                return _average_pool(builder, self, include_pad=False)
+        return None
 
 
 def _spatial(params: dict, key: str) -> tuple:
@@ -46,8 +64,6 @@ def _spatial(params: dict, key: str) -> tuple:
 
 
 def _check_window(params: dict, ndim: int, where: str) -> None:
-    from topology.trace.build import unsupported
-
     dims, strides = params["window_dimensions"], params["window_strides"]
     if dims[0] != 1 or dims[-1] != 1 or strides[0] != 1 or strides[-1] != 1:
         raise unsupported("pooling over the batch or channel axis", where, "pool over spatial axes only (NHWC)")
@@ -83,9 +99,7 @@ def _pool_config(params: dict, padding: str) -> dict:
 
 
 @handles("reduce_window_max")
-def max_pool(builder: Any, eqn: Any, values: list, where: str) -> Tensor:
-    from topology.trace.build import unsupported
-
+def max_pool(builder: Builder, eqn: Any, values: list, where: str) -> Tensor:
     x = builder.tensor(values[0], where)
     _check_window(eqn.params, len(x.shape), where)
     padding = _padding_kind(eqn.params, x.shape)
@@ -102,7 +116,7 @@ _KEEPS_SIGN = ("MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "ZeroPadding2D", 
                "Cropping2D", "Dropout", "AveragePooling1D", "AveragePooling2D", "AveragePooling3D")
 
 
-def non_negative(builder: Any, x: Tensor) -> bool:
+def non_negative(builder: Builder, x: Tensor) -> bool:
     """True when ``x`` is provably >= 0 everywhere: a ReLU (or relu6, sigmoid, softmax) output, possibly
     reshaped, pooled or padded since.
 
@@ -122,11 +136,9 @@ def non_negative(builder: Any, x: Tensor) -> bool:
     return config.get("activation") in _NON_NEGATIVE.get(layer.class_name, ())
 
 
-def _max_pool_padding(builder: Any, x: Tensor, params: dict, where: str) -> Tensor:
+def _max_pool_padding(builder: Builder, x: Tensor, params: dict, where: str) -> Tensor:
     """Explicit max-pool padding as ZeroPadding: exact when x >= 0 and every window keeps a real cell
     (Flax pads with -inf, so a padded cell never wins; a zero never beats a non-negative cell either)."""
-    from topology.trace.build import unsupported
-
     pads = [tuple(p) for p in params["padding"][1:-1]]
     windows = _spatial(params, "window_dimensions")
     if any(lo < 0 or hi < 0 for lo, hi in pads) or any(max(lo, hi) >= k for (lo, hi), k in zip(pads, windows)):
@@ -140,7 +152,7 @@ def _max_pool_padding(builder: Any, x: Tensor, params: dict, where: str) -> Tens
 
 
 @handles("reduce_window_min")
-def min_pool(builder: Any, eqn: Any, values: list, where: str) -> Tensor:
+def min_pool(builder: Builder, eqn: Any, values: list, where: str) -> Tensor:
     """``nn.min_pool`` = -max_pool(-x) (exact: negation only flips the sign bit)."""
     x = builder.tensor(values[0], where)
     negated = builder.add_layer("negate", "Rescaling", {"scale": -1.0, "offset": 0.0}, [x], x.shape)
@@ -149,28 +161,10 @@ def min_pool(builder: Any, eqn: Any, values: list, where: str) -> Tensor:
 
 
 @handles("reduce_window_sum")
-def window_sum(builder: Any, eqn: Any, values: list, where: str) -> WindowSum:
+def window_sum(builder: Builder, eqn: Any, values: list, where: str) -> WindowSum:
     x = builder.tensor(values[0], where)
     _check_window(eqn.params, len(x.shape), where)
     return WindowSum(x, dict(eqn.params), tuple(eqn.outvars[0].aval.shape), where)
-
-
-def finish_window_sum(builder: Any, eqn: Any, values: list, where: str) -> Any:
-    """``window_sum / divisor``: an average pool when the divisor is the window size or the cell count."""
-    from topology.ops.activations import elementwise
-
-    first = values[0]
-    divisor = values[1] if len(values) == 2 else None
-    if eqn.primitive.name == "div" and isinstance(first, WindowSum) and isinstance(divisor, Const) and divisor.known:
-        value = np.asarray(divisor.value, dtype=np.float64)
-        if value.size == 1 and float(value.reshape(())) == first.window_size:
-            return _average_pool(builder, first, include_pad=True)
-        if value.shape == first.shape or value.size > 1:
-            counts = _cell_counts(first)
-            if np.broadcast_to(value, first.shape).shape == first.shape and np.allclose(np.broadcast_to(value, first.shape), counts):
-                return _average_pool(builder, first, include_pad=False)
-    pending = [v.as_pending(builder) if isinstance(v, WindowSum) else v for v in values]
-    return elementwise(builder, eqn, pending, where)
 
 
 def _cell_counts(window: WindowSum) -> np.ndarray:
@@ -182,9 +176,7 @@ def _cell_counts(window: WindowSum) -> np.ndarray:
                                             params["window_strides"], params["padding"]))
 
 
-def _average_pool(builder: Any, window: WindowSum, include_pad: bool) -> Tensor:
-    from topology.trace.build import unsupported
-
+def _average_pool(builder: Builder, window: WindowSum, include_pad: bool) -> Tensor:
     x, params = window.source, window.params
     n = len(x.shape) - 2
     padding = _padding_kind(params, x.shape)
@@ -200,7 +192,7 @@ def _average_pool(builder: Any, window: WindowSum, include_pad: bool) -> Tensor:
     return builder.add_layer("avg_pool", f"AveragePooling{n}D", _pool_config(params, "valid"), [padded], window.shape)
 
 
-def zero_pad(builder: Any, x: Tensor, pads: list[tuple[int, int]]) -> Tensor:
+def zero_pad(builder: Builder, x: Tensor, pads: list[tuple[int, int]]) -> Tensor:
     """Zero-pad the spatial axes of a channels-last tensor with 1-3 spatial axes.
 
     tfjs has only ZeroPadding2D, so 1-D and 3-D inputs are reshaped around it
@@ -238,8 +230,6 @@ def _cases():
     import jax
     from flax import nnx
     from flax.linen.pooling import min_pool as linen_min_pool
-
-    from topology.layers.base import Case
 
     class Pool(nn.Module):
         fn: Any

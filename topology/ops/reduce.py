@@ -15,22 +15,23 @@ from typing import Any
 
 import numpy as np
 
+from topology.layers.base import Case
+from topology.ops.catalog import CATALOG, close, probes
+from topology.trace.builder import Builder
+from topology.trace.errors import unsupported
 from topology.trace.values import Pending, Tensor
 
 _GLOBAL = {"mean": "GlobalAveragePooling{n}D", "max": "GlobalMaxPooling{n}D"}
 _REDUCTIONS = (("mean", np.mean), ("max", np.max), ("min", np.min), ("sum", np.sum))
 
 
-def materialize_reduction(builder: Any, pending: Pending, x: np.ndarray, y: np.ndarray) -> Tensor:
+def materialize_reduction(builder: Builder, pending: Pending, x: np.ndarray, y: np.ndarray) -> Tensor:
     """Identify a pending function whose shape differs from its input's: mean/max/min/sum over axes.
 
     The match must hold on several probes, including all-negative and all-positive
     ones: on one mixed probe max(relu(x)) and max(x) are equal, so a single probe
     would drop the relu.
     """
-    from topology.ops.activations import CATALOG, probes
-    from topology.trace.build import unsupported
-
     root = pending.root
     rank = len(root.shape)
     mixed = [x] + probes(root.shape)[1:3]
@@ -45,9 +46,7 @@ def materialize_reduction(builder: Any, pending: Pending, x: np.ndarray, y: np.n
         if match is not None:
             return _emit(builder, function.emit(builder, root), *match, tuple(y.shape), pending.where)
     if y.size == x.size and y.shape[0] == x.shape[0]:
-        from topology.ops.activations import _close
-
-        if all(_close(b.reshape(a.shape), a) for a, b in zip(xs, ys)):
+        if all(close(b.reshape(a.shape), a) for a, b in zip(xs, ys)):
             return builder.add_layer("reshape", "Reshape", {"target_shape": list(y.shape[1:])}, [root], tuple(y.shape))
     raise unsupported(f"a reduction or broadcast from {root.shape} to {tuple(y.shape)}", pending.where,
                       "supported: mean, max, min or sum over all spatial axes (global pooling), "
@@ -60,18 +59,12 @@ def _match(xs: list[np.ndarray], ys: list[np.ndarray], rank: int) -> tuple[str, 
         for axes in itertools.combinations(range(1, rank), count):
             for name, reduce in _REDUCTIONS:
                 for keepdims in (False, True):
-                    if all(_same(reduce(x, axis=axes, keepdims=keepdims), y) for x, y in zip(xs, ys)):
+                    if all(close(y, reduce(x, axis=axes, keepdims=keepdims)) for x, y in zip(xs, ys)):
                         return name, axes, keepdims
     return None
 
 
-def _same(expected: np.ndarray, actual: np.ndarray) -> bool:
-    return expected.shape == actual.shape and bool(np.allclose(actual, expected, rtol=1e-5, atol=1e-6))
-
-
-def _emit(builder: Any, root: Tensor, name: str, axes: tuple, keepdims: bool, shape: tuple, where: str) -> Tensor:
-    from topology.trace.build import unsupported
-
+def _emit(builder: Builder, root: Tensor, name: str, axes: tuple, keepdims: bool, shape: tuple, where: str) -> Tensor:
     spatial = tuple(range(1, len(root.shape) - 1))
     if axes != spatial or not spatial:
         raise unsupported(f"{name} over axes {axes} of a {len(root.shape)}-D tensor", where,
@@ -102,8 +95,6 @@ def _cases():
     import flax.linen as nn
     import jax.numpy as jnp
     from flax import nnx
-
-    from topology.layers.base import Case
 
     class Head(nn.Module):  # Conv -> reduce over spatial axes -> Dense
         fn: Any

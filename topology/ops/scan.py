@@ -20,6 +20,8 @@ import numpy as np
 
 from topology.layers.base import Case
 from topology.ops import handles
+from topology.trace.builder import Builder
+from topology.trace.errors import unsupported
 from topology.trace.values import Const, Inside, Pending, Tensor
 from topology.vocabulary.tensors import TensorRef
 
@@ -56,8 +58,6 @@ def _sliced(value: Any, step: int, length: int) -> Any:
 
 
 def _scanned_input(value: Any, step: int, where: str) -> Any:
-    from topology.trace.build import unsupported
-
     if isinstance(value, Const):
         if value.known:
             return Const(np.asarray(value.value)[step])
@@ -67,9 +67,7 @@ def _scanned_input(value: Any, step: int, where: str) -> Any:
 
 
 @handles("scan")
-def scan(builder: Any, eqn: Any, values: list, where: str) -> list:
-    from topology.trace.build import _walk, unsupported
-
+def scan(builder: Builder, eqn: Any, values: list, where: str) -> list:
     params = eqn.params
     body, length = params["jaxpr"], int(params["length"])
     n_consts, n_carry = params["num_consts"], params["num_carry"]
@@ -87,8 +85,8 @@ def scan(builder: Any, eqn: Any, values: list, where: str) -> list:
                 builder.call_inputs.pop(index, None)
             env = dict(zip(body.jaxpr.constvars, [Const(np.asarray(c)) for c in body.consts]))
             env.update(zip(body.jaxpr.invars, [*consts, *carry, *[_scanned_input(x, step, where) for x in xs]]))
-            _walk(builder, body.jaxpr, env, where)
-            outs = [_out(env, var) for var in body.jaxpr.outvars]
+            builder.walk(body.jaxpr, env, where)
+            outs = [builder.read(env, var) for var in body.jaxpr.outvars]
             carry, ys = outs[:n_carry], outs[n_carry:]
             ys_per_step.append(ys)
     finally:
@@ -101,12 +99,6 @@ def scan(builder: Any, eqn: Any, values: list, where: str) -> list:
                               "return only the carry from the scanned body: (x, None)")
         stacked.append(Const(np.stack([p.value for p in parts])) if all(p.known for p in parts) else Const(None))
     return [*carry, *stacked]
-
-
-def _out(env: dict, var: Any) -> Any:
-    from topology.trace.build import _read
-
-    return _read(env, var)
 
 
 def _cases() -> tuple[Case, ...]:

@@ -11,14 +11,16 @@ for integer lengths (float32 holds every integer up to 2**24 exactly).
 """
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 
-from topology.layers.base import ZEROS
+from topology.graph import WeightBinding
+from topology.layers.dense import dense_config
+from topology.trace.builder import Builder
+from topology.trace.values import Pending, Tensor
 
 
-def length_mask(builder: Any, pending: Any) -> Any:
+def length_mask(builder: Builder, pending: Pending) -> Tensor | None:
     """The layers computing ``pending`` when it is a length mask of a (batch,) input; else None.
 
     Example:
@@ -50,18 +52,13 @@ def length_mask(builder: Any, pending: Any) -> Any:
         y = evaluate(lengths)
         if y is None or not np.array_equal(y, low + (high - low) * (steps[None, :] < lengths[:, None])):
             return None
-    from topology.graph import WeightBinding
-
     x = root
     if len(root.shape) != 2:
         x = builder.add_layer("lengths", "Reshape", {"target_shape": [1]}, [x], (batch, 1), dtype=root.dtype)
     x = builder.add_layer("lengths_float", "Rescaling", {"scale": 1.0, "offset": 0.0}, [x], (batch, 1))
-    dense = {"units": length, "activation": "linear", "use_bias": True, "kernel_initializer": ZEROS,
-             "bias_initializer": ZEROS, "kernel_regularizer": None, "bias_regularizer": None,
-             "activity_regularizer": None, "kernel_constraint": None, "bias_constraint": None}
     weights = [WeightBinding("kernel", (1, length), constant=np.ones((1, length), np.float32)),
                WeightBinding("bias", (length,), constant=-steps.astype(np.float32))]
-    x = builder.add_layer("positions_left", "Dense", dense, [x], (batch, length), weights)
+    x = builder.add_layer("positions_left", "Dense", dense_config(length), [x], (batch, length), weights)
     x = builder.add_layer("length_mask", "ReLU", {"max_value": 1.0, "negative_slope": 0.0, "threshold": 0.0},
                           [x], (batch, length))
     if (low, high) != (0.0, 1.0):

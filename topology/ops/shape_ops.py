@@ -4,14 +4,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from topology.layers.base import Case
 from topology.ops import handles
+from topology.trace.builder import Builder
+from topology.trace.errors import unsupported
 from topology.trace.values import Tensor
 
 
 @handles("reshape", "squeeze", "expand_dims")
-def reshape(builder: Any, eqn: Any, values: list, where: str) -> Tensor:
-    from topology.trace.build import unsupported
-
+def reshape(builder: Builder, eqn: Any, values: list, where: str) -> Tensor:
     x = builder.tensor(values[0], where)
     shape = tuple(eqn.outvars[0].aval.shape)
     # reshape's `dimensions` is a transpose before the reshape (squeeze's `dimensions` are just the axes dropped).
@@ -28,9 +29,7 @@ def reshape(builder: Any, eqn: Any, values: list, where: str) -> Tensor:
 
 
 @handles("transpose")
-def transpose(builder: Any, eqn: Any, values: list, where: str) -> Tensor:
-    from topology.trace.build import unsupported
-
+def transpose(builder: Builder, eqn: Any, values: list, where: str) -> Tensor:
     x = builder.tensor(values[0], where)
     permutation = tuple(eqn.params["permutation"])
     if permutation[0] != 0:
@@ -46,8 +45,6 @@ def _cases():
     import flax.linen as nn
     import jax.numpy as jnp
     from flax import nnx
-
-    from topology.layers.base import Case
 
     class Wrap(nn.Module):  # Dense(fn(Conv(x))) or Dense(fn(x)), so the shape op sits between layers
         fn: Any

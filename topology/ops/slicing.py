@@ -1,68 +1,27 @@
 """Static slices and splits of non-batch axes -> Reshape + Cropping2D (+ ZeroPadding2D).
 
-tfjs 4.22 has no Slice/Cropping1D layer, but Cropping2D crops axis 2 of a
-(batch, P, n, Q) tensor, and a row-major Reshape to that form leaves the
-element order alone. So ``x[:, -1]``, ``x[:, 1:4]``, ``x[..., :2]`` and
-``jnp.split`` are exact copies, at any rank. A stride s > 1 first crops (and
-zero-pads at the end when needed) to ``count * s`` elements, then views them as
-(count, s) and keeps column 0.
+``x[:, -1]``, ``x[:, 1:4]``, ``x[..., :2]``, ``x[:, ::2]`` and ``jnp.split``
+are exact copies at any rank, one axis at a time (``topology/ops/ranges.py``).
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
+from topology.layers.base import Case
 from topology.ops import handles
+from topology.ops.ranges import take_range
+from topology.trace.builder import Builder
+from topology.trace.errors import unsupported
 from topology.trace.values import Tensor
 
 
-def _as(builder: Any, x: Tensor, op: str, class_name: str, config: dict, shape: tuple) -> Tensor:
-    return builder.add_layer(op, class_name, config, [x], shape, dtype=x.dtype)
-
-
-def _reshape(builder: Any, x: Tensor, shape: tuple) -> Tensor:
-    if tuple(shape) == tuple(x.shape):
-        return x
-    return _as(builder, x, "reshape", "Reshape", {"target_shape": list(shape[1:])}, shape)
-
-
-def take_range(builder: Any, x: Tensor, axis: int, start: int, stop: int, stride: int = 1) -> Tensor:
-    """``x`` restricted to ``range(start, stop, stride)`` along ``axis`` (not the batch axis).
-
-    Example:
-        >>> last = take_range(builder, x, 1, x.shape[1] - 1, x.shape[1])   # doctest: +SKIP
-    """
-    shape = tuple(x.shape)
-    n = shape[axis]
-    count = len(range(start, stop, stride))
-    if start == 0 and count == n:  # everything, in order
-        return x
-    batch, outer, inner = shape[0], math.prod(shape[1:axis]), math.prod(shape[axis + 1:])
-    y = _reshape(builder, x, (batch, outer, n, inner))
-    crop = lambda left, right: {"cropping": [[0, 0], [left, right]], "data_format": "channels_last"}  # noqa: E731
-    if stride == 1 or count == 1:
-        y = _as(builder, y, "slice", "Cropping2D", crop(start, n - start - count), (batch, outer, count, inner))
-    else:
-        span = count * stride
-        padded = max(n, start + span)
-        if padded > n:  # the last kept element is followed by fewer than stride - 1 others
-            pad = {"padding": [[0, 0], [0, padded - n]], "data_format": "channels_last"}
-            y = _as(builder, y, "slice_pad", "ZeroPadding2D", pad, (batch, outer, padded, inner))
-        y = _as(builder, y, "slice", "Cropping2D", crop(start, padded - start - span), (batch, outer, span, inner))
-        y = _reshape(builder, y, (batch, outer * count, stride, inner))
-        y = _as(builder, y, "slice_step", "Cropping2D", crop(0, stride - 1), (batch, outer * count, 1, inner))
-    return _reshape(builder, y, (*shape[:axis], count, *shape[axis + 1:]))
-
-
 @handles("slice")
-def slice_(builder: Any, eqn: Any, values: list, where: str) -> Tensor:
+def slice_(builder: Builder, eqn: Any, values: list, where: str) -> Tensor:
     """``lax.slice`` (``x[:, -1]``, ``x[:, 1:4]``, ``x[..., ::2]``), one axis at a time.
 
     Example:
         >>> slice_(builder, eqn, [x], "model.py:12")   # doctest: +SKIP
     """
-    from topology.trace.build import unsupported
-
     x = builder.tensor(values[0], where)
     starts, limits = eqn.params["start_indices"], eqn.params["limit_indices"]
     strides = eqn.params["strides"] or (1,) * len(starts)
@@ -74,14 +33,12 @@ def slice_(builder: Any, eqn: Any, values: list, where: str) -> Tensor:
 
 
 @handles("split")
-def split(builder: Any, eqn: Any, values: list, where: str) -> list[Tensor]:
+def split(builder: Builder, eqn: Any, values: list, where: str) -> list[Tensor]:
     """``jnp.split`` / ``lax.split``: one crop per piece.
 
     Example:
         >>> a, b = split(builder, eqn, [x], "model.py:12")   # doctest: +SKIP
     """
-    from topology.trace.build import unsupported
-
     x = builder.tensor(values[0], where)
     axis = eqn.params["axis"]
     if axis == 0:
@@ -98,8 +55,6 @@ def _cases():
     import jax
     import jax.numpy as jnp
     from flax import nnx
-
-    from topology.layers.base import Case
 
     class Around(nn.Module):  # Dense -> fn -> Dense, so the slice sits between layers
         fn: Any

@@ -27,8 +27,10 @@ def trace_graph(module: Any, inputs: list[InputSpec],
         >>> [layer.class_name for layer in graph.layers]                                          # doctest: +SKIP
         ['Dense']
     """
-    from topology.trace.build import build_graph
-    from topology.trace.capture import trace_linen, trace_nnx
+    # Local: every topology.trace submodule import runs this package first, and these two load every
+    # layer kind and op handler (which import topology.trace submodules themselves).
+    from topology.trace.build import build_graph  # noqa: PLC0415
+    from topology.trace.capture import trace_linen, trace_nnx  # noqa: PLC0415
 
     if is_nnx_module(module):
         return build_graph(trace_nnx(module, inputs, variables))

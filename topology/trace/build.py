@@ -2,7 +2,7 @@
 
 Marked layer calls become their kind's layers. Between them, element-wise
 operations accumulate into :class:`Pending` functions that are identified
-numerically when needed (see ``topology.ops.activations``); structural
+numerically when needed (see ``topology.ops.materialize``); structural
 operations (reshape, pooling, merges, ...) are handled by the op handlers
 registered in ``topology.ops``. Anything else stops with UNSUPPORTED_OPERATION
 naming the primitive and the user's source line.
@@ -13,8 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from topology.graph import InputSpec, LayerGraph, LayerNode, WeightBinding
+from topology.graph import LayerGraph, LayerNode, WeightBinding
+from topology.layers.base import layer_base
+from topology.ops import handler_for
+from topology.ops.constants import fold_lazy, param_const
+from topology.ops.materialize import materialize
 from topology.trace.capture import Trace
+from topology.trace.errors import unsupported
+from topology.trace.builder import Deferred
 from topology.trace.values import Const, Inside, Pending, Tensor
 from topology.vocabulary.errors import ConversionError
 
@@ -23,15 +29,19 @@ CALL_PARAMS = ("jaxpr", "call_jaxpr", "fun_jaxpr")  # where call-like primitives
 
 
 class GraphBuilder:
-    """Accumulates layers while the jaxpr is walked; op handlers call :meth:`add_layer`."""
+    """Accumulates layers while the jaxpr is walked; op handlers use it through
+    :class:`topology.trace.builder.Builder`."""
 
     def __init__(self, trace: Trace):
         self.trace = trace
-        self.uses: dict[Any, list[Any]] = {}  # var -> eqns reading it, for handlers that look ahead
         self.layers: list[LayerNode] = []
         self.names: set[str] = set()
         self.call_inputs: dict[int, list[Tensor]] = {}
         self.counters: dict[str, int] = {}
+        self.constant_tensors: dict[int, tuple[Const, Tensor]] = {}  # see topology.ops.constants
+        self.constant_carriers: dict[str, Tensor] = {}
+        self.constant_calls: set[int] = set()  # layer calls applied to a constant (folded)
+        self.multi_output_calls: dict[int, list[str]] = {}  # call -> its output refs, once emitted
 
     # -- naming and layers -------------------------------------------------
     def unique(self, base: str) -> str:
@@ -52,8 +62,6 @@ class GraphBuilder:
     def add_layer(self, op: str, class_name: str, config: dict, inputs: list[Tensor], shape: tuple[int, ...],
                   weights: list[WeightBinding] | None = None, origin: str = "", dtype=np.float32) -> Tensor:
         """Append one layer named after ``op`` and return its output tensor (``shape`` includes batch)."""
-        from topology.layers.base import layer_base
-
         inputs = self._distinct(inputs)
         name = self.op_name(op)
         node = LayerNode(name, class_name, layer_base(**config), [t.layer for t in inputs], list(weights or []),
@@ -84,21 +92,23 @@ class GraphBuilder:
         """The value as a layer output, identifying a pending function first."""
         if isinstance(value, Tensor):
             return value
-        if hasattr(value, "as_pending"):  # a window sum used as it is: sum pooling
+        if isinstance(value, Deferred):  # e.g. a window sum used as it is: sum pooling
             value = value.as_pending(self)
         if isinstance(value, Pending):
             if value.materialized is None:
-                from topology.ops.activations import materialize
-
                 value.materialized = materialize(self, value)
             return value.materialized
         raise unsupported("a constant or parameter used on its own as a layer input or model output", where,
                           "combine it with activations (+, *, concatenate), or compute it inside a layer")
 
+    # -- walking (scan walks its body once per step) ------------------------
+    def walk(self, jaxpr: Any, env: dict, outer_where: str = "") -> None:
+        """Walk the equations of ``jaxpr`` with ``env`` (jaxpr variable -> value), adding layers."""
+        _walk(self, jaxpr, env, outer_where)
 
-def unsupported(what: str, where: str, hint: str) -> ConversionError:
-    at = f" at {where}" if where else ""
-    return ConversionError("UNSUPPORTED_OPERATION", f"{what}{at} has no TF.js layer equivalent", hint)
+    def read(self, env: dict, var: Any) -> Any:
+        """The value of ``var`` in ``env`` (a literal becomes a constant)."""
+        return _read(env, var)
 
 
 def source_of(eqn: Any) -> str:
@@ -123,8 +133,6 @@ def build_graph(trace: Trace) -> LayerGraph:
     Example:
         >>> graph = build_graph(trace_linen(module, variables, inputs))   # doctest: +SKIP
     """
-    import jax
-
     builder = GraphBuilder(trace)
     closed = trace.jaxpr
     jaxpr = closed.jaxpr
@@ -133,8 +141,6 @@ def build_graph(trace: Trace) -> LayerGraph:
         env[var] = _const(value)
     n_inputs = len(trace.inputs)
     variable_vars = jaxpr.invars[: len(jaxpr.invars) - n_inputs]
-    from topology.ops.constants import param_const
-
     refs = list(trace.param_refs) or [None] * len(variable_vars)
     for var, ref in zip(variable_vars, refs):
         env[var] = param_const(ref)  # a parameter used outside a layer becomes a constant
@@ -148,7 +154,6 @@ def build_graph(trace: Trace) -> LayerGraph:
         if tensor.layer in {spec.name for spec in trace.inputs}:
             raise unsupported("returning an input unchanged", "model output", "the model must compute something")
         outputs.append(tensor.layer)
-    del jax
     return LayerGraph(list(trace.inputs), builder.layers, outputs)
 
 
@@ -159,12 +164,6 @@ def _read(env: dict, var: Any) -> Any:
 
 
 def _walk(builder: GraphBuilder, jaxpr: Any, env: dict, outer_where: str = "") -> None:
-    from topology.ops import handler_for
-
-    for eqn in jaxpr.eqns:
-        for var in eqn.invars:
-            if type(var).__name__ != "Literal":
-                builder.uses.setdefault(var, []).append(eqn)
     for eqn in jaxpr.eqns:
         values = [_read(env, v) for v in eqn.invars]
         name = eqn.primitive.name
@@ -218,8 +217,6 @@ def _walk(builder: GraphBuilder, jaxpr: Any, env: dict, outer_where: str = "") -
 
 def _fold_constants(eqn: Any, values: list[Const]) -> list[Const]:
     """Evaluate an operation on known constants (e.g. pooling window counts); parameters stay unknown."""
-    from topology.ops.constants import fold_lazy
-
     lazy = fold_lazy(eqn, values)
     if lazy is not None:
         return lazy
@@ -244,7 +241,7 @@ def _const(value: Any) -> Const:
 def _constant_call(builder: GraphBuilder, eqn: Any, values: list, env: dict, where: str) -> bool:
     """A marker of a layer call whose inputs are constants: the call's body is folded like any constant."""
     call = eqn.params["call"]
-    constant_calls = builder.__dict__.setdefault("constant_calls", set())
+    constant_calls = builder.constant_calls
     if eqn.primitive.name == "flax2tfjs_enter" and isinstance(values[0], Const):
         if call in builder.call_inputs:
             raise unsupported("a layer applied to both activations and a constant", where,
@@ -266,7 +263,7 @@ def _emit_output(builder: GraphBuilder, call_index: int, output: int | None, ava
     (its layers are emitted at the first leaf; the others refer to further outputs of them)."""
     if output is None:
         return _emit_call(builder, call_index, aval)
-    emitted = builder.__dict__.setdefault("multi_output_calls", {})
+    emitted = builder.multi_output_calls
     if call_index not in emitted:
         name, attrs, _ = _emit_nodes(builder, call_index, aval)
         emitted[call_index] = builder.trace.calls[call_index].kind.output_refs(name, attrs)

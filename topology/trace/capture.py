@@ -9,6 +9,7 @@ reads no weight data.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import inspect
 import itertools
 from dataclasses import dataclass, field
@@ -19,6 +20,11 @@ import numpy as np
 from topology.graph import InputSpec
 from topology.layers import REGISTRY, kind_for_module
 from topology.layers.base import LayerKind
+from topology.trace.call_context import CallContext, recording
+from topology.trace.errors import flax_error_to_conversion_error
+from topology.trace.nnx_lifted import place
+from topology.trace.params import linen_refs, nnx_refs
+from topology.trace.signature import rng_arguments
 from topology.vocabulary.errors import ConversionError
 from topology.vocabulary.tensors import TensorRef, TreePath
 
@@ -57,8 +63,9 @@ class _Recorder:
         self.lookup_variables = lookup_variables
 
     def call(self, module: Any, path: TreePath, run: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
-        from topology.trace.markers import enter, exit_
-        from topology.trace.side_inputs import mark_keywords
+        # Both define JAX primitives at import time; this module stays importable without JAX.
+        from topology.trace.markers import enter, exit_  # noqa: PLC0415
+        from topology.trace.side_inputs import mark_keywords  # noqa: PLC0415
 
         layer_kind = kind_for_module(module) if self.depth == 0 else None
         if layer_kind is None:
@@ -68,7 +75,7 @@ class _Recorder:
             finally:
                 self.depth -= bool(self.depth)
         index = next(self.counter)
-        attrs = layer_kind.read_attrs(module) if layer_kind.read_attrs else {}
+        attrs = self.read_attrs(layer_kind, module, path, kwargs)
         # Flags given at call time (e.g. use_running_average=False) override the module's own.
         attrs["_call_flags"] = {k: v for k, v in kwargs.items() if isinstance(v, bool)}
         self.calls[index] = LayerCall(index, layer_kind, path, attrs, self.lookup_variables(module, path))
@@ -94,6 +101,17 @@ class _Recorder:
         return jax.tree_util.tree_unflatten(tree, [exit_(leaf, index, k) for k, leaf in enumerate(leaves)])
 
 
+    def read_attrs(self, layer_kind: LayerKind, module: Any, path: TreePath, kwargs: dict) -> dict:
+        """The kind's attributes of this call; the call itself (keywords, path, the submodules'
+        variables) is handed to the kind explicitly (:func:`topology.trace.call_context.call_context`)."""
+        if not layer_kind.read_attrs:
+            return {}
+        context = CallContext(dict(kwargs), tuple(path), lambda at: self.lookup_variables(module, tuple(at)),
+                              module_name=type(module).__name__)
+        with recording(context):
+            return layer_kind.read_attrs(module)
+
+
 def _is_array(value: Any) -> bool:
     return hasattr(value, "shape") and hasattr(value, "dtype")
 
@@ -113,8 +131,6 @@ def inference_kwargs(call: Callable) -> dict:
         >>> inference_kwargs(f)
         {'train': False}
     """
-    from topology.trace.signature import rng_arguments
-
     try:
         parameters = inspect.signature(call).parameters
     except (TypeError, ValueError):
@@ -147,7 +163,7 @@ def trace_linen(module: Any, variables: dict[str, dict[TreePath, TensorRef]], in
             return next_fun(*args, **kwargs)
         return recorder.call(context.module, tuple(context.module.path), next_fun, args, kwargs)
 
-    abstract = {collection: _nest({p: jax.ShapeDtypeStruct(r.shape, _trace_dtype(r)) for p, r in tree.items()})
+    abstract = {collection: nest({p: jax.ShapeDtypeStruct(r.shape, _trace_dtype(r)) for p, r in tree.items()})
                 for collection, tree in variables.items() if tree}
     flags = inference_kwargs(type(module).__call__)
 
@@ -156,8 +172,6 @@ def trace_linen(module: Any, variables: dict[str, dict[TreePath, TensorRef]], in
             return module.apply(variables_tree, *xs, **flags)
 
     jaxpr = _make_jaxpr(run, abstract, _abstract_inputs(inputs))
-    from topology.trace.params import linen_refs
-
     return Trace(jaxpr, recorder.calls, inputs, linen_refs(abstract, variables))
 
 
@@ -198,8 +212,6 @@ def trace_nnx(model: Any, inputs: list[InputSpec],
     abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
     jaxpr = _make_jaxpr(run, abstract, _abstract_inputs(inputs))
     del live, originals
-    from topology.trace.params import nnx_refs
-
     return Trace(jaxpr, recorder.calls, inputs, nnx_refs(state, variables))
 
 
@@ -240,8 +252,6 @@ def _nnx_variables(module: Any, path: TreePath) -> dict[tuple[str, str], TensorR
 
 @contextlib.contextmanager
 def _patched_nnx_calls(recorder: _Recorder, paths: dict[int, TreePath], modules: Callable[[], Any] = lambda: ()):
-    import importlib
-
     classes = []
     for layer_kind in REGISTRY.values():
         for spec in layer_kind.flax_classes:
@@ -256,8 +266,6 @@ def _patched_nnx_calls(recorder: _Recorder, paths: dict[int, TreePath], modules:
             run = lambda *a, **k: __original(self, *a, **k)  # noqa: E731
             path = paths.get(id(self))
             if path is None and recorder.depth == 0:  # a copy made by nnx.scan / nnx.remat: placed by type and shapes
-                from topology.trace.nnx_lifted import place
-
                 path = place(self, modules())
             return recorder.call(self, path or (), run, args, kwargs)
 
@@ -275,8 +283,6 @@ def _patched_nnx_calls(recorder: _Recorder, paths: dict[int, TreePath], modules:
 def _make_jaxpr(run: Callable, abstract_variables: Any, abstract_inputs: list) -> Any:
     import jax
 
-    from topology.trace.errors import flax_error_to_conversion_error
-
     try:
         return jax.make_jaxpr(run)(abstract_variables, *abstract_inputs)
     except ConversionError:
@@ -293,7 +299,13 @@ def _trace_dtype(ref: TensorRef) -> np.dtype:
     return np.dtype("float32") if ref.dtype.kind == "f" or ref.dtype.name == "bfloat16" else ref.dtype
 
 
-def _nest(flat: dict[TreePath, Any]) -> dict:
+def nest(flat: dict[TreePath, Any]) -> dict:
+    """A nested dict from a flat ``{path: value}`` (the layout Flax's ``apply`` takes).
+
+    Example:
+        >>> nest({("params", "Dense_0", "kernel"): 1, ("params", "Dense_0", "bias"): 2})
+        {'params': {'Dense_0': {'kernel': 1, 'bias': 2}}}
+    """
     tree: dict = {}
     for path, value in flat.items():
         node = tree

@@ -1,9 +1,21 @@
-"""Turn Flax's errors during tracing into ConversionErrors naming the variable path."""
+"""The tracer's errors: an operation with no TF.js equivalent, and Flax's own errors turned into
+ConversionErrors naming the variable path."""
 from __future__ import annotations
 
 import re
 
 from topology.vocabulary.errors import ConversionError
+
+
+def unsupported(what: str, where: str, hint: str) -> ConversionError:
+    """UNSUPPORTED_OPERATION naming ``what`` and the user's ``where`` (file:line, or a layer path).
+
+    Example:
+        >>> unsupported("operation `cumsum`", "model.py:7", "use a layer").message
+        'operation `cumsum` at model.py:7 has no TF.js layer equivalent'
+    """
+    at = f" at {where}" if where else ""
+    return ConversionError("UNSUPPORTED_OPERATION", f"{what}{at} has no TF.js layer equivalent", hint)
 
 
 def flax_error_to_conversion_error(exc: Exception) -> ConversionError | None:

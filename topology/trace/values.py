@@ -56,3 +56,28 @@ class Const:
     @property
     def known(self) -> bool:
         return self.value is not None
+
+
+def root_of(value: Tensor | Pending) -> Tensor:
+    """The tensor a value is a function of (a tensor is its own root).
+
+    Example:
+        >>> x = Tensor("x", (2, 3), np.dtype("float32"))
+        >>> root_of(Pending(x, abs, (2, 3), np.dtype("float32"))) is x, root_of(x) is x
+        (True, True)
+    """
+    return value.root if isinstance(value, Pending) else value
+
+
+def as_function(value: Any) -> Callable[[Any], Any]:
+    """``value`` as a function of its root's value: a pending function, the identity, or a constant.
+
+    Example:
+        >>> as_function(Const(2.0))(np.zeros(3)), as_function(Tensor("x", (1,), np.dtype("float32")))(5)
+        (2.0, 5)
+    """
+    if isinstance(value, Pending):
+        return value.fn
+    if isinstance(value, Tensor):
+        return lambda r: r
+    return lambda r, v=value.value: v

@@ -76,11 +76,11 @@ def _fit_template_input(variables: Variables, template: "TemplateOptions", notic
 
 
 def fit_module(source: "Source", inputs: list[InputSpec] | None, notices: Notices, solved: bool = False, *,
-               enabled: bool = True, input_dtype: str = "float32") -> tuple[Variables, list[InputSpec]]:
+               enabled: bool = True, input_dtype: str | None = "float32") -> tuple[Variables, list[InputSpec]]:
     """:func:`_fit_module`, with fixed rng arguments noted and float ids of an nn.Embed made int32.
 
     ``enabled`` is ``--fix`` (off: every repair is FIX_DISABLED instead); ``input_dtype`` is
-    the dtype of an input the parameters solve (the first ``--input-dtype``).
+    the dtype of an input the parameters solve when ``inputs`` is None (the first ``--input-dtype``).
 
     Example:
         >>> variables, inputs = fit_module(source, None, Notices(), enabled=True)  # doctest: +SKIP
@@ -109,7 +109,7 @@ INPUT_DTYPE = FixFamily("dtypes").fixed(
 
 
 def _fit_module(source: "Source", inputs: list[InputSpec] | None, notices: Notices, solved: bool,
-                enabled: bool, input_dtype: str) -> tuple[Variables, list[InputSpec]]:
+                enabled: bool, input_dtype: str | None) -> tuple[Variables, list[InputSpec]]:
     """The checkpoint's variables as ``source.module`` expects them, and inputs it can take.
 
     ``inputs`` are the user's (``solved=False``), or were solved from the

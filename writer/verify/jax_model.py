@@ -12,7 +12,7 @@ import numpy as np
 
 from topology.graph import LayerGraph
 from topology.trace import is_nnx_module
-from topology.trace.capture import inference_kwargs
+from topology.trace.capture import inference_kwargs, nest
 from topology.vocabulary.errors import ConversionError
 
 
@@ -120,7 +120,7 @@ def module_function(module: Any, variables: Any) -> Callable[[list[np.ndarray]],
             return nnx.merge(graphdef, state)(*xs, **flags)
 
         return lambda xs: _as_list(forward(state, *xs))
-    tree = {name: _nest({p: _float32(ref.load()) for p, ref in refs.items()})
+    tree = {name: nest({p: _float32(ref.load()) for p, ref in refs.items()})
             for name, refs in variables.collections.items() if refs}
     flags = inference_kwargs(type(module).__call__)
     forward = jax.jit(lambda v, *xs: module.apply(v, *xs, **flags))
@@ -148,17 +148,6 @@ def _load_nnx_state(module: Any, variables: Any) -> None:
         var = var.replace(_float32(ref.load())) if hasattr(var, "replace") else var
         updated.append((path, var))
     nnx.update(module, nnx.from_flat_state(updated))
-
-
-def _nest(flat: dict) -> dict:
-    # The same tree builder as topology.trace.capture's (private there; to share once it is public).
-    tree: dict = {}
-    for path, value in flat.items():
-        node = tree
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = value
-    return tree
 
 
 def _as_list(out: Any) -> list[np.ndarray]:
