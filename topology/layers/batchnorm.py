@@ -23,6 +23,7 @@ import numpy as np
 from topology.graph import LayerNode, WeightBinding
 from topology.layers.base import ONES, ZEROS, Case, LayerKind, ParamMap, bind, layer_base
 from topology.layers.views import reshape_node
+from topology.trace.errors import unsupported
 from topology.vocabulary.errors import ConversionError
 
 
@@ -91,8 +92,6 @@ def training_mode_error(layer: str, origin: str, flag: str, example: str) -> Con
 
 
 def _feature_axis(axis: Any, rank: int, origin: str) -> int:
-    from topology.trace.errors import unsupported
-
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     if len(axes) != 1:
         raise unsupported(f"BatchNorm {origin} over several feature axes {axes}", origin,

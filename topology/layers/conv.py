@@ -16,6 +16,7 @@ import numpy as np
 from topology.graph import LayerNode, WeightBinding
 from topology.layers.base import ZEROS, Case, LayerKind, ParamMap, keras_shape, layer_base
 from topology.layers.convolution import bias_variable, bias_weight, padding_pairs, per_axis
+from topology.trace.errors import unsupported
 
 
 def _config(
@@ -56,8 +57,6 @@ def _read_attrs(module: Any) -> dict:
 
 def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variables: dict, origin: str,
             output_shape: Any) -> list[LayerNode]:
-    from topology.trace.errors import unsupported
-
     ndim = len(attrs["kernel_size"])
     if any(d != 1 for d in attrs.get("_input_dilation", (1,) * ndim)):
         raise unsupported(f"convolution {origin} with input_dilation", origin, "use nn.ConvTranspose")
@@ -119,8 +118,6 @@ def _zero_padding(name: str, pads: list, in_shape: tuple, inputs: list[str], ori
 
 
 def _padding(padding: Any, ndim: int, origin: str) -> Any:
-    from topology.trace.errors import unsupported
-
     if isinstance(padding, str):
         name = padding.upper()
         if name in ("SAME", "VALID", "CAUSAL"):

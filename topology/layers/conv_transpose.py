@@ -24,6 +24,7 @@ import numpy as np
 from topology.graph import LayerNode, WeightBinding
 from topology.layers.base import ONES, ZEROS, Case, LayerKind, ParamMap, keras_shape, layer_base
 from topology.layers.convolution import bias_variable, bias_weight, padding_pairs, per_axis
+from topology.trace.errors import unsupported
 
 
 def _config(filters: int, kernel_size: tuple[int, ...], strides: tuple[int, ...] | None = None,
@@ -71,8 +72,6 @@ def flax_padding(padding: Any, kernel: int, stride: int) -> tuple[int, int]:
 
 
 def _pads(padding: Any, kernels: tuple[int, ...], strides: tuple[int, ...], origin: str) -> list[tuple[int, int]]:
-    from topology.trace.errors import unsupported
-
     ndim = len(kernels)
     if isinstance(padding, str):
         if padding.upper() not in ("SAME", "VALID"):
@@ -110,8 +109,6 @@ def kernel_transform(transpose_kernel: bool, dilation: tuple[int, ...], mask: np
 
 def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variables: dict, origin: str,
             output_shape: Any) -> list[LayerNode]:
-    from topology.trace.errors import unsupported
-
     kernel_size, strides, dilation = attrs["kernel_size"], attrs["strides"], attrs["_dilation"]
     ndim = len(kernel_size)
     in_shape, out_shape = tuple(attrs["_input_shapes"][0]), tuple(attrs["_output_shape"])

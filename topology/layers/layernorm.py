@@ -24,6 +24,7 @@ from topology.graph import LayerNode
 from topology.layers.base import ONES, ZEROS, Case, LayerKind, ParamMap, bind, layer_base
 from topology.layers.batchnorm import channel_affine
 from topology.layers.views import reshaped
+from topology.trace.errors import unsupported
 
 
 def layer_norm_config(axis: Any = -1, epsilon: float = 1e-6, center: bool = True, scale: bool = True) -> dict:
@@ -62,8 +63,6 @@ def _read_attrs(module: Any) -> dict:
 
 def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variables: dict, origin: str,
             output_shape: Any) -> list[LayerNode]:
-    from topology.trace.errors import unsupported
-
     in_shape = tuple(attrs["_input_shapes"][0])
     rank = len(in_shape)
     reduce = canonical_axes(attrs["_reduction_axes"], rank)

@@ -32,9 +32,10 @@ from typing import Any, Callable
 import numpy as np
 
 from topology.graph import LayerNode, WeightBinding, tensor_ref
-from topology.trace.call_context import call_context
 from topology.layers.base import ZEROS, Case, LayerKind, layer_base
 from topology.layers.views import permuted
+from topology.trace.call_context import call_context
+from topology.trace.errors import unsupported
 from topology.vocabulary.tensors import TensorRef
 
 # Keras activation names tfjs and tf-keras both know, with numpy references to identify a cell's functions.
@@ -49,12 +50,6 @@ KERAS_ACTIVATIONS: dict[str, Any] = {
     "softsign": lambda x: x / (1 + np.abs(x)),
     "swish": lambda x: x / (1 + np.exp(-x)),
 }
-
-
-def _unsupported(what: str, where: str, hint: str):
-    from topology.trace.errors import unsupported
-
-    return unsupported(what, where, hint)
 
 
 def _activation_name(fn: Any, role: str, fail: Callable[..., Exception], layer: str) -> str:
@@ -258,7 +253,7 @@ def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variable
             output_shape: Any) -> list[LayerNode]:
     shape = attrs["_input_shapes"][0]
     if len(inputs) != 1 or len(shape) != 3:
-        raise _unsupported(f"an RNN over inputs of shape {shape} in layer {origin}", "",
+        raise unsupported(f"an RNN over inputs of shape {shape} in layer {origin}", "",
                            "only (batch, time, features) sequences convert")
     directions, state = attrs["_directions"], bool(attrs.get("_return_carry"))
     if len(directions) == 1:
