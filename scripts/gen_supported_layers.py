@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -267,7 +266,7 @@ def _case_rows(family: str, cases: Any) -> list[str]:
 def render() -> str:
     """The whole page, as text."""
     from topology.layers import REGISTRY
-    from topology.ops import _FAMILIES
+    from topology.ops import families
     from topology.ops.catalog import CATALOG
 
     lines = [
@@ -318,9 +317,8 @@ def render() -> str:
         "| a * x + b | Rescaling |",
         "",
     ]
-    for family in _FAMILIES:
-        module = importlib.import_module(f"topology.ops.{family}")
-        cases = getattr(module, "CASES", lambda: ())()
+    for family, module in families().items():
+        cases = module.CASES()
         if not cases:
             continue
         summary = (module.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")

@@ -14,6 +14,8 @@ import numpy as np
 import optax
 from flax.training import train_state
 
+from tests.jax_reference import random_inputs
+
 
 class MLP(nn.Module):
     """Dense-relu-...-Dense with auto names Dense_0..Dense_{n-1}."""
@@ -60,7 +62,8 @@ def run(module: nn.Module, variables: dict, x: np.ndarray) -> np.ndarray:
 
 
 def inputs(shape: tuple[int, ...], batch: int = 4, seed: int = 1) -> np.ndarray:
-    return np.random.RandomState(seed).uniform(-1, 1, (batch, *shape)).astype(np.float32)
+    """Uniform inputs in [-1, 1) of ``shape`` (without batch)."""
+    return random_inputs([shape], batch, seed, low=-1, high=1)[0]
 
 
 def train_state_of(module: nn.Module, variables: dict) -> train_state.TrainState:

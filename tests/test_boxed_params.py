@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.conftest import assert_close
+from tests.jax_reference import compare_batches, random_inputs
 from tests.flax_models import save_msgpack, save_orbax
 from writer import to_tensorflowjs
 from topology.vocabulary.errors import Notices
@@ -58,10 +58,8 @@ def test_linen_partitioned_params_from_a_checkpoint(tmp_path, tfjs, save):
     path = save(variables, tmp_path / ("m.msgpack" if save is save_msgpack else "ckpt"))
     report = to_tensorflowjs(path, tmp_path / "out", module=model, input_shape=(4,))
     assert "BOXED_VALUE_LEAVES" in [n.code for n in report.notices]
-    for batch in (1, 3):
-        x = np.random.RandomState(batch).uniform(-1, 1, (batch, 4)).astype(np.float32)
-        [out] = tfjs.predict(tmp_path / "out", [x]).outputs
-        assert_close(out, np.asarray(model.apply(variables, jnp.asarray(x))))
+    compare_batches(tfjs, tmp_path / "out", lambda xs: np.asarray(model.apply(variables, jnp.asarray(xs[0]))),
+                    lambda batch: random_inputs([(4,)], batch, seed=batch, low=-1, high=1))
 
 
 def test_nnx_partitioned_params(tmp_path, tfjs):
@@ -82,7 +80,5 @@ def test_nnx_partitioned_params(tmp_path, tfjs):
     assert model.a.kernel.get_metadata()["out_sharding"] == ("embed", "mlp")
     path = save_orbax(nnx.state(model), tmp_path / "ckpt")
     to_tensorflowjs(path, tmp_path / "out", module=fresh, input_shape=(4,))  # weights from the file
-    for batch in (1, 3):
-        x = np.random.RandomState(batch).uniform(-1, 1, (batch, 4)).astype(np.float32)
-        [out] = tfjs.predict(tmp_path / "out", [x]).outputs
-        assert_close(out, np.asarray(model(jnp.asarray(x))))
+    compare_batches(tfjs, tmp_path / "out", lambda xs: np.asarray(model(jnp.asarray(xs[0]))),
+                    lambda batch: random_inputs([(4,)], batch, seed=batch, low=-1, high=1))

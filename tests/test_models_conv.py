@@ -21,6 +21,7 @@ from flax import linen as nn
 from flax import nnx
 
 from tests.conftest import ROOT, assert_close
+from tests.jax_reference import compare_batches, nudge, random_inputs, redraw
 from writer import to_tensorflowjs
 from topology.vocabulary.errors import ConversionError
 
@@ -118,35 +119,21 @@ class NnxTwoInputs(nnx.Module):
 
 
 # -- helpers -----------------------------------------------------------------
-def _perturb(tree, seed: int = 1):
-    """Every float variable moved off its initial value (biases start at zero and would hide mistakes)."""
-    rng = np.random.RandomState(seed)
-    return jax.tree_util.tree_map(
-        lambda a: np.asarray(a) + rng.normal(0, 0.1, np.shape(a)).astype(np.float32)
-        if np.issubdtype(np.asarray(a).dtype, np.floating) else a, tree)
-
-
 def _linen(module, shapes):
     zeros = [jnp.zeros((1, *s), jnp.float32) for s in shapes]
-    variables = _perturb(module.init(jax.random.PRNGKey(0), *zeros))
+    variables = redraw(module.init(jax.random.PRNGKey(0), *zeros), nudge(0.1), seed=1)
     return variables, lambda xs: np.asarray(module.apply(variables, *[jnp.asarray(x) for x in xs]))
 
 
 def _nnx(model):
-    nnx.update(model, _perturb(nnx.state(model)))
+    nnx.update(model, redraw(nnx.state(model), nudge(0.1), seed=1))
     model.eval()
     return lambda xs: np.asarray(model(*[jnp.asarray(x) for x in xs]))
 
 
 def _compare(tfjs, out: Path, run_jax, shapes, name: str) -> None:
-    worst = 0.0
-    for batch in BATCHES:
-        rng = np.random.RandomState(batch)
-        xs = [rng.uniform(-1, 1, (batch, *s)).astype(np.float32) for s in shapes]
-        result = tfjs.predict(out, xs)
-        assert len(result.outputs) == 1
-        worst = max(worst, assert_close(result.outputs[0], run_jax(xs)))
-    RESULTS[name] = worst
+    make_inputs = lambda batch: random_inputs(shapes, batch, seed=batch, low=-1, high=1)  # noqa: E731
+    RESULTS[name] = compare_batches(tfjs, out, run_jax, make_inputs, BATCHES)
 
 
 def _classes(out: Path) -> list[str]:

@@ -19,7 +19,7 @@ import pytest
 from flax import nnx
 
 from tests import flax_models as fm
-from tests.conftest import assert_close
+from tests.jax_reference import compare_batches, random_inputs, redraw, trained_looking
 from writer import ConversionError, to_tensorflowjs
 
 IMAGE = (12, 12, 3)
@@ -116,57 +116,27 @@ class NnxTextClassifier(nnx.Module):
 
 
 # -- trained-looking variables ---------------------------------------------
-def _trained_looking(tree, seed: int = 7):
-    """Random weights of a realistic size; BatchNorm means around 0 and variances in [0.5, 2]."""
-    rng = np.random.RandomState(seed)
-
-    def draw(path, leaf):
-        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-            return leaf
-        leaf = np.asarray(leaf)
-        if not np.issubdtype(leaf.dtype, np.floating):
-            return leaf
-        names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
-        name = next(n for n in reversed(names) if n != "value")
-        if name == "var":
-            return rng.uniform(0.5, 2.0, leaf.shape).astype(leaf.dtype)
-        if name in ("mean", "bias"):
-            return rng.normal(0, 0.3, leaf.shape).astype(leaf.dtype)
-        if name == "scale":
-            return rng.uniform(0.5, 1.5, leaf.shape).astype(leaf.dtype)
-        fan_in = int(np.prod(leaf.shape[:-1])) if leaf.ndim > 1 else 1
-        return (rng.normal(0, 1.0, leaf.shape) / np.sqrt(fan_in)).astype(leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(draw, tree)
-
-
 def _linen_variables(module: nn.Module, example: np.ndarray) -> dict:
     variables = module.init(jax.random.PRNGKey(0), jnp.asarray(example))
-    return _trained_looking(jax.tree_util.tree_map(np.asarray, flax.core.unfreeze(variables)))
+    return redraw(jax.tree_util.tree_map(np.asarray, flax.core.unfreeze(variables)), trained_looking, seed=7)
 
 
 def _nnx_trained(model: nnx.Module) -> nnx.Module:
-    nnx.update(model, _trained_looking(nnx.state(model)))
+    nnx.update(model, redraw(nnx.state(model), trained_looking, seed=7))
     model.eval()
     return model
 
 
 def _images(batch: int, seed: int) -> np.ndarray:
-    return np.random.RandomState(seed).uniform(-2, 2, (batch, *IMAGE)).astype(np.float32)
+    return random_inputs([IMAGE], batch, seed)[0]
 
 
 def _ids(batch: int, seed: int) -> np.ndarray:
-    return np.random.RandomState(seed).randint(0, VOCAB, (batch, TOKENS)).astype(np.int32)
+    return random_inputs([(TOKENS,)], batch, seed, "int32", 0, VOCAB)[0]
 
 
 def _check(tfjs, out, run_jax, make_input) -> float:
-    worst = 0.0
-    for batch in (1, 4):
-        x = make_input(batch, 10 + batch)
-        result = tfjs.predict(out, [x])
-        assert len(result.outputs) == 1
-        worst = max(worst, assert_close(result.outputs[0], run_jax(x)))
-    return worst
+    return compare_batches(tfjs, out, lambda xs: run_jax(xs[0]), lambda batch: [make_input(batch, 10 + batch)], (1, 4))
 
 
 # -- ResNet -----------------------------------------------------------------

@@ -21,6 +21,7 @@ import pytest
 from flax import nnx
 
 from tests.conftest import ROOT, assert_close
+from tests.jax_reference import compare_batches, random_inputs, randomize
 from writer import ConversionError, to_tensorflowjs
 
 OFFICIAL_PY = ROOT / ".venv-tfjs" / "bin" / "python"
@@ -80,22 +81,14 @@ class NnxSequenceClassifier(nnx.Module):
         return self.head(self.rnn(x)[:, -1, :])
 
 
-def _randomize(tree, seed: int = 1):
-    """Replace every float weight by N(0, 0.5) draws, so that biases and gates matter."""
-    rng = np.random.RandomState(seed)
-    return jax.tree_util.tree_map(
-        lambda a: jnp.asarray(rng.normal(0, 0.5, a.shape), a.dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a,
-        tree)
-
-
 def _linen(module, shape, dtype="float32"):
     example = jnp.zeros((1, *shape), dtype)
-    variables = _randomize(module.init(jax.random.PRNGKey(0), example))
+    variables = randomize(module.init(jax.random.PRNGKey(0), example))
     return module, variables, lambda x: np.asarray(module.apply(variables, jnp.asarray(x)))
 
 
 def _nnx(model):
-    nnx.update(model, _randomize(nnx.state(model, nnx.Param)))
+    nnx.update(model, randomize(nnx.state(model, nnx.Param)))
     model.eval()
     return model, None, lambda x: np.asarray(model(jnp.asarray(x)))
 
@@ -111,10 +104,8 @@ MODELS = {
 
 
 def _inputs(shape, dtype, batch, seed):
-    rng = np.random.RandomState(seed)
-    if dtype == "int32":
-        return rng.randint(0, 30, (batch, *shape)).astype(np.int32)
-    return rng.uniform(-2, 2, (batch, *shape)).astype(np.float32)
+    low, high = (0, 30) if dtype == "int32" else (-2, 2)
+    return random_inputs([shape], batch, seed, dtype, low, high)[0]
 
 
 def _convert(name, out):
@@ -129,10 +120,8 @@ def test_stretch_model_matches_jax_in_tfjs(tmp_path, tfjs, name):
     run_jax, shape, dtype = _convert(name, tmp_path / "out")
     classes = {layer["class_name"] for layer in _layers(tmp_path / "out")}
     assert not classes & {"MultiHeadAttention", "Lambda", "GRU"}, classes  # only built-in tfjs layers
-    for batch in (1, 3):
-        x = _inputs(shape, dtype, batch, seed=batch)
-        result = tfjs.predict(tmp_path / "out", [x])
-        assert_close(result.outputs[0], run_jax(x))
+    compare_batches(tfjs, tmp_path / "out", lambda xs: run_jax(xs[0]),
+                    lambda batch: [_inputs(shape, dtype, batch, seed=batch)])
 
 
 def _layers(out):

@@ -19,26 +19,15 @@ from flax.serialization import to_bytes
 
 from examples.models.resnet import ResNet
 from examples.models.vit import ViT
-from tests.conftest import ROOT, assert_close
+from tests.conftest import ROOT
+from tests.jax_reference import compare_batches, random_inputs, redraw, spread
 
 IMAGE = (32, 32, 3)
 
 
-def _randomized(variables, seed=0):
-    rng = np.random.RandomState(seed)
-
-    def draw(path, leaf):
-        leaf = np.asarray(leaf)
-        name = str(getattr(path[-1], "key", path[-1]))
-        value = rng.normal(0, 0.3, leaf.shape).astype(np.float32)
-        return np.abs(value) + 0.5 if name == "var" else value
-
-    return jax.tree_util.tree_map_with_path(draw, variables)
-
-
 def _convert(tmp_path, module, name: str, extra: tuple[str, ...] = ()):
-    variables = _randomized(jax.tree_util.tree_map(np.asarray, module.init(jax.random.PRNGKey(0),
-                                                                         jnp.zeros((1, *IMAGE)))))
+    variables = redraw(jax.tree_util.tree_map(np.asarray, module.init(jax.random.PRNGKey(0), jnp.zeros((1, *IMAGE)))),
+                       spread(0.3), seed=0)
     ckpt = tmp_path / f"{name}.msgpack"
     ckpt.write_bytes(to_bytes(variables))
     out = tmp_path / f"{name}_tfjs"
@@ -52,10 +41,8 @@ def _convert(tmp_path, module, name: str, extra: tuple[str, ...] = ()):
 @pytest.mark.parametrize("name, module", [("vit", ViT()), ("resnet", ResNet())], ids=["vit", "resnet"])
 def test_checkpoint_converts_through_cli_and_matches_jax(tmp_path, tfjs, name, module):
     variables, out, run = _convert(tmp_path, module, name)
-    for batch in (1, 3):
-        x = np.random.RandomState(batch).uniform(0, 1, (batch, *IMAGE)).astype(np.float32)
-        expected = np.asarray(module.apply(variables, jnp.asarray(x)))
-        assert_close(tfjs.predict(out, [x]).outputs[0], expected)
+    compare_batches(tfjs, out, lambda xs: np.asarray(module.apply(variables, jnp.asarray(xs[0]))),
+                    lambda batch: random_inputs([IMAGE], batch, seed=batch, low=0, high=1))
     layers = json.loads((out / "model.json").read_text())["modelTopology"]["model_config"]["config"]["layers"]
     classes = [layer["class_name"] for layer in layers]
     if name == "vit":  # the cls token and the position embeddings are constants read off the patches
@@ -74,6 +61,6 @@ def test_checkpoint_converts_through_cli_and_matches_jax(tmp_path, tfjs, name, m
 def test_quantized_vit_stays_close(tmp_path, tfjs):
     module = ViT()
     variables, out, _ = _convert(tmp_path, module, "vit", ("--quantize", "float16"))
-    x = np.random.RandomState(7).uniform(0, 1, (2, *IMAGE)).astype(np.float32)
+    x = random_inputs([IMAGE], 2, seed=7, low=0, high=1)[0]
     expected = np.asarray(module.apply(variables, jnp.asarray(x)))
     assert np.max(np.abs(tfjs.predict(out, [x]).outputs[0] - expected)) < 0.05

@@ -18,8 +18,8 @@ import pytest
 
 import topology.optimize as optimize_pkg
 from tests import flax_models as fm
-from tests.conftest import ROOT, assert_close
-from tests.test_layer_matrix import _inputs, _prepare, _shapes
+from tests.conftest import ROOT
+from tests.jax_reference import case_inputs, case_shapes, compare_batches, prepare, randomize
 from topology.graph import InputSpec, LayerGraph, LayerNode, WeightBinding
 from topology.layers.base import layer_base
 from topology.optimize import REGISTRY, optimize_graph
@@ -163,8 +163,8 @@ CASES = [(f"{key}:{case.name}", key, case) for key, rewrite in REGISTRY.items() 
 
 @pytest.mark.parametrize("case_id, key, case", CASES, ids=[c[0] for c in CASES])
 def test_rewrite_case_matches_jax_in_tfjs(tmp_path, tfjs, case_id, key, case):
-    module, variables, run_jax = _prepare(case)
-    shape = _shapes(case)[0]
+    module, variables, run_jax = prepare(case)
+    shape = case_shapes(case)[0]
     literal = to_tensorflowjs(module, tmp_path / "literal", variables=variables, input_shape=shape, optimize=False)
     optimized = to_tensorflowjs(module, tmp_path / "optimized", variables=variables, input_shape=shape)
     applied = [r["rewrite"] for r in optimized.rewrites]
@@ -175,11 +175,8 @@ def test_rewrite_case_matches_jax_in_tfjs(tmp_path, tfjs, case_id, key, case):
         assert key in applied
     meta = json.loads((tmp_path / "optimized" / "model.json").read_text())["userDefinedMetadata"]["flax2tfjs"]
     assert meta["optimize"] == {"enabled": True, "rewrites": optimized.rewrites}
-    for batch in (1, 3):
-        xs = _inputs(case, batch, seed=batch)
-        expected = run_jax(xs)
-        for folder in ("literal", "optimized"):
-            assert_close(tfjs.predict(tmp_path / folder, xs).outputs[0], expected)
+    for folder in ("literal", "optimized"):
+        compare_batches(tfjs, tmp_path / folder, run_jax, lambda batch: case_inputs(case, batch, batch))
 
 
 # -- the command line, verify, determinism -------------------------------------
@@ -201,8 +198,6 @@ class BNNet(nn.Module):
 
 @pytest.fixture(scope="module")
 def bn_checkpoint(tmp_path_factory):
-    from tests.test_layer_matrix import _randomize
-
     folder = tmp_path_factory.mktemp("optimize")
     (folder / "bnnet.py").write_text(MODEL_CODE)
     import importlib.util
@@ -211,7 +206,7 @@ def bn_checkpoint(tmp_path_factory):
     code = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(code)
     variables = code.BNNet().init(jax.random.PRNGKey(0), jnp.zeros((1, 10, 10, 3)))
-    variables = _randomize(jax.tree_util.tree_map(np.asarray, dict(variables)))
+    variables = randomize(jax.tree_util.tree_map(np.asarray, dict(variables)))
     checkpoint = fm.save_msgpack(variables, folder / "bnnet.msgpack")
     return checkpoint, f"{folder / 'bnnet.py'}:BNNet"
 

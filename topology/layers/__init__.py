@@ -1,7 +1,8 @@
 """The registry of layer kinds: one module per kind, each exporting ``KIND``.
 
-Adding a layer kind = adding one module here (plus its test cases) and its name
-to ``_MODULES``.
+Adding a layer kind = adding one module here that defines ``KIND`` (plus its
+test cases); it is found by listing this package (modules without ``KIND``,
+such as ``base``, are helpers). Two kinds with one key are refused.
 """
 from __future__ import annotations
 
@@ -9,15 +10,25 @@ import functools
 import importlib
 
 from topology.layers.base import LayerKind
+from topology.registry import Registry, plugin_modules
 
-_MODULES = ("dense", "conv", "conv_transpose", "pooling", "flatten",
-            "batchnorm", "layernorm", "groupnorm", "embed", "dropout",
-            "attention", "rnn")
+REGISTRY: Registry[LayerKind] = Registry("layer kind")
 
-REGISTRY: dict[str, LayerKind] = {}
-for _module in _MODULES:
-    _kind = importlib.import_module(f"topology.layers.{_module}").KIND
-    REGISTRY[_kind.key] = _kind
+
+def register(layer_kind: LayerKind, owner: str) -> None:
+    """Add ``layer_kind`` to :data:`REGISTRY`; ValueError when its key is already taken.
+
+    Example:
+        >>> register(kind("dense"), "my.plugin")
+        Traceback (most recent call last):
+        ValueError: layer kind 'dense' is registered twice: by topology.layers.dense and by my.plugin
+    """
+    REGISTRY.add(layer_kind.key, layer_kind, owner)
+
+
+# Name order: kind_for_module takes the first kind whose classes match (no two kinds share a class).
+for _module in plugin_modules(__name__, "KIND"):
+    register(_module.KIND, _module.__name__)
 
 
 def kind_for_module(module: object) -> LayerKind | None:

@@ -146,3 +146,18 @@ def keras_shape(tensor: TensorRef, transform: Callable | None) -> tuple[int, ...
         return tuple(tensor.shape)
     view = np.broadcast_to(np.zeros((), dtype=np.float32), tensor.shape)
     return tuple(int(d) for d in transform(view).shape)
+
+
+def bind(variables: dict, collection: str, flax_name: str, keras_name: str, origin: str,
+         transform: Callable | None = None) -> WeightBinding:
+    """The weight ``keras_name`` from ``variables[(collection, flax_name)]``; KeyError names the path.
+
+    Example:
+        >>> bind({}, "params", "scale", "gamma", "ln")
+        Traceback (most recent call last):
+        KeyError: 'params/ln/scale'
+    """
+    tensor = variables.get((collection, flax_name))
+    if tensor is None:
+        raise KeyError(f"{collection}/{origin}/{flax_name}")
+    return WeightBinding(keras_name, keras_shape(tensor, transform), tensor, transform)

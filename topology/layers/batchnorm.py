@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 
 from topology.graph import LayerNode, WeightBinding
-from topology.layers.base import ONES, ZEROS, Case, LayerKind, ParamMap, layer_base
+from topology.layers.base import ONES, ZEROS, Case, LayerKind, ParamMap, bind, layer_base
+from topology.layers.views import reshape_node
+from topology.trace.errors import unsupported
 from topology.vocabulary.errors import ConversionError
 
 
@@ -39,34 +41,6 @@ def batch_norm_config(axis: int = -1, epsilon: float = 1e-5, momentum: float = 0
         moving_mean_initializer=ZEROS, moving_variance_initializer=ONES,
         beta_regularizer=None, gamma_regularizer=None, beta_constraint=None, gamma_constraint=None,
     )
-
-
-def bind(variables: dict, collection: str, flax_name: str, keras_name: str, origin: str,
-         transform: Any = None) -> WeightBinding:
-    """The weight ``keras_name`` from ``variables[(collection, flax_name)]``; KeyError names the path.
-
-    Example:
-        >>> bind({}, "params", "scale", "gamma", "ln")
-        Traceback (most recent call last):
-        KeyError: 'params/ln/scale'
-    """
-    from topology.layers.base import keras_shape
-
-    tensor = variables.get((collection, flax_name))
-    if tensor is None:
-        raise KeyError(f"{collection}/{origin}/{flax_name}")
-    return WeightBinding(keras_name, keras_shape(tensor, transform), tensor, transform)
-
-
-def reshape_node(name: str, shape: tuple[int, ...], inputs: list[str], origin: str) -> LayerNode:
-    """A Reshape to ``shape`` (without batch).
-
-    Example:
-        >>> reshape_node("r", (4, 2), ["x"], "ln").config["target_shape"]
-        [4, 2]
-    """
-    return LayerNode(name, "Reshape", layer_base(target_shape=[int(d) for d in shape]), list(inputs), [],
-                     tuple(shape), origin)
 
 
 def channel_affine(name: str, shape: tuple[int, ...], inputs: list[str], variables: dict, origin: str,
@@ -118,8 +92,6 @@ def training_mode_error(layer: str, origin: str, flag: str, example: str) -> Con
 
 
 def _feature_axis(axis: Any, rank: int, origin: str) -> int:
-    from topology.trace.errors import unsupported
-
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     if len(axes) != 1:
         raise unsupported(f"BatchNorm {origin} over several feature axes {axes}", origin,

@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 
 from topology.graph import LayerNode, WeightBinding
-from topology.layers.base import ZEROS, LayerKind, ParamMap, keras_shape, layer_base
+from topology.layers.base import ZEROS, Case, LayerKind, ParamMap, keras_shape, layer_base
+from topology.layers.convolution import bias_variable, bias_weight, padding_pairs, per_axis
+from topology.trace.errors import unsupported
 
 
 def _config(
@@ -39,14 +41,6 @@ def _config(
     )
 
 
-def _tuple(value: Any, ndim: int) -> tuple[int, ...]:
-    if value is None:
-        return (1,) * ndim
-    if isinstance(value, int):
-        return (value,) * ndim
-    return tuple(int(v) for v in value)
-
-
 def _read_attrs(module: Any) -> dict:
     kernel_size = module.kernel_size
     kernel_size = (kernel_size,) if isinstance(kernel_size, int) else tuple(kernel_size)
@@ -54,17 +48,15 @@ def _read_attrs(module: Any) -> dict:
     filters = module.features if hasattr(module, "features") else module.out_features
     return {
         "filters": int(filters), "kernel_size": kernel_size,
-        "strides": _tuple(module.strides, ndim), "padding": module.padding,
-        "dilation_rate": _tuple(module.kernel_dilation, ndim), "use_bias": bool(module.use_bias),
+        "strides": per_axis(module.strides, ndim), "padding": module.padding,
+        "dilation_rate": per_axis(module.kernel_dilation, ndim), "use_bias": bool(module.use_bias),
         "groups": int(module.feature_group_count),
-        "_input_dilation": _tuple(module.input_dilation, ndim),
+        "_input_dilation": per_axis(module.input_dilation, ndim),
     }
 
 
 def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variables: dict, origin: str,
             output_shape: Any) -> list[LayerNode]:
-    from topology.trace.errors import unsupported
-
     ndim = len(attrs["kernel_size"])
     if any(d != 1 for d in attrs.get("_input_dilation", (1,) * ndim)):
         raise unsupported(f"convolution {origin} with input_dilation", origin, "use nn.ConvTranspose")
@@ -84,7 +76,7 @@ def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variable
     config_attrs["padding"] = padding
     groups = config_attrs.pop("groups")
     kernel = variables[("params", "kernel")]
-    bias = variables.get(("params", "bias"))
+    bias = bias_variable(variables, origin)
     if groups == 1:
         nodes.append(kind.node(name, config_attrs, inputs, variables, origin, output_shape))
         return nodes
@@ -100,13 +92,13 @@ def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variable
         reshape = _depthwise_kernel(in_channels, multiplier)
         weights = [WeightBinding("depthwise_kernel", keras_shape(kernel, reshape), kernel, reshape)]
         if bias is not None:
-            weights.append(WeightBinding("bias", tuple(bias.shape), bias))
+            weights.append(bias_weight(bias))
         nodes.append(LayerNode(name, "DepthwiseConv2D", config, inputs, weights, output_shape, origin))
         return nodes
     expand = _block_diagonal(groups, in_channels)
     weights = [WeightBinding("kernel", keras_shape(kernel, expand), kernel, expand)]
     if bias is not None:
-        weights.append(WeightBinding("bias", tuple(bias.shape), bias))
+        weights.append(bias_weight(bias))
     nodes.append(LayerNode(name, f"Conv{ndim}D", kind.make_config(**config_attrs), inputs, weights, output_shape, origin))
     return nodes
 
@@ -126,16 +118,12 @@ def _zero_padding(name: str, pads: list, in_shape: tuple, inputs: list[str], ori
 
 
 def _padding(padding: Any, ndim: int, origin: str) -> Any:
-    from topology.trace.errors import unsupported
-
     if isinstance(padding, str):
         name = padding.upper()
         if name in ("SAME", "VALID", "CAUSAL"):
             return name.lower()
         raise unsupported(f"padding={padding!r} in {origin}", origin, "use 'SAME', 'VALID', 'CAUSAL' or explicit pairs")
-    if isinstance(padding, int):
-        padding = [(padding, padding)] * ndim
-    pairs = [(p, p) if isinstance(p, int) else tuple(int(v) for v in p) for p in padding]
+    pairs = padding_pairs(padding, ndim)
     if all(p == (0, 0) for p in pairs):
         return "valid"
     return pairs
@@ -164,8 +152,6 @@ def _block_diagonal(groups: int, in_channels: int):
 def _cases():
     import flax.linen as nn
     from flax import nnx
-
-    from topology.layers.base import Case
 
     return (
         Case("linen-conv2d-same", lambda: nn.Conv(4, (3, 3)), (8, 8, 3)),

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from topology.graph import LayerNode, WeightBinding
-from topology.layers.base import ONES, ZEROS, LayerKind, ParamMap, keras_shape, layer_base
-from topology.layers.conv import _tuple
+from topology.layers.base import ONES, ZEROS, Case, LayerKind, ParamMap, keras_shape, layer_base
+from topology.layers.convolution import bias_variable, bias_weight, padding_pairs, per_axis
+from topology.trace.errors import unsupported
 
 
 def _config(filters: int, kernel_size: tuple[int, ...], strides: tuple[int, ...] | None = None,
@@ -46,9 +47,9 @@ def _read_attrs(module: Any) -> dict:
     filters = module.features if hasattr(module, "features") else module.out_features
     mask = getattr(module, "mask", None)
     return {
-        "filters": int(filters), "kernel_size": kernel_size, "strides": _tuple(module.strides, ndim),
+        "filters": int(filters), "kernel_size": kernel_size, "strides": per_axis(module.strides, ndim),
         "padding": module.padding, "use_bias": bool(module.use_bias),
-        "_dilation": _tuple(module.kernel_dilation, ndim),
+        "_dilation": per_axis(module.kernel_dilation, ndim),
         "_transpose_kernel": bool(module.transpose_kernel),
         "_mask": None if mask is None else np.asarray(mask),
     }
@@ -71,18 +72,13 @@ def flax_padding(padding: Any, kernel: int, stride: int) -> tuple[int, int]:
 
 
 def _pads(padding: Any, kernels: tuple[int, ...], strides: tuple[int, ...], origin: str) -> list[tuple[int, int]]:
-    from topology.trace.errors import unsupported
-
     ndim = len(kernels)
     if isinstance(padding, str):
         if padding.upper() not in ("SAME", "VALID"):
             raise unsupported(f"a transposed convolution with padding={padding!r}", origin,
                               "use padding='SAME', 'VALID' or explicit (low, high) pairs")
         return [flax_padding(padding.upper(), k, s) for k, s in zip(kernels, strides)]
-    if isinstance(padding, int):
-        padding = [padding] * ndim
-    pairs = [(p, p) if isinstance(p, int) else tuple(int(v) for v in p) for p in padding]
-    return [flax_padding(p, k, s) for p, k, s in zip(pairs, kernels, strides)]
+    return [flax_padding(p, k, s) for p, k, s in zip(padding_pairs(padding, ndim), kernels, strides)]
 
 
 def kernel_transform(transpose_kernel: bool, dilation: tuple[int, ...], mask: np.ndarray | None,
@@ -113,8 +109,6 @@ def kernel_transform(transpose_kernel: bool, dilation: tuple[int, ...], mask: np
 
 def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variables: dict, origin: str,
             output_shape: Any) -> list[LayerNode]:
-    from topology.trace.errors import unsupported
-
     kernel_size, strides, dilation = attrs["kernel_size"], attrs["strides"], attrs["_dilation"]
     ndim = len(kernel_size)
     in_shape, out_shape = tuple(attrs["_input_shapes"][0]), tuple(attrs["_output_shape"])
@@ -145,9 +139,7 @@ def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variable
     kernel = variables.get(("params", "kernel"))
     if kernel is None:
         raise KeyError(f"params/{origin}/kernel")
-    bias = variables.get(("params", "bias")) if use_bias else None
-    if use_bias and bias is None:
-        raise KeyError(f"params/{origin}/bias")
+    bias = bias_variable(variables, origin, use_bias)
     grows = mode == "explicit" and any(b < 0 for b in start + end)  # Flax pads past the full output
     as_2d = ndim == 1
     nodes: list[LayerNode] = []
@@ -161,7 +153,7 @@ def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variable
     weights = [WeightBinding("kernel", keras_shape(kernel, transform), kernel, transform)]
     conv_bias = bias is not None and not grows
     if conv_bias:
-        weights.append(WeightBinding("bias", tuple(bias.shape), bias))
+        weights.append(bias_weight(bias))
     conv_mode = "valid" if mode == "explicit" else mode
     conv_sizes = valid if conv_mode == "valid" else [n * s for n, s in zip(sizes + ((1,) if as_2d else ()), strides)]
     spatial = len(kernels)
@@ -196,15 +188,13 @@ def _bias_add(name: str, source: str, bias: Any, channels: int, shape: tuple, or
     )
     ones = np.ones((1, 1, channels, 1), np.float32)
     weights = [WeightBinding("depthwise_kernel", ones.shape, constant=ones),
-               WeightBinding("bias", tuple(bias.shape), bias)]
+               bias_weight(bias)]
     return LayerNode(name, "DepthwiseConv2D", config, [source], weights, shape, origin)
 
 
 def _cases():
     import flax.linen as nn
     from flax import nnx
-
-    from topology.layers.base import Case
 
     T = nn.ConvTranspose  # noqa: N806 - short alias keeps the table readable
     tril = np.tril(np.ones((3, 3, 4), np.float32))  # a mask of the (k, in, out) kernel

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from topology.layers.base import Case, LayerKind, layer_base
+from topology.layers.batchnorm import training_mode_error
 
 
 def _config(rate: float) -> dict:
@@ -22,8 +23,6 @@ def _read_attrs(module: Any) -> dict:
 
 def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variables: dict, origin: str,
             output_shape: Any) -> list:
-    from topology.layers.batchnorm import training_mode_error
-
     deterministic = attrs.get("_call_flags", {}).get("deterministic", attrs.get("_deterministic"))
     if deterministic is False and attrs["rate"] > 0:  # random masks: nothing a converted model reproduces
         raise training_mode_error("Dropout", origin, "deterministic=False", "deterministic=not train")

@@ -15,8 +15,10 @@ from typing import Any
 
 from topology.graph import LayerNode
 from topology.layers.base import Case, LayerKind, ParamMap
-from topology.layers.batchnorm import channel_affine, reshape_node
+from topology.layers.batchnorm import channel_affine
 from topology.layers.layernorm import canonical_axes, layer_norm_config
+from topology.layers.views import reshape_node
+from topology.trace.errors import unsupported
 
 
 def _read_attrs(module: Any) -> dict:
@@ -28,8 +30,6 @@ def _read_attrs(module: Any) -> dict:
 
 
 def _groups(attrs: dict, channels: int, origin: str) -> int:
-    from topology.trace.errors import unsupported
-
     groups, size = attrs["_num_groups"], attrs["_group_size"]
     if groups is None and size:  # Linen keeps the one the user gave; NNX both
         groups = channels // int(size)
@@ -41,8 +41,6 @@ def _groups(attrs: dict, channels: int, origin: str) -> int:
 
 def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variables: dict, origin: str,
             output_shape: Any) -> list[LayerNode]:
-    from topology.trace.errors import unsupported
-
     in_shape = tuple(attrs["_input_shapes"][0])
     rank, channels = len(in_shape), in_shape[-1]
     groups = _groups(attrs, channels, origin)

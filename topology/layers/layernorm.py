@@ -21,8 +21,10 @@ import math
 from typing import Any
 
 from topology.graph import LayerNode
-from topology.layers.base import ONES, ZEROS, Case, LayerKind, ParamMap, layer_base
-from topology.layers.batchnorm import bind, channel_affine, reshape_node
+from topology.layers.base import ONES, ZEROS, Case, LayerKind, ParamMap, bind, layer_base
+from topology.layers.batchnorm import channel_affine
+from topology.layers.views import reshaped
+from topology.trace.errors import unsupported
 
 
 def layer_norm_config(axis: Any = -1, epsilon: float = 1e-6, center: bool = True, scale: bool = True) -> dict:
@@ -61,8 +63,6 @@ def _read_attrs(module: Any) -> dict:
 
 def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variables: dict, origin: str,
             output_shape: Any) -> list[LayerNode]:
-    from topology.trace.errors import unsupported
-
     in_shape = tuple(attrs["_input_shapes"][0])
     rank = len(in_shape)
     reduce = canonical_axes(attrs["_reduction_axes"], rank)
@@ -84,14 +84,11 @@ def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variable
         return [LayerNode(name, "LayerNormalization", config, list(inputs), weights, in_shape[1:], origin)]
     if features == reduce and trailing:  # rank 5+: fold to (batch, rest, normalized)
         folded = (math.prod(in_shape[1:reduce[0]]), math.prod(in_shape[reduce[0]:]))
-        flat = lambda a: a.reshape(-1)  # noqa: E731 - scale/bias over the folded axes, row-major like the data
-        weights = _affine_weights(variables, origin, use_scale, use_bias, flat)
-        return [
-            reshape_node(f"{name}.fold", folded, inputs, origin),
-            LayerNode(f"{name}.norm", "LayerNormalization", layer_norm_config(-1, epsilon, use_bias, use_scale),
-                      [f"{name}.fold"], weights, folded, origin),
-            reshape_node(name, in_shape[1:], [f"{name}.norm"], origin),
-        ]
+        weights = _affine_weights(variables, origin, use_scale, use_bias, _flat)
+        config = layer_norm_config(-1, epsilon, use_bias, use_scale)
+        norm = lambda source: [LayerNode(f"{name}.norm", "LayerNormalization", config, [source], weights,  # noqa: E731
+                                         folded, origin)]
+        return reshaped(name, inputs, folded, in_shape[1:], origin, norm, f"{name}.fold")
     if features == (rank - 1,) and rank <= 4:  # normalize over `reduce`, then scale/shift per channel
         norm = LayerNode(f"{name}.norm", "LayerNormalization", layer_norm_config(axis, epsilon, False, False),
                          list(inputs), [], in_shape[1:], origin)
@@ -103,6 +100,11 @@ def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variable
     raise unsupported(f"LayerNorm {origin} with reduction_axes {reduce} and feature_axes {features} "
                       f"on a rank-{rank} input", origin,
                       "use feature_axes equal to reduction_axes, or -1 on an input of rank 4 or less")
+
+
+def _flat(array: Any) -> Any:
+    """Scale/bias over folded axes, flattened row-major like the data they scale."""
+    return array.reshape(-1)
 
 
 def _affine_weights(variables: dict, origin: str, use_scale: bool, use_bias: bool, transform: Any = None) -> list:
@@ -120,24 +122,23 @@ def _rms_norm(name: str, in_shape: tuple, reduce: tuple, attrs: dict, inputs: li
     width = math.prod(in_shape[reduce[0]:])
     single, pair = (rows, 1, width), (rows, 2, width)
     crop = layer_base(cropping=[[0, 0], [0, 1]], data_format="channels_last")
-    nodes = [
-        reshape_node(f"{name}.rows", single, inputs, origin),
-        LayerNode(f"{name}.negate", "Rescaling", layer_base(scale=-1.0, offset=0.0), [f"{name}.rows"], [],
-                  single, origin),
-        LayerNode(f"{name}.pair", "Concatenate", layer_base(axis=2), [f"{name}.rows", f"{name}.negate"], [],
-                  pair, origin),
-        # mean([x, -x]) = 0 and var([x, -x]) = mean(x^2): this is x / sqrt(mean(x^2) + eps) and its negation.
-        LayerNode(f"{name}.norm", "LayerNormalization", layer_norm_config([2, 3], attrs["epsilon"], False, False),
-                  [f"{name}.pair"], [], pair, origin),
-        LayerNode(f"{name}.first", "Cropping2D", crop, [f"{name}.norm"], [], single, origin),
-    ]
-    flat = lambda a: a.reshape(-1)  # noqa: E731
-    affine = channel_affine(f"{name}.scale", single, [nodes[-1].name], variables, origin,
-                            attrs["_use_scale"], False, flat)
-    if affine is not None:
-        nodes.append(affine)
-    nodes.append(reshape_node(name, in_shape[1:], [nodes[-1].name], origin))
-    return nodes
+
+    def normalize(source: str) -> list[LayerNode]:
+        nodes = [
+            LayerNode(f"{name}.negate", "Rescaling", layer_base(scale=-1.0, offset=0.0), [source], [],
+                      single, origin),
+            LayerNode(f"{name}.pair", "Concatenate", layer_base(axis=2), [source, f"{name}.negate"], [],
+                      pair, origin),
+            # mean([x, -x]) = 0 and var([x, -x]) = mean(x^2): this is x / sqrt(mean(x^2) + eps) and its negation.
+            LayerNode(f"{name}.norm", "LayerNormalization", layer_norm_config([2, 3], attrs["epsilon"], False, False),
+                      [f"{name}.pair"], [], pair, origin),
+            LayerNode(f"{name}.first", "Cropping2D", crop, [f"{name}.norm"], [], single, origin),
+        ]
+        affine = channel_affine(f"{name}.scale", single, [nodes[-1].name], variables, origin,
+                                attrs["_use_scale"], False, _flat)
+        return nodes if affine is None else [*nodes, affine]
+
+    return reshaped(name, inputs, single, in_shape[1:], origin, normalize, f"{name}.rows")
 
 
 def _cases() -> tuple[Case, ...]:

@@ -32,8 +32,10 @@ from typing import Any, Callable
 import numpy as np
 
 from topology.graph import LayerNode, WeightBinding, tensor_ref
-from topology.trace.call_context import call_context
 from topology.layers.base import ZEROS, Case, LayerKind, layer_base
+from topology.layers.views import permuted
+from topology.trace.call_context import call_context
+from topology.trace.errors import unsupported
 from topology.vocabulary.tensors import TensorRef
 
 # Keras activation names tfjs and tf-keras both know, with numpy references to identify a cell's functions.
@@ -48,12 +50,6 @@ KERAS_ACTIVATIONS: dict[str, Any] = {
     "softsign": lambda x: x / (1 + np.abs(x)),
     "swish": lambda x: x / (1 + np.exp(-x)),
 }
-
-
-def _unsupported(what: str, where: str, hint: str):
-    from topology.trace.errors import unsupported
-
-    return unsupported(what, where, hint)
 
 
 def _activation_name(fn: Any, role: str, fail: Callable[..., Exception], layer: str) -> str:
@@ -257,7 +253,7 @@ def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variable
             output_shape: Any) -> list[LayerNode]:
     shape = attrs["_input_shapes"][0]
     if len(inputs) != 1 or len(shape) != 3:
-        raise _unsupported(f"an RNN over inputs of shape {shape} in layer {origin}", "",
+        raise unsupported(f"an RNN over inputs of shape {shape} in layer {origin}", "",
                            "only (batch, time, features) sequences convert")
     directions, state = attrs["_directions"], bool(attrs.get("_return_carry"))
     if len(directions) == 1:
@@ -285,12 +281,10 @@ def _direction_nodes(direction: dict, name: str, inputs: list[str], steps: int, 
         exchange = np.eye(steps, dtype=np.float32)[::-1].copy()
         dense = layer_base(units=steps, activation="linear", use_bias=False, kernel_initializer=ZEROS,
                            kernel_regularizer=None, activity_regularizer=None, kernel_constraint=None)
-        nodes += [
-            LayerNode(f"{name}.time_last", "Permute", layer_base(dims=[2, 1]), [rnn_name], [], (units, steps), origin),
-            LayerNode(f"{name}.flip", "Dense", dense, [f"{name}.time_last"],
-                      [WeightBinding("kernel", (steps, steps), constant=exchange)], (units, steps), origin),
-            LayerNode(name, "Permute", layer_base(dims=[2, 1]), [f"{name}.flip"], [], (steps, units), origin),
-        ]
+        reverse_time = lambda source: [LayerNode(f"{name}.flip", "Dense", dense, [source],  # noqa: E731
+                                                 [WeightBinding("kernel", (steps, steps), constant=exchange)],
+                                                 (units, steps), origin)]
+        nodes += permuted(name, [rnn_name], [2, 1], (steps, units), origin, reverse_time, f"{name}.time_last")
     return nodes
 
 

@@ -1,20 +1,25 @@
 """Handlers for the JAX operations found between layer calls, one module per family.
 
 A handler takes ``(builder, eqn, values, where)`` and returns the value (or
-list of values) of the equation's outputs. Register with :func:`handles`.
+list of values) of the equation's outputs. Register with :func:`handles`; a
+primitive handled twice is refused. An op family is a module of this package
+that declares its test cases (``CASES``); the families are found by listing the
+package, so adding one = adding its module. Modules without ``CASES`` are
+shared helpers (importing every module registers every handler).
 """
 from __future__ import annotations
 
-import importlib
+from types import ModuleType
 from typing import Any, Callable
 
+from topology.registry import Registry, plugin_modules
+
 Handler = Callable[..., Any]
-HANDLERS: dict[str, Handler] = {}
-_FAMILIES = ("activations", "shape_ops", "pooling", "merge", "reduce", "slicing", "constants", "dot", "scan")
+HANDLERS: Registry[Handler] = Registry("handler for primitive")
 
 
 def handles(*primitives: str) -> Callable[[Handler], Handler]:
-    """Register the decorated function for the named JAX primitives.
+    """Register the decorated function for the named JAX primitives (ValueError if one is taken).
 
     Example:
         >>> @handles("my_prim")
@@ -24,7 +29,7 @@ def handles(*primitives: str) -> Callable[[Handler], Handler]:
     """
     def register(handler: Handler) -> Handler:
         for primitive in primitives:
-            HANDLERS[primitive] = handler
+            HANDLERS.add(primitive, handler, handler.__module__)
         return handler
 
     return register
@@ -32,16 +37,21 @@ def handles(*primitives: str) -> Callable[[Handler], Handler]:
 
 def handler_for(eqn: Any) -> Handler | None:
     """The handler for ``eqn``'s primitive, if any."""
-    _load()
+    families()
     return HANDLERS.get(eqn.primitive.name)
 
 
-_loaded = False
+_families: dict[str, ModuleType] = {}
 
 
-def _load() -> None:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for family in _FAMILIES:
-            importlib.import_module(f"topology.ops.{family}")
+def families() -> dict[str, ModuleType]:
+    """The op families by name (``"activations"``, ...), in name order; importing them registers the handlers.
+
+    Example:
+        >>> "slicing" in families(), "reshape" in HANDLERS
+        (True, True)
+    """
+    if not _families:
+        for module in plugin_modules(__name__, "CASES"):
+            _families[module.__name__.rpartition(".")[2]] = module
+    return _families

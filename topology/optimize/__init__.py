@@ -1,25 +1,37 @@
 """Exact graph rewrites applied at conversion time (``--optimize``, on by default).
 
-One module per rewrite, each exporting ``REWRITE`` (a :class:`Rewrite`);
-adding one = adding its module here and its name to ``_MODULES``. The order of
-``_MODULES`` is the order of each pass; passes repeat until nothing changes,
-so e.g. Conv -> Dropout -> BatchNorm -> relu becomes one Conv with a folded
-kernel and a relu activation.
+One module per rewrite, each exporting ``REWRITE`` (a :class:`Rewrite`),
+found by listing this package (modules without ``REWRITE`` are helpers). The
+order of :data:`ORDER` is the order of each pass; passes repeat until nothing
+changes, so e.g. Conv -> Dropout -> BatchNorm -> relu becomes one Conv with a
+folded kernel and a relu activation. Adding a rewrite = adding its module and
+its key to ``ORDER``.
 """
 from __future__ import annotations
 
-import importlib
-
 from topology.graph import LayerGraph
 from topology.optimize.base import Rewrite
+from topology.registry import Registry, plugin_modules
 
-_MODULES = ("drop_identity", "merge_rescaling", "fold_batchnorm", "fold_rescaling", "fuse_activation",
-            "tanh_to_sigmoid")
+# The pass order is semantic (one rewrite makes room for the next, and it orders graph.rewrites),
+# so it stays an explicit list; discovery only checks that it names every rewrite module.
+ORDER = ("drop_identity", "merge_rescaling", "fold_batchnorm", "fold_rescaling", "fuse_activation",
+         "tanh_to_sigmoid")
 
-REGISTRY: dict[str, Rewrite] = {}
-for _module in _MODULES:
-    _rewrite = importlib.import_module(f"topology.optimize.{_module}").REWRITE
-    REGISTRY[_rewrite.key] = _rewrite
+REGISTRY: Registry[Rewrite] = Registry("graph rewrite")
+
+
+def _register_in_order() -> None:
+    found: Registry[Rewrite] = Registry("graph rewrite")
+    for module in plugin_modules(__name__, "REWRITE"):
+        found.add(module.REWRITE.key, module.REWRITE, module.__name__)
+    if set(found) != set(ORDER):
+        raise ValueError(f"topology.optimize.ORDER {sorted(ORDER)} does not list the rewrite modules {sorted(found)}")
+    for key in ORDER:
+        REGISTRY.add(key, found[key], found.owners[key])
+
+
+_register_in_order()
 
 MAX_PASSES = 100  # every change removes a layer, so a fixed point comes long before
 

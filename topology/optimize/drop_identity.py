@@ -10,6 +10,7 @@ writes exist to avoid exactly that (tfjs 4.22 disposes such a tensor early).
 from __future__ import annotations
 
 from topology.graph import LayerGraph, LayerNode
+from topology.layers.base import Case
 from topology.optimize.base import Rewrite, bypass, record, tensor_shape
 
 KEY = "drop_identity"
@@ -56,8 +57,6 @@ def apply(graph: LayerGraph) -> list[dict]:
 def _cases():
     import flax.linen as nn
     from flax import nnx
-
-    from topology.layers.base import Case
 
     class DropoutMLP(nn.Module):  # Dense -> Dropout -> relu -> Dropout -> Dense
         @nn.compact

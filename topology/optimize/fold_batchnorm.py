@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from topology.graph import LayerGraph, LayerNode
+from topology.layers.base import Case
 from topology.optimize.affine import fold_affine, foldable, out_channels
 from topology.optimize.base import Rewrite, bypass, find, record, sole_reader, tensor_shape
 
@@ -57,8 +58,6 @@ def apply(graph: LayerGraph) -> list[dict]:
 def _cases():
     import flax.linen as nn
     from flax import nnx
-
-    from topology.layers.base import Case
 
     class ConvBNReLU(nn.Module):  # conv without bias -> BN -> relu: the bias is created
         @nn.compact

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from topology.graph import LayerGraph
+from topology.layers.base import Case
 from topology.optimize.affine import fold_affine, foldable
 from topology.optimize.base import Rewrite, bypass, find, record, sole_reader
 
@@ -33,8 +34,6 @@ def apply(graph: LayerGraph) -> list[dict]:
 
 def _cases():
     import flax.linen as nn
-
-    from topology.layers.base import Case
 
     class Scaled(nn.Module):  # Dense -> x * 0.5 + 2 (a Rescaling) -> Dense, and a negated conv in a subtraction
         @nn.compact

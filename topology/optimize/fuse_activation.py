@@ -10,6 +10,7 @@ for relu, relu6, sigmoid, ... on cpu and wasm).
 from __future__ import annotations
 
 from topology.graph import LayerGraph, LayerNode
+from topology.layers.base import Case
 from topology.optimize.base import Rewrite, bypass, find, record, sole_reader
 
 KEY = "fuse_activation"
@@ -53,8 +54,6 @@ def apply(graph: LayerGraph) -> list[dict]:
 def _cases():
     import flax.linen as nn
     import jax
-
-    from topology.layers.base import Case
 
     class Activations(nn.Module):  # relu, relu6, tanh, sigmoid, gelu (exact) and softmax after layers
         @nn.compact

@@ -7,6 +7,7 @@ of rounding two products and two sums).
 from __future__ import annotations
 
 from topology.graph import LayerGraph
+from topology.layers.base import Case
 from topology.optimize.base import Rewrite, bypass, consumers, record, sole_reader
 
 KEY = "merge_rescaling"
@@ -34,8 +35,6 @@ def apply(graph: LayerGraph) -> list[dict]:
 
 def _cases():
     import flax.linen as nn
-
-    from topology.layers.base import Case
 
     class SubtractLogSigmoid(nn.Module):  # log_sigmoid ends in Rescaling(-1), the subtraction negates it again
         @nn.compact

@@ -8,6 +8,7 @@ This is the tail of the tanh-approximate GELU the tracer composes from layers
 from __future__ import annotations
 
 from topology.graph import LayerGraph
+from topology.layers.base import Case
 from topology.optimize.base import Rewrite, bypass, consumers, find, record, sole_reader
 
 KEY = "tanh_to_sigmoid"
@@ -39,8 +40,6 @@ def _cases():
     import flax.linen as nn
     import jax
     from flax import nnx
-
-    from topology.layers.base import Case
 
     class GeluTanh(nn.Module):  # jax.nn.gelu defaults to the tanh approximation
         @nn.compact
