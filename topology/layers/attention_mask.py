@@ -32,7 +32,8 @@ import numpy as np
 
 from topology.graph import LayerNode, WeightBinding
 from topology.layers.base import layer_base
-from topology.layers.batchnorm import batch_norm_config, reshape_node
+from topology.layers.batchnorm import batch_norm_config
+from topology.layers.views import reshape_node
 from topology.trace.builder import Builder
 from topology.trace.values import Const, Pending, Tensor
 
