@@ -7,13 +7,15 @@ tree order, so a seed always gives the same values.
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from tests.conftest import assert_close
+from tests.conftest import ROOT, assert_close
 from topology.trace.capture import inference_kwargs
 
 # (rng, variable name, leaf) -> the new leaf; the name is the last path key (NNX's ".value" skipped)
@@ -133,3 +135,16 @@ def compare_batches(tfjs: Any, out: Any, run_jax: Callable[[list[np.ndarray]], n
         assert len(result.outputs) == 1
         worst = max(worst, assert_close(result.outputs[0], run_jax(xs)))
     return worst
+
+
+def write_results(results: dict[str, float], name: str, what: str) -> None:
+    """Keep the largest difference per case in ``test-artifacts/<name>.json`` for the docs.
+
+    Skips when the cases did not run (e.g. deselected with ``-k``); fails on a non-finite difference.
+    """
+    if not results:
+        pytest.skip(f"{what} did not run")
+    folder = ROOT / "test-artifacts"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(results, indent=1, sort_keys=True))
+    assert all(np.isfinite(v) for v in results.values())

@@ -7,19 +7,12 @@ weight matters; each case runs with batch 1 and batch 3.
 """
 from __future__ import annotations
 
-import json
-
-import numpy as np
 import pytest
 
-from tests.conftest import ROOT
-from tests.jax_reference import case_inputs, case_shapes, compare_batches, prepare
+from tests.jax_reference import case_inputs, case_shapes, compare_batches, prepare, write_results
 from topology.layers import REGISTRY
 from topology.ops import families
 from writer import to_tensorflowjs
-
-# The byte-identity snapshot of the refactor (golden check) reads these two names from here.
-_prepare, _shapes = prepare, case_shapes
 
 RESULTS: dict[str, float] = {}
 
@@ -47,9 +40,4 @@ def test_case_matches_jax_in_tfjs(tmp_path, tfjs, case_id, case):
 
 def test_zz_write_matrix_results():
     """Keep the largest difference per case for the docs (runs after the matrix)."""
-    if not RESULTS:
-        pytest.skip("matrix did not run")
-    folder = ROOT / "test-artifacts"
-    folder.mkdir(exist_ok=True)
-    (folder / "layer_matrix.json").write_text(json.dumps(RESULTS, indent=1, sort_keys=True))
-    assert all(np.isfinite(v) for v in RESULTS.values())
+    write_results(RESULTS, "layer_matrix", "matrix")
