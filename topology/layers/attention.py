@@ -27,17 +27,16 @@ from topology.graph import LayerNode, WeightBinding
 from topology.layers.attention_mask import MaskPlan, apply_mask, mask_nodes, plan_mask
 from topology.layers.base import Case, LayerKind, keras_shape, layer_base
 from topology.layers.dense import dense_config
-from topology.trace.call_context import call_context
+from topology.trace.call_context import CallContext
 from topology.trace.errors import unsupported
 from topology.vocabulary.tensors import TensorRef
 
 
-def _read_attrs(module: Any) -> dict:
+def _read_attrs(module: Any, context: CallContext) -> dict:
     from flax import linen
     from flax.linen import attention as linen_attention
     from flax.nnx.nn import attention as nnx_attention
 
-    context = call_context(module)
     fail = context.unsupported
     kwargs = context.kwargs
     if getattr(module, "normalize_qk", False):

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from topology.graph import LayerNode, Shape, WeightBinding
+from topology.trace.call_context import CallContext
 from topology.vocabulary.tensors import TensorRef
 
 # Initializers are deserialized by tfjs even when every weight is loaded, so
@@ -85,7 +86,7 @@ class LayerKind:
     # Module classes traced as this layer, as "module:Class" (imported only when tracing).
     flax_classes: tuple[str, ...] = ()
     # The module's attributes -> keyword arguments of make_config (and of expand).
-    read_attrs: Callable[[Any], dict] | None = None
+    read_attrs: Callable[[Any, CallContext], dict] | None = None
     # For constructs that need several tfjs layers: (kind, name, attrs, inputs, variables,
     # origin, output_shape) -> [LayerNode, ...], the last one producing the output.
     expand: Callable[..., list[LayerNode]] | None = None

@@ -23,6 +23,7 @@ import numpy as np
 from topology.graph import LayerNode, WeightBinding
 from topology.layers.base import ONES, ZEROS, Case, LayerKind, ParamMap, bind, layer_base
 from topology.layers.views import reshape_node
+from topology.trace.call_context import CallContext
 from topology.trace.errors import unsupported
 from topology.vocabulary.errors import ConversionError
 
@@ -69,7 +70,7 @@ def channel_affine(name: str, shape: tuple[int, ...], inputs: list[str], variabl
     return LayerNode(name, "BatchNormalization", config, list(inputs), weights, tuple(shape), origin)
 
 
-def _read_attrs(module: Any) -> dict:
+def _read_attrs(module: Any, context: CallContext) -> dict:
     return {
         "epsilon": float(module.epsilon), "momentum": float(module.momentum),
         "center": bool(module.use_bias), "scale": bool(module.use_scale), "_axis": module.axis,

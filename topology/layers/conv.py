@@ -16,6 +16,7 @@ import numpy as np
 from topology.graph import LayerNode, WeightBinding
 from topology.layers.base import ZEROS, Case, LayerKind, ParamMap, keras_shape, layer_base
 from topology.layers.convolution import bias_variable, bias_weight, padding_pairs, per_axis
+from topology.trace.call_context import CallContext
 from topology.trace.errors import unsupported
 
 
@@ -41,7 +42,7 @@ def _config(
     )
 
 
-def _read_attrs(module: Any) -> dict:
+def _read_attrs(module: Any, context: CallContext) -> dict:
     kernel_size = module.kernel_size
     kernel_size = (kernel_size,) if isinstance(kernel_size, int) else tuple(kernel_size)
     ndim = len(kernel_size)

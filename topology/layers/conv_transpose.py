@@ -24,6 +24,7 @@ import numpy as np
 from topology.graph import LayerNode, WeightBinding
 from topology.layers.base import ONES, ZEROS, Case, LayerKind, ParamMap, keras_shape, layer_base
 from topology.layers.convolution import bias_variable, bias_weight, padding_pairs, per_axis
+from topology.trace.call_context import CallContext
 from topology.trace.errors import unsupported
 
 
@@ -40,7 +41,7 @@ def _config(filters: int, kernel_size: tuple[int, ...], strides: tuple[int, ...]
     )
 
 
-def _read_attrs(module: Any) -> dict:
+def _read_attrs(module: Any, context: CallContext) -> dict:
     kernel_size = module.kernel_size
     kernel_size = (kernel_size,) if isinstance(kernel_size, int) else tuple(int(k) for k in kernel_size)
     ndim = len(kernel_size)

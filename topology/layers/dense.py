@@ -1,5 +1,10 @@
 """Flax ``nn.Dense`` / NNX ``nnx.Linear`` -> tfjs ``Dense``. Kernel layout (in, out) is shared."""
+from __future__ import annotations
+
+from typing import Any
+
 from topology.layers.base import ZEROS, Case, LayerKind, ParamMap, layer_base
+from topology.trace.call_context import CallContext
 
 
 def dense_config(units: int, use_bias: bool = True, activation: str = "linear") -> dict:
@@ -17,7 +22,7 @@ def dense_config(units: int, use_bias: bool = True, activation: str = "linear") 
     )
 
 
-def _read_attrs(module) -> dict:
+def _read_attrs(module: Any, context: CallContext) -> dict:
     units = module.features if hasattr(module, "features") else module.out_features
     return {"units": int(units), "use_bias": bool(module.use_bias)}
 

@@ -11,13 +11,14 @@ from typing import Any
 
 from topology.layers.base import Case, LayerKind, layer_base
 from topology.layers.batchnorm import training_mode_error
+from topology.trace.call_context import CallContext
 
 
 def _config(rate: float) -> dict:
     return layer_base(rate=float(rate), noise_shape=None, seed=None)
 
 
-def _read_attrs(module: Any) -> dict:
+def _read_attrs(module: Any, context: CallContext) -> dict:
     return {"rate": float(module.rate), "_deterministic": module.deterministic}
 
 

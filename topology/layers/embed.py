@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from topology.layers.base import ZEROS, Case, LayerKind, ParamMap, layer_base
+from topology.trace.call_context import CallContext
 
 
 def _config(input_dim: int, output_dim: int) -> dict:
@@ -20,7 +21,7 @@ def _config(input_dim: int, output_dim: int) -> dict:
     )
 
 
-def _read_attrs(module: Any) -> dict:
+def _read_attrs(module: Any, context: CallContext) -> dict:
     return {"input_dim": int(module.num_embeddings), "output_dim": int(module.features)}
 
 

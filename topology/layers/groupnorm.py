@@ -18,10 +18,11 @@ from topology.layers.base import Case, LayerKind, ParamMap
 from topology.layers.batchnorm import channel_affine
 from topology.layers.layernorm import canonical_axes, layer_norm_config
 from topology.layers.views import reshape_node
+from topology.trace.call_context import CallContext
 from topology.trace.errors import unsupported
 
 
-def _read_attrs(module: Any) -> dict:
+def _read_attrs(module: Any, context: CallContext) -> dict:
     return {
         "epsilon": float(module.epsilon), "_use_bias": bool(module.use_bias), "_use_scale": bool(module.use_scale),
         "_num_groups": module.num_groups, "_group_size": module.group_size,

@@ -24,6 +24,7 @@ from topology.graph import LayerNode
 from topology.layers.base import ONES, ZEROS, Case, LayerKind, ParamMap, bind, layer_base
 from topology.layers.batchnorm import channel_affine
 from topology.layers.views import reshaped
+from topology.trace.call_context import CallContext
 from topology.trace.errors import unsupported
 
 
@@ -52,7 +53,7 @@ def canonical_axes(axes: Any, rank: int) -> tuple[int, ...]:
     return tuple(sorted({int(a) % rank for a in axes}))
 
 
-def _read_attrs(module: Any) -> dict:
+def _read_attrs(module: Any, context: CallContext) -> dict:
     centered = hasattr(module, "use_bias")  # RMSNorm has neither bias nor centering
     return {
         "epsilon": float(module.epsilon), "_centered": centered,

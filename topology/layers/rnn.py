@@ -34,7 +34,7 @@ import numpy as np
 from topology.graph import LayerNode, WeightBinding, tensor_ref
 from topology.layers.base import ZEROS, Case, LayerKind, layer_base
 from topology.layers.views import permuted
-from topology.trace.call_context import call_context
+from topology.trace.call_context import CallContext
 from topology.trace.errors import unsupported
 from topology.vocabulary.tensors import TensorRef
 
@@ -111,8 +111,7 @@ def _cell_kind(cell: Any, fail: Callable[..., Exception], layer: str) -> tuple[s
                layer)
 
 
-def _read_attrs(module: Any) -> dict:
-    context = call_context(module)
+def _read_attrs(module: Any, context: CallContext) -> dict:
     fail = context.unsupported
     kwargs = context.kwargs
 

@@ -20,7 +20,7 @@ import numpy as np
 from topology.graph import InputSpec
 from topology.layers import REGISTRY, kind_for_module
 from topology.layers.base import LayerKind
-from topology.trace.call_context import CallContext, recording
+from topology.trace.call_context import CallContext, user_line
 from topology.trace.errors import flax_error_to_conversion_error
 from topology.trace.nnx_lifted import place
 from topology.trace.params import linen_refs, nnx_refs
@@ -103,13 +103,12 @@ class _Recorder:
 
     def read_attrs(self, layer_kind: LayerKind, module: Any, path: TreePath, kwargs: dict) -> dict:
         """The kind's attributes of this call; the call itself (keywords, path, the submodules'
-        variables) is handed to the kind explicitly (:func:`topology.trace.call_context.call_context`)."""
+        variables, the user's line) is passed to the kind as a :class:`CallContext` argument."""
         if not layer_kind.read_attrs:
             return {}
         context = CallContext(dict(kwargs), tuple(path), lambda at: self.lookup_variables(module, tuple(at)),
-                              module_name=type(module).__name__)
-        with recording(context):
-            return layer_kind.read_attrs(module)
+                              line=user_line(), module_name=type(module).__name__)
+        return layer_kind.read_attrs(module, context)
 
 
 def _is_array(value: Any) -> bool:
