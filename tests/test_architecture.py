@@ -148,7 +148,7 @@ def floor_of(module: str) -> int:
 
     Example:
         >>> floor_of("topology.vocabulary.errors"), floor_of("topology.infer"), floor_of("tests.x")
-        (2, 1, -1)
+        (3, 2, -1)
     """
     matches = [i for i, floor in enumerate(FLOORS) if module == floor or module.startswith(floor + ".")]
     return max(matches, key=lambda i: len(FLOORS[i])) if matches else -1
