@@ -466,8 +466,11 @@ def test_demo_server_errors(tmp_path):
 
 
 def test_demo_command_prints_url_and_serves(tmp_path):
+    # Ctrl+C as in a terminal: a runner started in the background (`cmd &`) ignores SIGINT, and its
+    # children would inherit that, so the demo gets the default disposition back.
     proc = subprocess.Popen([sys.executable, "-m", "writer.demo", str(WEB / "model"), "--port", "0"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         lines = [proc.stdout.readline() for _ in range(4)]
         demo_line = next(line for line in lines if "demo:" in line)
