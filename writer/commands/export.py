@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
-import sys
 from typing import Sequence
 
+from writer.commands import print_checked_report
 from writer.flags import (
     add_backend_option, add_model_options, add_output_options, add_samples_option, add_seed_option,
     add_tolerance_option, command_parser, verify_fields,
 )
 from writer.option_parser import PROG
 from writer.savedmodel import export_savedmodel
-from writer.term import Style
 from writer.verify import VerifyOptions
 
 EXPORT_DEFAULTS = {name: p.default for name, p in inspect.signature(export_savedmodel).parameters.items()}
@@ -71,12 +69,4 @@ def run_export(argv: Sequence[str]) -> int:
     report = export_savedmodel(args.out_dir, args.saved_dir, checkpoint=args.checkpoint, options=options,
                                force=args.force, tf_python=args.tf_python, samples=args.samples, seed=args.seed,
                                tolerance=args.tolerance)
-    if args.json:
-        print(json.dumps(report.to_json(), indent=2))
-    elif not args.quiet:
-        print(report.render(Style(sys.stdout)))
-    if not report.passed:
-        if args.quiet:
-            print("export-savedmodel FAIL: the SavedModel's outputs differ; nothing was written", file=sys.stderr)
-        return 1
-    return 0
+    return print_checked_report(report, args, lambda: "export-savedmodel FAIL: the SavedModel's outputs differ; nothing was written")

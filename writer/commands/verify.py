@@ -7,13 +7,11 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Sequence
 
+from writer.commands import print_checked_report
 from writer.flags import add_model_options, add_output_options, add_verify_options, command_parser, default_of, verify_fields
 from writer.option_parser import PROG
-from writer.term import Style
 from writer.verify import VerifyOptions, verify
 
 VERIFY_EXAMPLES = f"""examples:
@@ -59,12 +57,4 @@ def run_verify(argv: Sequence[str]) -> int:
     args = build_verify_parser().parse_args(argv)
     options = VerifyOptions(**verify_fields(args), repeat=args.repeat, batch_size=args.batch_size)
     report = verify(args.out_dir, args.checkpoint, options, progress=False if args.quiet or args.json else None)
-    if args.json:
-        print(json.dumps(report.to_json(), indent=2))
-    elif not args.quiet:
-        print(report.render(Style(sys.stdout)))
-    if not report.passed:
-        if args.quiet:
-            print("verify FAIL: " + "; ".join(report.failures), file=sys.stderr)
-        return 1
-    return 0
+    return print_checked_report(report, args, lambda: "verify FAIL: " + "; ".join(report.failures))
