@@ -6,6 +6,7 @@ from pathlib import Path
 
 from topology.graph import InputSpec
 from topology.vocabulary.errors import Notice
+from writer.term import human_bytes
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class Report:
             ).rstrip())
         quant = f", {self.quantized_weights} weights quantized to {self.quantization}" if self.quantization else ""
         lines.append(
-            f"{self.param_count:,} parameters, {_bytes(self.bytes_written)} written in "
+            f"{self.param_count:,} parameters, {human_bytes(self.bytes_written)} written in "
             f"{len(self.shards)} shard{'s' if len(self.shards) != 1 else ''} + model.json{quant}"
         )
         for notice in self.notices:
@@ -99,11 +100,3 @@ def _shape(shape: tuple | None) -> str:
     if shape is None:
         return "?"
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
-def _bytes(count: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    return f"{count} B"

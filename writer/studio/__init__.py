@@ -6,7 +6,8 @@ errors) streamed over Server-Sent Events, verify it against JAX in real TF.js, t
 the browser itself, and download it as a zip. Same engine as the CLI; stdlib server on
 127.0.0.1 only. Modules: :mod:`.paths` (ROOT confinement, uploads), :mod:`.jobs`
 (background conversions), :mod:`.options` (form -> engine options), :mod:`.handler`
-(routes), :mod:`.site` (static files).
+(routes), :mod:`.site` (static files), :mod:`.present` and :mod:`.page_hints` (paths relative
+to ROOT, hints naming the page's controls), :mod:`.classes` (the classes of a model file).
 
 Example:
     >>> server = make_server(Path("."), 0)
@@ -28,6 +29,7 @@ from writer.option_parser import OptionParser
 from writer.studio.handler import StudioHandler
 from writer.studio.jobs import Jobs
 from writer.studio.paths import Root, Uploads
+from writer.studio.present import Presenter
 from writer.studio.site import STATIC_FILES, web_demo_dir
 
 HOST = "127.0.0.1"
@@ -45,6 +47,7 @@ class StudioServer(ThreadingHTTPServer):
         self.root = root
         self.uploads = Uploads(max_upload_bytes)
         self.jobs = Jobs()
+        self.presenter = Presenter(self.root.path, self.uploads.folder)
 
     def close(self) -> None:
         """Cancel running conversions (their staging folders go), drop uploads, close the socket."""

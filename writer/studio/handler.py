@@ -15,12 +15,14 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+from topology.infer import POOL_CHOICES, TEMPLATE_ACTIVATIONS
 from topology.vocabulary.errors import ConversionError
 from writer.convert import ConvertOptions
 from writer.flags import default_of
 from writer.inspect_tree import inspect_checkpoint
 from writer.presets import PRESETS
 from writer.studio import site
+from writer.studio.classes import file_classes
 from writer.studio.jobs import error_event
 from writer.studio.options import convert_options, verify_options
 from writer.studio.paths import UPLOAD_PREFIX
@@ -63,7 +65,7 @@ class StudioHandler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _json(self, value: Any, status: int = 200) -> None:
-        self._send(status, json.dumps(value).encode(), "application/json")
+        self._send(status, json.dumps(self.server.presenter.for_page(value)).encode(), "application/json")
 
     def _error(self, err: ConversionError) -> None:
         self._json({"error": error_event(err)}, STATUS.get(err.code, 400))
@@ -153,7 +155,9 @@ class StudioHandler(BaseHTTPRequestHandler):
     def config(self, query: dict) -> None:
         self._json({"root": self.server.root.path.name or str(self.server.root.path),
                     "optimize": default_of(ConvertOptions, "optimize"), "presets": PRESETS,
-                    "max_upload_bytes": self.server.uploads.limit})
+                    "max_upload_bytes": self.server.uploads.limit,
+                    "activations": list(TEMPLATE_ACTIVATIONS), "pools": list(POOL_CHOICES),
+                    "activation": default_of(ConvertOptions, "activation"), "pool": default_of(ConvertOptions, "pool")})
 
     def listing(self, query: dict) -> None:
         root = self.server.root
@@ -171,7 +175,14 @@ class StudioHandler(BaseHTTPRequestHandler):
         options = convert_options(body, self.server.root, inspect_only=True)
         report = inspect_checkpoint(checkpoint, options).to_json()
         report["checkpoint"] = body["checkpoint"]  # as the user named it, not the server's absolute path
+        report["suggested_out"] = self.server.root.free_output(body["checkpoint"])
         self._json(report)
+
+    def classes(self, query: dict) -> None:
+        file = query.get("file", "")
+        if not file.endswith(".py"):
+            raise ConversionError("BAD_MODULE_SPEC", f"{file!r} is not a .py file", "pick a .py file from the list")
+        self._json({"file": file, "classes": file_classes(self.server.root.resolve(file, must_exist=True))})
 
     def convert(self, query: dict) -> None:
         body = self._body()
@@ -196,7 +207,8 @@ class StudioHandler(BaseHTTPRequestHandler):
                 if event is None:
                     self.wfile.write(b": keepalive\n\n")
                 else:
-                    self.wfile.write(f"id: {event['seq']}\ndata: {json.dumps(event)}\n\n".encode())
+                    shown = self.server.presenter.for_page(event)  # paths relative to ROOT, page hints
+                    self.wfile.write(f"id: {event['seq']}\ndata: {json.dumps(shown)}\n\n".encode())
                 self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the page went away; the job goes on
@@ -245,6 +257,7 @@ ROUTES = {
     "GET": [
         (r"/api/config", StudioHandler.config),
         (r"/api/list", StudioHandler.listing),
+        (r"/api/classes", StudioHandler.classes),
         (_JOB + r"/events", StudioHandler.events),
         (_JOB + r"/model/([A-Za-z0-9._-]+)", StudioHandler.model_file),
         (_JOB + r"/download\.zip", StudioHandler.download),

@@ -9,25 +9,73 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path  # noqa: F401 (the doctest)
-from typing import Any
+from typing import Any, Sequence
 
+from topology.infer import POOL_CHOICES, TEMPLATE_ACTIVATIONS
 from topology.vocabulary.errors import ConversionError
 from writer.convert import ConvertOptions
 from writer.flags import default_of
+from writer.studio.classes import file_classes
 from writer.studio.paths import Root
 from writer.verify import VerifyOptions
 
 
 def module_spec(text: Any, root: Root) -> str | None:
-    """``FILE.py:Name`` with FILE resolved inside ROOT (the model code runs, so it must be the user's own)."""
+    """``FILE.py:Name`` with FILE resolved inside ROOT (the model code runs, so it must be the user's own).
+
+    A spec without a usable class name (``model.py:`` or ``model.py``) is refused with the classes
+    the file defines, read with :mod:`ast` (see :mod:`writer.studio.classes`), in the hint.
+    """
     if not text:
         return None
-    file, sep, name = str(text).strip().rpartition(":")
-    if not sep or not file.endswith(".py") or not name.isidentifier():
+    spec = str(text).strip()
+    file, sep, name = spec.rpartition(":")
+    if not sep:
+        file, name = spec, ""
+    if not file.endswith(".py"):
         raise ConversionError("BAD_MODULE_SPEC", f"{text!r} is not FILE.py:Name",
                               "pick a .py file under the studio folder and name the module class, e.g. model.py:CNN")
     path = root.resolve(file, must_exist=True)
+    if not name.isidentifier():
+        classes = file_classes(path)
+        what = f"{spec!r} names no class" if not name else f"{name!r} is not a class name"
+        hint = (f"name one of the classes {file} defines: {', '.join(f'{file}:{c}' for c in classes)}" if classes
+                else f"{file} defines no class; pick the file that defines your Flax module")
+        raise ConversionError("BAD_MODULE_SPEC", f"{what} (write FILE.py:Name)", hint)
     return f"{path}:{name}"
+
+
+def _step(value: Any) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        step = int(str(value).strip())
+    except ValueError:
+        step = -1
+    if step < 0:
+        raise ConversionError("BAD_OPTION", f"step {value!r}", "give a whole checkpoint step number, or leave Step empty for the newest")
+    return step
+
+
+def _choice(value: Any, choices: Sequence[str], what: str, default: str) -> str:
+    if value in (None, ""):
+        return default
+    if value not in choices:
+        raise ConversionError("BAD_OPTION", f"{what} {value!r}", f"choose one of {', '.join(choices)}")
+    return str(value)
+
+
+def topology_fields(form: dict, root: Root) -> dict[str, Any]:
+    """The fields that shape the model (shared by inspect, convert and verify): model code, step,
+    and the template's activation and pooling, each with ConvertOptions' default when left out."""
+    return {
+        "module": module_spec(form.get("module"), root),
+        "input_shape": _shape(form.get("input_shape")),
+        "activation": _choice(form.get("activation"), tuple(TEMPLATE_ACTIVATIONS), "activation",
+                              default_of(ConvertOptions, "activation")),
+        "pool": _choice(form.get("pool"), POOL_CHOICES, "pooling", default_of(ConvertOptions, "pool")),
+        "step": _step(form.get("step")),
+    }
 
 
 def _shape(text: Any) -> tuple[int, ...] | None:
@@ -56,8 +104,7 @@ def _metadata(value: Any) -> dict:
 def convert_options(form: dict, root: Root, inspect_only: bool = False) -> ConvertOptions:
     """ConvertOptions from the page's form; what the form leaves out keeps ConvertOptions' defaults."""
     fields: dict[str, Any] = {
-        "module": module_spec(form.get("module"), root),
-        "input_shape": _shape(form.get("input_shape")),
+        **topology_fields(form, root),
         "input_dtype": form.get("input_dtype") or default_of(ConvertOptions, "input_dtype"),
     }
     if not inspect_only:
@@ -75,5 +122,5 @@ def convert_options(form: dict, root: Root, inspect_only: bool = False) -> Conve
 
 def verify_options(form: dict, root: Root) -> VerifyOptions:
     """VerifyOptions matching a conversion's form (same model code and input shape; verify's defaults)."""
-    return VerifyOptions(module=module_spec(form.get("module"), root), input_shape=_shape(form.get("input_shape")))
+    return VerifyOptions(**topology_fields(form, root))
 

@@ -71,6 +71,24 @@ class Root:
     def relative(self, target: Path) -> str:
         return "." if target == self.path else target.relative_to(self.path).as_posix()
 
+    def free_output(self, checkpoint: str) -> str:
+        """A new output folder for ``checkpoint`` (relative to ROOT, or an upload handle):
+        ``<name>_tfjs`` beside it, else ``<name>_tfjs_2``, ``_3``... whichever does not exist yet.
+
+        Example:
+            >>> import tempfile; root = Root(Path(tempfile.mkdtemp())); (root.path / "m_tfjs").mkdir()
+            >>> root.free_output("m.npz"), root.free_output("upload:0123456789abcdef/n.msgpack")
+            ('m_tfjs_2', 'n_tfjs')
+        """
+        text = checkpoint.rsplit("/", 1)[-1] if checkpoint.startswith(UPLOAD_PREFIX) else checkpoint
+        text = re.sub(r"\.(msgpack|npz)$", "", text.strip().replace("\\", "/").rstrip("/")) or "model"
+        base = f"{text}_tfjs"
+        for n in range(1, 10_000):
+            candidate = base if n == 1 else f"{base}_{n}"
+            if not os.path.lexists(self.path / candidate):
+                return candidate
+        return base  # 10,000 earlier conversions: let OUTPUT_NOT_EMPTY explain
+
     def listing(self, text: str) -> list[Entry]:
         """Folders, checkpoints and model files directly in ``text``; hidden names and links out are left out."""
         folder = self.resolve(text or ".", must_exist=True)
