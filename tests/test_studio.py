@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT, assert_close
+from tests.test_web_demo import _write_gray_png
 from writer.convert import ConvertOptions, convert
 from topology.vocabulary.errors import ConversionError
 
@@ -30,7 +31,9 @@ MNIST = ROOT / "examples" / "mnist_ckpt"
 ARTIFACTS = ROOT / "test-artifacts" / "studio"
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 PAYLOAD = "<img src=x onerror=\"document.title='owned'\">"
-BIG_LAYERS, BIG_UNITS = 48, 1024  # 48 x 4 MiB: long enough for a click to cancel it mid-way
+BIG_LAYERS, BIG_UNITS = 48, 1024
+MLP_SOURCE = ("import flax.linen as nn\n\n\nclass Helper:\n    pass\n\n\nclass MLP(nn.Module):\n    @nn.compact\n"
+              "    def __call__(self, x):\n        hidden = nn.relu(nn.Dense(4)(x))\n        return nn.Dense(3)(hidden)\n")  # 48 x 4 MiB: long enough for a click to cancel it mid-way
 
 
 # ---------- fixtures: a studio folder with good, bad and big checkpoints ----------
@@ -67,6 +70,7 @@ def studio_root(tmp_path_factory) -> Path:
     (base / "secret" / "params.npz").write_bytes((root / "small.npz").read_bytes())
     (root / "escape").symlink_to(base / "secret")  # a link out of ROOT
     _mlp_npz(base / "upload.npz")  # outside ROOT: reaches the studio only by upload
+    (root / "ckpts" / "mlp_model.py").write_text(MLP_SOURCE)
     return root
 
 
@@ -253,17 +257,19 @@ def test_one_conversion_per_output_folder(server, studio_root):
 
 
 def test_inspect_with_model_code_from_root(server, studio_root):
-    (studio_root / "mlp.py").write_text(
-        "import flax.linen as nn\n\n\nclass MLP(nn.Module):\n    @nn.compact\n    def __call__(self, x):\n"
-        "        hidden = nn.relu(nn.Dense(4)(x))\n        return nn.Dense(3)(hidden)\n")
+    (studio_root / "mlp.py").write_text(MLP_SOURCE)
     try:
         status, report = _post(server, "/api/inspect", {"checkpoint": "small.npz", "module": "mlp.py:MLP",
                                                         "input_shape": "8"})
         assert status == 200 and report["graph"] and report["graph"]["topology"] == "traced", report
         layers = report["graph"]["layers"]
         assert [l["params"] for l in layers if l["params"]] == [8 * 4 + 4, 4 * 3 + 3]
-        status, body = _post(server, "/api/inspect", {"checkpoint": "small.npz", "module": "mlp.py"})
-        assert status == 400 and body["error"]["code"] == "BAD_MODULE_SPEC"
+        for spec in ("mlp.py", "mlp.py:", "mlp.py:not-a-name"):  # no class: the hint names the file's classes
+            status, body = _post(server, "/api/inspect", {"checkpoint": "small.npz", "module": spec})
+            assert status == 400 and body["error"]["code"] == "BAD_MODULE_SPEC", spec
+            assert "mlp.py:MLP, mlp.py:Helper" in body["error"]["hint"], body
+        status, body = _request(server, "GET", "/api/classes?file=mlp.py")[::2]
+        assert status == 200 and json.loads(body)["classes"] == ["MLP", "Helper"]  # Flax modules first
     finally:
         (studio_root / "mlp.py").unlink()
 
@@ -311,8 +317,10 @@ def page(server, studio_root, digit):
         "broken": "broken.msgpack", "nonfinite": "nan.npz", "nonfiniteOut": "nan_tfjs",
         "big": "big.npz", "bigOut": "big_tfjs", "bigShotOut": "shots/big_tfjs",
         "upload": str(studio_root.parent / "upload.npz"),
-        "digit": digit[0].tolist(), "payload": PAYLOAD,
+        "digit": digit[0].tolist(), "payload": PAYLOAD, "image": str(ARTIFACTS / "digit.png"),
+        "moduleFile": "ckpts/mlp_model.py",
     }
+    _write_gray_png(ARTIFACTS / "digit.png", 255 - np.rint(digit[0][:, :, 0] * 255))  # dark on white: the page inverts
     config_file, results_file = ARTIFACTS / "config.json", ARTIFACTS / "results.json"
     config_file.write_text(json.dumps(config))
     proc = subprocess.run(["node", str(ROOT / "tests" / "web" / "check_studio.mjs"), str(config_file), str(results_file)],
@@ -345,7 +353,8 @@ def test_page_inspects_mnist(page):
     assert "824,458 parameters" in inspect["summary"]
     assert any("Dense_0/kernel" not in leaf and "(3136, 256) float32" in leaf for leaf in inspect["treeLeaves"])
     assert inspect["treeRootOpenAfterClick"] is False
-    assert "3.15 MiB as float32" in inspect["size"]
+    assert "3.1 MiB as float32" in inspect["size"]  # the CLI's rule (writer.term.human_bytes)
+    assert inspect["suggestedOut"] == "ckpts/mnist_ckpt_tfjs"
 
 
 def test_page_presets(page):
@@ -356,7 +365,7 @@ def test_page_presets(page):
         assert page["preset"]["mobile"]["optimize"] is True
     assert "→ 805.1 KiB as uint8" in page["preset"]["mobile"]["size"]
     assert page["preset"]["web"]["quantize"] == "float16" and page["preset"]["web"]["shardMiB"] == "4"
-    assert "→ 1.57 MiB as float16" in page["preset"]["web"]["size"]
+    assert "→ 1.6 MiB as float16" in page["preset"]["web"]["size"]
 
 
 def test_page_converts_with_live_events_in_order(page, studio_root):
@@ -372,11 +381,29 @@ def test_page_converts_with_live_events_in_order(page, studio_root):
     assert tensors[-1]["bytes"] == (out / "group1-shard1of1.bin").stat().st_size
     assert conv["stages"][:4] == [[s, "done"] for s in ("read", "fix", "graph", "write")]
     assert [n.split("[")[0] for n in conv["notices"]] == ["assumption"] * 5
+    text = " ".join(conv["notices"])  # the overrides are named by the page's controls, not CLI flags
+    assert "--" not in text and "“Activation” under “Model code and input”" in text and "“Pooling”" in text, text
+    assert conv["listed"], "the file list shows the new folder after the conversion"
+    assert conv["nextOut"] == "ckpts/mnist_ckpt_tfjs"  # the next default does not collide
     assert "8/8" not in conv["progress"] and "824,458 parameters" in conv["progress"]
     meta = json.loads((out / "model.json").read_text())["userDefinedMetadata"]
     assert meta["labels"] == ["zero", "one"] and meta["note"] == PAYLOAD
     assert "tf.loadLayersModel('/mnist_tfjs/model.json')" in conv["snippet"]
-    assert page["convertAgain"]["state"] == "error" and page["convertAgain"]["error"]["code"] == "OUTPUT_NOT_EMPTY"
+    again = page["convertAgain"]["error"]
+    assert page["convertAgain"]["state"] == "error" and again["code"] == "OUTPUT_NOT_EMPTY"
+
+
+def test_page_error_is_next_to_the_action_and_announced(page, studio_root):
+    """Under the Convert button (not a banner far above), focused, on screen, role=alert; the hint
+    names the checkbox, and "Replace it and convert again" does just that."""
+    again = page["convertAgain"]["error"]
+    assert again["card"] == "convert-card" and again["after"] == "convert-buttons", again
+    assert again["focused"] and again["onScreen"] and again["role"] == "alert", again
+    assert "tick “Replace the folder if it is not empty”" in again["text"] and "--force" not in again["text"]
+    assert str(studio_root) not in again["text"] and "ckpts/mnist_tfjs" in again["text"]  # relative to ROOT
+    assert "error[OUTPUT_NOT_EMPTY]" in page["convertAgain"]["progress"]
+    assert again["buttons"] == ["Replace it and convert again", "Go to “Replace the folder if it is not empty”"]
+    assert page["replaced"]["state"] == "converted" and page["replaced"]["force"], page["replaced"]
 
 
 def test_page_download_is_the_output_folder(page, server, studio_root):
@@ -425,11 +452,37 @@ def test_page_shows_coded_errors_with_hints(page, server, studio_root):
     assert page["nonfiniteInspect"] == "inspected"
     bad = page["nonfinite"]
     assert bad["state"] == "error" and bad["error"]["code"] == "NONFINITE_WEIGHT"
-    assert "Dense_0" in bad["error"]["text"] and "--allow-nonfinite" in bad["error"]["text"]
+    assert "Dense_0" in bad["error"]["text"] and "tick “Write NaN/Inf weights anyway”" in bad["error"]["text"]
+    assert bad["error"]["card"] == "convert-card" and bad["error"]["focused"]
+    assert page["broken"]["card"] == "pick-card" and page["broken"]["focused"]  # inspect errors: in the pick card
     assert ["write", "failed"] in bad["stages"]
     assert not (studio_root / "nan_tfjs").exists()
     _, _, doc = _request(server, "GET", "/troubleshooting")  # the links lead somewhere
     assert b'id="truncated_checkpoint"' in doc and b'id="nonfinite_weight"' in doc
+
+
+def test_page_runs_an_image(page, flax_logits, digit):
+    """The test tab's image input (the tester's F2T.imageTensor): the PNG of a digit, inverted back."""
+    run = page["browserImage"]
+    assert run["state"] == "tested", run
+    assert run["preview"] == {"hidden": False, "width": 28, "height": 28}
+    x = (np.rint(digit[0] * 255) / 255)[None].astype(np.float32)  # what 8-bit pixels can carry
+    for backend in ("cpu", "wasm", "webgl"):
+        result = run["results"][backend]
+        assert "error" not in result, result
+        assert_close(np.asarray(result["values"], np.float32).reshape(1, 10), flax_logits(x),
+                     rtol=1e-4 if backend == "webgl" else 1e-5)
+        assert int(np.argmax(result["values"])) == digit[1]
+
+
+def test_page_lists_the_classes_of_a_model_file(page):
+    classes = page["classes"]
+    assert classes["open"] and classes["options"] == ["ckpts/mlp_model.py:MLP", "ckpts/mlp_model.py:Helper"]
+    assert "Classes in ckpts/mlp_model.py: MLP, Helper" in classes["text"]
+    empty = page["emptyClass"]
+    assert empty["code"] == "BAD_MODULE_SPEC" and "ckpts/mlp_model.py:MLP" in empty["text"], empty
+    assert empty["card"] == "pick-card" and empty["focused"] and empty["onScreen"]
+    assert "null" not in empty["text"]
 
 
 def test_page_cancel_leaves_nothing(page, studio_root):
@@ -455,5 +508,5 @@ def test_page_is_clean_and_accessible(page):
     assert page["focused"] == "convert" and page["focusOutline"] == "solid"
     assert page["contrast"]["ratio"] >= 4.5, page["contrast"]  # WCAG AA for all visible text
     assert page["noHorizontalScroll"]
-    for name in ("pick", "inspect", "convert", "progress", "verify", "browser", "error", "cancel"):
+    for name in ("pick", "inspect", "convert", "progress", "verify", "browser", "error", "cancel", "error-inline", "image"):
         assert Path(page["screenshots"][name]).stat().st_size > 10_000, name

@@ -253,10 +253,61 @@
     throw new ModelError('No TensorFlow.js backend works in this browser.', failures.join('; '));
   }
 
+  // The CLI's rule (writer/term.py human_bytes, the reference): whole bytes below 1 KiB, then one
+  // decimal of KiB, MiB or GiB, rounded as Python's format() rounds (an exact tie goes to the even
+  // digit: 1280 B is "1.2 KiB", not toFixed's "1.3 KiB"). Integer arithmetic keeps it exact.
+  // tests/test_studio_ui.py compares both on many sizes.
   function formatBytes(n) {
+    n = Math.round(Number(n) || 0);
     if (n < 1024) return `${n} B`;
-    if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
-    return `${(n / 1024 / 1024).toFixed(2)} MiB`;
+    const units = ['KiB', 'MiB', 'GiB'];
+    let k = 0;
+    while (k < units.length - 1 && n >= 1024 ** (k + 2)) k++;
+    const d = 1024 ** (k + 1);
+    let tenths = Math.floor((n * 10) / d);
+    const twice = 2 * (n * 10 - tenths * d);
+    if (twice > d || (twice === d && tenths % 2 === 1)) tenths += 1;
+    return `${Math.floor(tenths / 10)}.${tenths % 10} ${units[k]}`;
+  }
+
+  // One image as a model input: resized to the input's height and width, grey (1 channel) or
+  // RGB(A), scaled to 0..1, 0..255 or -1..1, optionally inverted (MNIST: white digit on black).
+  // `canvas` shows what the model gets. Shared by the tester and the studio's in-page test.
+  function imageTensor(image, inputShape, {invert = false, scale = 1} = {}, canvas = null) {
+    const shape = inputShape.slice(1);
+    const [h, w, c] = shape.length === 3 ? shape : shape.length === 2 ? [...shape, 1] : [];
+    if (!h || !w || ![1, 3, 4].includes(c)) {
+      const text = `[${inputShape.map((d) => (d == null ? 'null' : d)).join(', ')}]`;
+      throw new ModelError(`The input shape ${text} is not an image (height, width, 1/3/4 channels).`, 'Use random or JSON input.');
+    }
+    const surface = canvas || document.createElement('canvas');
+    surface.width = w;
+    surface.height = h;
+    surface.hidden = false;
+    const c2d = surface.getContext('2d', {willReadFrequently: true});
+    c2d.drawImage(image, 0, 0, w, h);
+    const {data} = c2d.getImageData(0, 0, w, h);
+    const values = new Float32Array(h * w * c);
+    for (let i = 0; i < h * w; i++) {
+      const px = [data[4 * i], data[4 * i + 1], data[4 * i + 2], data[4 * i + 3]];
+      const chans = c === 1 ? [0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2]] : px.slice(0, c);
+      chans.forEach((v, k) => {
+        let x = (invert ? 255 - v : v) / 255;
+        x = scale === 255 ? x * 255 : scale === -1 ? x * 2 - 1 : x;
+        values[i * c + k] = x;
+      });
+    }
+    if (invert || scale !== 1) {
+      // Show what the model gets rather than the file.
+      const shown = c2d.createImageData(w, h);
+      for (let i = 0; i < h * w; i++) {
+        const v = c === 1 ? values[i] : values[i * c];
+        const g = Math.round(255 * (scale === 255 ? v / 255 : scale === -1 ? (v + 1) / 2 : v));
+        shown.data.set([g, g, g, 255], 4 * i);
+      }
+      c2d.putImageData(shown, 0, 0);
+    }
+    return tf.tensor(values, [1, ...shape], 'float32');
   }
 
   function formatMs(ms) {
@@ -291,7 +342,7 @@
   }
 
   window.F2T = {
-    ModelError, el, parseModelJson, fetchModel, readModelFiles, buildModel, useBackend,
+    ModelError, el, imageTensor, parseModelJson, fetchModel, readModelFiles, buildModel, useBackend,
     firstBackend, expectedGroupBytes, totalBytes, formatBytes, formatMs, median, showError, catchAll,
   };
 })();

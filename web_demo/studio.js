@@ -28,25 +28,51 @@
 
   // ---------- errors ----------
 
-  function showError(err) {
+  // The one error box moves next to the action that failed (`where`: an element of that card),
+  // takes the focus (which scrolls it into view) and, being role="alert", is announced. The hint
+  // shown is the server's page_hint (the CLI flags named by the page's controls, see
+  // writer/studio/page_hints.py); the controls it names get a "Go to" button, and an output folder
+  // that is not empty gets "Replace it and convert again".
+  function showError(err, where) {
     const box = $('error');
+    (where || document.querySelector('#pick-card .pick')).after(box);
     if (err && err.code) {
-      box.replaceChildren(
+      const actions = (err.controls || []).filter((id) => $(id)).map((id) => el('button', {type: 'button', class: 'link',
+        text: `Go to “${controlLabel(id)}”`, onclick: () => goTo(id)}));
+      if (err.code === 'OUTPUT_NOT_EMPTY' && studio.lastForm) {
+        actions.unshift(el('button', {type: 'button', id: 'replace-again', text: 'Replace it and convert again',
+          onclick: () => { $('force').checked = true; $('convert-form').requestSubmit(); }}));
+      }
+      box.replaceChildren(...[
         el('strong', {text: `error[${err.code}]: ${err.message}`}),
-        err.hint ? el('span', {class: 'detail', text: `hint: ${err.hint}`}) : null,
+        err.hint ? el('span', {class: 'detail', text: `hint: ${err.page_hint || err.hint}`}) : null,
+        actions.length ? el('span', {class: 'detail actions'}, ...actions) : null,
         err.doc ? el('a', {class: 'detail', href: err.doc, target: '_blank', rel: 'noopener', text: `Troubleshooting: ${err.code}`}) : null,
-      );
+      ].filter(Boolean));
       box.dataset.code = err.code;
       box.hidden = false;
     } else {
       F2T.showError(box, err);
       box.dataset.code = '';
     }
+    box.focus({preventScroll: true});
+    box.scrollIntoView({block: 'center'});
   }
 
   function clearError() {
     $('error').hidden = true;
     $('error').dataset.code = '';
+  }
+
+  function controlLabel(id) {
+    const label = document.querySelector(`label[for="${id}"]`) || $(id).closest('label');
+    return label ? label.textContent.trim().replace(/\s*\(.*$/, '') : id;
+  }
+
+  function goTo(id) {
+    const details = $(id).closest('details');
+    if (details) details.open = true;
+    $(id).focus();
   }
 
   async function api(path, body) {
@@ -73,9 +99,12 @@
 
   const KIND_LABEL = {folder: 'folder', orbax: 'Orbax checkpoint', checkpoint: 'checkpoint file', module: 'model code'};
 
+  let currentDir = '.';
+
   async function browse(dir) {
     try {
       const data = await api(`/api/list?dir=${encodeURIComponent(dir)}`);
+      currentDir = data.dir;
       crumbs(data.dir);
       $('files').replaceChildren(...data.entries.map((entry) => {
         const li = el('li', {class: `file ${entry.kind}`});
@@ -83,13 +112,32 @@
           el('span', {class: 'name', text: entry.name}),
           el('span', {class: 'kind', text: KIND_LABEL[entry.kind] + (entry.bytes ? ` · ${F2T.formatBytes(entry.bytes)}` : '')}));
         if (entry.kind === 'folder') main.onclick = () => browse(entry.path);
-        else if (entry.kind === 'module') main.onclick = () => { $('module').value = `${entry.path}:`; $('module').closest('details').open = true; $('module').focus(); };
+        else if (entry.kind === 'module') main.onclick = () => pickModule(entry.path);
         else main.onclick = () => { $('ckpt-path').value = entry.path; inspect(entry.path); };
         li.append(main);
         if (entry.kind === 'orbax') li.append(el('button', {type: 'button', class: 'link', text: 'open folder', onclick: () => browse(entry.path)}));
         return li;
       }));
       if (!data.entries.length) $('files').append(el('li', {class: 'hint', text: 'No checkpoints, model files or folders here.'}));
+    } catch (err) {
+      showError(err);
+    }
+  }
+
+  // A .py file: its classes (read by the server with ast, not run) as buttons and completions;
+  // a file with one class fills it in.
+  async function pickModule(file) {
+    $('model-details').open = true;
+    $('module').value = `${file}:`;
+    $('module').focus();
+    try {
+      const {classes} = await api(`/api/classes?file=${encodeURIComponent(file)}`);
+      $('module-options').replaceChildren(...classes.map((c) => el('option', {value: `${file}:${c}`})));
+      if (classes.length === 1) $('module').value = `${file}:${classes[0]}`;
+      $('module-classes').replaceChildren(...(classes.length
+        ? [`Classes in ${file}: `, ...classes.flatMap((c, i) => [i ? ', ' : '', el('button', {type: 'button', class: 'link', text: c,
+          onclick: () => { $('module').value = `${file}:${c}`; $('module').focus(); }})])]
+        : [`${file} defines no class.`]));
     } catch (err) {
       showError(err);
     }
@@ -137,7 +185,8 @@
   });
 
   function modelFields() {
-    return {module: $('module').value.trim(), input_shape: $('input-shape').value.trim(), input_dtype: $('input-dtype').value};
+    return {module: $('module').value.trim(), input_shape: $('input-shape').value.trim(), input_dtype: $('input-dtype').value,
+      activation: $('activation').value, pool: $('pool').value, step: $('step').value.trim()};
   }
 
   // ---------- inspect ----------
@@ -153,8 +202,7 @@
       const report = await api('/api/inspect', {checkpoint: path, ...modelFields()});
       studio.inspected = report;
       showInspection(report);
-      const base = path.startsWith('upload:') ? path.split('/').pop() : path;
-      $('out').value = `${base.replace(/\/+$/, '').replace(/\.(msgpack|npz)$/, '')}_tfjs`;
+      $('out').value = report.suggested_out;  // <name>_tfjs, or _tfjs_2... when that exists
       $('convert-card').hidden = false;
       updateSize();
       setState('inspected');
@@ -185,11 +233,11 @@
     ];
     if (g) rows.push(['Model', `${g.model_class}, ${g.layers.length} layers, ${g.topology} topology, inputs ${g.inputs.map((i) => `${i.name} ${shapeText(i.shape)} ${i.dtype}`).join('; ')}`]);
     $('summary').replaceChildren(...rows.flatMap(([k, v]) => [el('dt', {text: k}), el('dd', {text: v})]));
-    const notes = r.notices.map((n) => el('p', {class: `notice ${n.kind}`, text: `${n.kind}[${n.code}]: ${n.message}`}));
+    const notes = r.notices.map((n) => el('p', {class: `notice ${n.kind}`, text: `${n.kind}[${n.code}]: ${n.page_message || n.message}`}));
     if (r.graph_error) {
       const e = r.graph_error;
       notes.unshift(el('div', {class: 'alert inline-alert'}, el('strong', {text: `error[${e.code}]: ${e.message}`}),
-        el('span', {class: 'detail', text: `hint: ${e.hint}`}),
+        el('span', {class: 'detail', text: `hint: ${e.page_hint || e.hint}`}),
         el('a', {class: 'detail', href: `/troubleshooting#${e.code.toLowerCase()}`, target: '_blank', rel: 'noopener', text: `Troubleshooting: ${e.code}`})));
     }
     $('inspect-notices').replaceChildren(...notes);
@@ -285,22 +333,35 @@
       const secs = Math.max(1e-3, ev.seconds - writeStarted);
       $('progress-text').textContent = `${ev.index}/${ev.count} tensors · ${F2T.formatBytes(ev.bytes)} of ${F2T.formatBytes(ev.total_bytes)} · ${(ev.bytes / MIB / secs).toFixed(1)} MiB/s · ${ev.name}`;
     } else if (ev.type === 'notice') {
-      $('notices').append(el('li', {class: `notice ${ev.kind}`, text: `${ev.kind}[${ev.code}]: ${ev.message}`}));
+      $('notices').append(el('li', {class: `notice ${ev.kind}`, text: `${ev.kind}[${ev.code}]: ${ev.page_message || ev.message}`}));
     } else if (ev.type === 'done') {
       finishStages('done');
       $('bar').value = $('bar').max;
       $('progress-text').textContent = `Done in ${ev.seconds.toFixed(2)} s: ${count(ev.report.param_count)} parameters, ${F2T.formatBytes(ev.report.bytes_written)}.`;
       showResult(ev);
       end('converted');
+      afterConversion();
     } else if (ev.type === 'error') {
       finishStages('failed');
-      $('progress-text').textContent = 'Failed; the output folder was left as it was.';
-      showError(ev);
+      $('progress-text').textContent = `Failed (error[${ev.code}], below); the output folder was left as it was.`;
+      showError(ev, $('convert-buttons'));
       end('error');
     } else if (ev.type === 'cancelled') {
       finishStages('failed');
       $('progress-text').textContent = 'Cancelled; nothing was written.';
       end('cancelled');
+    }
+  }
+
+  // The new folder shows in the list, and the next conversion of this checkpoint gets a new name.
+  async function afterConversion() {
+    const done = studio.job.out;
+    await browse(currentDir);
+    try {
+      const {suggested_out: next} = await api(`/api/suggest?checkpoint=${encodeURIComponent(checkpoint)}`);
+      if ($('out').value.trim() === done) $('out').value = next;
+    } catch (err) {
+      showError(err, $('convert-buttons'));
     }
   }
 
@@ -320,9 +381,10 @@
     $('convert').disabled = true;
     setState('converting');
     try {
-      const form = {
+      const form = studio.lastForm = {
         checkpoint, out: $('out').value.trim(), ...modelFields(), quantize: $('quantize').value,
         shard_bytes: shardBytes(), metadata: metadata(), force: $('force').checked,
+        allow_nonfinite: $('allow-nonfinite').checked,
       };
       if (config.optimize !== null) form.optimize = $('optimize').checked;
       const {job, out} = await api('/api/convert', form);
@@ -331,7 +393,7 @@
       source = new EventSource(`/api/jobs/${job}/events`);
       source.onmessage = (message) => onEvent(JSON.parse(message.data));
     } catch (err) {
-      showError(err);
+      showError(err, $('convert-buttons'));
       $('progress-text').textContent = 'Not started.';
       end('error');
     }
@@ -344,7 +406,7 @@
     try {
       await api(`/api/jobs/${studio.job.id}/cancel`, {});
     } catch (err) {
-      showError(err);
+      showError(err, $('convert-buttons'));
     }
   });
 
@@ -410,22 +472,52 @@
     } catch (err) {
       finishStages('failed');
       $('verdict').textContent = 'Verification could not run.';
-      showError(err);
+      showError(err, $('verify'));
       setState('error');
     } finally {
       $('verify').disabled = false;
     }
   });
 
-  // One tensor per model input: the pasted JSON (single-input models), else seeded random values.
-  function browserInputs(m) {
-    const text = $('browser-input').value.trim();
+  // The in-page test's input: random, an image (the tester's F2T.imageTensor), or pasted JSON.
+  const browserMode = () => document.querySelector('input[name="browser-mode"]:checked').value;
+  document.querySelectorAll('input[name="browser-mode"]').forEach((radio) => radio.addEventListener('change', () => {
+    $('browser-image-panel').hidden = browserMode() !== 'image';
+    $('browser-json-panel').hidden = browserMode() !== 'json';
+  }));
+
+  let image = null;
+  let imageLoading = Promise.resolve();
+  $('browser-image').addEventListener('change', (event) => {
+    const file = event.target.files[0];
+    image = null;
+    if (!file) return;
+    imageLoading = createImageBitmap(file).then((bitmap) => {
+      image = bitmap;
+      studio.image = {name: file.name, width: bitmap.width, height: bitmap.height};
+      $('browser-image-status').textContent = `${file.name}: ${bitmap.width}×${bitmap.height}, resized to the model's input.`;
+    }, (err) => {
+      throw new F2T.ModelError(`${file.name} is not an image this browser can read.`, err.message);
+    });
+    imageLoading.catch((err) => showError(err, $('browser-run')));
+  });
+
+  // One tensor per model input: random (seeded), the chosen image or the pasted JSON (one input).
+  async function browserInputs(m) {
+    const mode = browserMode();
     const shapes = m.inputs.map((t) => [1, ...t.shape.slice(1).map((d) => (d == null ? 1 : d))]);
-    if (!text) {
+    if (mode === 'random') {
       return m.inputs.map((t, i) => (t.dtype === 'int32'
         ? tf.randomUniform(shapes[i], 0, 10, 'int32', 42 + i) : tf.randomUniform(shapes[i], 0, 1, 'float32', 42 + i)));
     }
-    if (m.inputs.length !== 1) throw new F2T.ModelError('JSON input works for models with one input; leave it empty for random inputs.');
+    if (m.inputs.length !== 1) throw new F2T.ModelError(`${mode === 'image' ? 'Image' : 'JSON'} input works for models with one input; choose Random.`);
+    if (mode === 'image') {
+      await imageLoading;  // a Run click right after choosing the file waits for its decoding
+      if (!image) throw new F2T.ModelError('Choose an image file first.');
+      const options = {invert: $('browser-image-invert').checked, scale: Number($('browser-image-scale').value)};
+      return [F2T.imageTensor(image, m.inputs[0].shape, options, $('browser-image-preview'))];
+    }
+    const text = $('browser-input').value.trim();
     let value;
     try {
       value = JSON.parse(text);
@@ -445,7 +537,7 @@
     const buildMs = performance.now() - t0;
     let xs = [];
     try {
-      xs = browserInputs(m);
+      xs = await browserInputs(m);
       const once = async () => {
         const start = performance.now();
         const out = m.predict(xs.length === 1 ? xs[0] : xs);
@@ -500,7 +592,7 @@
       setState('tested');
     } catch (err) {
       $('browser-status').textContent = 'Could not load the model.';
-      showError(err);
+      showError(err, $('browser-run'));
       setState('error');
     } finally {
       $('browser-run').disabled = false;
@@ -533,6 +625,8 @@
   api('/api/config').then((c) => {
     config = c;
     $('root-name').textContent = `studio folder: ${c.root}`;
+    $('activation').replaceChildren(...c.activations.map((a) => el('option', {value: a, text: a, selected: a === c.activation})));
+    $('pool').replaceChildren(...c.pools.map((p) => el('option', {value: p, text: p, selected: p === c.pool})));
     if (c.optimize === null) {
       $('optimize').disabled = true;
       $('optimize-note').hidden = false;

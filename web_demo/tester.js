@@ -165,41 +165,8 @@
     await imageLoading; // a Run click right after choosing the file waits for its decoding
     if (!image) throw new ModelError('Choose an image file first.');
     if (m.inputs.length !== 1) throw new ModelError('Image input works for models with one input; use JSON for several.');
-    const shape = m.inputs[0].shape.slice(1);
-    const [h, w, c] = shape.length === 3 ? shape : shape.length === 2 ? [...shape, 1] : [];
-    if (!h || !w || ![1, 3, 4].includes(c)) {
-      throw new ModelError(`The input shape ${shapeText(m.inputs[0].shape)} is not an image (height, width, 1/3/4 channels).`, 'Use random or JSON input.');
-    }
-    const canvas = $('image-preview');
-    canvas.width = w;
-    canvas.height = h;
-    canvas.hidden = false;
-    const c2d = canvas.getContext('2d', {willReadFrequently: true});
-    c2d.drawImage(image, 0, 0, w, h);
-    const {data} = c2d.getImageData(0, 0, w, h);
-    const invert = $('image-invert').checked;
-    const scale = Number($('image-scale').value);
-    const values = new Float32Array(h * w * c);
-    for (let i = 0; i < h * w; i++) {
-      const px = [data[4 * i], data[4 * i + 1], data[4 * i + 2], data[4 * i + 3]];
-      const chans = c === 1 ? [0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2]] : px.slice(0, c);
-      chans.forEach((v, k) => {
-        let x = (invert ? 255 - v : v) / 255;
-        x = scale === 255 ? x * 255 : scale === -1 ? x * 2 - 1 : x;
-        values[i * c + k] = x;
-      });
-    }
-    if (invert || scale !== 1) {
-      // Show what the model gets rather than the file.
-      const shown = c2d.createImageData(w, h);
-      for (let i = 0; i < h * w; i++) {
-        const v = c === 1 ? values[i] : values[i * c];
-        const g = Math.round(255 * (scale === 255 ? v / 255 : scale === -1 ? (v + 1) / 2 : v));
-        shown.data.set([g, g, g, 255], 4 * i);
-      }
-      c2d.putImageData(shown, 0, 0);
-    }
-    return [tf.tensor(values, [1, ...shape.map((d) => d)], 'float32')];
+    const options = {invert: $('image-invert').checked, scale: Number($('image-scale').value)};
+    return [F2T.imageTensor(image, m.inputs[0].shape, options, $('image-preview'))];
   }
 
   function nestedShape(value, where) {

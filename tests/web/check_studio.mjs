@@ -34,10 +34,17 @@ const shot = async (name, selector) => {
   else await page.screenshot({path: file});
   out.screenshots[name] = file;
 };
+// The error box: what it says, which card it sits in, whether it has the focus and is on screen.
 const errorBox = () => page.evaluate(() => {
   const box = document.getElementById('error');
+  const r = box.getBoundingClientRect();
+  const card = box.closest('.card');
   return {shown: !box.hidden, code: box.dataset.code, text: box.textContent,
-    link: box.querySelector('a') ? box.querySelector('a').getAttribute('href') : null};
+    link: box.querySelector('a') ? box.querySelector('a').getAttribute('href') : null,
+    card: card ? card.id || card.getAttribute('aria-labelledby') : null, after: box.previousElementSibling ? box.previousElementSibling.id : null,
+    focused: document.activeElement === box, role: box.getAttribute('role'),
+    onScreen: !box.hidden && r.top >= 0 && r.bottom <= window.innerHeight,
+    buttons: Array.from(box.querySelectorAll('button')).map((b) => b.textContent)};
 });
 const tableRows = (id) => page.evaluate((i) => Array.from(document.querySelectorAll(`#${i} tbody tr`))
   .map((tr) => Array.from(tr.cells).map((td) => td.textContent)), id);
@@ -116,7 +123,8 @@ try {
   await waitState(['inspected', 'error']);
   out.inspect = {state: await state(), error: await errorBox(), layers: await tableRows('layers'),
     summary: await page.textContent('#summary'), size: await page.textContent('#size'),
-    treeLeaves: await page.$$eval('#tree .leaf', (ls) => ls.map((l) => l.textContent))};
+    treeLeaves: await page.$$eval('#tree .leaf', (ls) => ls.map((l) => l.textContent)),
+    suggestedOut: await page.inputValue('#out')};
   await page.click('#inspect-card > details > summary'); // open the parameter tree
   await page.click('#tree > details > summary'); // collapsible: the root closes
   out.inspect.treeRootOpenAfterClick = await page.$eval('#tree > details', (d) => d.open);
@@ -142,6 +150,11 @@ try {
   out.convert.result = await page.textContent('#result-summary');
   out.convert.snippet = await page.textContent('#snippet');
   out.convert.download = await page.getAttribute('#download', 'href');
+  // The list shows the new folder without a reload; the output field moves on to a free name.
+  out.convert.listed = await page.waitForSelector(`#files button.entry[data-path="${cfg.mnistOut}"]`, {timeout: 10000})
+    .then(() => true, () => false);
+  await page.waitForFunction((o) => document.getElementById('out').value !== o, cfg.mnistOut, {timeout: 10000}).catch(() => {});
+  out.convert.nextOut = await page.inputValue('#out');
   out.seconds.convert = (Date.now() - t0) / 1000;
   await shot('convert', '#convert-card');
 
@@ -154,11 +167,12 @@ try {
   out.seconds.verify = (Date.now() - t0) / 1000;
   await shot('verify', '#result-card');
 
-  // ---------- the model in this browser ----------
+  // ---------- the model in this browser: JSON, then an image ----------
   t0 = Date.now();
   await page.focus('#tab-verify');
   await page.keyboard.press('ArrowRight'); // keyboard: arrow keys switch tabs
   out.browserTabSelected = await page.getAttribute('#tab-browser', 'aria-selected');
+  await page.check('input[name="browser-mode"][value="json"]');
   await page.fill('#browser-input', JSON.stringify(cfg.digit));
   await page.click('#browser-run');
   await waitState(['tested', 'error'], 180000);
@@ -167,10 +181,27 @@ try {
     results: JSON.parse((await page.getAttribute('#timings', 'data-result')) || '{}'), error: await errorBox()};
   out.seconds.browser = (Date.now() - t0) / 1000;
   await shot('browser', '#result-card');
+  await page.check('input[name="browser-mode"][value="image"]');
+  await page.setInputFiles('#browser-image', cfg.image);
+  await page.check('#browser-image-invert');  // the file is a dark digit on white
+  await page.click('#browser-run');
+  await waitState(['tested', 'error'], 180000);
+  out.browserImage = {state: await state(), status: await page.textContent('#browser-image-status'),
+    results: JSON.parse((await page.getAttribute('#timings', 'data-result')) || '{}'), error: await errorBox(),
+    preview: await page.$eval('#browser-image-preview', (c) => ({hidden: c.hidden, width: c.width, height: c.height}))};
+  await shot('image', '#panel-browser');
 
   // A second conversion into the same folder: refused (not empty), nothing changed.
+  // The error sits under the Convert button, has the focus, is on screen, speaks of the page's
+  // checkbox, and offers to replace.
+  await page.evaluate(() => window.scrollTo(0, 0));
   const again = await convert(cfg.mnistOut);
-  out.convertAgain = {state: again.state, error: await errorBox()};
+  out.convertAgain = {state: again.state, error: await errorBox(), progress: again.progress};
+  await shot('error-inline', '#convert-card');
+  await page.click('#replace-again');
+  await waitState(['converted', 'error', 'cancelled']);
+  out.replaced = {state: await state(), force: await page.isChecked('#force'), error: await errorBox()};
+  await page.uncheck('#force');
 
   // ---------- bad checkpoints ----------
   await inspectPath(cfg.broken);
@@ -180,6 +211,20 @@ try {
   out.nonfiniteInspect = await state();
   const bad = await convert(cfg.nonfiniteOut);
   out.nonfinite = {state: bad.state, stages: bad.stages, error: await errorBox(), progress: bad.progress};
+
+  // ---------- model code: the classes of a .py file, an empty class name ----------
+  await page.click(`#files button.entry[data-path="${cfg.moduleFile}"]`).catch(async () => {
+    await page.click('#crumbs button');  // back to ROOT first, then into the file's folder
+    await page.click(`#files button.entry[data-path="${path.posix.dirname(cfg.moduleFile)}"]`);
+    await page.click(`#files button.entry[data-path="${cfg.moduleFile}"]`);
+  });
+  await page.waitForFunction(() => document.getElementById('module-classes').textContent !== '', null, {timeout: 10000});
+  out.classes = {text: await page.textContent('#module-classes'), options: await page.$$eval('#module-options option', (os) => os.map((o) => o.value)),
+    module: await page.inputValue('#module'), open: await page.$eval('#model-details', (d) => d.open)};
+  await page.fill('#module', `${cfg.moduleFile}:`);
+  await inspectPath(cfg.nonfinite);
+  out.emptyClass = await errorBox();
+  await page.fill('#module', '');
 
   // ---------- live status (for the docs) and cancel ----------
   await inspectPath(cfg.big);

@@ -178,6 +178,9 @@ class StudioHandler(BaseHTTPRequestHandler):
         report["suggested_out"] = self.server.root.free_output(body["checkpoint"])
         self._json(report)
 
+    def suggest(self, query: dict) -> None:
+        self._json({"suggested_out": self.server.root.free_output(query.get("checkpoint", ""))})
+
     def classes(self, query: dict) -> None:
         file = query.get("file", "")
         if not file.endswith(".py"):
@@ -258,6 +261,7 @@ ROUTES = {
         (r"/api/config", StudioHandler.config),
         (r"/api/list", StudioHandler.listing),
         (r"/api/classes", StudioHandler.classes),
+        (r"/api/suggest", StudioHandler.suggest),
         (_JOB + r"/events", StudioHandler.events),
         (_JOB + r"/model/([A-Za-z0-9._-]+)", StudioHandler.model_file),
         (_JOB + r"/download\.zip", StudioHandler.download),

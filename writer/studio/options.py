@@ -112,7 +112,8 @@ def convert_options(form: dict, root: Root, inspect_only: bool = False) -> Conve
         if not isinstance(shard, int) or isinstance(shard, bool):
             raise ConversionError("BAD_OPTION", f"shard size {shard!r}", "give a whole number of bytes")
         fields.update(quantize=form.get("quantize") or None, weight_shard_size_bytes=shard,
-                      metadata=_metadata(form.get("metadata")), force=bool(form.get("force")))
+                      metadata=_metadata(form.get("metadata")), force=bool(form.get("force")),
+                      allow_nonfinite=bool(form.get("allow_nonfinite")))
         if form.get("optimize") is not None:
             fields["optimize"] = bool(form["optimize"])
     options = ConvertOptions(**fields)

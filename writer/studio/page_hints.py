@@ -42,6 +42,7 @@ CONTROLS: dict[str, Control] = {
     "--weight-shard-size-bytes": Control("shard-mib", "“Shard size (MiB)”", "fill in"),
     "--preset": Control("preset", "“Deployment preset”", "choose"),
     "--metadata": Control("metadata", "“Metadata”", "fill in"),
+    "--allow-nonfinite": Control("allow-nonfinite", "“Write NaN/Inf weights anyway”", "tick", takes_value=False),
     "--optimize": Control("optimize", "“Optimise the graph”", "tick", takes_value=False),
     "--no-optimize": Control("optimize", "“Optimise the graph”", "untick", takes_value=False),
 }
@@ -66,8 +67,8 @@ def page_text(text: str) -> str:
     Example:
         >>> page_text("pass --input-shape (e.g. --input-shape 224,224,3) and --pool")
         'fill in “Input shape” under “Model code and input” (e.g. “Input shape” under “Model code and input” = 224,224,3) and “Pooling” under “Model code and input”'
-        >>> page_text("pass --allow-nonfinite to write them anyway")
-        'pass --allow-nonfinite on the command line to write them anyway'
+        >>> page_text("pass --no-fix to see the raw error")
+        'pass --no-fix on the command line to see the raw error'
     """
     def verbed(match: re.Match) -> str:
         flag, value = match.group(1), match.group(2)

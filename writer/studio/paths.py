@@ -85,7 +85,7 @@ class Root:
         base = f"{text}_tfjs"
         for n in range(1, 10_000):
             candidate = base if n == 1 else f"{base}_{n}"
-            if not os.path.lexists(self.path / candidate):
+            if not os.path.lexists(self.resolve(candidate)):  # PATH_OUTSIDE_ROOT for ../x
                 return candidate
         return base  # 10,000 earlier conversions: let OUTPUT_NOT_EMPTY explain
 
