@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from topology.infer import POOL_CHOICES, TEMPLATE_ACTIVATIONS
+
 
 @dataclass(frozen=True)
 class Control:
@@ -47,9 +49,14 @@ CONTROLS: dict[str, Control] = {
     "--no-optimize": Control("optimize", "“Optimise the graph”", "untick", takes_value=False),
 }
 _FLAG = r"--[a-z][a-z0-9-]*"
-_VERBED = re.compile(rf"\b(?:pass|add|use|give|set)\s+({_FLAG})(?:\s+(?!or\b|and\b|to\b)([^\s,;()]+))?")
+# A flag's value: a token with a digit, a dot, a slash, a colon or "=" ("28,28,1", "model.py:CNN"),
+# a placeholder in capitals ("N"), or a known choice ("relu", "uint8"); not an ordinary word.
+_WORDS = "|".join(sorted({*TEMPLATE_ACTIVATIONS, *POOL_CHOICES, "float32", "float16", "uint16", "uint8", "int32",
+                          "web", "mobile"}, key=len, reverse=True))
+_VALUE = rf"(?:[^\s,;()-][^\s,;()]*[0-9./:=][^\s,;()]*|[0-9][^\s,;()]*|[A-Z]+(?![\w])|(?:{_WORDS})(?![\w-]))"
+_VERBED = re.compile(rf"\b(?:pass|add|use|give|set)\s+({_FLAG})(?:\s+({_VALUE}))?")
 _WITH = re.compile(rf"\bwith\s+({_FLAG})\b")
-_BARE = re.compile(rf"(?<![\w-])({_FLAG})(?:\s+(?!or\b|and\b|to\b|would\b|is\b|and\b)([^\s,;()]+))?")
+_BARE = re.compile(rf"(?<![\w-])({_FLAG})(?:\s+({_VALUE}))?")
 # Flags of the studio command itself and pip's are about restarting or reinstalling: left as they are.
 _LEAVE = {"--max-upload-mb", "--port", "--force-reinstall"}
 
