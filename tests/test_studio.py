@@ -274,6 +274,47 @@ def test_inspect_with_model_code_from_root(server, studio_root):
         (studio_root / "mlp.py").unlink()
 
 
+def test_answers_and_events_show_paths_relative_to_root(server, studio_root):
+    """No absolute server path in an error answer, an event stream or a report; hints come twice:
+    as the CLI prints them and as the page names its controls."""
+    (studio_root / "taken_tfjs").mkdir()
+    (studio_root / "taken_tfjs" / "keep.txt").write_text("not ours")
+    try:
+        status, job = _post(server, "/api/convert", {"checkpoint": "small.npz", "out": "taken_tfjs"})
+        assert status == 200
+        server.jobs.get(job["job"]).wait(60)
+        _, _, stream = _request(server, "GET", f"/api/jobs/{job['job']}/events")
+        error = [json.loads(line[6:]) for line in stream.decode().splitlines() if line.startswith("data: ")][-1]
+        assert error["code"] == "OUTPUT_NOT_EMPTY" and str(studio_root) in server.jobs.get(job["job"]).events[-1]["message"]
+        assert str(studio_root) not in stream.decode() and "taken_tfjs" in error["message"]
+        assert "--force" in error["hint"] and "--force" not in error["page_hint"] and error["controls"] == ["force"]
+        status, done = _post(server, "/api/convert", {"checkpoint": "small.npz", "out": "fresh_tfjs"})
+        server.jobs.get(done["job"]).wait(60)
+        _, _, stream = _request(server, "GET", f"/api/jobs/{done['job']}/events")
+        assert b'"type": "done"' in stream and str(studio_root).encode() not in stream
+        status, report = _post(server, "/api/inspect", {"checkpoint": "small.npz"})
+        assert status == 200 and str(studio_root) not in json.dumps(report)
+        assert report["suggested_out"] == "small_tfjs"
+        status, _, body = _request(server, "GET", "/api/suggest?checkpoint=fresh")
+        assert json.loads(body)["suggested_out"] == "fresh_tfjs_2"  # fresh_tfjs exists now
+    finally:
+        shutil.rmtree(studio_root / "taken_tfjs")
+        shutil.rmtree(studio_root / "fresh_tfjs", ignore_errors=True)
+
+
+def test_the_assumption_controls_reach_the_engine(server):
+    """Activation, pooling and step from the page's "Model code and input" controls."""
+    status, config = _request(server, "GET", "/api/config")[::2]
+    config = json.loads(config)
+    assert "max" in config["pools"] and "tanh" in config["activations"] and config["pool"] == "avg"
+    status, report = _post(server, "/api/inspect", {"checkpoint": "ckpts/mnist_ckpt", "pool": "max"})
+    assert status == 200 and "MaxPooling2D" in [l["class_name"] for l in report["graph"]["layers"]]
+    assert any("max" in n["message"] for n in report["notices"] if n["code"] == "POOLING")
+    for bad in ({"pool": "sum"}, {"activation": "bogus"}, {"step": "latest"}, {"step": -1}):
+        status, body = _post(server, "/api/inspect", {"checkpoint": "ckpts/mnist_ckpt", **bad})
+        assert status == 400 and body["error"]["code"] == "BAD_OPTION", bad
+
+
 def test_studio_command_errors(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "writer", "studio", str(tmp_path / "nope"), "--port", "0"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
