@@ -444,6 +444,7 @@ def test_page_error_is_next_to_the_action_and_announced(page, studio_root):
     assert str(studio_root) not in again["text"] and "ckpts/mnist_tfjs" in again["text"]  # relative to ROOT
     assert "error[OUTPUT_NOT_EMPTY]" in page["convertAgain"]["progress"]
     assert again["buttons"] == ["Replace it and convert again", "Go to “Replace the folder if it is not empty”"]
+    assert page["convertAgain"]["goTo"] == "force"
     assert page["replaced"]["state"] == "converted" and page["replaced"]["force"], page["replaced"]
 
 
@@ -524,6 +525,15 @@ def test_page_lists_the_classes_of_a_model_file(page):
     assert empty["code"] == "BAD_MODULE_SPEC" and "ckpts/mlp_model.py:MLP" in empty["text"], empty
     assert empty["card"] == "pick-card" and empty["focused"] and empty["onScreen"]
     assert "null" not in empty["text"]
+
+
+def test_page_assumption_controls(page):
+    """Activation and Pooling list the template's choices; Pooling = max changes the inferred graph."""
+    controls = page["controls"]
+    assert "relu" in controls["activation"] and controls["pool"] == ["avg", "max", "none"] and controls["selected"] == "avg"
+    max_pool = page["maxPool"]
+    assert max_pool["state"] == "inspected" and max_pool["layers"].count("MaxPooling2D") == 2, max_pool
+    assert any("max pooling" in n and "“Pooling” under “Model code and input”" in n for n in max_pool["notices"]), max_pool
 
 
 def test_page_cancel_leaves_nothing(page, studio_root):

@@ -198,6 +198,8 @@ try {
   const again = await convert(cfg.mnistOut);
   out.convertAgain = {state: again.state, error: await errorBox(), progress: again.progress};
   await shot('error-inline', '#convert-card');
+  await page.click('#error button.link');  // "Go to" the checkbox the hint names
+  out.convertAgain.goTo = await page.evaluate(() => document.activeElement.id);
   await page.click('#replace-again');
   await waitState(['converted', 'error', 'cancelled']);
   out.replaced = {state: await state(), force: await page.isChecked('#force'), error: await errorBox()};
@@ -225,6 +227,15 @@ try {
   await inspectPath(cfg.nonfinite);
   out.emptyClass = await errorBox();
   await page.fill('#module', '');
+
+  // ---------- the assumption controls: Pooling = max reaches the inferred graph ----------
+  out.controls = await page.evaluate(() => ({activation: Array.from(document.querySelectorAll('#activation option')).map((o) => o.value),
+    pool: Array.from(document.querySelectorAll('#pool option')).map((o) => o.value), selected: document.getElementById('pool').value}));
+  await page.selectOption('#pool', 'max');
+  await inspectPath(cfg.mnist);
+  out.maxPool = {state: await state(), layers: (await tableRows('layers')).map((r) => r[2]),
+    notices: await page.$$eval('#inspect-notices .notice', (ns) => ns.map((n) => n.textContent))};
+  await page.selectOption('#pool', 'avg');
 
   // ---------- live status (for the docs) and cancel ----------
   await inspectPath(cfg.big);
