@@ -87,7 +87,7 @@ def test_page_hints(hint, expected, controls):
 
 
 def test_presenter_hides_server_paths(tmp_path):
-    root, uploads = tmp_path / "root", tmp_path / "uploads"
+    root, uploads = tmp_path / "my root", tmp_path / "uploads"
     root.mkdir()
     uploads.mkdir()
     (tmp_path / "link").symlink_to(root)
@@ -103,6 +103,8 @@ def test_presenter_hides_server_paths(tmp_path):
     assert event["hint"] == "pass --force" and event["page_hint"].startswith("tick “Replace")
     assert event["controls"] == ["force"]
     assert str(tmp_path) not in json.dumps(event)
+    shown = present.text(f"{root}2/x and {root}/a/b.npz: bad")  # ROOT matches whole components only
+    assert shown.endswith("root2/x and a/b.npz: bad") and not shown.startswith("2/x"), shown
     notice = present.for_page({"kind": "assumption", "code": "POOLING", "message": "avg (override with --pool)"})
     assert notice["page_message"] == "avg (override with “Pooling” under “Model code and input”)"
 

@@ -36,22 +36,28 @@ class Presenter:
     def __init__(self, root: Path, uploads: Path) -> None:
         prefixes = {str(root): ".", str(Path(root).resolve()): ".",
                     str(uploads): "upload:", str(Path(uploads).resolve()): "upload:"}
-        self._prefixes = sorted(prefixes.items(), key=lambda item: len(item[0]), reverse=True)  # most specific first
+        # Known folders are matched literally (they may hold spaces), the most specific first,
+        # and only as whole path components (ROOT "/srv/m" leaves "/srv/m2" alone).
+        self._known = [(re.compile(re.escape(prefix) + r"(?![^/\s'\",;:()\[\]])(/[^\s'\",;:()\[\]]*)?"), shown)
+                       for prefix, shown in sorted(prefixes.items(), key=lambda item: len(item[0]), reverse=True)]
 
-    def _one(self, match: re.Match) -> str:
-        path = match.group(0)
-        for prefix, shown in self._prefixes:
-            if path == prefix or path.startswith(prefix + "/"):
-                rest = path[len(prefix):].lstrip("/")
-                return (shown + rest if shown == "upload:" else rest) if rest else shown
-        parts = path.strip("/").split("/")
+    @staticmethod
+    def _elsewhere(match: re.Match) -> str:
+        parts = match.group(0).strip("/").split("/")
         # Elsewhere on the server (a library, a temporary folder): its last part only. A short
         # path such as /etc/passwd is more likely what the user typed, and is kept.
-        return f"…/{parts[-1]}" if len(parts) >= 3 else path
+        return f"…/{parts[-1]}" if len(parts) >= 3 else match.group(0)
 
     def text(self, text: str) -> str:
         """``text`` with every absolute path made relative (see the module doc)."""
-        return _UNIX_PATH.sub(self._one, text) if "/" in text else text
+        if "/" not in text:
+            return text
+        for pattern, shown in self._known:
+            def relative(match: re.Match, shown: str = shown) -> str:
+                rest = (match.group(1) or "").strip("/")
+                return (shown + rest if shown == "upload:" else rest) if rest else shown
+            text = pattern.sub(relative, text)
+        return _UNIX_PATH.sub(self._elsewhere, text)
 
     def for_page(self, value: Any) -> Any:
         """A JSON value with paths relativised in every string and page wording added (see the module doc)."""
