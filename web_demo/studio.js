@@ -291,7 +291,7 @@
     try {
       return JSON.parse(text);
     } catch (err) {
-      throw new StudioError({code: 'BAD_METADATA', message: `the metadata is not valid JSON (${err.message})`, hint: 'write one JSON object, e.g. {"labels": ["0", "1"]}', doc: '/troubleshooting#bad_metadata'});
+      throw new StudioError({code: 'BAD_METADATA', message: `the metadata is not valid JSON (${err.message})`, hint: 'write one JSON object, e.g. {"labels": ["0", "1"]}', controls: ['metadata'], doc: '/troubleshooting#bad_metadata'});
     }
   }
 
