@@ -125,6 +125,7 @@ def test_default_output_folder_does_not_collide(tmp_path):
     (tmp_path / "ckpts" / "mnist_ckpt_tfjs_2").write_text("a file counts too")
     assert root.free_output("ckpts/mnist_ckpt") == "ckpts/mnist_ckpt_tfjs_3"
     assert root.free_output("model.msgpack") == "model_tfjs"
+    assert root.free_output(".") == f"{tmp_path.name}_tfjs"
     assert root.free_output("upload:0123456789abcdef/model.npz") == "model_tfjs"
     with pytest.raises(ConversionError) as info:
         root.free_output("../elsewhere")

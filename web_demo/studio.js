@@ -37,7 +37,7 @@
     const box = $('error');
     (where || document.querySelector('#pick-card .pick')).after(box);
     if (err && err.code) {
-      const actions = (err.controls || []).filter((id) => $(id)).map((id) => el('button', {type: 'button', class: 'link',
+      const actions = (err.controls || []).filter((id) => $(id) && !$(id).closest('[hidden]')).map((id) => el('button', {type: 'button', class: 'link',
         text: `Go to “${controlLabel(id)}”`, onclick: () => goTo(id)}));
       if (err.code === 'OUTPUT_NOT_EMPTY' && studio.lastForm) {
         actions.unshift(el('button', {type: 'button', id: 'replace-again', text: 'Replace it and convert again',

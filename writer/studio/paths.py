@@ -81,7 +81,9 @@ class Root:
             ('m_tfjs_2', 'n_tfjs')
         """
         text = checkpoint.rsplit("/", 1)[-1] if checkpoint.startswith(UPLOAD_PREFIX) else checkpoint
-        text = re.sub(r"\.(msgpack|npz)$", "", text.strip().replace("\\", "/").rstrip("/")) or "model"
+        text = re.sub(r"\.(msgpack|npz)$", "", text.strip().replace("\\", "/").rstrip("/"))
+        if text in ("", "."):  # ROOT itself is the checkpoint: a folder named after it, inside
+            text = self.path.name or "model"
         base = f"{text}_tfjs"
         for n in range(1, 10_000):
             candidate = base if n == 1 else f"{base}_{n}"
