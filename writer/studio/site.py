@@ -14,7 +14,7 @@ from pathlib import Path
 
 from writer.resources import checkout_root, resource_path
 
-STATIC_FILES = ("studio.html", "studio.js", "studio.css", "common.js")
+STATIC_FILES = ("studio.html", "studio.js", "studio-test.js", "studio.css", "common.js")
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".css": "text/css; charset=utf-8", ".wasm": "application/wasm", ".json": "application/json",
                  ".md": "text/plain; charset=utf-8"}
