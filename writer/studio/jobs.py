@@ -83,9 +83,14 @@ class Job:
         index = start
         while True:
             with self._changed:
-                if index >= len(self.events):
-                    self._changed.wait(keepalive)
-                batch = self.events[index:]
+                finished = bool(self.events) and self.events[-1]["type"] in FINAL
+                if index >= len(self.events) and finished:  # resumed past the end: the outcome, once
+                    batch = [self.events[-1]]
+                else:
+                    index = min(index, len(self.events))  # no event past the next one can have been seen
+                    if index >= len(self.events):
+                        self._changed.wait(keepalive)
+                    batch = self.events[index:]
             if not batch:
                 yield None
                 continue
@@ -125,6 +130,15 @@ class Jobs:
                                   "start the conversion again (jobs are forgotten when the studio restarts)")
         return job
 
-    def cancel_all(self) -> None:
-        for job in list(self._jobs.values()):
+    def checkpoints_in_use(self) -> set[Path]:
+        """The checkpoints that running conversions read (uploads must not expire under them)."""
+        return {job.checkpoint for job in list(self._jobs.values()) if job.state == "running"}
+
+    def cancel_all(self, wait: float = 0.0) -> None:
+        """Cancel every running job; wait up to ``wait`` seconds in all for them to clean up and end."""
+        jobs = list(self._jobs.values())
+        for job in jobs:
             job.cancel()
+        deadline = time.monotonic() + wait
+        for job in jobs:
+            job.wait(max(0.0, deadline - time.monotonic()))

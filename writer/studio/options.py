@@ -17,6 +17,8 @@ from writer.flags import default_of
 from writer.studio.paths import Root
 from writer.verify import VerifyOptions
 
+MIN_SHARD_BYTES = 4096
+
 
 def module_spec(text: Any, root: Root) -> str | None:
     """``FILE.py:Name`` with FILE resolved inside ROOT (the model code runs, so it must be the user's own)."""
@@ -63,7 +65,10 @@ def convert_options(form: dict, root: Root, inspect_only: bool = False) -> Conve
     if not inspect_only:
         shard = form.get("shard_bytes") or default_of(ConvertOptions, "weight_shard_size_bytes")
         if not isinstance(shard, int) or isinstance(shard, bool):
-            raise ConversionError("BAD_OPTION", f"shard size {shard!r}", "give a whole number of bytes")
+            raise ConversionError("BAD_OPTION", f"shard size {str(shard)[:40]!r}", "give a whole number of bytes")
+        if shard < MIN_SHARD_BYTES:  # one file per few bytes is never what anyone wants
+            raise ConversionError("BAD_OPTION", f"shard size {shard:,} bytes is below the minimum of {MIN_SHARD_BYTES:,}",
+                                  "use at least 4096 bytes, e.g. 4194304 (4 MiB)")
         fields.update(quantize=form.get("quantize") or None, weight_shard_size_bytes=shard,
                       metadata=_metadata(form.get("metadata")), force=bool(form.get("force")))
         if form.get("optimize") is not None:
