@@ -42,7 +42,8 @@ TOKEN_HEADER = "X-Studio-Token"
 READ_TIMEOUT_SECONDS = 20.0  # per read or write on a connection; SSE sends a keepalive every 10 s
 CHUNK = 1 << 20
 STATUS = {"PATH_OUTSIDE_ROOT": 403, "HOST_REFUSED": 403, "TOKEN_REFUSED": 403, "NOT_FOUND": 404,
-          "JOB_NOT_FOUND": 404, "METHOD_NOT_ALLOWED": 405, "REQUEST_TIMEOUT": 408, "OUTPUT_BUSY": 409,
+          "JOB_NOT_FOUND": 404, "CHECKPOINT_NOT_FOUND": 404, "METHOD_NOT_ALLOWED": 405, "REQUEST_TIMEOUT": 408,
+          "OUTPUT_BUSY": 409,
           "UPLOAD_TOO_LARGE": 413, "REQUEST_TOO_LARGE": 413, "UNSUPPORTED_MEDIA_TYPE": 415, "INTERNAL": 500,
           "SERVER_BUSY": 503, "UPLOADS_FULL": 507}
 # Errors the standard library's request parser sends (bad request line, headers too long...).
@@ -124,8 +125,8 @@ class StudioHandler(BaseHTTPRequestHandler):
         if getattr(self, "_started", False):
             return  # the answer is under way: closing the connection is the only signal left
         self._headers_buffer = []  # whatever a failed answer had queued is dropped, not sent before this one
-        if not hasattr(self, "request_version"):
-            self.request_version = "HTTP/1.0"
+        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"  # 0.9 answers have no status line: a bad request line gets one
         try:
             self._send(status or STATUS.get(err.code, 400), error_body(err), "application/json",
                        {"Connection": "close"})
@@ -201,9 +202,11 @@ class StudioHandler(BaseHTTPRequestHandler):
         return json_object(self.rfile.read(length) if length else b"", self.headers.get("Content-Type"))
 
     def _checkpoint(self, text: Any) -> Path:
-        if isinstance(text, str) and text.startswith(UPLOAD_PREFIX):
+        if not isinstance(text, str) or not text.strip():
+            raise ConversionError("BAD_OPTION", "no checkpoint given", "pick a checkpoint from the list, or drop one")
+        if text.startswith(UPLOAD_PREFIX):
             return self.server.uploads.resolve(text)
-        return self.server.root.resolve(text if isinstance(text, str) else "", must_exist=True)
+        return self.server.root.resolve(text, must_exist=True)
 
     def _stream_file(self, source: io.BufferedReader, content_type: str, size: int) -> None:
         self._headers(200, content_type, size)
