@@ -4,8 +4,8 @@ A real studio on 127.0.0.1 gets malformed variants of every route, written byte 
 sockets: each answer must be one status line, a 4xx/5xx and a JSON error code (never INTERNAL,
 never a traceback or a dropped connection). Then the service's bounds: stalled connections,
 upload caps and expiry, event-stream resumption, confined model routes, download names, the
-streamed zip's memory (a studio child process, RSS read from /proc) and the clean-up on SIGTERM.
-The route fuzzing with hypothesis is in ``test_studio_fuzz.py``.
+streamed zip's memory and the clean-up on SIGTERM are in ``test_studio_process.py``. Last,
+hypothesis sends random requests to every route (derandomized, bounded example count).
 """
 from __future__ import annotations
 
@@ -20,8 +20,12 @@ import time
 import zipfile
 from pathlib import Path
 
+from urllib.parse import quote
+
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from tests.hostile.studio_client import request, send
 
@@ -321,3 +325,58 @@ def test_a_stalled_request_times_out_with_a_coded_408(studio, monkeypatch):
     assert_coded(parse(data), 408, "REQUEST_TIMEOUT")
     assert time.monotonic() - started < 5
     assert re.match(rb"HTTP/1\.[01] 408 ", data)
+
+
+# ---------- hypothesis: random requests to every route ----------
+
+TEXT = st.text(st.characters(codec="utf-8"), max_size=40)
+PATHS = st.one_of(
+    st.sampled_from(["/", "/studio.js", "/vendor/tf.es2017.min.js", "/troubleshooting", "/api/config", "/api/list",
+                     "/api/inspect", "/api/convert", "/api/upload?name=a.npz"]),
+    st.builds(lambda route, job, tail: f"/api/jobs/{job}/{route}{tail}",
+              st.sampled_from(["events", "cancel", "verify", "download.zip", "model/"]),
+              st.sampled_from(["JOB", "0123456789abcdef", "xyz"]), st.sampled_from(["", "model.json", "x.bin", "%2e%2e"])),
+    st.builds(lambda route, value: f"{route}{quote(value)}", st.sampled_from(["/api/list?dir=", "/api/upload?name=",
+                                                                              "/vendor/", "/"]), TEXT),
+)
+HEADER_VALUES = {
+    "Content-Type": st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain",
+                                     "text/plain; charset=application/json", "APPLICATION/JSON", ""]),
+    "Content-Length": st.one_of(st.sampled_from(["0", "-1", "²", "1e3", " 5", "9" * 30]), st.integers(0, 5).map(str)),
+    "Last-Event-ID": st.one_of(st.sampled_from(["0", "3", "999999999", "9" * 5000, "²", "-1"]), TEXT),
+    "X-Studio-Token": st.sampled_from(["TOKEN", "wrong", ""]),
+    "Origin": st.sampled_from(["http://evil.example", "null", "http://127.0.0.1"]),
+}
+HEADERS = st.dictionaries(st.sampled_from(sorted(HEADER_VALUES)), st.none(), max_size=5).flatmap(
+    lambda keys: st.fixed_dictionaries({k: HEADER_VALUES[k] for k in keys}))
+FORM_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2, 1 << 70), TEXT, st.lists(st.integers(-1, 64), max_size=4),
+                        st.dictionaries(TEXT, TEXT, max_size=3), st.sampled_from(["small.npz", "loop", "sub/a", "upload:x/y.npz",
+                                                                                  "../x", "\ud800", "a\r\nb"]))
+FORMS = st.dictionaries(st.sampled_from(["checkpoint", "out", "module", "input_shape", "input_dtype", "quantize",
+                                         "shard_bytes", "optimize", "metadata", "force"]), FORM_VALUES, max_size=6)
+BODIES = st.one_of(FORMS.map(lambda f: json.dumps(f).encode("utf-8", "surrogatepass")), st.binary(max_size=64),
+                   st.integers(1, 5000).map(lambda n: b"[" * n + b"]" * n), st.just(b""))
+
+
+@settings(max_examples=250, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(method=st.sampled_from(["GET", "POST", "HEAD", "PUT", "OPTIONS"]), path=PATHS, headers=HEADERS, body=BODIES)
+@example(method="POST", path="/api/inspect", headers={"Content-Type": "application/json", "X-Studio-Token": "TOKEN"},
+         body=DEEP)
+@example(method="POST", path="/api/convert", headers={"Content-Length": "²", "X-Studio-Token": "TOKEN"}, body=b"{}")
+@example(method="GET", path="/api/jobs/JOB/events", headers={"Last-Event-ID": "9" * 5000}, body=b"")
+def test_fuzzed_requests_get_one_coded_answer(studio, fuzz_job, method, path, headers, body):
+    headers = {k: studio.token if v == "TOKEN" else v for k, v in headers.items()}
+    raw = request(port(studio), method, path.replace("JOB", fuzz_job), headers, body)
+    answer = send(port(studio), raw, timeout=20)
+    assert answer.status_lines == 1 and 200 <= answer.status < 600, answer.raw[:300]
+    if answer.status >= 400 and method != "HEAD":  # HEAD: the same headers, no body
+        assert answer.code not in (None, "INTERNAL"), answer.raw[:600]
+    assert "x-injected" not in answer.headers
+    for job in list(studio.jobs._jobs.values()):
+        job.wait(30)  # conversions the fuzzer started end before the next request (bounded work)
+
+
+@pytest.fixture(scope="module")
+def fuzz_job(studio):
+    return converted(studio, "fuzz_out")
