@@ -156,6 +156,8 @@ MALFORMED = [
     ("upload: GET", "GET", "/api/upload?name=a.npz", {}, b"", 405, "METHOD_NOT_ALLOWED"),
     ("static: unknown file", "GET", "/secret.txt", {}, b"", 404, "NOT_FOUND"),
     ("static: absolute-form target", "GET", "http://evil.example/", {}, b"", 404, "NOT_FOUND"),
+    ("static: bracket authority", "GET", "//[evil/x", {}, b"", 404, "NOT_FOUND"),
+    ("list: bracket authority", "GET", "//[::1/api/list?dir=.", {}, b"", 404, "NOT_FOUND"),
     ("any: PUT", "PUT", "/api/config", {}, b"", 501, "METHOD_NOT_ALLOWED"),
 ]
 

@@ -153,8 +153,9 @@ class StudioHandler(BaseHTTPRequestHandler):
             if not self._allowed():
                 raise ConversionError("HOST_REFUSED", "this studio answers only http://127.0.0.1 and "
                                       "http://localhost on its own port", "open the URL the studio printed")
-            path = urllib.parse.urlsplit(self.path).path if self.path.startswith("/") else ""
-            query = dict(urllib.parse.parse_qsl(self.path.partition("?")[2].partition("#")[0]))
+            target, _, query_text = self.path.partition("#")[0].partition("?")  # no urlsplit: it raises on some targets
+            path = target if target.startswith("/") else ""
+            query = dict(urllib.parse.parse_qsl(query_text))
             for pattern, handler in ROUTES[method]:
                 match = re.fullmatch(pattern, path)
                 if match:
@@ -179,7 +180,7 @@ class StudioHandler(BaseHTTPRequestHandler):
                                         "this is a bug in flax2tfjs; report it with what you clicked"))
 
     def _not_found(self) -> None:
-        path = urllib.parse.urlsplit(self.path).path[:200] if self.path.startswith("/") else self.path[:200]
+        path = self.path.partition("?")[0][:200]
         self._error(ConversionError("NOT_FOUND", f"nothing at {path!r}", "open /"))
 
     def do_GET(self) -> None:  # noqa: N802
