@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import select
 import shutil
 import socket
 import threading
@@ -382,3 +383,23 @@ def test_fuzzed_requests_get_one_coded_answer(studio, fuzz_job, method, path, he
 @pytest.fixture(scope="module")
 def fuzz_job(studio):
     return converted(studio, "fuzz_out")
+
+
+def test_a_dribbled_json_body_times_out_with_a_coded_408(studio, monkeypatch):
+    from tests.hostile.studio_client import parse
+    from writer.studio import handler
+
+    monkeypatch.setattr(handler, "READ_TIMEOUT_SECONDS", 1.0)  # the whole body's deadline
+    head = request(port(studio), "POST", "/api/inspect", {**{k: v for k, v in JSON.items() if v is not TOKEN},
+                                                          "X-Studio-Token": studio.token, "Content-Length": "100"})
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port(studio)), timeout=10) as conn:
+        conn.sendall(head)
+        # One byte every 0.1 s (each read is quick, the whole never comes) until the answer is there.
+        while not select.select([conn], [], [], 0.1)[0] and time.monotonic() - started < 3:
+            conn.sendall(b" ")
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    assert_coded(parse(data), 408, "REQUEST_TIMEOUT")
+    assert time.monotonic() - started < 4

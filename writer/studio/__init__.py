@@ -24,6 +24,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Sequence
@@ -45,7 +46,7 @@ CANCEL_WAIT_SECONDS = 10.0  # on exit, how long running conversions get to remov
 
 
 class Stopped(Exception):
-    """SIGTERM: stop serving and clean up, as Ctrl+C does."""
+    """SIGTERM or SIGHUP: stop serving and clean up, as Ctrl+C does."""
 
 
 def _stop(signum: int, frame: Any) -> None:
@@ -153,12 +154,16 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m writer studio
         return err.exit_status
     print(f"flax2tfjs studio for {server.root.path}\n  open http://{HOST}:{server.server_address[1]}/\n"
           "press Ctrl+C to stop", flush=True)
-    previous = signal.signal(signal.SIGTERM, _stop)  # a service manager's stop cleans up like Ctrl+C
+    # A service manager's stop (SIGTERM) or a closed terminal (SIGHUP) cleans up like Ctrl+C.
+    stops = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    in_main = threading.current_thread() is threading.main_thread()  # only the main thread may set handlers
+    previous = {sig: signal.signal(sig, _stop) for sig in stops} if in_main else {}
     try:
         server.serve_forever()
     except (KeyboardInterrupt, Stopped):
         print("stopped", flush=True)
     finally:
         server.close()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0

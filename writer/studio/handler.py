@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import time
 import urllib.parse
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
@@ -200,7 +201,20 @@ class StudioHandler(BaseHTTPRequestHandler):
         if length > MAX_JSON_BYTES:
             raise ConversionError("REQUEST_TOO_LARGE", f"the JSON body is {length:,} bytes; at most {MAX_JSON_BYTES:,}",
                                   "send a smaller form (metadata of a few KiB)")
-        return json_object(self.rfile.read(length) if length else b"", self.headers.get("Content-Type"))
+        return json_object(self._read_body(length), self.headers.get("Content-Type"))
+
+    def _read_body(self, length: int) -> bytes:
+        """``length`` bytes of body within READ_TIMEOUT_SECONDS in all (a dribbling peer holds no slot longer)."""
+        deadline, chunks, remaining = time.monotonic() + READ_TIMEOUT_SECONDS, [], length
+        while remaining > 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the body took too long")
+            chunk = self.rfile.read1(remaining)
+            if not chunk:
+                break  # cut short: the JSON parser says what is wrong
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
 
     def _checkpoint(self, text: Any) -> Path:
         if not isinstance(text, str) or not text.strip():
