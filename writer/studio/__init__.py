@@ -6,7 +6,9 @@ errors) streamed over Server-Sent Events, verify it against JAX in real TF.js, t
 the browser itself, and download it as a zip. Same engine as the CLI; stdlib server on
 127.0.0.1 only. Modules: :mod:`.paths` (ROOT confinement, uploads), :mod:`.jobs`
 (background conversions), :mod:`.options` (form -> engine options), :mod:`.handler`
-(routes), :mod:`.site` (static files).
+(routes), :mod:`.request_rules` (what a request may hold), :mod:`.connections` (the
+connection cap), :mod:`.model_files` (what of an output folder is served), :mod:`.archive`
+(the streamed zip), :mod:`.site` (static files). The security model is in docs/studio.md.
 
 Example:
     >>> server = make_server(Path("."), 0)
