@@ -101,6 +101,8 @@ MALFORMED = [
     ("foreign host", "GET", "/api/config", {"Host": "evil.example"}, b"", 403, "HOST_REFUSED"),
     ("list: NUL in dir", "GET", "/api/list?dir=%00", {}, b"", 403, "PATH_OUTSIDE_ROOT"),
     ("list: symlink loop", "GET", "/api/list?dir=loop", {}, b"", 404, "CHECKPOINT_NOT_FOUND"),
+    ("list: name too long", "GET", "/api/list?dir=" + "a" * 300, {}, b"", 404, "CHECKPOINT_NOT_FOUND"),
+    ("list: path too long", "GET", "/api/list?dir=" + "a/" * 3000, {}, b"", 404, "CHECKPOINT_NOT_FOUND"),
     ("list: a file", "GET", "/api/list?dir=small.npz", {}, b"", 400, "NOT_A_FOLDER"),
     ("list: POST", "POST", "/api/list", JSON, b"{}", 405, "METHOD_NOT_ALLOWED"),
     ("inspect: no token", "POST", "/api/inspect", {"Content-Type": "application/json"}, b"{}", 403, "TOKEN_REFUSED"),
@@ -133,6 +135,12 @@ MALFORMED = [
      "BAD_FOLDER_NAME"),
     ("convert: backslash in out", "POST", "/api/convert", JSON, b'{"checkpoint": "small.npz", "out": "a\\\\b"}', 400,
      "BAD_FOLDER_NAME"),
+    ("convert: name too long", "POST", "/api/convert", JSON, b'{"checkpoint": "small.npz", "out": "%s"}' % (b"b" * 300),
+     400, "BAD_FOLDER_NAME"),
+    ("convert: path too long", "POST", "/api/convert", JSON, b'{"checkpoint": "small.npz", "out": "%s"}' % (b"b/" * 3000),
+     400, "BAD_FOLDER_NAME"),
+    ("inspect: checkpoint name too long", "POST", "/api/inspect", JSON, b'{"checkpoint": "%s"}' % (b"c" * 300), 404,
+     "CHECKPOINT_NOT_FOUND"),
     ("convert: out a list", "POST", "/api/convert", JSON, b'{"checkpoint": "small.npz", "out": ["x"]}', 400,
      "BAD_OPTION"),
     ("convert: lone surrogate in metadata", "POST", "/api/convert", JSON,
@@ -332,7 +340,8 @@ def test_a_stalled_request_times_out_with_a_coded_408(studio, monkeypatch):
 
 # ---------- hypothesis: random requests to every route ----------
 
-TEXT = st.text(st.characters(codec="utf-8"), max_size=40)
+TEXT = st.one_of(st.text(st.characters(codec="utf-8"), max_size=40),
+                 st.builds(lambda part, n: part * n, st.sampled_from(["a", "a/", "../", "é"]), st.integers(100, 3000)))
 PATHS = st.one_of(
     st.sampled_from(["/", "/studio.js", "/vendor/tf.es2017.min.js", "/troubleshooting", "/api/config", "/api/list",
                      "/api/inspect", "/api/convert", "/api/upload?name=a.npz"]),

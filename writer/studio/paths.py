@@ -64,13 +64,15 @@ class Root:
             raise outside(text)
         try:
             target = (self.path / rel).resolve()  # follows every symlink on the way
-        except (OSError, RuntimeError):  # a symlink loop, a name too long
-            raise ConversionError("CHECKPOINT_NOT_FOUND", f"{text} cannot be resolved (a symlink loop?)",
+            missing = must_exist and not target.exists()
+        except (OSError, RuntimeError) as exc:  # a symlink loop, a name too long
+            reason = getattr(exc, "strerror", None) or "a symlink loop"
+            raise ConversionError("CHECKPOINT_NOT_FOUND", f"{text[:120]} cannot be resolved ({reason})",
                                   "pick a file or folder from the list") from None
         if not self.contains(target):
-            raise outside(text)
-        if must_exist and not target.exists():
-            raise ConversionError("CHECKPOINT_NOT_FOUND", f"no file or folder at {text}", "pick one from the list")
+            raise outside(text[:120])
+        if missing:
+            raise ConversionError("CHECKPOINT_NOT_FOUND", f"no file or folder at {text[:120]}", "pick one from the list")
         return target
 
     def contains(self, target: Path) -> bool:

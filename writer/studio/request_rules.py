@@ -27,6 +27,7 @@ MAX_JSON_BYTES = 1 << 20  # a form is a few hundred bytes; metadata with labels 
 MAX_JSON_DEPTH = 32  # the form nests 3 levels; metadata a few more
 MAX_EVENT_ID_DIGITS = 9  # a job never has a billion events
 MAX_NAME_BYTES = 255  # what Linux, macOS and Windows allow for one file name
+MAX_FOLDER_PATH_BYTES = 1024  # with ROOT's own path, well inside every system's path limit
 JSON_MEDIA_TYPE = "application/json"
 
 _DIGITS = re.compile(r"[0-9]{1,15}")  # ASCII only: str.isdigit() also takes '²' and '٣'
@@ -107,7 +108,7 @@ def last_event_id(text: str | None) -> int:
 def folder_name(text: Any, what: str = "output folder") -> str:
     """The one rule for folder names the studio creates: ``a/b`` of printable names.
 
-    Each ``/``-separated name is non-empty, printable (no control characters, no line or
+    At most 1024 bytes; each ``/``-separated name is non-empty, printable (no control characters, no line or
     paragraph separators, no lone surrogates), has no backslash or colon (separators on
     Windows) and fits in 255 UTF-8 bytes. Whether the path stays inside ROOT is checked
     afterwards, by :meth:`writer.studio.paths.Root.resolve`.
@@ -122,6 +123,9 @@ def folder_name(text: Any, what: str = "output folder") -> str:
     if not isinstance(text, str) or not text.strip():
         raise ConversionError("BAD_OPTION", f"no {what} given", "name a new folder, e.g. mnist_tfjs")
     path = text.strip()
+    if len(path.encode("utf-8", "surrogatepass")) > MAX_FOLDER_PATH_BYTES:
+        raise ConversionError("BAD_FOLDER_NAME", f"{what} {path[:60]!r}... is longer than {MAX_FOLDER_PATH_BYTES} bytes",
+                              "use a shorter path, e.g. models/mnist_tfjs")
     for name in path.split("/"):
         if name and (not name.isprintable() or "\\" in name or ":" in name
                 or len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES):
