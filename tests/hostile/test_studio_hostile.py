@@ -164,6 +164,7 @@ MALFORMED = [
      b"PK", 400, "BAD_REQUEST"),
     ("upload: GET", "GET", "/api/upload?name=a.npz", {}, b"", 405, "METHOD_NOT_ALLOWED"),
     ("static: unknown file", "GET", "/secret.txt", {}, b"", 404, "NOT_FOUND"),
+    ("static: vendor name too long", "GET", "/vendor/" + "a" * 300, {}, b"", 404, "NOT_FOUND"),
     ("static: absolute-form target", "GET", "http://evil.example/", {}, b"", 404, "NOT_FOUND"),
     ("static: bracket authority", "GET", "//[evil/x", {}, b"", 404, "NOT_FOUND"),
     ("list: bracket authority", "GET", "//[::1/api/list?dir=.", {}, b"", 404, "NOT_FOUND"),

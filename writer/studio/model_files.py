@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 MAX_MODEL_JSON_BYTES = 64 << 20  # topology and manifest; weights are in the shards
-PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}")
 
 
 def open_regular(path: Path) -> BinaryIO:

@@ -213,7 +213,7 @@ class Uploads:
             if entry is not None:
                 entry[1] = time.monotonic()
         target = self.folder / token / name
-        if entry is None or not re.fullmatch(r"[0-9a-f]{16}", token) or not re.fullmatch(r"[A-Za-z0-9._-]+", name) \
+        if entry is None or not re.fullmatch(r"[0-9a-f]{16}", token) or not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", name) \
                 or name.startswith(".") or not target.is_file():
             raise ConversionError("CHECKPOINT_NOT_FOUND", f"no uploaded file {handle[:120]}",
                                   "drop the file again (uploads unused for a while are removed)")
