@@ -413,3 +413,36 @@ def test_a_dribbled_json_body_times_out_with_a_coded_408(studio, monkeypatch):
             data += chunk
     assert_coded(parse(data), 408, "REQUEST_TIMEOUT")
     assert time.monotonic() - started < 4
+
+
+def test_a_dribbled_upload_is_cut_off(studio):
+    from tests.hostile.studio_client import parse
+
+    studio.uploads.grace_seconds, studio.uploads.min_rate = 0.5, 1 << 30  # patience: 0.5 s for any size
+    head = request(port(studio), "POST", "/api/upload?name=slow.npz", {"X-Studio-Token": studio.token,
+                                                                      "Content-Length": str(32 << 10)})
+    started = time.monotonic()
+    try:
+        with socket.create_connection(("127.0.0.1", port(studio)), timeout=10) as conn:
+            conn.sendall(head)
+            while not select.select([conn], [], [], 0.05)[0] and time.monotonic() - started < 3:
+                conn.sendall(b"\0" * 16)  # 320 bytes/s: every read is quick, the whole would take 100 s
+            data = b""
+            while chunk := conn.recv(65536):
+                data += chunk
+    finally:
+        studio.uploads.grace_seconds, studio.uploads.min_rate = 20.0, 64 << 10
+    assert_coded(parse(data), 400, "UPLOAD_REFUSED")
+    assert time.monotonic() - started < 3 and studio.uploads.used() <= 64 << 10
+
+
+def test_only_the_last_finished_jobs_are_kept(studio, monkeypatch):
+    from writer.studio import jobs
+
+    monkeypatch.setattr(jobs, "KEEP_FINISHED", 1)
+    first, second, third = (converted(studio, f"kept_{i}") for i in range(3))
+    assert_coded(call(studio, "GET", f"/api/jobs/{first}/events"), 404, "JOB_NOT_FOUND")
+    assert call(studio, "HEAD", f"/api/jobs/{second}/events").status == 200
+    assert call(studio, "HEAD", f"/api/jobs/{third}/events").status == 200
+    for i in range(3):
+        shutil.rmtree(studio.root.path / f"kept_{i}")

@@ -23,6 +23,7 @@ from writer.convert import ConvertOptions, convert
 from topology.vocabulary.errors import ConversionError
 
 FINAL = ("done", "error", "cancelled")
+KEEP_FINISHED = 64  # finished jobs (and their event logs) kept for the page; older ones are forgotten
 
 
 class Cancelled(BaseException):
@@ -118,6 +119,9 @@ class Jobs:
                 if job.state == "running" and job.out_dir == out_dir:
                     raise ConversionError("OUTPUT_BUSY", f"another conversion is writing {out_dir.name}",
                                           "wait for it to finish, cancel it, or choose another output folder")
+            finished = [j for j in self._jobs.values() if j.state != "running"]
+            for old in finished[:max(0, len(finished) - KEEP_FINISHED)]:  # oldest first (dicts keep order)
+                del self._jobs[old.id]
             job = Job(checkpoint, out_dir, options, request)
             self._jobs[job.id] = job
             job._thread.start()
@@ -127,7 +131,8 @@ class Jobs:
         job = self._jobs.get(job_id)
         if job is None:
             raise ConversionError("JOB_NOT_FOUND", f"no conversion {job_id!r} on this server",
-                                  "start the conversion again (jobs are forgotten when the studio restarts)")
+                                  "start the conversion again (the studio forgets jobs when it restarts, "
+                                  "and all but the last 64 finished ones)")
         return job
 
     def checkpoints_in_use(self) -> set[Path]:

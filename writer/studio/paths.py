@@ -28,6 +28,7 @@ ORBAX_MARKERS = ("_CHECKPOINT_METADATA", "_METADATA", "manifest.ocdbt", "checkpo
 UPLOAD_PREFIX = "upload:"
 UPLOAD_TOTAL_FACTOR = 4  # all uploads together: 4 x --max-upload-mb
 UPLOAD_TTL_SECONDS = 3600.0  # an upload unused for an hour is taken as abandoned
+UPLOAD_GRACE_SECONDS, UPLOAD_MIN_RATE = 20.0, 64 << 10  # an upload may take 20 s + its size at 64 KiB/s
 
 
 def outside(text: str) -> ConversionError:
@@ -139,6 +140,7 @@ class Uploads:
         self.ttl = ttl
         self.folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="flax2tfjs-studio-"))
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.grace_seconds, self.min_rate = UPLOAD_GRACE_SECONDS, UPLOAD_MIN_RATE
         self._in_use = in_use  # the checkpoints of running conversions: never expired under them
         self._lock = threading.Lock()
         self._files: dict[str, list] = {}  # token -> [bytes, last used (monotonic)]
@@ -183,11 +185,15 @@ class Uploads:
             self._files[token] = [length, time.monotonic()]
         target = self.folder / token / safe
         remaining = length
+        # A dribbling peer must not hold a connection for days: the upload gets a grace period
+        # plus the time it takes at a slow but real rate.
+        deadline = time.monotonic() + self.grace_seconds + length / self.min_rate
+        read = getattr(stream, "read1", stream.read)  # read1: whatever arrived, so the deadline is checked often
         try:
             target.parent.mkdir()
             with open(target, "wb") as out:
-                while remaining > 0:
-                    chunk = stream.read(min(1 << 20, remaining))
+                while remaining > 0 and time.monotonic() < deadline:
+                    chunk = read(min(1 << 20, remaining))
                     if not chunk:
                         break
                     out.write(chunk)
@@ -196,7 +202,8 @@ class Uploads:
             remaining = remaining or -1
         if remaining:
             self._drop(token)
-            raise ConversionError("UPLOAD_REFUSED", f"{safe}: the upload ended early", "drop the file again")
+            raise ConversionError("UPLOAD_REFUSED", f"{safe}: the upload ended early or came too slowly "
+                                  f"(under {self.min_rate >> 10} KiB/s)", "drop the file again")
         return f"{UPLOAD_PREFIX}{token}/{safe}"
 
     def _drop(self, token: str) -> None:
