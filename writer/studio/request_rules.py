@@ -84,8 +84,10 @@ def json_object(raw: bytes, content_type: str | None) -> dict:
     if json_depth(text) > MAX_JSON_DEPTH:
         raise bad_request(f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels", "flatten the metadata")
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
         json.dumps(value, ensure_ascii=False).encode("utf-8")  # lone surrogates ("\ud800") cannot be written
+    except ConversionError:
+        raise
     except (ValueError, RecursionError):
         raise bad_request("the request body is not valid JSON") from None
     except UnicodeEncodeError:
@@ -94,6 +96,19 @@ def json_object(raw: bytes, content_type: str | None) -> dict:
     if not isinstance(value, dict):
         raise bad_request("the request body is not a JSON object")
     return value
+
+
+def _no_constant(name: str) -> Any:
+    raise bad_request(f"the JSON body holds {name}, which JSON does not have (model.json could not be written)",
+                      "write numbers, or null")
+
+
+def _unique_keys(pairs: list) -> dict:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        twice = next(key for key in keys if keys.count(key) > 1)
+        raise bad_request(f"the JSON body names {twice[:60]!r} twice in one object", "give each key once")
+    return dict(pairs)
 
 
 def last_event_id(text: str | None) -> int:
