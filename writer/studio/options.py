@@ -20,6 +20,17 @@ from writer.verify import VerifyOptions
 MIN_SHARD_BYTES = 4096
 
 
+def _text(form: dict, key: str) -> str | None:
+    """The form's ``key`` as text (``None`` when left out or empty); any other JSON type is BAD_OPTION."""
+    value = form.get(key)
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise ConversionError("BAD_OPTION", f"{key} is {type(value).__name__} {str(value)[:40]!r}, not text",
+                              "use the page, or send the field as a JSON string")
+    return value
+
+
 def module_spec(text: Any, root: Root) -> str | None:
     """``FILE.py:Name`` with FILE resolved inside ROOT (the model code runs, so it must be the user's own)."""
     if not text:
@@ -37,11 +48,14 @@ def _shape(text: Any) -> tuple[int, ...] | None:
         return None
     try:
         parts = text if isinstance(text, list) else str(text).replace("x", ",").split(",")
+        if any(isinstance(p, (bool, float, list, dict)) or p is None for p in parts):
+            raise ValueError("not whole numbers")
         shape = tuple(int(p) for p in parts if str(p).strip())
-    except ValueError:
+    except (ValueError, TypeError):
         shape = ()
-    if not shape or min(shape) < 1:
-        raise ConversionError("BAD_OPTION", f"input shape {text!r}", "give positive sizes without the batch axis, e.g. 28,28,1")
+    if not shape or min(shape) < 1 or max(shape) >= 1 << 31:
+        raise ConversionError("BAD_OPTION", f"input shape {str(text)[:60]!r}",
+                              "give positive sizes without the batch axis, e.g. 28,28,1")
     return shape
 
 
@@ -58,9 +72,9 @@ def _metadata(value: Any) -> dict:
 def convert_options(form: dict, root: Root, inspect_only: bool = False) -> ConvertOptions:
     """ConvertOptions from the page's form; what the form leaves out keeps ConvertOptions' defaults."""
     fields: dict[str, Any] = {
-        "module": module_spec(form.get("module"), root),
+        "module": module_spec(_text(form, "module"), root),
         "input_shape": _shape(form.get("input_shape")),
-        "input_dtype": form.get("input_dtype") or default_of(ConvertOptions, "input_dtype"),
+        "input_dtype": _text(form, "input_dtype") or default_of(ConvertOptions, "input_dtype"),
     }
     if not inspect_only:
         shard = form.get("shard_bytes") or default_of(ConvertOptions, "weight_shard_size_bytes")
@@ -69,7 +83,7 @@ def convert_options(form: dict, root: Root, inspect_only: bool = False) -> Conve
         if shard < MIN_SHARD_BYTES:  # one file per few bytes is never what anyone wants
             raise ConversionError("BAD_OPTION", f"shard size {shard:,} bytes is below the minimum of {MIN_SHARD_BYTES:,}",
                                   "use at least 4096 bytes, e.g. 4194304 (4 MiB)")
-        fields.update(quantize=form.get("quantize") or None, weight_shard_size_bytes=shard,
+        fields.update(quantize=_text(form, "quantize"), weight_shard_size_bytes=shard,
                       metadata=_metadata(form.get("metadata")), force=bool(form.get("force")))
         if form.get("optimize") is not None:
             fields["optimize"] = bool(form["optimize"])
@@ -80,5 +94,5 @@ def convert_options(form: dict, root: Root, inspect_only: bool = False) -> Conve
 
 def verify_options(form: dict, root: Root) -> VerifyOptions:
     """VerifyOptions matching a conversion's form (same model code and input shape; verify's defaults)."""
-    return VerifyOptions(module=module_spec(form.get("module"), root), input_shape=_shape(form.get("input_shape")))
+    return VerifyOptions(module=module_spec(_text(form, "module"), root), input_shape=_shape(form.get("input_shape")))
 
