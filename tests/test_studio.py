@@ -97,7 +97,7 @@ def _request(server, method: str, path: str, body: bytes | None = None, headers:
 
 def _post(server, path: str, form: dict, headers: dict | None = None):
     status, _, data = _request(server, "POST", path, json.dumps(form).encode(),
-                               {"Content-Type": "application/json", **(headers or {})})
+                               {"Content-Type": "application/json", "X-Studio-Token": server.token, **(headers or {})})
     return status, json.loads(data)
 
 
@@ -212,7 +212,10 @@ def test_convert_options_reach_the_engine(server, studio_root):
     """Weights, shard size, metadata and (where the engine has it) optimisation, as the page sends them."""
     from writer.presets import engine_fields
 
-    form = {"checkpoint": "small.npz", "out": "opts_out", "quantize": "uint8", "shard_bytes": 32,
+    rng = np.random.default_rng(1)  # 64x96 + 96 uint8 weights: two 4 KiB shards
+    np.savez(studio_root / "wide.npz", **{"params/Dense_0/kernel": rng.standard_normal((64, 96)).astype(np.float32),
+                                          "params/Dense_0/bias": np.zeros(96, np.float32)})
+    form = {"checkpoint": "wide.npz", "out": "opts_out", "quantize": "uint8", "shard_bytes": 4096,
             "metadata": {"labels": ["a", "b", "c"]}, "optimize": True}
     status, job = _post(server, "/api/convert", form)
     assert status == 200
@@ -220,26 +223,29 @@ def test_convert_options_reach_the_engine(server, studio_root):
     assert server.jobs.get(job["job"]).state == "done", server.jobs.get(job["job"]).events[-1]
     doc = json.loads((studio_root / "opts_out" / "model.json").read_text())
     assert {w["quantization"]["dtype"] for w in doc["weightsManifest"][0]["weights"]} == {"uint8"}
-    assert len(doc["weightsManifest"][0]["paths"]) == 2  # 51 bytes of uint8 weights in 32-byte shards
+    assert len(doc["weightsManifest"][0]["paths"]) == 2  # 6,240 bytes of uint8 weights in 4 KiB shards
     assert doc["userDefinedMetadata"]["labels"] == ["a", "b", "c"]
     if "optimize" in engine_fields():
         assert doc["userDefinedMetadata"]["flax2tfjs"]["optimize"]["enabled"] is True
     for bad, code in [({"metadata": {"flax2tfjs": 1}}, "BAD_METADATA"), ({"metadata": [1]}, "BAD_METADATA"),
                       ({"quantize": "int4"}, "BAD_OPTION"), ({"shard_bytes": "big"}, "BAD_OPTION"),
+                      ({"shard_bytes": 1}, "BAD_OPTION"), ({"shard_bytes": 4095}, "BAD_OPTION"),
                       ({"input_shape": "0,2"}, "BAD_OPTION")]:
         status, body = _post(server, "/api/convert", {**form, "out": "opts_bad", **bad})
         assert status == 400 and body["error"]["code"] == code, bad
     assert not (studio_root / "opts_bad").exists()
     shutil.rmtree(studio_root / "opts_out")
+    (studio_root / "wide.npz").unlink()
 
 
 def test_uploads_are_capped_and_checked(server):
+    token = {"X-Studio-Token": server.token}
     status, _, data = _request(server, "POST", "/api/upload?name=x.msgpack", b"",
-                               {"Content-Length": str(2 << 20)})  # announced, never sent: refused first
+                               {"Content-Length": str(2 << 20), **token})  # announced, never sent: refused first
     assert status == 413 and json.loads(data)["error"]["code"] == "UPLOAD_TOO_LARGE"
-    status, _, data = _request(server, "POST", "/api/upload?name=evil.sh", b"#!/bin/sh")
+    status, _, data = _request(server, "POST", "/api/upload?name=evil.sh", b"#!/bin/sh", token)
     assert status == 400 and json.loads(data)["error"]["code"] == "UPLOAD_REFUSED"
-    status, _, data = _request(server, "POST", "/api/upload?name=../../x.npz", b"PK\x03\x04")
+    status, _, data = _request(server, "POST", "/api/upload?name=../../x.npz", b"PK\x03\x04", token)
     handle = json.loads(data)["checkpoint"]
     assert status == 200 and handle.startswith("upload:") and handle.endswith("/x.npz")  # no path kept
     assert Path(server.uploads.folder) in server.uploads.resolve(handle).parents

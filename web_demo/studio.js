@@ -75,8 +75,11 @@
     $(id).focus();
   }
 
+  // Every POST carries the per-launch token the server hands out in /api/config (CSRF defence).
+  const tokenHeaders = () => (config.token ? {[config.token_header]: config.token} : {});
+
   async function api(path, body) {
-    const init = body === undefined ? {} : {method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify(body)};
+    const init = body === undefined ? {} : {method: 'POST', headers: {'Content-Type': 'application/json', ...tokenHeaders()}, body: JSON.stringify(body)};
     const response = await fetch(path, {cache: 'no-store', ...init});
     const data = await response.json().catch(() => ({error: {code: 'INTERNAL', message: `HTTP ${response.status} from ${path}`, hint: ''}}));
     if (data && data.error) throw new StudioError(data.error);
@@ -157,7 +160,7 @@
     }
     $('upload-status').textContent = `Uploading ${file.name}…`;
     try {
-      const response = await fetch(`/api/upload?name=${encodeURIComponent(file.name)}`, {method: 'POST', body: file});
+      const response = await fetch(`/api/upload?name=${encodeURIComponent(file.name)}`, {method: 'POST', headers: tokenHeaders(), body: file});
       const data = await response.json();
       if (data.error) throw new StudioError(data.error);
       $('upload-status').textContent = `Uploaded ${file.name} (${F2T.formatBytes(file.size)}).`;

@@ -6,8 +6,10 @@ errors) streamed over Server-Sent Events, verify it against JAX in real TF.js, t
 the browser itself, and download it as a zip. Same engine as the CLI; stdlib server on
 127.0.0.1 only. Modules: :mod:`.paths` (ROOT confinement, uploads), :mod:`.jobs`
 (background conversions), :mod:`.options` (form -> engine options), :mod:`.handler`
-(routes), :mod:`.site` (static files), :mod:`.present` and :mod:`.page_hints` (paths relative
-to ROOT, hints naming the page's controls), :mod:`.classes` (the classes of a model file).
+(routes), :mod:`.request_rules` (what a request may hold), :mod:`.connections` (the
+connection cap), :mod:`.model_files` (what of an output folder is served), :mod:`.archive`
+(the streamed zip), :mod:`.site` (static files), :mod:`.present` and :mod:`.page_hints` (paths
+relative to ROOT, hints naming the page's controls), :mod:`.classes` (the classes of a model file). The security model is in docs/studio.md.
 
 Example:
     >>> server = make_server(Path("."), 0)
@@ -19,14 +21,21 @@ from __future__ import annotations
 
 import argparse
 import errno
+import secrets
+import shutil
+import signal
+import socket
 import sys
+import tempfile
+import threading
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from topology.vocabulary.errors import ConversionError
 from writer.option_parser import OptionParser
-from writer.studio.handler import StudioHandler
+from writer.studio.connections import ConnectionGate
+from writer.studio.handler import StudioHandler, error_body
 from writer.studio.jobs import Jobs
 from writer.studio.paths import Root, Uploads
 from writer.studio.present import Presenter
@@ -35,24 +44,62 @@ from writer.studio.site import STATIC_FILES, web_demo_dir
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8100
 DEFAULT_MAX_UPLOAD_MB = 512
+MAX_CONNECTIONS = 64  # the page needs a handful; stalled connections give way to new ones
+HEADER_SECONDS = 10.0  # a connection that has not sent its request head by then may be dropped
+CANCEL_WAIT_SECONDS = 10.0  # on exit, how long running conversions get to remove their staging folders
+
+
+class Stopped(Exception):
+    """SIGTERM or SIGHUP: stop serving and clean up, as Ctrl+C does."""
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise Stopped()
 
 
 class StudioServer(ThreadingHTTPServer):
-    """The HTTP server plus the studio's state (ROOT, uploads, jobs)."""
+    """The HTTP server plus the studio's state (ROOT, uploads, jobs, connection cap, token).
+
+    Everything the studio keeps besides the outputs it writes into ROOT lives in one temporary
+    folder (``state``), removed by :meth:`close`.
+    """
 
     daemon_threads = True
+    request_queue_size = 64
 
     def __init__(self, root: Root, port: int, max_upload_bytes: int) -> None:
         super().__init__((HOST, port), StudioHandler)
         self.root = root
-        self.uploads = Uploads(max_upload_bytes)
+        self.token = secrets.token_urlsafe(32)  # per launch; the page reads it from /api/config
+        self.gate = ConnectionGate(MAX_CONNECTIONS, HEADER_SECONDS)
+        self.state = Path(tempfile.mkdtemp(prefix="flax2tfjs-studio-"))
         self.jobs = Jobs()
+        self.uploads = Uploads(max_upload_bytes, self.state / "uploads", in_use=self.jobs.checkpoints_in_use)
         self.presenter = Presenter(self.root.path, self.uploads.folder)
 
+    def process_request(self, request: socket.socket, client_address: Any) -> None:
+        if self.gate.admit(request):
+            super().process_request(request, client_address)
+            return
+        try:  # every slot serves a request: say so at once rather than leave the caller hanging
+            request.settimeout(1.0)
+            body = error_body(ConversionError("SERVER_BUSY", f"the studio already serves {MAX_CONNECTIONS} "
+                                              "connections", "retry in a moment"))
+            request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+    def shutdown_request(self, request: socket.socket) -> None:
+        self.gate.leave(request)
+        super().shutdown_request(request)
+
     def close(self) -> None:
-        """Cancel running conversions (their staging folders go), drop uploads, close the socket."""
-        self.jobs.cancel_all()
+        """Cancel running conversions (their staging folders go), remove the state folder, close the socket."""
+        self.jobs.cancel_all(wait=CANCEL_WAIT_SECONDS)
         self.uploads.close()
+        shutil.rmtree(self.state, ignore_errors=True)
         self.server_close()
 
 
@@ -112,10 +159,16 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m writer studio
         return err.exit_status
     print(f"flax2tfjs studio for {server.root.path}\n  open http://{HOST}:{server.server_address[1]}/\n"
           "press Ctrl+C to stop", flush=True)
+    # A service manager's stop (SIGTERM) or a closed terminal (SIGHUP) cleans up like Ctrl+C.
+    stops = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    in_main = threading.current_thread() is threading.main_thread()  # only the main thread may set handlers
+    previous = {sig: signal.signal(sig, _stop) for sig in stops} if in_main else {}
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Stopped):
         print("stopped", flush=True)
     finally:
         server.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0

@@ -23,6 +23,7 @@ from writer.convert import ConvertOptions, convert
 from topology.vocabulary.errors import ConversionError
 
 FINAL = ("done", "error", "cancelled")
+KEEP_FINISHED = 64  # finished jobs (and their event logs) kept for the page; older ones are forgotten
 
 
 class Cancelled(BaseException):
@@ -83,9 +84,14 @@ class Job:
         index = start
         while True:
             with self._changed:
-                if index >= len(self.events):
-                    self._changed.wait(keepalive)
-                batch = self.events[index:]
+                finished = bool(self.events) and self.events[-1]["type"] in FINAL
+                if index >= len(self.events) and finished:  # resumed past the end: the outcome, once
+                    batch = [self.events[-1]]
+                else:
+                    index = min(index, len(self.events))  # no event past the next one can have been seen
+                    if index >= len(self.events):
+                        self._changed.wait(keepalive)
+                    batch = self.events[index:]
             if not batch:
                 yield None
                 continue
@@ -113,6 +119,9 @@ class Jobs:
                 if job.state == "running" and job.out_dir == out_dir:
                     raise ConversionError("OUTPUT_BUSY", f"another conversion is writing {out_dir.name}",
                                           "wait for it to finish, cancel it, or choose another output folder")
+            finished = [j for j in self._jobs.values() if j.state != "running"]
+            for old in finished[:max(0, len(finished) - KEEP_FINISHED)]:  # oldest first (dicts keep order)
+                del self._jobs[old.id]
             job = Job(checkpoint, out_dir, options, request)
             self._jobs[job.id] = job
             job._thread.start()
@@ -122,9 +131,19 @@ class Jobs:
         job = self._jobs.get(job_id)
         if job is None:
             raise ConversionError("JOB_NOT_FOUND", f"no conversion {job_id!r} on this server",
-                                  "start the conversion again (jobs are forgotten when the studio restarts)")
+                                  "start the conversion again (the studio forgets jobs when it restarts, "
+                                  "and all but the last 64 finished ones)")
         return job
 
-    def cancel_all(self) -> None:
-        for job in list(self._jobs.values()):
+    def checkpoints_in_use(self) -> set[Path]:
+        """The checkpoints that running conversions read (uploads must not expire under them)."""
+        return {job.checkpoint for job in list(self._jobs.values()) if job.state == "running"}
+
+    def cancel_all(self, wait: float = 0.0) -> None:
+        """Cancel every running job; wait up to ``wait`` seconds in all for them to clean up and end."""
+        jobs = list(self._jobs.values())
+        for job in jobs:
             job.cancel()
+        deadline = time.monotonic() + wait
+        for job in jobs:
+            job.wait(max(0.0, deadline - time.monotonic()))

@@ -19,6 +19,19 @@ from writer.studio.classes import file_classes
 from writer.studio.paths import Root
 from writer.verify import VerifyOptions
 
+MIN_SHARD_BYTES = 4096
+
+
+def _text(form: dict, key: str) -> str | None:
+    """The form's ``key`` as text (``None`` when left out or empty); any other JSON type is BAD_OPTION."""
+    value = form.get(key)
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise ConversionError("BAD_OPTION", f"{key} is {type(value).__name__} {str(value)[:40]!r}, not text",
+                              "use the page, or send the field as a JSON string")
+    return value
+
 
 def module_spec(text: Any, root: Root) -> str | None:
     """``FILE.py:Name`` with FILE resolved inside ROOT (the model code runs, so it must be the user's own).
@@ -69,7 +82,7 @@ def topology_fields(form: dict, root: Root) -> dict[str, Any]:
     """The fields that shape the model (shared by inspect, convert and verify): model code, step,
     and the template's activation and pooling, each with ConvertOptions' default when left out."""
     return {
-        "module": module_spec(form.get("module"), root),
+        "module": module_spec(_text(form, "module"), root),
         "input_shape": _shape(form.get("input_shape")),
         "activation": _choice(form.get("activation"), tuple(TEMPLATE_ACTIVATIONS), "activation",
                               default_of(ConvertOptions, "activation")),
@@ -83,11 +96,14 @@ def _shape(text: Any) -> tuple[int, ...] | None:
         return None
     try:
         parts = text if isinstance(text, list) else str(text).replace("x", ",").split(",")
+        if any(isinstance(p, (bool, float, list, dict)) or p is None for p in parts):
+            raise ValueError("not whole numbers")
         shape = tuple(int(p) for p in parts if str(p).strip())
-    except ValueError:
+    except (ValueError, TypeError):
         shape = ()
-    if not shape or min(shape) < 1:
-        raise ConversionError("BAD_OPTION", f"input shape {text!r}", "give positive sizes without the batch axis, e.g. 28,28,1")
+    if not shape or min(shape) < 1 or max(shape) >= 1 << 31:
+        raise ConversionError("BAD_OPTION", f"input shape {str(text)[:60]!r}",
+                              "give positive sizes without the batch axis, e.g. 28,28,1")
     return shape
 
 
@@ -105,13 +121,16 @@ def convert_options(form: dict, root: Root, inspect_only: bool = False) -> Conve
     """ConvertOptions from the page's form; what the form leaves out keeps ConvertOptions' defaults."""
     fields: dict[str, Any] = {
         **topology_fields(form, root),
-        "input_dtype": form.get("input_dtype") or default_of(ConvertOptions, "input_dtype"),
+        "input_dtype": _text(form, "input_dtype") or default_of(ConvertOptions, "input_dtype"),
     }
     if not inspect_only:
         shard = form.get("shard_bytes") or default_of(ConvertOptions, "weight_shard_size_bytes")
         if not isinstance(shard, int) or isinstance(shard, bool):
-            raise ConversionError("BAD_OPTION", f"shard size {shard!r}", "give a whole number of bytes")
-        fields.update(quantize=form.get("quantize") or None, weight_shard_size_bytes=shard,
+            raise ConversionError("BAD_OPTION", f"shard size {str(shard)[:40]!r}", "give a whole number of bytes")
+        if shard < MIN_SHARD_BYTES:  # one file per few bytes is never what anyone wants
+            raise ConversionError("BAD_OPTION", f"shard size {shard:,} bytes is below the minimum of {MIN_SHARD_BYTES:,}",
+                                  "use at least 4096 bytes, e.g. 4194304 (4 MiB)")
+        fields.update(quantize=_text(form, "quantize"), weight_shard_size_bytes=shard,
                       metadata=_metadata(form.get("metadata")), force=bool(form.get("force")),
                       allow_nonfinite=bool(form.get("allow_nonfinite")))
         if form.get("optimize") is not None:

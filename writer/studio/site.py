@@ -43,7 +43,7 @@ def static_file(route: str) -> Path | None:
     if name in STATIC_FILES:
         return site / name
     folder, _, leaf = name.partition("/")
-    if folder == "vendor" and re.fullmatch(r"[A-Za-z0-9._-]+", leaf) and not leaf.startswith("."):
+    if folder == "vendor" and re.fullmatch(r"[A-Za-z0-9._-]{1,255}", leaf) and not leaf.startswith("."):
         candidate = site / "vendor" / leaf
         return candidate if candidate.is_file() else None
     return None
