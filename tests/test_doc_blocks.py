@@ -1,0 +1,65 @@
+"""Docs that run: every console block of README.md and docs/ is executed and its output compared.
+
+Each document runs in its own temporary folder holding a link to the repository's ``examples/``
+(the bundled checkpoints and model code), blocks in document order, so a guide's ``verify`` reads
+the model its ``convert`` wrote. ``tests/doc_blocks.py`` says how blocks are found and compared;
+blocks marked ``<!-- not-run: reason -->`` are listed by ``test_not_run_blocks_are_listed``.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.doc_blocks import Block, matches, parse_doc
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+BLOCKS = {doc.relative_to(ROOT).as_posix(): parse_doc(doc, ROOT) for doc in DOCS}
+RUNNABLE = sorted(name for name, blocks in BLOCKS.items() if any(b.commands and not b.not_run for b in blocks))
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", NO_COLOR="1", PATH=f"{os.path.dirname(sys.executable)}:{env['PATH']}")
+    env.pop("FLAX2TFJS_SCHEMA_CHECK", None)  # as a user runs it
+    return env
+
+
+def _run_doc(blocks: list[Block], folder) -> list[str]:
+    (folder / "examples").symlink_to(ROOT / "examples")
+    failures = []
+    for block in blocks:
+        if block.write_to:
+            target = folder / block.write_to
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(block.text)
+            continue
+        if block.not_run or not block.commands:
+            continue
+        status = 0
+        for command in block.commands:
+            # `( exit N )` first, so a doc's `echo $?` sees the previous command's status.
+            done = subprocess.run(["bash", "-c", f"( exit {status} ); {command.command}"], cwd=folder, env=_env(),
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+            status = done.returncode
+            difference = matches(command.expected, done.stdout)
+            if difference is not None:
+                failures.append(f"{block.doc}:{command.line}: $ {command.command}\n{difference}")
+    return failures
+
+
+@pytest.mark.parametrize("doc", RUNNABLE)
+def test_doc_blocks_print_what_the_doc_shows(doc, tmp_path):
+    failures = _run_doc(BLOCKS[doc], tmp_path)
+    assert not failures, "\n\n".join(failures)
+
+
+def test_not_run_blocks_are_listed():
+    not_run = [(b.where, b.not_run) for blocks in BLOCKS.values() for b in blocks if b.not_run]
+    print("\n".join(f"not run: {where}: {reason}" for where, reason in not_run))
+    assert all(reason for _, reason in not_run), "a not-run block needs a reason"
+    ran = sum(1 for blocks in BLOCKS.values() for b in blocks if b.commands and not b.not_run)
+    assert ran >= 10  # the scan itself finds the docs' sessions
