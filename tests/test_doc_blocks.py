@@ -7,7 +7,11 @@ blocks marked ``<!-- not-run: reason -->`` are listed by ``test_not_run_blocks_a
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import re
+import shlex
 import subprocess
 import sys
 
@@ -15,6 +19,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.doc_blocks import Block, matches, parse_doc
+from writer import cli
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 BLOCKS = {doc.relative_to(ROOT).as_posix(): parse_doc(doc, ROOT) for doc in DOCS}
@@ -26,6 +31,29 @@ def _env() -> dict[str, str]:
     env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", NO_COLOR="1", PATH=f"{os.path.dirname(sys.executable)}:{env['PATH']}")
     env.pop("FLAX2TFJS_SCHEMA_CHECK", None)  # as a user runs it
     return env
+
+
+# `[cd DIR && ]python -m writer ARGS` without other shell syntax runs in this process: the same
+# entry point (writer.cli.main) without paying a Python start and a JAX import per command.
+_IN_PROCESS = re.compile(r"(?:cd (\S+) && )?python -m writer ([^;&|<>$`*\\\n]+)")
+
+
+def _run(command: str, folder, status: int) -> tuple[int, str]:
+    """Run one doc command in ``folder``; return its exit status and its stdout and stderr, interleaved."""
+    simple = _IN_PROCESS.fullmatch(command)
+    if simple:
+        output, cwd = io.StringIO(), os.getcwd()
+        os.chdir(folder / (simple.group(1) or "."))
+        try:
+            with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+                status = cli.main(shlex.split(simple.group(2)))
+        finally:
+            os.chdir(cwd)
+        return status, output.getvalue()
+    # `( exit N )` first, so a doc's `echo $?` sees the previous command's status.
+    done = subprocess.run(["bash", "-c", f"( exit {status} ); {command}"], cwd=folder, env=_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    return done.returncode, done.stdout
 
 
 def _run_doc(blocks: list[Block], folder) -> list[str]:
@@ -41,11 +69,8 @@ def _run_doc(blocks: list[Block], folder) -> list[str]:
             continue
         status = 0
         for command in block.commands:
-            # `( exit N )` first, so a doc's `echo $?` sees the previous command's status.
-            done = subprocess.run(["bash", "-c", f"( exit {status} ); {command.command}"], cwd=folder, env=_env(),
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
-            status = done.returncode
-            difference = matches(command.expected, done.stdout)
+            status, output = _run(command.command, folder, status)
+            difference = matches(command.expected, output)
             if difference is not None:
                 failures.append(f"{block.doc}:{command.line}: $ {command.command}\n{difference}")
     return failures
