@@ -14,6 +14,8 @@ Example:
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import importlib.metadata
 import importlib.util
 import sys
@@ -23,13 +25,26 @@ OWN_PACKAGES = ("writer", "topology")
 DISTRIBUTION = "flax2tfjs"
 
 
-def _installed_files() -> set[Path]:
-    """Absolute paths of the files the flax2tfjs distribution installed (empty when it is not installed)."""
+def _installed_files() -> dict[Path, str | None]:
+    """The ``__init__.py`` files the flax2tfjs distribution installed, with their RECORD sha256 (empty when
+    it is not installed)."""
     try:
         dist = importlib.metadata.distribution(DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:
-        return set()
-    return {Path(dist.locate_file(f)).resolve() for f in dist.files or [] if str(f).endswith("__init__.py")}
+        return {}
+    return {Path(dist.locate_file(f)).resolve(): f.hash.value if f.hash else None
+            for f in dist.files or [] if str(f).endswith("__init__.py")}
+
+
+def _unchanged(path: Path, recorded: str | None) -> bool:
+    """Whether ``path`` still holds what the RECORD says (another distribution may have overwritten it)."""
+    if recorded is None:
+        return True
+    try:
+        digest = hashlib.sha256(path.read_bytes()).digest()
+    except OSError:
+        return False
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode() == recorded
 
 
 def _in_source_checkout(init: Path) -> bool:
@@ -41,9 +56,11 @@ def _in_source_checkout(init: Path) -> bool:
         return False
 
 
-def _owner(init: Path) -> str | None:
-    """The installed distribution (name and version) whose RECORD lists ``init``, if any."""
+def _owner(init: Path, skip: str) -> str | None:
+    """The installed distribution (name and version) other than ``skip`` whose RECORD lists ``init``, if any."""
     for dist in importlib.metadata.distributions():
+        if (dist.metadata["Name"] or "").lower() == skip:
+            continue
         for f in dist.files or []:
             if str(f).endswith("__init__.py") and Path(dist.locate_file(f)).resolve() == init:
                 return f"{dist.metadata['Name']} {dist.version}"
@@ -68,9 +85,9 @@ def foreign_packages() -> list[str]:
                                                                    if where else ""))
             continue
         init = Path(origin).resolve()
-        if init in installed or _in_source_checkout(init):
+        if (init in installed and _unchanged(init, installed[init])) or _in_source_checkout(init):
             continue
-        owner = _owner(init)
+        owner = _owner(init, skip=DISTRIBUTION)
         location = init.parent if init.name == "__init__.py" else init
         problems.append(f"the '{name}' imported from {location} belongs to "
                         + (f"the distribution '{owner}'" if owner else "no installed distribution (a file or folder "

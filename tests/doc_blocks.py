@@ -18,10 +18,16 @@ Example:
     >>> blocks = parse_doc_text("```console\\n$ echo hi\\nhi\\n```\\n", "x.md")
     >>> [(c.command, c.expected) for c in blocks[0].commands]
     [('echo hi', ['hi'])]
-    >>> matches(["hi"], "done in 0.09 s\\nhi", ) is None
-    False
-    >>> matches(["done in 9.1 s", "hi"], "done in 0.09 s\\nhi") is None
+    >>> matches(["done in 9.1 s", "hi"], "done in 0.09 s\\nhi") is None    # timings are masked
     True
+    >>> matches(["converted ...", "..."], "converted a -> b\\nline\\nline") is None
+    True
+    >>> print(matches(["hi"], "ho"))
+    --- doc
+    +++ actual
+    @@ -1 +1 @@
+    -hi
+    +ho
 """
 from __future__ import annotations
 

@@ -250,16 +250,17 @@ def test_every_doc_a_hint_names_is_installed_and_the_studio_serves_the_guide(ven
 
 
 def test_a_foreign_writer_distribution_is_named_not_imported(venv, workdir, tmp_path):
-    """A distribution called `writer` (the public index has one) installed beside flax2tfjs."""
-    project = tmp_path / "writer-dist"
-    (project / "writer").mkdir(parents=True)
-    (project / "writer" / "__init__.py").write_text("raise SystemExit('the foreign writer ran')\n")
-    (project / "pyproject.toml").write_text('[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = '
-                                            '"setuptools.build_meta"\n[project]\nname = "writer"\nversion = "0.0.1"\n'
-                                            '[tool.setuptools]\npackages = ["writer"]\n')
+    """A distribution called `writer` (the public index has one) installed beside flax2tfjs.
+
+    Laid out as pip installs a wheel (the package plus a dist-info with METADATA and RECORD) into a
+    folder earlier on sys.path than the virtualenv's site-packages."""
     target = tmp_path / "site"
-    ok(run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", target,
-            project], cwd=tmp_path, env=venv["env"]))
+    (target / "writer").mkdir(parents=True)
+    (target / "writer" / "__init__.py").write_text("raise SystemExit('the foreign writer ran')\n")
+    info = target / "writer-0.0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: writer\nVersion: 0.0.1\n")
+    (info / "RECORD").write_text("writer/__init__.py,,\nwriter-0.0.1.dist-info/METADATA,,\nwriter-0.0.1.dist-info/RECORD,,\n")
     env = {**venv["env"], "PYTHONPATH": str(target)}  # earlier on sys.path than the venv's site-packages
     clash = run([venv["cli"], "mnist_ckpt", "out_foreign"], cwd=workdir, env=env)
     assert clash.returncode == 2 and clash.stdout == "", clash.stderr
@@ -267,3 +268,18 @@ def test_a_foreign_writer_distribution_is_named_not_imported(venv, workdir, tmp_
                                    "belongs to the distribution 'writer 0.0.1', not to flax2tfjs")
     assert "hint: " in clash.stderr and "the foreign writer ran" not in clash.stderr
     assert not (workdir / "out_foreign").exists()
+    # Installed into the same site-packages, it overwrites our writer/__init__.py: the RECORD's hash says so.
+    package = Path(ok(run([venv["python"], "-c", "import writer, os; print(os.path.dirname(writer.__file__))"],
+                          cwd=workdir, env=venv["env"])).stdout.strip())
+    ours = (package / "__init__.py").read_bytes()
+    installed_info = package.parent / "writer-0.0.1.dist-info"
+    shutil.copytree(info, installed_info)
+    try:
+        (package / "__init__.py").write_text("raise SystemExit('the foreign writer ran')\n")
+        overwritten = run([venv["cli"], "--version"], cwd=workdir, env=venv["env"])
+        assert overwritten.returncode == 2 and overwritten.stderr.startswith(
+            f"error[FOREIGN_PACKAGE]: the 'writer' imported from {package} belongs to the distribution 'writer 0.0.1'")
+    finally:
+        (package / "__init__.py").write_bytes(ours)
+        shutil.rmtree(installed_info)
+    ok(run([venv["cli"], "--version"], cwd=workdir, env=venv["env"]))  # restored: ours again
