@@ -135,6 +135,10 @@ def test_wheel_carries_resources_and_never_the_tests(dist):
 
 def test_convert_inspect_and_all_steps_outside_the_checkout(venv, workdir):
     cli, env = venv["cli"], venv["env"]
+    # The core install converts without msgpack (our own reader) and jsonschema (the [schema] extra).
+    absent = ok(run([venv["python"], "-c", "import importlib.util as u; "
+                     "print([m for m in ('msgpack', 'jsonschema') if u.find_spec(m) is None])"], cwd=workdir, env=env))
+    assert absent.stdout.strip() == "['msgpack', 'jsonschema']"
     proc = ok(run([cli, "mnist_ckpt", "out"], cwd=workdir, env=env))
     assert "824,458 parameters" in proc.stdout
     document = json.loads((workdir / "out" / "model.json").read_text())
