@@ -96,6 +96,22 @@ def test_doc_blocks_print_what_the_doc_shows(doc, tmp_path):
     assert not failures, "\n\n".join(failures)
 
 
+def test_output_never_hides_in_an_untagged_block():
+    """An untagged or `console` block is a session (`$ command`, then its output), so the test above
+    sees every output the docs show; layouts and diagrams are tagged `text`."""
+    untagged = []
+    for doc in DOCS:
+        lines = doc.read_text(encoding="utf-8").splitlines()
+        opening = True  # fences alternate: opening, closing, opening, ...
+        for number, line in enumerate(lines, 1):
+            if not line.strip().startswith("```"):
+                continue
+            if opening and line.strip() in ("```", "```console") and not lines[number].startswith("$ "):
+                untagged.append(f"{doc.relative_to(ROOT)}:{number}")
+            opening = not opening
+    assert not untagged, f"blocks that are neither a `$` session nor tagged (```text, ```python, ...): {untagged}"
+
+
 def test_not_run_blocks_are_listed():
     not_run = [(b.where, b.not_run) for blocks in BLOCKS.values() for b in blocks if b.not_run]
     print("\n".join(f"not run: {where}: {reason}" for where, reason in not_run))
