@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what flax2tfjs needs. Idempotent; safe to rerun.
-#   bash scripts/setup.sh          core: the converter (numpy, msgpack, jsonschema, ml_dtypes, tensorstore)
-#   bash scripts/setup.sh --dev    + jax/flax/orbax for tests, real TF.js (npm), and the official
+#   bash scripts/setup.sh          core: the converter (numpy, ml_dtypes, tensorstore), into the active Python
+#   bash scripts/setup.sh --dev    + jax/flax/orbax for tests, real TF.js (npm), Node.js and Chromium via
+#                                  apt-get when missing (root), and the official
 #                                  tensorflowjs package in its own virtualenv (.venv-tfjs)
 set -euo pipefail
 cd "$(dirname "$0")/.."

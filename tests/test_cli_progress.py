@@ -91,6 +91,17 @@ def test_convert_shows_a_progress_bar_that_ends_complete(tmp_path):
     assert b"\r\x1b[K" in raw  # drawn with carriage returns, not one line per update
     assert final.index(bars[0]) < next(i for i, line in enumerate(final) if line.startswith("converted "))
     assert any(line.startswith("done in ") for line in final)
+    assert b"reading the checkpoint ..." in raw  # the stage line before the first tensor, overdrawn by the bar
+
+
+def test_module_conversion_shows_its_stages_while_jax_imports_and_traces(tmp_path):
+    status, raw = run_in_terminal([str(MNIST), str(tmp_path / "out"), "--module", "examples/train_mnist.py:CNN",
+                                   "--input-shape", "28,28,1"])
+    assert status == 0, raw.decode(errors="replace")
+    for stage in (b"importing JAX and the model code ...", b"tracing the model with JAX ..."):
+        assert stage in raw
+    final = screen(raw)
+    assert not any(line.endswith(" ...") for line in final), final  # each stage line is overdrawn, none left
 
 
 def test_quiet_prints_nothing_on_a_terminal(tmp_path):

@@ -15,6 +15,7 @@ def _codes_in_code() -> set[str]:
     for folder in ("writer", "topology", "examples"):
         for path in (ROOT / folder).rglob("*.py"):
             codes |= set(_CODE_USE.findall(path.read_text(encoding="utf-8")))
+    codes |= set(_CODE_USE.findall((ROOT / "flax2tfjs.py").read_text(encoding="utf-8")))  # the launcher
     return codes - {"CODE"}  # the placeholder in docstrings
 
 

@@ -80,7 +80,9 @@ def venv(tmp_path_factory, dist, constraints) -> dict:
     root = tmp_path_factory.mktemp("venv") / "env"
     ok(run([sys.executable, "-m", "venv", root], cwd=root.parent))
     bindir = root / ("Scripts" if os.name == "nt" else "bin")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "FLAX2TFJS_TFJS")}
+    # As a user runs it: no FLAX2TFJS_SCHEMA_CHECK (the tests' full schema check needs the [schema] extra).
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "FLAX2TFJS_TFJS", "FLAX2TFJS_SCHEMA_CHECK")}
     env["PATH"] = os.pathsep.join([str(bindir), env.get("PATH", "")])
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     # --no-compile: byte-compiling jax and scipy would be most of the install time on 2 cores.
@@ -133,6 +135,10 @@ def test_wheel_carries_resources_and_never_the_tests(dist):
 
 def test_convert_inspect_and_all_steps_outside_the_checkout(venv, workdir):
     cli, env = venv["cli"], venv["env"]
+    # The core install converts without msgpack (our own reader) and jsonschema (the [schema] extra).
+    absent = ok(run([venv["python"], "-c", "import importlib.util as u; "
+                     "print([m for m in ('msgpack', 'jsonschema') if u.find_spec(m) is None])"], cwd=workdir, env=env))
+    assert absent.stdout.strip() == "['msgpack', 'jsonschema']"
     proc = ok(run([cli, "mnist_ckpt", "out"], cwd=workdir, env=env))
     assert "824,458 parameters" in proc.stdout
     document = json.loads((workdir / "out" / "model.json").read_text())
@@ -143,6 +149,9 @@ def test_convert_inspect_and_all_steps_outside_the_checkout(venv, workdir):
     proc = ok(run([cli, "run", "steps", "--all-steps"], cwd=workdir, env=env))
     assert sorted(p.name for p in (workdir / "steps").iterdir()) == ["step_100", "step_200"]
     assert "2 step(s) converted" in proc.stdout and re.search(r"^\s+200\s+step_200/", proc.stdout, re.M)
+    schema = run([cli, "mnist_ckpt", "out_schema"], cwd=workdir, env={**env, "FLAX2TFJS_SCHEMA_CHECK": "1"})
+    assert schema.returncode == 2 and schema.stderr.startswith("error[JSONSCHEMA_NOT_INSTALLED]")  # not a core dependency
+    assert 'pip install "flax2tfjs[schema]"' in schema.stderr and not (workdir / "out_schema").exists()
     quiet = ok(run([cli, "run", "steps_q", "--all-steps", "-q"], cwd=workdir, env=env))
     assert quiet.stdout == "" and (workdir / "steps_q" / "step_100" / "model.json").is_file()
     # Same input, same bytes: the installed package writes what the checkout writes.
@@ -197,3 +206,84 @@ def test_verify_needs_the_jax_extra_then_passes_with_the_packaged_tfjs(venv, wor
     no_node = run([cli, "verify", "out", "mnist_ckpt", "--samples", "4"], cwd=workdir,
                   env={**env, "PATH": str(Path(venv["python"]).parent)})
     assert no_node.returncode == 2 and "error[NODE_NOT_FOUND]" in no_node.stderr and "Node.js 18" in no_node.stderr
+
+
+def test_help_names_the_installed_command(venv, workdir):
+    usage = ok(run([venv["cli"], "inspect", "--help"], cwd=workdir, env=venv["env"])).stdout
+    assert usage.startswith("usage: flax2tfjs inspect") and "python -m writer" not in usage
+    module_form = ok(run([venv["python"], "-m", "writer", "--help"], cwd=workdir, env=venv["env"])).stdout
+    assert module_form.startswith("usage: python -m writer [convert]")
+
+
+def test_every_doc_a_hint_names_is_installed_and_the_studio_serves_the_guide(venv, workdir):
+    package = Path(ok(run([venv["python"], "-c", "import writer, os; print(os.path.dirname(writer.__file__))"],
+                          cwd=workdir, env=venv["env"])).stdout.strip())
+    docs = package / "resources" / "docs"
+    assert (docs / "troubleshooting.md").is_file() and (docs / "supported-layers.md").is_file()
+    texts = {path: path.read_text(encoding="utf-8") for root in (package, package.parent / "topology")
+             for path in root.rglob("*.py")}
+    named = {(path.name, page) for path, text in texts.items() for page in re.findall(r"docs/([\w/.-]+\.md)", text)}
+    assert named, "the scan finds the pages hints name"
+    missing = sorted((where, page) for where, page in named if not (docs / page).is_file())
+    assert not missing, f"hints name docs the installation lacks: {missing}"
+    # A script of the repository is only ever named as something a checkout has.
+    for path, text in texts.items():
+        for match in re.finditer(r"scripts/\w+\.(?:sh|py)", text):
+            if "checkout" not in text[max(0, match.start() - 160):match.start()]:
+                pytest.fail(f"{path.name}: names {match.group()} without saying that a checkout has it")
+    proc = subprocess.Popen([str(venv["cli"]), "studio", str(workdir), "--port", "0"], cwd=workdir, env=venv["env"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base = None
+        deadline = time.monotonic() + 60
+        while base is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            match = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
+            base = match.group(1) if match else None
+        assert base, f"no URL printed; stderr: {proc.stderr.read() if proc.poll() is not None else ''}"
+        with urllib.request.urlopen(base + "troubleshooting", timeout=30) as response:
+            page = response.read().decode("utf-8")
+        assert 'id="foreign_package"' in page and 'id="bad_option"' in page and "does not include" not in page
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_a_foreign_writer_distribution_is_named_not_imported(venv, workdir, tmp_path):
+    """A distribution called `writer` (the public index has one) installed beside flax2tfjs.
+
+    Laid out as pip installs a wheel (the package plus a dist-info with METADATA and RECORD) into a
+    folder earlier on sys.path than the virtualenv's site-packages."""
+    target = tmp_path / "site"
+    (target / "writer").mkdir(parents=True)
+    (target / "writer" / "__init__.py").write_text("raise SystemExit('the foreign writer ran')\n")
+    info = target / "writer-0.0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: writer\nVersion: 0.0.1\n")
+    (info / "RECORD").write_text("writer/__init__.py,,\nwriter-0.0.1.dist-info/METADATA,,\nwriter-0.0.1.dist-info/RECORD,,\n")
+    env = {**venv["env"], "PYTHONPATH": str(target)}  # earlier on sys.path than the venv's site-packages
+    clash = run([venv["cli"], "mnist_ckpt", "out_foreign"], cwd=workdir, env=env)
+    assert clash.returncode == 2 and clash.stdout == "", clash.stderr
+    assert clash.stderr.startswith(f"error[FOREIGN_PACKAGE]: the 'writer' imported from {target / 'writer'} "
+                                   "belongs to the distribution 'writer 0.0.1', not to flax2tfjs")
+    assert "hint: " in clash.stderr and "the foreign writer ran" not in clash.stderr
+    assert not (workdir / "out_foreign").exists()
+    # Installed into the same site-packages, it overwrites our writer/__init__.py: the RECORD's hash says so.
+    package = Path(ok(run([venv["python"], "-c", "import writer, os; print(os.path.dirname(writer.__file__))"],
+                          cwd=workdir, env=venv["env"])).stdout.strip())
+    ours = (package / "__init__.py").read_bytes()
+    installed_info = package.parent / "writer-0.0.1.dist-info"
+    shutil.copytree(info, installed_info)
+    try:
+        (package / "__init__.py").write_text("raise SystemExit('the foreign writer ran')\n")
+        overwritten = run([venv["cli"], "--version"], cwd=workdir, env=venv["env"])
+        assert overwritten.returncode == 2 and overwritten.stderr.startswith(
+            f"error[FOREIGN_PACKAGE]: the 'writer' imported from {package} belongs to the distribution 'writer 0.0.1'")
+    finally:
+        (package / "__init__.py").write_bytes(ours)
+        shutil.rmtree(installed_info)
+    ok(run([venv["cli"], "--version"], cwd=workdir, env=venv["env"]))  # restored: ours again

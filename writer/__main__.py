@@ -1,6 +1,6 @@
-"""``python -m writer``: see :mod:`writer.cli`."""
+"""``python -m writer``: the same program as the ``flax2tfjs`` command, with its package check (:mod:`flax2tfjs`)."""
 import sys
 
-from writer.cli import main
+from flax2tfjs import main
 
 sys.exit(main())

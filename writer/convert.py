@@ -53,6 +53,7 @@ class ConvertOptions:
     allow_nonfinite: bool = False
     fix: bool = True  # automatic fixes of keys, shapes, dtypes and the input shape (--no-fix: off)
     optimize: bool = True  # exact graph rewrites (topology/optimize/): fold BatchNorm, drop identities, ...
+    preset: dict | None = None  # --preset applied: {"name", "set": {option: value}, "overridden": [option]}
 
     def check(self) -> None:
         if self.quantize is not None and self.quantize not in QUANTIZE_DTYPES:
@@ -215,6 +216,8 @@ def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: Conve
             "notices": [n.to_json() for n in notices.items],
             "optimize": {"enabled": options.optimize, "rewrites": graph.rewrites},
         }
+        if options.preset:  # only then: the same options without a preset still give the same bytes
+            provenance["preset"] = options.preset
         document = assemble_model_json(topology, written.manifest_group, provenance, options.metadata)
         check_model_json(document)
         text = dumps_model_json(document)
@@ -226,5 +229,5 @@ def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: Conve
         param_count=graph.param_count, bytes_written=written.total_bytes + len(text.encode("utf-8")),
         shards=written.files, quantization=options.quantize, quantized_weights=written.quantized,
         notices=list(notices.items), seconds=time.perf_counter() - started, topology=topology_kind,
-        optimized=options.optimize, rewrites=list(graph.rewrites),
+        optimized=options.optimize, rewrites=list(graph.rewrites), preset=options.preset,
     )

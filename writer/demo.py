@@ -147,8 +147,8 @@ def make_server(model_dir: Path | None, port: int, site: Path | None = None) -> 
         raise ConversionError(
             "DEMO_FILES_MISSING",
             f"the web demo in {site} lacks {', '.join(missing)}",
-            "run the command from a full checkout of flax2tfjs; `python scripts/build_demo.py` "
-            "regenerates web_demo/model and web_demo/vendor",
+            "reinstall the package (pip install --force-reinstall flax2tfjs); in a flax2tfjs checkout, "
+            "`python scripts/build_demo.py` regenerates web_demo/model and web_demo/vendor",
         )
     handler = functools.partial(DemoHandler, directory=str(site), model_dir=checked)
     try:

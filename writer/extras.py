@@ -20,7 +20,7 @@ from topology.vocabulary.errors import ConversionError
 
 # Top-level import names -> the extra that installs them.
 EXTRAS = {"jax": "jax", "jaxlib": "jax", "flax": "jax", "orbax": "jax", "optax": "jax",
-          "tensorflow": "tensorflow", "tf_keras": "tensorflow"}
+          "tensorflow": "tensorflow", "tf_keras": "tensorflow", "jsonschema": "schema"}
 _JAX_MODULES = ("jax", "flax")
 
 
@@ -51,6 +51,10 @@ def extra_error(extra: str, needed_for: str) -> ConversionError:
         >>> extra_error("jax", "verify").code
         'JAX_NOT_INSTALLED'
     """
+    if extra == "schema":
+        return ConversionError("JSONSCHEMA_NOT_INSTALLED", f"{needed_for} needs jsonschema, which is not installed",
+                               'pip install "flax2tfjs[schema]", or unset FLAX2TFJS_SCHEMA_CHECK (a few built-in rules '
+                               "still check every model.json)")
     if extra == "tensorflow":
         return ConversionError("TENSORFLOW_NOT_INSTALLED", f"{needed_for} needs TensorFlow, which is not installed",
                                "pip install \"flax2tfjs[tensorflow]\" (tensorflow and tf-keras), or --tf-python")

@@ -184,8 +184,17 @@ def weight_options(args: argparse.Namespace) -> dict:
         ...                           quantize_weights=["Dense*"], metadata=[], force=False, allow_nonfinite=False)
         >>> w = weight_options(args); w["quantize"], w["weight_shard_size_bytes"], w["optimize"]
         ('uint8', 1048576, False)
+        >>> w["preset"]
+        {'name': 'mobile', 'set': {'quantize': 'uint8', 'weight_shard_size_bytes': 1048576}, 'overridden': ['optimize']}
     """
     fields = preset_fields(args.preset) if args.preset else {}
+    given = {"quantize": args.quantize, "weight_shard_size_bytes": args.weight_shard_size_bytes,
+             "optimize": getattr(args, "optimize", None)}
+    preset = None
+    if args.preset:  # what the preset set, and which of its options explicit flags replaced
+        overridden = [name for name in fields if given.get(name) is not None and given[name] != fields[name]]
+        preset = {"name": args.preset, "set": {k: v for k, v in fields.items() if k not in overridden},
+                  "overridden": overridden}
     fields.setdefault("weight_shard_size_bytes", default_of(ConvertOptions, "weight_shard_size_bytes"))
     if args.quantize is not None:
         fields["quantize"] = args.quantize
@@ -195,7 +204,7 @@ def weight_options(args: argparse.Namespace) -> dict:
         fields["optimize"] = args.optimize
     fields["quantize_weights"] = tuple(p for item in args.quantize_weights for p in item.split(",") if p)
     fields["metadata"] = dict(read_metadata_option(spec) for spec in args.metadata)
-    fields.update(force=args.force, allow_nonfinite=args.allow_nonfinite)
+    fields.update(force=args.force, allow_nonfinite=args.allow_nonfinite, preset=preset)
     return fields
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 
+from writer.extras import extra_error
 from writer.resources import files
 from writer.version import __version__
 
@@ -38,7 +39,10 @@ def assemble_model_json(topology: dict, manifest_group: dict, provenance: dict, 
 
 @functools.lru_cache(maxsize=None)
 def _validator():
-    import jsonschema
+    try:
+        import jsonschema
+    except ModuleNotFoundError:  # the [schema] extra: not a core dependency
+        raise extra_error("schema", "the full model.json check (FLAX2TFJS_SCHEMA_CHECK=1)") from None
 
     schema = json.loads((files("schemas") / "model.schema.json").read_text(encoding="utf-8"))
     return jsonschema.Draft202012Validator(schema)

@@ -24,6 +24,12 @@ from typing import TextIO
 from writer.term import human_bytes, is_terminal
 
 _REDRAW_SECONDS = 0.1
+# What a conversion is doing before its first tensor is written (writer.events stages); with
+# --module, reading imports JAX and the model code and the graph stage traces it: seconds long.
+STAGE_TEXT = {"read": "reading the checkpoint", "fix": "matching the weights to the model",
+              "graph": "building the layer graph", "write": "writing weights"}
+MODULE_STAGE_TEXT = {**STAGE_TEXT, "read": "reading the checkpoint, importing JAX and the model code",
+                     "fix": "running the model code on abstract inputs", "graph": "tracing the model with JAX"}
 _CLEAR_LINE = "\r\x1b[K"
 
 
@@ -45,8 +51,10 @@ class ProgressBar:
 
     def __init__(self, label: str, total: int | None = None, total_bytes: int | None = None, *,
                  unit: str = "tensors", stream: TextIO | None = None, enabled: bool | None = None,
-                 width: int | None = None) -> None:
+                 width: int | None = None, stage_text: dict[str, str] | None = None) -> None:
         self.label = label
+        self.stage_text = STAGE_TEXT if stage_text is None else stage_text
+        self.stage = ""  # shown until the first item is done
         self.total = total
         self.total_bytes = total_bytes
         self.unit = unit
@@ -75,7 +83,15 @@ class ProgressBar:
             >>> bar.on_event({"type": "tensor", "name": "d/bias", "index": 1, "count": 2, "bytes": 8, "total_bytes": 16})
             >>> bar.render().split("]")[1].split()[:3]
             ['50%', '1/2', 'tensors']
+            >>> staged = ProgressBar("writing", enabled=False, stage_text=MODULE_STAGE_TEXT)
+            >>> staged.on_event({"type": "stage", "stage": "graph", "seconds": 1.5}); staged.render()
+            'tracing the model with JAX ...'
         """
+        if event.get("type") == "stage" and not self.done:
+            self.stage = self.stage_text.get(event["stage"], event["stage"])
+            if self.enabled:
+                self._draw()
+            return
         if event.get("type") != "tensor":
             return
         self.total, self.total_bytes = event["count"], event["total_bytes"]
@@ -124,6 +140,8 @@ class ProgressBar:
             >>> bar.advance(1); bar.render()
             'verify [#####...............]  25%  1/4 samples'
         """
+        if self.stage and not self.done and not self._closed:
+            return f"{self.stage} ..."
         total = self.total if self.total is None else max(self.total, self.done)
         total_bytes = self.total_bytes if self.total_bytes is None else max(self.total_bytes, self.done_bytes)
         if self._closed and total is not None:  # estimates end as the true totals

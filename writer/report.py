@@ -46,6 +46,7 @@ class Report:
     topology: str = "inferred"
     optimized: bool = False  # --optimize was on
     rewrites: list[dict] = field(default_factory=list)  # what it changed (topology/optimize/)
+    preset: dict | None = None  # --preset: {"name", "set": the options it set, "overridden": flags given instead}
 
     def to_json(self) -> dict:
         return {
@@ -59,6 +60,7 @@ class Report:
             "quantization": self.quantization, "quantized_weights": self.quantized_weights,
             "notices": [n.to_json() for n in self.notices], "seconds": round(self.seconds, 4),
             "optimize": {"enabled": self.optimized, "rewrites": self.rewrites},
+            "preset": self.preset,
         }
 
     def render(self) -> str:
@@ -79,11 +81,38 @@ class Report:
             f"{self.param_count:,} parameters, {human_bytes(self.bytes_written)} written in "
             f"{len(self.shards)} shard{'s' if len(self.shards) != 1 else ''} + model.json{quant}"
         )
+        if self.preset:
+            lines.append(render_preset(self.preset))
         for notice in self.notices:
             lines.append(notice.render())
         lines += render_rewrites(self.rewrites)
         lines.append(f"done in {self.seconds:.2f} s")
         return "\n".join(lines)
+
+
+def render_preset(preset: dict) -> str:
+    """The report line of ``--preset``: the options it set, and those given explicitly instead.
+
+    Example:
+        >>> render_preset({"name": "mobile", "set": {"quantize": "uint8", "weight_shard_size_bytes": 1048576,
+        ...                "optimize": True}, "overridden": []})
+        'preset[mobile]: set --quantize uint8 --weight-shard-size-bytes 1048576 (1.0 MiB) --optimize'
+        >>> render_preset({"name": "web", "set": {"weight_shard_size_bytes": 4194304}, "overridden": ["quantize"]})
+        'preset[web]: set --weight-shard-size-bytes 4194304 (4.0 MiB); given explicitly instead: --quantize'
+    """
+    flags = []
+    for name, value in preset["set"].items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else f"--no-{name.replace('_', '-')}")
+        elif name == "weight_shard_size_bytes":
+            flags.append(f"{flag} {value} ({_bytes(value)})")
+        else:
+            flags.append(f"{flag} {value}")
+    line = f"preset[{preset['name']}]: set " + (" ".join(flags) or "nothing")
+    if preset.get("overridden"):
+        line += "; given explicitly instead: " + " ".join("--" + n.replace("_", "-") for n in preset["overridden"])
+    return line
 
 
 def render_rewrites(rewrites: list[dict], indent: str = "") -> list[str]:

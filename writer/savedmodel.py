@@ -5,8 +5,8 @@ TensorFlow is not a dependency of flax2tfjs. The export runs a small worker
 so nothing of this environment leaks into TensorFlow's) in an interpreter that has
 TensorFlow with Keras 2 (``tf_keras``, or ``tf.keras`` before TF 2.16): the
 current one if it can import tensorflow, else ``--tf-python``, else
-``$FLAX2TFJS_TF_PYTHON``, else the repository's ``.venv-tfjs`` (made by
-``scripts/setup_tfjs_venv.sh``). The worker builds the Keras model from
+``$FLAX2TFJS_TF_PYTHON``, else, in a source checkout, the repository's ``.venv-tfjs``
+(made by ``scripts/setup_tfjs_venv.sh``). The worker builds the Keras model from
 ``modelTopology`` (``model_from_json``), loads the weights from the shards by
 ``<layer>/<weight>`` name (:mod:`writer.tfjs_files`, dequantizing as tfjs does), saves the SavedModel,
 reloads it with ``tf.saved_model.load`` and runs its ``serving_default``
@@ -47,7 +47,9 @@ WORKER_FILE = Path(__file__).resolve().with_name("savedmodel_worker.py")  # run 
 PACKAGE_PARENT = Path(__file__).resolve().parent.parent  # holds the `writer` package
 TF_VENV_PYTHON = PACKAGE_PARENT / ".venv-tfjs" / "bin" / "python"
 _INSTALL_HINT = ("install the extra: pip install 'flax2tfjs[tensorflow]' (tensorflow and tf-keras), or give an "
-                 "interpreter that has them with --tf-python (bash scripts/setup_tfjs_venv.sh makes .venv-tfjs)")
+                 "interpreter that has them with --tf-python, e.g. python -m venv tfenv && tfenv/bin/pip install "
+                 "tensorflow tf-keras, then --tf-python tfenv/bin/python (in a flax2tfjs checkout, "
+                 "bash scripts/setup_tfjs_venv.sh makes .venv-tfjs)")
 
 
 @dataclass

@@ -107,14 +107,20 @@ def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variable
 def _zero_padding(name: str, pads: list, in_shape: tuple, inputs: list[str], origin: str) -> list[LayerNode]:
     """ZeroPadding2D, wrapped in Reshapes for 1-D inputs (tfjs has no ZeroPadding1D)."""
     config = lambda p: layer_base(padding=[list(x) for x in p], data_format="channels_last")  # noqa: E731
+    # A LayerNode's output_shape leaves out the batch axis (in_shape has it).
     if len(pads) == 2:
-        return [LayerNode(f"{name}.pad", "ZeroPadding2D", config(pads), list(inputs), [], None, origin)]
+        padded_2d = tuple(d + lo + hi for d, (lo, hi) in zip(in_shape[1:3], pads))
+        return [LayerNode(f"{name}.pad", "ZeroPadding2D", config(pads), list(inputs), [], (*padded_2d, in_shape[3]),
+                          origin)]
     length, channels = in_shape[1], in_shape[2]
     padded = length + pads[0][0] + pads[0][1]
     return [
-        LayerNode(f"{name}.as_2d", "Reshape", layer_base(target_shape=[length, 1, channels]), list(inputs), [], None, origin),
-        LayerNode(f"{name}.pad", "ZeroPadding2D", config([pads[0], (0, 0)]), [f"{name}.as_2d"], [], None, origin),
-        LayerNode(f"{name}.as_1d", "Reshape", layer_base(target_shape=[padded, channels]), [f"{name}.pad"], [], None, origin),
+        LayerNode(f"{name}.as_2d", "Reshape", layer_base(target_shape=[length, 1, channels]), list(inputs), [],
+                  (length, 1, channels), origin),
+        LayerNode(f"{name}.pad", "ZeroPadding2D", config([pads[0], (0, 0)]), [f"{name}.as_2d"], [],
+                  (padded, 1, channels), origin),
+        LayerNode(f"{name}.as_1d", "Reshape", layer_base(target_shape=[padded, channels]), [f"{name}.pad"], [],
+                  (padded, channels), origin),
     ]
 
 

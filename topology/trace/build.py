@@ -208,7 +208,7 @@ def _walk(builder: GraphBuilder, jaxpr: Any, env: dict, outer_where: str = "") -
             continue
         handler = handler_for(eqn)
         if handler is None:
-            raise unsupported(f"operation `{name}`", where, "see docs/supported-layers.md for what converts")
+            raise unsupported(f"operation `{name}`", where, "see docs/supported-layers.md for what converts (installed with the package, in writer/resources/docs/)")
         results = handler(builder, eqn, values, where)
         results = results if isinstance(results, list) else [results]
         for out, result in zip(eqn.outvars, results):

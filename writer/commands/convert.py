@@ -19,7 +19,7 @@ from writer.flags import (
     command_parser, convert_options, verify_fields, weight_options,
 )
 from writer.option_parser import PROG
-from writer.progress import ProgressBar
+from writer.progress import MODULE_STAGE_TEXT, STAGE_TEXT, ProgressBar
 from writer.term import Style
 
 CONVERT_EXAMPLES = f"""examples:
@@ -73,8 +73,9 @@ def run_convert(argv: Sequence[str]) -> int:
     options = convert_options(args, **weight_options(args))
     if args.all_steps:
         return _run_all_steps(args, options)
-    bar = ProgressBar("writing weights", unit="tensors", enabled=False if args.quiet else None)
-    with bar:  # the engine's tensor events carry the exact totals
+    bar = ProgressBar("writing weights", unit="tensors", enabled=False if args.quiet else None,
+                      stage_text=MODULE_STAGE_TEXT if args.module else STAGE_TEXT)
+    with bar:  # the engine's stage events show what it does until the tensor events bring the exact totals
         report = convert(args.checkpoint, args.out_dir, options, events=bar.on_event)
     verified = None
     if args.verify:

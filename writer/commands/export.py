@@ -27,7 +27,8 @@ EXPORT_EXAMPLES = f"""examples:
   {PROG} export-savedmodel out/ saved/            # compares with TF.js instead of JAX
 
 Needs TensorFlow with Keras 2 (tf-keras): pip install 'flax2tfjs[tensorflow]', or an interpreter
-that has them (--tf-python, $FLAX2TFJS_TF_PYTHON, or .venv-tfjs from scripts/setup_tfjs_venv.sh).
+that has them (--tf-python, $FLAX2TFJS_TF_PYTHON, or in a flax2tfjs checkout .venv-tfjs from
+scripts/setup_tfjs_venv.sh).
 """
 
 

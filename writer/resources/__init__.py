@@ -1,7 +1,8 @@
-"""The package's non-Python files (JSON schemas, web demo, Node runner), found with importlib.resources.
+"""The package's non-Python files (JSON schemas, web demo, Node runner, docs), found with importlib.resources.
 
 The repository keeps them in top-level folders (``schemas/``, ``web_demo/``,
-``js/``); the wheel and the sdist map those folders into this package at build
+``js/``, ``docs/``: the Markdown pages, so the studio serves the troubleshooting guide and every
+doc page a hint names is in the installation too); the wheel and the sdist map those folders into this package at build
 time (``[tool.setuptools.package-dir]`` in pyproject.toml), so an installed
 flax2tfjs reads ``writer/resources/web_demo/...`` from site-packages. In a
 source checkout the same names resolve to the top-level folders: this
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from topology.vocabulary.errors import ConversionError
 
-KINDS = ("schemas", "web_demo", "js")
+KINDS = ("schemas", "web_demo", "js", "docs")
 
 # Source checkout only (editable installs, pytest): the top-level folders sit two levels up.
 # An installed wheel has the folders inside this package and no pyproject.toml there.

@@ -12,7 +12,8 @@ import html
 import re
 from pathlib import Path
 
-from writer.resources import checkout_root, resource_path
+from topology.vocabulary.errors import ConversionError
+from writer.resources import resource_path
 
 STATIC_FILES = ("studio.html", "studio.js", "studio-test.js", "studio.css", "common.js")
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -31,9 +32,16 @@ def web_demo_dir() -> Path:
 
 
 def troubleshooting_path() -> Path | None:
-    """docs/troubleshooting.md of a source checkout; ``None`` in an installed wheel (no docs/ there)."""
-    root = checkout_root()
-    return None if root is None else root / "docs" / "troubleshooting.md"
+    """docs/troubleshooting.md (packaged with the wheel, the checkout's in a clone); ``None`` when missing.
+
+    Example:
+        >>> troubleshooting_path().name
+        'troubleshooting.md'
+    """
+    try:
+        return resource_path("docs", "troubleshooting.md")
+    except ConversionError:  # a damaged installation: the page says so instead
+        return None
 
 
 def static_file(route: str) -> Path | None:

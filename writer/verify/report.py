@@ -146,7 +146,7 @@ class VerifyReport:
         if self.weights_checked:
             rows.append(("weights checked", f"{self.weights_checked - len(self.weight_mismatches)}/{self.weights_checked}",
                          ("byte-identical to the checkpoint" + (" (folded ones: as --optimize computes them)"
-                                                                if self.optimized else ""))
+                                                                if self.optimized and self.rewrites else ""))
                          if not self.weight_mismatches else "MISMATCH"))
         rows.append(("TF.js load", f"{self.load_ms:.1f} ms", "read model.json + shards, build the model"))
         rows.append(("predict latency", f"{self.predict_ms:.2f} ms", f"median of {self.predict_runs} batch-1 runs"))
@@ -161,7 +161,7 @@ class VerifyReport:
         if self.worst is not None and not self.passed:
             lines.append(f"  worst difference: sample {self.worst['sample']}, output {self.worst['output']} "
                          f"{self.worst['index']}: TF.js {metric_text(self.worst['tfjs'])} vs JAX {metric_text(self.worst['jax'])}")
-        if self.optimized:
+        if self.optimized and self.rewrites:  # nothing to say when no rewrite applied
             lines.append(f"  optimized graph: {len(self.rewrites)} rewrite(s), rebuilt the same way for the "
                          "weight check; JAX runs the original model")
             lines += render_rewrites(self.rewrites, indent="    ")
