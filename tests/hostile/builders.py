@@ -113,3 +113,28 @@ def orbax_escaping(base: Path, folder: Path, outside: Path) -> Path:
             entry["key_metadata"] = [{"key": str(outside), "key_type": 2}]
     (folder / "_METADATA").write_text(json.dumps(meta))
     return folder
+
+
+def _msgpack_array(a: np.ndarray):
+    import msgpack
+
+    return msgpack.ExtType(1, msgpack.packb([list(a.shape), a.dtype.name, a.tobytes()]))
+
+
+def nil_list_msgpack(path: Path, nils: int = 9_900_000) -> Path:
+    """One map ``params`` -> a list of ``nils`` nils (9.4 MB for 9.9 million)."""
+    path.write_bytes(b"\x81\xa6params" + b"\xdd" + nils.to_bytes(4, "big") + b"\xc0" * nils)
+    return path
+
+
+def many_dense_msgpack(path: Path, layers: int = 60_000) -> Path:
+    """A Flax msgpack of ``layers`` chained Dense(1) layers (1x1 kernel and bias each; 3.8 MB for 60,000)."""
+    import msgpack
+
+    rng = np.random.RandomState(0)
+    params = {}
+    for i in range(layers):
+        params[f"Dense_{i}"] = {"bias": _msgpack_array(rng.randn(1).astype("float32") * 0.01),
+                                "kernel": _msgpack_array(np.ones((1, 1), "float32") + rng.randn(1, 1).astype("float32") * 0.001)}
+    path.write_bytes(msgpack.packb({"params": params}))
+    return path

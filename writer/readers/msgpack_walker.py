@@ -33,6 +33,7 @@ import numpy as np
 
 from topology.vocabulary.errors import ConversionError
 from topology.vocabulary.tensors import TreePath, path_str
+from writer.readers.msgpack_fast import array_header, fixstr
 
 MAX_DEPTH = 512  # a Flax tree is a few levels deep; deeper means damage or an attack
 MAX_VALUES = 10_000_000
@@ -60,7 +61,7 @@ _CORRUPT_HINT = (
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class ArrayLeaf:
     """An array leaf: where its raw bytes are. ``pieces`` has several entries if chunked."""
 
@@ -71,7 +72,7 @@ class ArrayLeaf:
     stored: str = ""  # "bfloat16" when ``dtype`` holds bit patterns to widen on load
 
 
-@dataclass
+@dataclass(slots=True)
 class ValueLeaf:
     """Any other leaf (a step number, a numpy scalar, a string, None): its value, kept in memory."""
 
@@ -114,6 +115,11 @@ class MsgpackWalker:
         self.value_start = 0
         self.count = 0
         self.records: list[ArrayLeaf | ValueLeaf] = []
+        # Each distinct key and shape is held once, however many leaves share it: memory follows
+        # the distinct names present, not the leaf count.
+        self.names: dict[str, str] = {}
+        self.raw_names: dict[bytes, str] = {}
+        self.shapes: dict[tuple[int, ...], tuple[int, ...]] = {}
         # Path elements held by the records: each record keeps its full path, so a deep tree of many
         # tiny leaves would cost depth x leaves; bounded by the file size instead.
         self.path_cells = 0
@@ -143,6 +149,7 @@ class MsgpackWalker:
                 key = self._key(frame)
             else:
                 key = str(frame.index)
+                key = self.names.setdefault(key, key)
                 frame.index += 1
             path = frame.path + (key,)
             self.where, self.in_key = path, False
@@ -182,6 +189,14 @@ class MsgpackWalker:
 
     def _key(self, frame: _Frame) -> str:
         self.where, self.in_key = frame.path, True
+        raw = fixstr(self.buf, self.pos - self.base) if self.pos >= self.base else None
+        if raw is not None and self.pos + 1 + len(raw) <= self.limit:
+            self.value_start = self.pos
+            self.pos += 1 + len(raw)
+            key = self.raw_names.get(raw)
+            if key is None:
+                key = self.raw_names[raw] = self._decode(raw)
+            return self._unique(frame, key)
         kind, arg = self._header()
         if kind == _STR:
             key = self._text(arg, MAX_KEY_BYTES)
@@ -194,6 +209,10 @@ class MsgpackWalker:
         else:
             shown = _KIND_NAMES[kind] if kind != _VALUE else type(arg).__name__
             self._corrupt(f"a map key of type {shown}; Flax writes string keys")
+        return self._unique(frame, key)
+
+    def _unique(self, frame: _Frame, key: str) -> str:
+        key = self.names.setdefault(key, key)  # "kernel" once, not once per layer
         assert frame.keys is not None
         if key in frame.keys:
             self._corrupt(f"the key {key!r} appears twice in the same map")
@@ -220,6 +239,8 @@ class MsgpackWalker:
             self._overrun(length)
         outer_limit, self.limit = self.limit, end
         try:
+            if code == _EXT_NDARRAY and self._fast_ndarray(path, end):
+                return
             if code == _EXT_NDARRAY or code == _EXT_NPSCALAR:
                 shape, dtype, offset, nbytes, stored = self._ndarray_payload()
                 if code == _EXT_NPSCALAR and shape == ():
@@ -241,6 +262,25 @@ class MsgpackWalker:
         finally:
             self.limit = outer_limit
 
+    def _fast_ndarray(self, path: TreePath, end: int) -> bool:
+        """An array leaf in the common encoding, parsed from the buffer (:mod:`msgpack_fast`); False if not."""
+        if self.pos < self.base:
+            return False
+        parsed = array_header(self.buf, self.pos - self.base, end - self.base)
+        if parsed is None or len(parsed[0]) > MAX_NDIM:
+            return False
+        dims, raw_name, data_at, nbytes = parsed
+        name = raw_name.decode("ascii", errors="replace")
+        dtype = _dtype_of(name)
+        if dtype is None or math.prod(dims) * dtype.itemsize != nbytes:
+            return False  # the careful path reports it
+        stored = _BFLOAT16 if name == _BFLOAT16 else ""
+        shape = self.shapes.setdefault(dims, dims)
+        self._count_path(path)
+        self.records.append(ArrayLeaf(path, shape, dtype, [(self.base + data_at, nbytes)], stored))
+        self.pos = end
+        return True
+
     def _ndarray_payload(self) -> tuple[tuple[int, ...], np.dtype, int, int, str]:
         kind, count = self._header()
         if kind != _ARRAY or count != 3:
@@ -257,6 +297,7 @@ class MsgpackWalker:
                 self._corrupt(f"an array dimension is {dim!r}, not a non-negative integer")
             dims.append(dim)
         shape = tuple(dims)
+        shape = self.shapes.setdefault(shape, shape)
         kind, length = self._header()
         if kind not in (_STR, _BIN) or length > MAX_DTYPE_NAME:
             self._corrupt("an array leaf's dtype name is missing or too long")
