@@ -138,3 +138,31 @@ def many_dense_msgpack(path: Path, layers: int = 60_000) -> Path:
                                 "kernel": _msgpack_array(np.ones((1, 1), "float32") + rng.randn(1, 1).astype("float32") * 0.001)}
     path.write_bytes(msgpack.packb({"params": params}))
     return path
+
+
+def npz_shared_member(path: Path, names: int = 60_000) -> Path:
+    """An .npz whose ``names`` central-directory entries all point at one small member's bytes."""
+    import struct
+
+    data = npz_bytes({"params/Dense_0/kernel": np.ones((4, 4), "float32")})
+    eocd = data.rindex(b"PK\x05\x06")
+    cd_size, cd_offset = struct.unpack("<II", data[eocd + 12:eocd + 20])
+    record = data[cd_offset:cd_offset + cd_size]
+    name_len = struct.unpack("<H", record[28:30])[0]
+    fixed, extra = record[:46], record[46 + name_len:]
+    entries = []
+    for i in range(names):
+        name = f"params/L{i:07d}/kernel.npy".encode()
+        entries.append(fixed[:28] + struct.pack("<H", len(name)) + fixed[30:] + name + extra)
+    central = b"".join(entries)
+    end = b"PK\x05\x06" + struct.pack("<HHHHIIH", 0, 0, names, names, len(central), cd_offset, 0)
+    path.write_bytes(data[:cd_offset] + central + end)
+    return path
+
+
+def repeated_array_msgpack(path: Path, count: int = 1_000_000) -> Path:
+    """``params`` -> a list of ``count`` copies of one tiny array leaf (14 bytes each: 14 MB for a million)."""
+    import msgpack
+
+    path.write_bytes(msgpack.packb({"params": [_msgpack_array(np.zeros((), "uint8"))] * count}))
+    return path

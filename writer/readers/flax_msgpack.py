@@ -46,7 +46,8 @@ def read_flax_msgpack(path: Path) -> Checkpoint:
     try:
         with open(path, "rb", buffering=0) as handle:
             size = os.fstat(handle.fileno()).st_size
-            records = MsgpackWalker(handle, size, path).walk()
+            walker = MsgpackWalker(handle, size, path)
+            records = walker.walk()
     except OSError as exc:
         raise _unreadable(path, exc) from exc
 
@@ -67,6 +68,8 @@ def read_flax_msgpack(path: Path) -> Checkpoint:
     del records
     if not tensors:
         found = ", ".join(path_str(p) for p in list(scalars)[:5]) or "nothing"
+        if walker.nils:
+            found += f"; {walker.nils:,} nils in lists"
         raise ConversionError(
             "EMPTY_CHECKPOINT",
             f"{path} is a Flax msgpack file but holds no arrays (found: {found})",

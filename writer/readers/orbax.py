@@ -179,11 +179,19 @@ def _read_item(folder: Path) -> Checkpoint:
     arrays: list[tuple[TreePath, str]] = []
     numbers: list[tuple[TreePath, str]] = []
     strings: list[tuple[TreePath, str]] = []
+    names: dict[str, TreePath] = {}
     for key, entry in metadata["tree_metadata"].items():
         tree_path, value_type, skip = _leaf_info(folder, key, entry)
         if skip or value_type in _SKIPPED_VALUE_TYPES:
             continue  # empty containers and None leaves carry no data
         name = ".".join(tree_path)  # orbax's parameter name for the leaf
+        if name in names:  # two leaves would read (and write) the same array folder
+            raise ConversionError(
+                "CORRUPT_CHECKPOINT",
+                f"{folder}: the leaves {path_str(names[name])} and {path_str(tree_path)} both name the array {name!r}",
+                "the _METADATA file is forged or damaged: Orbax stores each leaf once; save the checkpoint again",
+            )
+        names[name] = tree_path
         if value_type == "string":
             strings.append((tree_path, name))
         elif value_type == "scalar":
