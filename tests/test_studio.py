@@ -208,7 +208,7 @@ def test_convert_options_reach_the_engine(server, studio_root):
     """Weights, shard size, metadata and (where the engine has it) optimisation, as the page sends them."""
     from writer.presets import engine_fields
 
-    form = {"checkpoint": "small.npz", "out": "opts_out", "quantize": "uint8", "shard_bytes": 32,
+    form = {"checkpoint": "small.npz", "out": "opts_out", "quantize": "uint8", "shard_bytes": 4096,
             "metadata": {"labels": ["a", "b", "c"]}, "optimize": True}
     status, job = _post(server, "/api/convert", form)
     assert status == 200
@@ -216,12 +216,12 @@ def test_convert_options_reach_the_engine(server, studio_root):
     assert server.jobs.get(job["job"]).state == "done", server.jobs.get(job["job"]).events[-1]
     doc = json.loads((studio_root / "opts_out" / "model.json").read_text())
     assert {w["quantization"]["dtype"] for w in doc["weightsManifest"][0]["weights"]} == {"uint8"}
-    assert len(doc["weightsManifest"][0]["paths"]) == 2  # 51 bytes of uint8 weights in 32-byte shards
+    assert len(doc["weightsManifest"][0]["paths"]) == 1  # 51 bytes of uint8 weights; shards are >= 4096 bytes
     assert doc["userDefinedMetadata"]["labels"] == ["a", "b", "c"]
     if "optimize" in engine_fields():
         assert doc["userDefinedMetadata"]["flax2tfjs"]["optimize"]["enabled"] is True
     for bad, code in [({"metadata": {"flax2tfjs": 1}}, "BAD_METADATA"), ({"metadata": [1]}, "BAD_METADATA"),
-                      ({"quantize": "int4"}, "BAD_OPTION"), ({"shard_bytes": "big"}, "BAD_OPTION"),
+                      ({"quantize": "int4"}, "BAD_OPTION"), ({"shard_bytes": "big"}, "BAD_OPTION"), ({"shard_bytes": 32}, "BAD_OPTION"),
                       ({"input_shape": "0,2"}, "BAD_OPTION")]:
         status, body = _post(server, "/api/convert", {**form, "out": "opts_bad", **bad})
         assert status == 400 and body["error"]["code"] == code, bad

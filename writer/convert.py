@@ -16,20 +16,23 @@ from topology.keras_json import model_topology
 from topology.optimize import optimize_graph
 from topology.trace import trace_graph
 from topology.vocabulary.errors import ConversionError, Notices
+from writer.budget import check_free_space, check_output_budget, input_bytes
 from writer.events import EventSink, EventStream
 from writer.fixes import fit_module, fit_template
 from writer.layer_names import sanitize_layer_names
 from writer.model_json import assemble_model_json, check_model_json, write_model_json
 from writer.output import check_destination, staged_output
+from writer.provenance import check_metadata
 from writer.quantize import QUANTIZE_DTYPES, QuantizeOptions
 from writer.report import LayerRow, Report
 from writer.shards import DEFAULT_SHARD_BYTES
 from writer.sources import Source, resolve_source
 from writer.version import __version__
-from writer.weights import Progress, planned_bytes, write_weights
+from writer.weights import Progress, write_weights
 
 
 INPUT_DTYPES = ("float32", "int32")  # model inputs: values, or token ids
+MIN_SHARD_BYTES = 4096  # a shard per 1 byte made a file per byte; 4 KiB is one file-system block
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class ConvertOptions:
     force: bool = False
     step: int | None = None
     allow_nonfinite: bool = False
+    allow_sparse: bool = False  # lift the output budget (writer/budget.py) for legitimately sparse checkpoints
     fix: bool = True  # automatic fixes of keys, shapes, dtypes and the input shape (--no-fix: off)
     optimize: bool = True  # exact graph rewrites (topology/optimize/): fold BatchNorm, drop identities, ...
 
@@ -61,8 +65,12 @@ class ConvertOptions:
             raise ConversionError("BAD_OPTION", f"--quantize {self.quantize}", f"choose one of {', '.join(QUANTIZE_DTYPES)}")
         if self.quantize_weights and self.quantize is None:
             raise ConversionError("BAD_OPTION", "--quantize-weights needs --quantize", "add e.g. --quantize uint8")
-        if self.weight_shard_size_bytes < 1:
-            raise ConversionError("BAD_OPTION", f"--weight-shard-size-bytes {self.weight_shard_size_bytes}", "use a positive size, e.g. 4194304")
+        if self.weight_shard_size_bytes < MIN_SHARD_BYTES:
+            raise ConversionError(
+                "BAD_OPTION", f"--weight-shard-size-bytes {self.weight_shard_size_bytes} is below the minimum of "
+                f"{MIN_SHARD_BYTES} bytes (smaller shards would write one file per few bytes)",
+                "use at least 4096, e.g. 4194304 (4 MiB, the default)")
+        check_metadata(self.metadata)
         for shape in self.input_shapes():
             if shape and min(shape) < 1:  # () is a per-example scalar input
                 raise ConversionError("BAD_OPTION", f"input shape {shape}", "give positive sizes without the batch axis, e.g. 28,28,1")
@@ -228,10 +236,12 @@ def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: Conve
     _refuse_empty_weights(graph)
     sanitize_layer_names(graph, notices)
     topology = model_topology(graph)
+    bindings = graph.weight_bindings()
+    planned = check_output_budget(bindings, quantization, input_bytes(source.path), options.allow_sparse)
+    check_free_space(out_dir, planned, len(bindings))
     with staged_output(out_dir, options.force, source.path) as staging:
-        bindings = graph.weight_bindings()
         if events is not None:  # one event per tensor, with the exact totals up front
-            progress = events.tensor_progress(len(bindings), planned_bytes(bindings, quantization), progress)
+            progress = events.tensor_progress(len(bindings), planned, progress)
         written = write_weights(bindings, staging, options.weight_shard_size_bytes,
                                 quantization, notices, options.allow_nonfinite, progress)
         provenance = {
