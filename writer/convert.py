@@ -20,6 +20,7 @@ from writer.budget import check_free_space, check_output_budget, input_bytes
 from writer.events import EventSink, EventStream
 from writer.fixes import fit_module, fit_template
 from writer.layer_names import sanitize_layer_names
+from writer.module_loader import user_code
 from writer.model_json import assemble_model_json, check_model_json, write_model_json
 from writer.output import check_destination, staged_output
 from writer.provenance import check_metadata
@@ -116,7 +117,7 @@ def convert(source: Any, out_dir: str | Path, options: ConvertOptions = ConvertO
         >>> report.param_count                                              # doctest: +SKIP
         824458
     """
-    with fewer_collections():
+    with fewer_collections(), user_code("the model's code"):
         return _convert(source, out_dir, options, module, variables, progress, events)
 
 

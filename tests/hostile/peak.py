@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,8 @@ class Run:
     stdout: str
     stderr: str
     peak_rss: int  # bytes
+    cpu_seconds: float = 0.0  # user + system time of the child
+    wall_seconds: float = 0.0
 
     @property
     def error_code(self) -> str | None:
@@ -30,8 +33,12 @@ class Run:
 
 
 def run(cmd: list[str], cwd: Path = ROOT, env: dict | None = None, timeout: float = 120) -> Run:
-    """Run ``cmd``; its own peak RSS comes from the kernel's accounting of this one child."""
+    """Run ``cmd``; its own peak RSS comes from the kernel's accounting of this one child.
+
+    ``env`` adds to the environment; a value of None removes that variable."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT), **(env or {})}
+    env = {k: v for k, v in env.items() if v is not None}  # None: leave that variable out
+    started = time.monotonic()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         child = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
         try:
@@ -44,12 +51,10 @@ def run(cmd: list[str], cwd: Path = ROOT, env: dict | None = None, timeout: floa
         out.seek(0)
         err.seek(0)
         return Run(child.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"),
-                   usage.ru_maxrss * 1024)
+                   usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime, time.monotonic() - started)
 
 
 def _wait4(pid: int, timeout: float):
-    import time
-
     deadline = time.monotonic() + timeout
     while True:
         done, status, usage = os.wait4(pid, os.WNOHANG)
@@ -70,4 +75,5 @@ if __name__ == "__main__":
     result = run(sys.argv[1:], cwd=Path.cwd(), timeout=3600)
     sys.stdout.write(result.stdout)
     sys.stderr.write(result.stderr)
-    print(f"exit {result.returncode}, peak RSS {result.peak_rss / 2**20:.0f} MiB", file=sys.stderr)
+    print(f"exit {result.returncode}, peak RSS {result.peak_rss / 2**20:.0f} MiB, {result.cpu_seconds:.2f} s CPU, "
+          f"{result.wall_seconds:.2f} s wall", file=sys.stderr)
