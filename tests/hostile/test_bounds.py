@@ -255,3 +255,45 @@ def test_model_file_is_the_one_rule(tmp_path):
     for bad in ["/etc/hostname", "../x.bin", "a//b", "./ok.bin", "a\\b", "out.bin", "sub", "", 7, None]:
         with pytest.raises(UnsafeModelPath):
             model_file(tmp_path, bad)
+
+
+def test_export_savedmodel_refuses_an_escaping_manifest(tmp_path, earlier_conversion):
+    folder = _escaping_models(earlier_conversion, tmp_path)["dotdot"]
+    result = cli("export-savedmodel", folder, tmp_path / "saved", timeout=WALL)
+    assert_refused(result, "MODEL_INVALID", {}, rss=1 << 30)
+    assert not (tmp_path / "saved").exists()
+
+
+def test_the_demo_serves_no_file_reached_through_a_symlink_out(tmp_path, earlier_conversion):
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    model = tmp_path / "model"
+    shutil.copytree(earlier_conversion, model)
+    (tmp_path / "secret.txt").write_text("secret")
+    (model / "leak.bin").symlink_to(tmp_path / "secret.txt")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "writer", "demo", str(model), "--port", str(port)], cwd=CODE,
+                            env={**os.environ, "PYTHONPATH": str(CODE)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + WALL
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        base = f"http://127.0.0.1:{port}/model/"
+        assert urllib.request.urlopen(base + "model.json", timeout=10).status == 200
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(base + "leak.bin", timeout=10)
+        assert err.value.code == 404
+    finally:
+        proc.terminate()
+        proc.wait(10)
