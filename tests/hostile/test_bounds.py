@@ -50,7 +50,7 @@ def test_a_million_copies_of_one_array_are_refused_by_the_leaf_cap(tmp_path):
     ckpt = builders.repeated_array_msgpack(tmp_path / "many.msgpack")  # 14 MB
     result = cli(ckpt, tmp_path / "out", timeout=WALL)
     assert_refused(result, "TOO_MANY_LEAVES", {}, rss=BOUND_RSS)
-    assert "131,072 arrays" in result.stderr
+    assert "122,880 arrays" in result.stderr
     assert_bounded(result, cpu=4)
     assert not (tmp_path / "out").exists()
 
