@@ -26,7 +26,7 @@ from writer.quantize import QuantizeOptions, stored_itemsize
 
 RATIO = 100
 ALLOWANCE = 16 << 20  # small models and synthesised constants (e.g. folded BatchNorms) always fit
-MODEL_JSON_MARGIN = 1 << 20  # room asked for model.json beside the weights, plus ~300 bytes per weight
+MODEL_JSON_MARGIN = 64 << 10  # room asked for model.json beside the weights, plus ~512 bytes per weight
 _SHOWN = 3  # the largest tensors named in the error
 
 
@@ -102,7 +102,7 @@ def check_free_space(out_dir: Path, weight_bytes: int, weights: int) -> None:
         free = shutil.disk_usage(existing).free
     except OSError:
         return  # cannot tell: the write itself reports a full disk (DISK_FULL) and cleans up
-    needed = weight_bytes + MODEL_JSON_MARGIN + 300 * weights
+    needed = weight_bytes + MODEL_JSON_MARGIN + 512 * weights  # model.json: ~270 bytes per weight measured
     if needed > free:
         raise ConversionError(
             "DISK_FULL",

@@ -136,8 +136,8 @@ def small_disk(tmp_path):
 def test_disk_full_is_said_before_writing(tmp_path, small_disk):
     import msgpack
 
-    kernel = np.random.RandomState(0).randn(400, 1000).astype("float32")  # 1.6 MB: fits, model.json margin not
-    tree = {"params": {"Dense_0": {"kernel": msgpack.ExtType(1, msgpack.packb([[400, 1000], "float32", kernel.tobytes()])),
+    kernel = np.random.RandomState(0).randn(600, 1000).astype("float32")  # 2.4 MB on a 2 MiB disk
+    tree = {"params": {"Dense_0": {"kernel": msgpack.ExtType(1, msgpack.packb([[600, 1000], "float32", kernel.tobytes()])),
                                    "bias": msgpack.ExtType(1, msgpack.packb([[1000], "float32", bytes(4000)]))}}}
     ckpt = tmp_path / "m.msgpack"
     ckpt.write_bytes(msgpack.packb(tree))
