@@ -145,12 +145,12 @@ def user_code(what: str) -> Iterator[None]:
         yield
     except SystemExit as exc:
         raise ConversionError("MODULE_EXITED", f"{what} raised SystemExit({exc.code!r}) (a sys.exit() or "
-                              "exit() call); nothing was written", _EXIT_HINT) from None
+                              "exit() call); the command stopped there", _EXIT_HINT) from None
     except KeyboardInterrupt:
         if _signal_seen is not False:  # a real Ctrl-C / SIGTERM, or no way to tell
             raise
         raise ConversionError("MODULE_EXITED", f"{what} raised KeyboardInterrupt although no interrupt signal "
-                              "arrived; nothing was written", _EXIT_HINT) from None
+                              "arrived; the command stopped there", _EXIT_HINT) from None
 
 
 _EXIT_HINT = ("model code runs inside flax2tfjs: remove sys.exit()/exit()/raise KeyboardInterrupt from the module's "

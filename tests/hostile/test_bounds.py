@@ -161,6 +161,8 @@ def test_model_code_that_exits_is_a_coded_error(tmp_path):
         result = cli(ckpt, tmp_path / "out", "--module", f"{code}:{name}", "--input-shape", "8", timeout=WALL)
         assert_refused(result, "MODULE_EXITED", {}, rss=1 << 30)
         assert not (tmp_path / "out").exists()
+    shown = cli("inspect", ckpt, "--module", f"{code}:Exits", "--input-shape", "8", timeout=WALL)
+    assert_refused(shown, "MODULE_EXITED", {}, rss=1 << 30)
 
 
 def test_metadata_and_shard_size_mistakes_are_refused(tmp_path):
