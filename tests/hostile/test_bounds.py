@@ -67,6 +67,10 @@ def test_sixty_thousand_tiny_dense_layers_convert_in_bounded_time_and_memory(tmp
     weights = document["weightsManifest"][0]["weights"]
     assert len(weights) == 120_000 and len(document["modelTopology"]["model_config"]["config"]["layers"]) == 60_001
     assert sum((out / p).stat().st_size for p in document["weightsManifest"][0]["paths"]) == 120_000 * 4
+    # model.json is written in pieces (memory): byte-identical to the one-shot serialisation
+    from writer.model_json import dumps_model_json
+
+    assert (out / "model.json").read_bytes() == dumps_model_json(document).encode("utf-8")
 
 
 # ---------------------------------------------------------------- the output budget
