@@ -166,3 +166,17 @@ def repeated_array_msgpack(path: Path, count: int = 1_000_000) -> Path:
 
     path.write_bytes(msgpack.packb({"params": [_msgpack_array(np.zeros((), "uint8"))] * count}))
     return path
+
+
+def orbax_many_absent_leaves(base: Path, folder: Path, leaves: int = 60_000) -> Path:
+    """A copy of ``base`` whose _METADATA lists ``leaves`` arrays that have no folder (13.8 MB for 60,000)."""
+    shutil.copytree(base, folder)
+    meta = json.loads((folder / "_METADATA").read_text())
+    entry = next(iter(meta["tree_metadata"].values()))
+    tree = {}
+    for i in range(leaves):
+        keys = [{"key": "params", "key_type": 2}, {"key": f"L{i}", "key_type": 2}, {"key": "kernel", "key_type": 2}]
+        tree[f"('params', 'L{i}', 'kernel')"] = {**entry, "key_metadata": keys}
+    meta["tree_metadata"] = tree
+    (folder / "_METADATA").write_text(json.dumps(meta))
+    return folder

@@ -73,6 +73,14 @@ def test_sixty_thousand_tiny_dense_layers_convert_in_bounded_time_and_memory(tmp
     assert (out / "model.json").read_bytes() == dumps_model_json(document).encode("utf-8")
 
 
+def test_an_orbax_tree_of_sixty_thousand_absent_arrays_fails_at_the_first(tmp_path, orbax_base):
+    ckpt = builders.orbax_many_absent_leaves(orbax_base, tmp_path / "ck")
+    result = cli("inspect", ckpt, timeout=WALL)
+    assert_refused(result, "CORRUPT_CHECKPOINT", {}, rss=BOUND_RSS)
+    assert "params/L0/kernel" in result.stderr
+    assert_bounded(result, cpu=3)  # main opened all 60,000 in tensorstore first: 5.7 s CPU
+
+
 # ---------------------------------------------------------------- the output budget
 
 

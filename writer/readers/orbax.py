@@ -199,6 +199,11 @@ def _read_item(folder: Path) -> Checkpoint:
         else:  # jax.Array, np.ndarray and custom array handlers
             arrays.append((tree_path, name))
 
+    if not use_ocdbt:  # a missing array folder fails here, before tens of thousands of opens are issued
+        marker = "zarr.json" if driver == "zarr3" else ".zarray"
+        for tree_path, name in arrays + numbers:
+            if not (reader.confined(name) / marker).is_file():
+                raise reader.damaged(tree_path, "cannot open", FileNotFoundError(f"{name}/{marker} does not exist"))
     # Open every array at once: tensorstore overlaps the metadata reads.
     pending = [(p, n, reader.open_async(n)) for p, n in arrays + numbers]
     stores = {}
@@ -404,7 +409,7 @@ class _ArrayReader:
                 raise future
             store = future.result()
         except Exception as exc:  # noqa: BLE001  tensorstore has no error hierarchy
-            raise self._damaged(tree_path, "cannot open", exc) from exc
+            raise self.damaged(tree_path, "cannot open", exc) from exc
         self.stores[tree_path] = store
         return store
 
@@ -412,7 +417,7 @@ class _ArrayReader:
         try:
             return np.asarray(store.read().result())
         except Exception as exc:  # noqa: BLE001  tensorstore has no error hierarchy
-            raise self._damaged(tree_path, "cannot read the data of", exc) from exc
+            raise self.damaged(tree_path, "cannot read the data of", exc) from exc
 
     def loader(self, tree_path: TreePath, store: ts.TensorStore) -> Callable[[], np.ndarray]:
         name = ".".join(tree_path)
@@ -454,7 +459,7 @@ class _ArrayReader:
                 try:
                     part = current[start:min(start + band, shape[0])].read().result()
                 except Exception as exc:  # noqa: BLE001  tensorstore has no error hierarchy
-                    raise self._damaged(tree_path, "cannot read the data of", exc) from exc
+                    raise self.damaged(tree_path, "cannot read the data of", exc) from exc
                 yield np.asarray(part).reshape(-1)
 
         return slices
@@ -462,7 +467,8 @@ class _ArrayReader:
     def close(self) -> None:
         self.stores.clear()
 
-    def _damaged(self, tree_path: TreePath, what: str, exc: Exception) -> ConversionError:
+    def damaged(self, tree_path: TreePath, what: str, exc: Exception) -> ConversionError:
+        """``CORRUPT_CHECKPOINT`` naming the tensor, for any tensorstore or file error."""
         detail = str(exc).split(" [tensorstore_spec=")[0]  # drop the long JSON echo
         return ConversionError(
             "CORRUPT_CHECKPOINT",
