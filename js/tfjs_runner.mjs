@@ -26,7 +26,7 @@
 // Both are tfjs 4.22.0; `version` answers which one was loaded.
 import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import os from 'node:os';
 import readline from 'node:readline';
@@ -264,6 +264,35 @@ function checkTopology(modelTopology, file) {
 // ---------------------------------------------------------------------------------------
 // Loading
 
+/**
+ * The real path of weight file `p` of the model folder `dir`, confined to it (the same rule as
+ * writer/tfjs_files.py model_file): a plain relative name (no absolute path, '..', '.', empty
+ * part, backslash or NUL), resolving (symlinks followed) to a regular file inside the folder.
+ */
+async function confinedShard(dir, p, modelJsonPath) {
+  const shown = JSON.stringify(p);
+  if (typeof p !== 'string' || p === '' || p.startsWith('/') || p.includes('\\') || p.includes('\0') ||
+      p.split('/').some((part) => part === '' || part === '.' || part === '..')) {
+    throw new RequestError(`${modelJsonPath}: the weight file ${shown} is not a plain relative name inside ` +
+      'the model folder (absolute paths, ".." and empty parts are refused)');
+  }
+  let root;
+  let real;
+  try {
+    root = await realpath(dir);
+    real = await realpath(path.join(dir, p));
+  } catch (e) {
+    throw new RequestError(`${modelJsonPath}: the weight file ${shown} cannot be read (${e.code || e.message})`);
+  }
+  if (real !== root && !real.startsWith(root + path.sep)) {
+    throw new RequestError(`${modelJsonPath}: the weight file ${shown} leads outside the model folder (to ${real})`);
+  }
+  if (!(await stat(real)).isFile()) {
+    throw new RequestError(`${modelJsonPath}: the weight file ${shown} is not a regular file`);
+  }
+  return real;
+}
+
 /** IOHandler reading model.json and its shards from the file system. */
 function fileHandler(modelJsonPath) {
   const dir = path.dirname(modelJsonPath);
@@ -302,7 +331,7 @@ function fileHandler(modelJsonPath) {
         weightSpecs.push(...group.weights);
       });
       for (const group of json.weightsManifest) {
-        for (const p of group.paths) buffers.push(await readFile(path.resolve(dir, String(p))));
+        for (const p of group.paths) buffers.push(await readFile(await confinedShard(dir, p, modelJsonPath)));
       }
       const all = Buffer.concat(buffers);
       const weightData = all.buffer.slice(all.byteOffset, all.byteOffset + all.byteLength);

@@ -6,6 +6,8 @@ needs, bound lazily to checkpoint tensors, so that the writer can stream them.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -69,7 +71,7 @@ class Derived:
         return f"{self.label}({', '.join(binding.origin for binding in self.inputs)})"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one per weight, and a model may have 100,000s
 class WeightBinding:
     """One tfjs weight of a layer and where its values come from.
 
@@ -106,7 +108,7 @@ class WeightBinding:
         return np.ascontiguousarray(array).reshape(self.shape)
 
 
-@dataclass
+@dataclass(slots=True)  # one per layer: no per-instance dict
 class LayerNode:
     """A Keras layer: class, full config, inbound layers and weights.
 
@@ -126,7 +128,7 @@ class LayerNode:
 
     @property
     def param_count(self) -> int:
-        return sum(int(np.prod(w.shape, dtype=np.int64)) for w in self.weights)
+        return sum(math.prod(w.shape) for w in self.weights)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 from topology.vocabulary.errors import ConversionError
 from writer.extras import extra_error, missing_extra
+from writer.module_loader import note_interrupt_signal, watch_interrupt_signals
 from writer.option_parser import PROG
 from writer.version import __version__
 
@@ -106,12 +107,17 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
 
 
 def _interrupt_on_sigterm() -> None:
-    """SIGTERM unwinds like Ctrl-C, so the staging folder is removed on the way out."""
+    """SIGTERM unwinds like Ctrl-C, so the staging folder is removed on the way out. Both handlers note
+    the signal, so that a KeyboardInterrupt raised by model code is told apart (MODULE_EXITED)."""
     def interrupt(signum, frame):  # noqa: ARG001
+        note_interrupt_signal()
         raise KeyboardInterrupt
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, interrupt)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # an ignored SIGINT stays ignored
+            signal.signal(signal.SIGINT, interrupt)
+            watch_interrupt_signals()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,6 +1,8 @@
 """The conversion pipeline: read -> select variables -> layer graph -> topology -> weights -> model.json."""
 from __future__ import annotations
 
+import contextlib
+import gc
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,20 +16,24 @@ from topology.keras_json import model_topology
 from topology.optimize import optimize_graph
 from topology.trace import trace_graph
 from topology.vocabulary.errors import ConversionError, Notices
+from writer.budget import check_free_space, check_output_budget, input_bytes
 from writer.events import EventSink, EventStream
 from writer.fixes import fit_module, fit_template
 from writer.layer_names import sanitize_layer_names
-from writer.model_json import assemble_model_json, check_model_json, dumps_model_json
+from writer.module_loader import user_code
+from writer.model_json import assemble_model_json, check_model_json, write_model_json
 from writer.output import check_destination, staged_output
+from writer.provenance import check_metadata
 from writer.quantize import QUANTIZE_DTYPES, QuantizeOptions
 from writer.report import LayerRow, Report
 from writer.shards import DEFAULT_SHARD_BYTES
 from writer.sources import Source, resolve_source
 from writer.version import __version__
-from writer.weights import Progress, planned_bytes, write_weights
+from writer.weights import Progress, write_weights
 
 
 INPUT_DTYPES = ("float32", "int32")  # model inputs: values, or token ids
+MIN_SHARD_BYTES = 4096  # a shard per 1 byte made a file per byte; 4 KiB is one file-system block
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class ConvertOptions:
     force: bool = False
     step: int | None = None
     allow_nonfinite: bool = False
+    allow_sparse: bool = False  # lift the output budget (writer/budget.py) for legitimately sparse checkpoints
     fix: bool = True  # automatic fixes of keys, shapes, dtypes and the input shape (--no-fix: off)
     optimize: bool = True  # exact graph rewrites (topology/optimize/): fold BatchNorm, drop identities, ...
     preset: dict | None = None  # --preset applied: {"name", "set": {option: value}, "overridden": [option]}
@@ -60,8 +67,12 @@ class ConvertOptions:
             raise ConversionError("BAD_OPTION", f"--quantize {self.quantize}", f"choose one of {', '.join(QUANTIZE_DTYPES)}")
         if self.quantize_weights and self.quantize is None:
             raise ConversionError("BAD_OPTION", "--quantize-weights needs --quantize", "add e.g. --quantize uint8")
-        if self.weight_shard_size_bytes < 1:
-            raise ConversionError("BAD_OPTION", f"--weight-shard-size-bytes {self.weight_shard_size_bytes}", "use a positive size, e.g. 4194304")
+        if self.weight_shard_size_bytes < MIN_SHARD_BYTES:
+            raise ConversionError(
+                "BAD_OPTION", f"--weight-shard-size-bytes {self.weight_shard_size_bytes} is below the minimum of "
+                f"{MIN_SHARD_BYTES} bytes (smaller shards would write one file per few bytes)",
+                "use at least 4096, e.g. 4194304 (4 MiB, the default)")
+        check_metadata(self.metadata)
         for shape in self.input_shapes():
             if shape and min(shape) < 1:  # () is a per-example scalar input
                 raise ConversionError("BAD_OPTION", f"input shape {shape}", "give positive sizes without the batch axis, e.g. 28,28,1")
@@ -107,6 +118,33 @@ def convert(source: Any, out_dir: str | Path, options: ConvertOptions = ConvertO
         >>> report.param_count                                              # doctest: +SKIP
         824458
     """
+    with fewer_collections(), user_code("the model's code"):
+        return _convert(source, out_dir, options, module, variables, progress, events)
+
+
+@contextlib.contextmanager
+def fewer_collections(young: int = 20_000):
+    """Run the young-generation garbage collection every ``young`` allocations instead of 700.
+
+    A model of 100,000 tiny layers makes millions of long-lived objects (tensor references,
+    bindings, configs); at the default threshold Python's collector re-scanned them so often that it
+    took half of the conversion's CPU time. The old thresholds come back afterwards.
+
+    Example:
+        >>> with fewer_collections():
+        ...     gc.get_threshold()[0]
+        20000
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(max(young, before[0]), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
+def _convert(source: Any, out_dir: str | Path, options: ConvertOptions, module: Any, variables: Any,
+             progress: Progress | None, events: EventSink | None) -> Report:
     started = time.perf_counter()
     out_dir = Path(out_dir)
     options.check()
@@ -200,10 +238,12 @@ def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: Conve
     _refuse_empty_weights(graph)
     sanitize_layer_names(graph, notices)
     topology = model_topology(graph)
+    bindings = graph.weight_bindings()
+    planned = check_output_budget(bindings, quantization, input_bytes(source.path), options.allow_sparse)
+    check_free_space(out_dir, planned, len(bindings))
     with staged_output(out_dir, options.force, source.path) as staging:
-        bindings = graph.weight_bindings()
         if events is not None:  # one event per tensor, with the exact totals up front
-            progress = events.tensor_progress(len(bindings), planned_bytes(bindings, quantization), progress)
+            progress = events.tensor_progress(len(bindings), planned, progress)
         written = write_weights(bindings, staging, options.weight_shard_size_bytes,
                                 quantization, notices, options.allow_nonfinite, progress)
         provenance = {
@@ -220,13 +260,12 @@ def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: Conve
             provenance["preset"] = options.preset
         document = assemble_model_json(topology, written.manifest_group, provenance, options.metadata)
         check_model_json(document)
-        text = dumps_model_json(document)
-        (staging / "model.json").write_text(text, encoding="utf-8")
+        json_bytes = write_model_json(staging / "model.json", document)
     return Report(
         out_dir=out_dir, source=source.path or Path(source.name), format=source.format, step=source.step,
         inputs=list(graph.inputs),
         layers=[LayerRow(l.name, l.class_name, l.output_shape, l.param_count, l.origin) for l in graph.layers],
-        param_count=graph.param_count, bytes_written=written.total_bytes + len(text.encode("utf-8")),
+        param_count=graph.param_count, bytes_written=written.total_bytes + json_bytes,
         shards=written.files, quantization=options.quantize, quantized_weights=written.quantized,
         notices=list(notices.items), seconds=time.perf_counter() - started, topology=topology_kind,
         optimized=options.optimize, rewrites=list(graph.rewrites), preset=options.preset,

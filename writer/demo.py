@@ -29,6 +29,7 @@ from typing import Sequence
 from topology.vocabulary.errors import ConversionError
 from writer.option_parser import OptionParser
 from writer.resources import resource_path
+from writer.tfjs_files import UnsafeModelPath, model_file
 
 HOST = "127.0.0.1"  # never exposed beyond this machine
 DEFAULT_PORT = 8000
@@ -94,7 +95,12 @@ class DemoHandler(SimpleHTTPRequestHandler):
         if self.model_dir is not None and (route == "/model" or route.startswith("/model/")):
             # The parent class drops '..' and drive parts; rebase its answer onto model_dir.
             inside = Path(super().translate_path(path)).relative_to(Path(self.directory) / "model")
-            return str(self.model_dir.joinpath(inside))
+            if inside == Path("."):
+                return str(self.model_dir)
+            try:  # the rule of verify: plain names, nothing reached through a symlink out, regular files
+                return str(model_file(self.model_dir, inside.as_posix()))
+            except UnsafeModelPath:
+                return str(self.model_dir / ".refused-not-inside-the-model-folder")  # answered 404
         return super().translate_path(path)
 
     def end_headers(self) -> None:

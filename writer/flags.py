@@ -26,7 +26,7 @@ from topology.infer import POOL_CHOICES
 from writer.convert import INPUT_DTYPES, ConvertOptions
 from writer.option_parser import OptionParser
 from writer.presets import PRESETS, preset_fields
-from writer.provenance import read_metadata_option
+from writer.provenance import metadata_options
 from writer.quantize import QUANTIZE_DTYPES
 from writer.tfjs_node import BACKENDS
 
@@ -98,7 +98,8 @@ def add_optimize_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_weight_options(parser: argparse.ArgumentParser) -> None:
-    """``--preset``, ``--quantize``, ``--quantize-weights``, ``--weight-shard-size-bytes``, ``--allow-nonfinite``."""
+    """``--preset``, ``--quantize``, ``--quantize-weights``, ``--weight-shard-size-bytes``, ``--allow-nonfinite``,
+    ``--allow-sparse``."""
     weights = parser.add_argument_group("weights")
     weights.add_argument("--preset", choices=tuple(PRESETS), help="web: float16 + 4 MiB shards; mobile: uint8 + "
                          "1 MiB shards + optimisation (explicit options win)")
@@ -108,6 +109,9 @@ def add_weight_options(parser: argparse.ArgumentParser) -> None:
     weights.add_argument("--weight-shard-size-bytes", type=int, metavar="N",
                          help=f"shard file size (default {default_of(ConvertOptions, 'weight_shard_size_bytes')})")
     weights.add_argument("--allow-nonfinite", action="store_true", help="write NaN/Inf weights instead of refusing")
+    weights.add_argument("--allow-sparse", action="store_true",
+                         help="write more than 100x the checkpoint's stored bytes + 16 MiB (a legitimately sparse "
+                              "checkpoint, e.g. zero-filled tensors saved compressed); refused by default")
 
 
 def add_samples_option(group: argparse._ArgumentGroup, default: int | None, help_text: str) -> None:
@@ -203,8 +207,9 @@ def weight_options(args: argparse.Namespace) -> dict:
     if getattr(args, "optimize", None) is not None:
         fields["optimize"] = args.optimize
     fields["quantize_weights"] = tuple(p for item in args.quantize_weights for p in item.split(",") if p)
-    fields["metadata"] = dict(read_metadata_option(spec) for spec in args.metadata)
-    fields.update(force=args.force, allow_nonfinite=args.allow_nonfinite, preset=preset)
+    fields["metadata"] = metadata_options(args.metadata)
+    fields.update(force=args.force, allow_nonfinite=args.allow_nonfinite, preset=preset,
+                  allow_sparse=getattr(args, "allow_sparse", False))
     return fields
 
 

@@ -5,12 +5,13 @@ by naming it; checkpoints themselves are never executed.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import inspect
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from topology.vocabulary.errors import ConversionError
 from writer.extras import require_jax
@@ -105,3 +106,52 @@ def _is_nnx_class(cls: type) -> bool:
 def _is_module_instance(obj: Any) -> bool:
     return any(c.__name__ == "Module" and c.__module__.startswith("flax.") for c in type(obj).__mro__) \
         and not inspect.isclass(obj)
+
+
+# Set by the CLI's SIGINT/SIGTERM handlers (writer/cli.py): a KeyboardInterrupt without a signal came
+# from the model's own code. None: no handler is installed (the Python API), so none can be told apart.
+_signal_seen: bool | None = None
+
+
+def watch_interrupt_signals() -> None:
+    """Note that SIGINT/SIGTERM handlers record their signals (see :func:`user_code`).
+
+    Example:
+        >>> watch_interrupt_signals()      # doctest: +SKIP
+    """
+    global _signal_seen
+    _signal_seen = False
+
+
+def note_interrupt_signal() -> None:
+    """Called by the signal handler before it raises KeyboardInterrupt."""
+    global _signal_seen
+    _signal_seen = True
+
+
+@contextlib.contextmanager
+def user_code(what: str) -> Iterator[None]:
+    """Run code that may call the model's code: its ``SystemExit`` (``sys.exit()``, ``exit()``), and a
+    ``KeyboardInterrupt`` no signal caused, become ``MODULE_EXITED`` instead of ending the program
+    with exit status 0 and no message.
+
+    Example:
+        >>> with user_code("the model"):      # doctest: +ELLIPSIS
+        ...     raise SystemExit(0)
+        Traceback (most recent call last):
+        topology.vocabulary.errors.ConversionError: MODULE_EXITED: the model raised SystemExit(0) ...
+    """
+    try:
+        yield
+    except SystemExit as exc:
+        raise ConversionError("MODULE_EXITED", f"{what} raised SystemExit({exc.code!r}) (a sys.exit() or "
+                              "exit() call); the command stopped there", _EXIT_HINT) from None
+    except KeyboardInterrupt:
+        if _signal_seen is not False:  # a real Ctrl-C / SIGTERM, or no way to tell
+            raise
+        raise ConversionError("MODULE_EXITED", f"{what} raised KeyboardInterrupt although no interrupt signal "
+                              "arrived; the command stopped there", _EXIT_HINT) from None
+
+
+_EXIT_HINT = ("model code runs inside flax2tfjs: remove sys.exit()/exit()/raise KeyboardInterrupt from the module's "
+              "import, construction and __call__ (keep scripts under `if __name__ == \"__main__\":`)")

@@ -87,6 +87,44 @@ class BackgroundDigest:
         self._cancelled.set()
 
 
+def metadata_options(specs: list[str]) -> dict:
+    """Every ``--metadata KEY=FILE.json`` as one dict; a key given twice is an error (not "the last wins").
+
+    Example:
+        >>> metadata_options([])
+        {}
+    """
+    metadata: dict = {}
+    for spec in specs:
+        key, value = read_metadata_option(spec)
+        if key in metadata:
+            raise ConversionError("BAD_METADATA", f"--metadata {key}=... is given twice",
+                                  "give each key once (put several values in one JSON file)")
+        metadata[key] = value
+    return metadata
+
+
+def check_metadata(metadata: dict, where: str = "metadata") -> None:
+    """``BAD_METADATA`` unless ``metadata`` is JSON that model.json can hold as UTF-8 (string keys, no NaN, no
+    lone surrogate such as ``"\\ud800"``, which JSON escapes can spell but UTF-8 cannot encode).
+
+    Example:
+        >>> check_metadata({"labels": ["\\ud800"]})      # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        topology.vocabulary.errors.ConversionError: BAD_METADATA: metadata holds a string that is not valid Unicode ...
+    """
+    try:
+        json.dumps(metadata, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = exc.object[max(0, exc.start - 20):exc.end + 20]
+        raise ConversionError("BAD_METADATA", f"{where} holds a string that is not valid Unicode (a lone surrogate "
+                              f"near {bad!r})", "remove the \\udXXX escape, or pair it as JSON's UTF-16 escapes do") from None
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ConversionError("BAD_METADATA", f"{where} cannot be written as JSON ({str(exc)[:200]})",
+                              "use JSON values only: dicts with string keys, lists, strings, numbers (no NaN), "
+                              "booleans, null, nested at most 64 levels") from None
+
+
 def read_metadata_option(spec: str) -> tuple[str, object]:
     """Parse ``KEY=FILE.json`` (the ``--metadata`` option) into (key, JSON value).
 
@@ -102,7 +140,9 @@ def read_metadata_option(spec: str) -> tuple[str, object]:
         raise ConversionError("BAD_METADATA", "the metadata key 'flax2tfjs' is reserved for provenance", "choose another key")
 
     try:
-        return key, loads_strict_json(read_small_file(Path(filename), MAX_METADATA_BYTES, "--metadata").decode("utf-8"))
+        value = loads_strict_json(read_small_file(Path(filename), MAX_METADATA_BYTES, "--metadata").decode("utf-8"))
+        check_metadata({key: value}, f"--metadata {key}={filename}")
+        return key, value
     except OSError as exc:
         raise ConversionError("BAD_METADATA", f"cannot read {filename} ({exc.strerror})", "check the file path") from exc
     except (ValueError, UnicodeDecodeError) as exc:

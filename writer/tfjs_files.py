@@ -24,6 +24,8 @@ Example:
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple, Sequence
 
@@ -117,15 +119,67 @@ def weight_entries(specs: Iterable[dict]) -> Iterator[WeightEntry]:
         offset += nbytes
 
 
+MAX_MODEL_JSON_BYTES = 256 << 20  # a 100,000-layer model.json is ~30 MB
+
+
+class UnsafeModelPath(ValueError):
+    """A model folder names a file outside itself, or a file that is not a regular file."""
+
+
+def model_file(folder: str | Path, name: object) -> Path:
+    """The file ``name`` of a model folder, confined to it: one rule for verify, export-savedmodel, the
+    Node runner's Python side, the demo and the studio.
+
+    ``name`` must be a plain relative path (``/``-separated, no ``..``, ``.``, empty part, backslash,
+    NUL or absolute path) and, if it exists, resolve (symlinks followed) to a regular file inside
+    the folder. Raises :class:`UnsafeModelPath` (a ValueError) otherwise. A missing file is returned
+    as is: callers report it as missing.
+
+    Example:
+        >>> model_file("out", "group1-shard1of1.bin")
+        PosixPath('out/group1-shard1of1.bin')
+        >>> model_file("out", "../secret.bin")                 # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        writer.tfjs_files.UnsafeModelPath: the weight file '../secret.bin' is not a plain relative name ...
+    """
+    folder = Path(folder)
+    parts = name.split("/") if isinstance(name, str) else None
+    if not parts or any(p in ("", ".", "..") or "\\" in p or "\0" in p for p in parts) or name.startswith("/"):
+        raise UnsafeModelPath(f"the weight file {name!r} is not a plain relative name inside {folder} "
+                              "(absolute paths, '..' and empty parts are refused)")
+    path = folder.joinpath(*parts)
+    if os.path.lexists(path):
+        real, root = os.path.realpath(path), os.path.realpath(folder)
+        if os.path.commonpath([real, root]) != root:
+            raise UnsafeModelPath(f"the weight file {name!r} of {folder} leads outside the folder (to {real})")
+        if not os.path.exists(real) or not stat.S_ISREG(os.stat(real).st_mode):
+            raise UnsafeModelPath(f"the weight file {name!r} of {folder} is not a regular file")
+    return path
+
+
 def read_model_json(folder: str | Path) -> dict:
-    """The parsed ``model.json`` of a model folder (OSError / ValueError when it cannot be read).
+    """The parsed ``model.json`` of a model folder (OSError / ValueError when it cannot be read, is larger
+    than 256 MiB, or is nested too deep for Python's parser).
 
     Example:
         >>> read_model_json("/nonexistent")                 # doctest: +ELLIPSIS
         Traceback (most recent call last):
         FileNotFoundError: ...
     """
-    return json.loads((Path(folder) / "model.json").read_text(encoding="utf-8"))
+    path = Path(folder) / "model.json"
+    with open(path, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        data = handle.read(MAX_MODEL_JSON_BYTES + 1)
+    if len(data) > MAX_MODEL_JSON_BYTES:
+        raise ValueError(f"{path} is larger than {MAX_MODEL_JSON_BYTES >> 20} MiB")
+    try:
+        document = json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise ValueError(f"{path} is nested too deeply to be a model.json") from None
+    if not isinstance(document, dict):
+        raise ValueError(f"{path} holds a {type(document).__name__}, not a JSON object")
+    return document
 
 
 def manifest_files(folder: str | Path, document: dict) -> tuple[list[dict], list[Path]]:
@@ -138,7 +192,7 @@ def manifest_files(folder: str | Path, document: dict) -> tuple[list[dict], list
     """
     manifest = document["weightsManifest"]
     specs = [spec for group in manifest for spec in group["weights"]]
-    paths = [Path(folder) / p for group in manifest for p in group["paths"]]
+    paths = [model_file(folder, p) for group in manifest for p in group["paths"]]
     return specs, paths
 
 

@@ -113,3 +113,70 @@ def orbax_escaping(base: Path, folder: Path, outside: Path) -> Path:
             entry["key_metadata"] = [{"key": str(outside), "key_type": 2}]
     (folder / "_METADATA").write_text(json.dumps(meta))
     return folder
+
+
+def _msgpack_array(a: np.ndarray):
+    import msgpack
+
+    return msgpack.ExtType(1, msgpack.packb([list(a.shape), a.dtype.name, a.tobytes()]))
+
+
+def nil_list_msgpack(path: Path, nils: int = 9_900_000) -> Path:
+    """One map ``params`` -> a list of ``nils`` nils (9.4 MB for 9.9 million)."""
+    path.write_bytes(b"\x81\xa6params" + b"\xdd" + nils.to_bytes(4, "big") + b"\xc0" * nils)
+    return path
+
+
+def many_dense_msgpack(path: Path, layers: int = 60_000) -> Path:
+    """A Flax msgpack of ``layers`` chained Dense(1) layers (1x1 kernel and bias each; 3.8 MB for 60,000)."""
+    import msgpack
+
+    rng = np.random.RandomState(0)
+    params = {}
+    for i in range(layers):
+        params[f"Dense_{i}"] = {"bias": _msgpack_array(rng.randn(1).astype("float32") * 0.01),
+                                "kernel": _msgpack_array(np.ones((1, 1), "float32") + rng.randn(1, 1).astype("float32") * 0.001)}
+    path.write_bytes(msgpack.packb({"params": params}))
+    return path
+
+
+def npz_shared_member(path: Path, names: int = 60_000) -> Path:
+    """An .npz whose ``names`` central-directory entries all point at one small member's bytes."""
+    import struct
+
+    data = npz_bytes({"params/Dense_0/kernel": np.ones((4, 4), "float32")})
+    eocd = data.rindex(b"PK\x05\x06")
+    cd_size, cd_offset = struct.unpack("<II", data[eocd + 12:eocd + 20])
+    record = data[cd_offset:cd_offset + cd_size]
+    name_len = struct.unpack("<H", record[28:30])[0]
+    fixed, extra = record[:46], record[46 + name_len:]
+    entries = []
+    for i in range(names):
+        name = f"params/L{i:07d}/kernel.npy".encode()
+        entries.append(fixed[:28] + struct.pack("<H", len(name)) + fixed[30:] + name + extra)
+    central = b"".join(entries)
+    end = b"PK\x05\x06" + struct.pack("<HHHHIIH", 0, 0, names, names, len(central), cd_offset, 0)
+    path.write_bytes(data[:cd_offset] + central + end)
+    return path
+
+
+def repeated_array_msgpack(path: Path, count: int = 1_000_000) -> Path:
+    """``params`` -> a list of ``count`` copies of one tiny array leaf (14 bytes each: 14 MB for a million)."""
+    import msgpack
+
+    path.write_bytes(msgpack.packb({"params": [_msgpack_array(np.zeros((), "uint8"))] * count}))
+    return path
+
+
+def orbax_many_absent_leaves(base: Path, folder: Path, leaves: int = 60_000) -> Path:
+    """A copy of ``base`` whose _METADATA lists ``leaves`` arrays that have no folder (13.8 MB for 60,000)."""
+    shutil.copytree(base, folder)
+    meta = json.loads((folder / "_METADATA").read_text())
+    entry = next(iter(meta["tree_metadata"].values()))
+    tree = {}
+    for i in range(leaves):
+        keys = [{"key": "params", "key_type": 2}, {"key": f"L{i}", "key_type": 2}, {"key": "kernel", "key_type": 2}]
+        tree[f"('params', 'L{i}', 'kernel')"] = {**entry, "key_metadata": keys}
+    meta["tree_metadata"] = tree
+    (folder / "_METADATA").write_text(json.dumps(meta))
+    return folder

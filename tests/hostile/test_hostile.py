@@ -235,14 +235,22 @@ def test_module_that_is_not_python(tmp_path):
 @pytest.mark.parametrize("claimed", [6 << 30, 4 << 40])
 def test_orbax_claiming_a_huge_absent_array(tmp_path, orbax_base, claimed):
     ckpt = builders.orbax_huge_claim(orbax_base, tmp_path / "ck", claimed)
-    assert_refused(cli(ckpt, tmp_path / "out", timeout=90), "CORRUPT_CHECKPOINT", {tmp_path / "out": {}})
+    # Refused before writing by the output budget; with --allow-sparse, by the reader's per-tensor rule
+    # (or, for the 4 TiB claim, by the free space of the output's disk).
+    assert_refused(cli(ckpt, tmp_path / "out", timeout=90), "OUTPUT_BUDGET", {tmp_path / "out": {}})
+    sparse = cli(ckpt, tmp_path / "out", "--allow-sparse", timeout=90)
+    assert sparse.error_code in ("CORRUPT_CHECKPOINT", "DISK_FULL") and sparse.returncode == 2, sparse.stderr
+    assert not (tmp_path / "out").exists()
     shown = writer_cli("inspect", ckpt, code_root=CODE)  # lists the claim (reads no data), never aborts
     assert shown.returncode in (0, 2) and "Traceback" not in shown.stderr and shown.peak_rss < RSS_BOUND
 
 
 def test_deep_msgpack_around_a_million_nils(tmp_path):
     ckpt = builders.deep_msgpack(tmp_path / "deep.msgpack")
-    assert_refused(cli(ckpt, tmp_path / "out", timeout=90), "CORRUPT_CHECKPOINT", {tmp_path / "out": {}})
+    # The nils are counted, never kept (issue 19): nothing is left but an empty tree.
+    result = cli(ckpt, tmp_path / "out", timeout=90)
+    assert_refused(result, "EMPTY_CHECKPOINT", {tmp_path / "out": {}})
+    assert "1,000,000 nils" in result.stderr
 
 
 def test_npz_member_inflating_far_beyond_its_size(tmp_path):

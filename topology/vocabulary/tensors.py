@@ -7,6 +7,7 @@ it. The writer loads, converts, writes and drops each tensor in turn.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -28,7 +29,7 @@ def path_str(path: TreePath) -> str:
     return "/".join(path)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a model may hold 100,000s of them (memory per tensor)
 class TensorRef:
     """A tensor in a checkpoint, not yet read.
 
@@ -53,7 +54,7 @@ class TensorRef:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:

@@ -18,6 +18,7 @@ from writer.flags import (
     add_model_options, add_optimize_option, add_output_options, add_verify_options, add_weight_options,
     command_parser, convert_options, verify_fields, weight_options,
 )
+from writer.module_loader import user_code
 from writer.option_parser import PROG
 from writer.progress import MODULE_STAGE_TEXT, STAGE_TEXT, ProgressBar
 from writer.term import Style
@@ -81,7 +82,8 @@ def run_convert(argv: Sequence[str]) -> int:
     if args.verify:
         from writer.verify import VerifyOptions, verify  # JAX and TF.js runners: loaded only for --verify
 
-        verified = verify(args.out_dir, args.checkpoint, VerifyOptions(**verify_fields(args)), progress=False if args.quiet else None)
+        with user_code("the model's code"):  # its sys.exit() is MODULE_EXITED, not a silent exit
+            verified = verify(args.out_dir, args.checkpoint, VerifyOptions(**verify_fields(args)), progress=False if args.quiet else None)
     style = Style(sys.stdout)
     if args.json:
         document = report.to_json()

@@ -14,6 +14,7 @@ from typing import Sequence
 from topology.vocabulary.errors import ConversionError
 from writer.flags import add_model_options, add_optimize_option, add_output_options, command_parser, convert_options
 from writer.inspect_tree import inspect_checkpoint
+from writer.module_loader import user_code
 from writer.option_parser import PROG
 from writer.term import Style
 
@@ -54,7 +55,8 @@ def run_inspect(argv: Sequence[str]) -> int:
     args = build_inspect_parser().parse_args(argv)
     if args.depth is not None and args.depth < 1:
         raise ConversionError("BAD_OPTION", f"--depth {args.depth}", "give 1 or more")
-    report = inspect_checkpoint(args.checkpoint, convert_options(args))
+    with user_code("the model's code"):  # its sys.exit() is MODULE_EXITED, not a silent exit
+        report = inspect_checkpoint(args.checkpoint, convert_options(args))
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     elif not args.quiet:

@@ -11,6 +11,7 @@ from typing import Sequence
 
 from writer.commands import print_checked_report
 from writer.flags import add_model_options, add_output_options, add_verify_options, command_parser, default_of, verify_fields
+from writer.module_loader import user_code
 from writer.option_parser import PROG
 from writer.verify import VerifyOptions, verify
 
@@ -56,5 +57,6 @@ def run_verify(argv: Sequence[str]) -> int:
     """
     args = build_verify_parser().parse_args(argv)
     options = VerifyOptions(**verify_fields(args), repeat=args.repeat, batch_size=args.batch_size)
-    report = verify(args.out_dir, args.checkpoint, options, progress=False if args.quiet or args.json else None)
+    with user_code("the model's code"):  # its sys.exit() is MODULE_EXITED, not a silent exit
+        report = verify(args.out_dir, args.checkpoint, options, progress=False if args.quiet or args.json else None)
     return print_checked_report(report, args, lambda: "verify FAIL: " + "; ".join(report.failures))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -46,24 +46,30 @@ def read_flax_msgpack(path: Path) -> Checkpoint:
     try:
         with open(path, "rb", buffering=0) as handle:
             size = os.fstat(handle.fileno()).st_size
-            records = MsgpackWalker(handle, size, path).walk()
+            walker = MsgpackWalker(handle, size, path)
+            records = walker.walk()
     except OSError as exc:
         raise _unreadable(path, exc) from exc
 
     tensors: dict[TreePath, TensorRef] = {}
     scalars: dict[TreePath, Any] = {}
+    source = str(path)  # one string shared by every tensor's extents (memory per tensor, see bounds.py)
     for record in records:
         if isinstance(record, ArrayLeaf):
+            located = tuple((source, o, n) for o, n in record.pieces)
+            reader = _ArrayReader(path, record.path, record.shape, record.dtype, located, record.stored)
             tensors[record.path] = TensorRef(
                 record.path, record.shape, FLOAT32 if record.stored else record.dtype,
-                _loader(path, record), str(path), record.stored,
-                slices=_slicer(path, record),
-                extents=tuple((str(path), o, n) for o, n in record.pieces) if not record.stored else None,
+                reader.load, source, record.stored, slices=reader.slices,
+                extents=located if not record.stored else None,
             )
         else:
             scalars[record.path] = record.value
+    del records
     if not tensors:
         found = ", ".join(path_str(p) for p in list(scalars)[:5]) or "nothing"
+        if walker.nils:
+            found += f"; {walker.nils:,} nils in lists"
         raise ConversionError(
             "EMPTY_CHECKPOINT",
             f"{path} is a Flax msgpack file but holds no arrays (found: {found})",
@@ -72,45 +78,49 @@ def read_flax_msgpack(path: Path) -> Checkpoint:
     return Checkpoint("flax-msgpack", path, tensors, scalars)
 
 
-def _loader(file: Path, array: ArrayLeaf) -> Callable[[], np.ndarray]:
-    shape, dtype, pieces, tree_path = array.shape, array.dtype, array.pieces, array.path
+class _ArrayReader:
+    """Reads one array leaf's bytes: whole (:meth:`load`) or flat in slices (:meth:`slices`).
 
-    def load() -> np.ndarray:
-        out = np.empty(shape, dtype)
+    A slotted object rather than two closures: a model of 100,000 tiny tensors keeps one per tensor.
+    """
+
+    __slots__ = ("file", "path", "shape", "dtype", "extents", "stored")
+
+    def __init__(self, file: Path, path: TreePath, shape: tuple[int, ...], dtype: np.dtype,
+                 extents: tuple[tuple[str, int, int], ...], stored: str) -> None:
+        self.file, self.path, self.shape, self.dtype, self.extents, self.stored = file, path, shape, dtype, extents, stored
+
+    def load(self) -> np.ndarray:
+        array, file = self, self.file
+        out = np.empty(array.shape, array.dtype)
         if out.nbytes == 0:
             return widen_bfloat16(out) if array.stored else out
         target = memoryview(out.reshape(-1).view(np.uint8))
         try:
             with open(file, "rb", buffering=0) as handle:
                 filled = 0
-                for offset, nbytes in pieces:
-                    _read_exact(handle, target[filled:filled + nbytes], offset, file, tree_path)
+                for _, offset, nbytes in array.extents:
+                    _read_exact(handle, target[filled:filled + nbytes], offset, file, array.path)
                     filled += nbytes
         except OSError as exc:
             raise _unreadable(file, exc) from exc
         return widen_bfloat16(out) if array.stored else out
 
-    return load
-
-
-def _slicer(file: Path, array: ArrayLeaf) -> Callable[[int], Iterator[np.ndarray]]:
-    """Read the tensor flat, ``max_bytes`` of loaded values at a time (a fresh array each)."""
-    dtype, pieces, tree_path = array.dtype, array.pieces, array.path
-    widen = 2 if array.stored else 1  # bfloat16 doubles in size when widened
-
-    def slices(max_bytes: int) -> Iterator[np.ndarray]:
+    def slices(self, max_bytes: int) -> Iterator[np.ndarray]:
+        """The tensor flat, ``max_bytes`` of loaded values at a time (a fresh array each)."""
+        array, file = self, self.file
+        dtype = array.dtype
+        widen = 2 if array.stored else 1  # bfloat16 doubles in size when widened
         step = max(dtype.itemsize, max_bytes // widen // dtype.itemsize * dtype.itemsize)
         try:
             with open(file, "rb", buffering=0) as handle:
-                for offset, nbytes in pieces:
+                for _, offset, nbytes in array.extents:
                     for start in range(0, nbytes, step):
                         part = np.empty(min(step, nbytes - start) // dtype.itemsize, dtype)
-                        _read_exact(handle, memoryview(part.view(np.uint8)), offset + start, file, tree_path)
+                        _read_exact(handle, memoryview(part.view(np.uint8)), offset + start, file, array.path)
                         yield widen_bfloat16(part) if array.stored else part
         except OSError as exc:
             raise _unreadable(file, exc) from exc
-
-    return slices
 
 
 def _read_exact(handle: Any, target: memoryview, offset: int, file: Path, tree_path: TreePath) -> None:

@@ -20,11 +20,8 @@ Example:
 """
 from __future__ import annotations
 
-import functools
 import math
-import re
 import struct
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -33,9 +30,15 @@ import numpy as np
 
 from topology.vocabulary.errors import ConversionError
 from topology.vocabulary.tensors import TreePath, path_str
+from writer.readers.msgpack_dtypes import BF16_BITS, BFLOAT16, FLOAT32, dtype_of, widen_bfloat16  # noqa: F401
+from writer.readers.msgpack_fast import array_header, fixstr
 
 MAX_DEPTH = 512  # a Flax tree is a few levels deep; deeper means damage or an attack
 MAX_VALUES = 10_000_000
+# Leaves kept in memory (nils in lists are counted, not kept). Each costs ~1 KB through the whole
+# conversion while the file may spend 20 bytes on it: these caps keep a 10 MB file under 300 MB.
+MAX_ARRAYS = 120 << 10  # 122,880 arrays: a 61,440-layer MLP (measured 287 MiB); real models hold thousands
+MAX_OTHER_LEAVES = 1 << 16  # step counters, hyperparameters, strings
 PATH_CELLS_PER_BYTE = 8  # a real Flax tree is a few levels deep and every leaf takes a byte or more  # bounds memory and time of the walk; real checkpoints hold far fewer
 MAX_KEY_BYTES = 1 << 16
 MAX_DTYPE_NAME = 64
@@ -60,7 +63,7 @@ _CORRUPT_HINT = (
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class ArrayLeaf:
     """An array leaf: where its raw bytes are. ``pieces`` has several entries if chunked."""
 
@@ -71,7 +74,7 @@ class ArrayLeaf:
     stored: str = ""  # "bfloat16" when ``dtype`` holds bit patterns to widen on load
 
 
-@dataclass
+@dataclass(slots=True)
 class ValueLeaf:
     """Any other leaf (a step number, a numpy scalar, a string, None): its value, kept in memory."""
 
@@ -114,6 +117,14 @@ class MsgpackWalker:
         self.value_start = 0
         self.count = 0
         self.records: list[ArrayLeaf | ValueLeaf] = []
+        self.nils = 0  # nils skipped in lists (see _skip_nils)
+        self.arrays = 0
+        self.other_leaves = 0
+        # Each distinct key and shape is held once, however many leaves share it: memory follows
+        # the distinct names present, not the leaf count.
+        self.names: dict[str, str] = {}
+        self.raw_names: dict[bytes, str] = {}
+        self.shapes: dict[tuple[int, ...], tuple[int, ...]] = {}
         # Path elements held by the records: each record keeps its full path, so a deep tree of many
         # tiny leaves would cost depth x leaves; bounded by the file size instead.
         self.path_cells = 0
@@ -133,6 +144,8 @@ class MsgpackWalker:
         stack = [self._open(_MAP, (), count)]
         while stack:
             frame = stack[-1]
+            if frame.kind == _ARRAY and frame.left and self._skip_nils(frame):
+                continue
             if frame.left == 0:
                 stack.pop()
                 if frame.chunked:
@@ -143,6 +156,7 @@ class MsgpackWalker:
                 key = self._key(frame)
             else:
                 key = str(frame.index)
+                key = self.names.setdefault(key, key)
                 frame.index += 1
             path = frame.path + (key,)
             self.where, self.in_key = path, False
@@ -163,6 +177,8 @@ class MsgpackWalker:
                 self._add_leaf(path, self._text(arg, MAX_SCALAR_BYTES))
             elif kind == _BIN:
                 self._add_leaf(path, self._blob(arg))
+            elif arg is None and frame.kind == _ARRAY:
+                self.nils += 1  # as _skip_nils: a nil in a list is counted, not kept
             else:
                 self._add_leaf(path, arg)
             if key == CHUNK_MARKER and frame.kind == _MAP:
@@ -182,6 +198,14 @@ class MsgpackWalker:
 
     def _key(self, frame: _Frame) -> str:
         self.where, self.in_key = frame.path, True
+        raw = fixstr(self.buf, self.pos - self.base) if self.pos >= self.base else None
+        if raw is not None and self.pos + 1 + len(raw) <= self.limit:
+            self.value_start = self.pos
+            self.pos += 1 + len(raw)
+            key = self.raw_names.get(raw)
+            if key is None:
+                key = self.raw_names[raw] = self._decode(raw)
+            return self._unique(frame, key)
         kind, arg = self._header()
         if kind == _STR:
             key = self._text(arg, MAX_KEY_BYTES)
@@ -194,15 +218,61 @@ class MsgpackWalker:
         else:
             shown = _KIND_NAMES[kind] if kind != _VALUE else type(arg).__name__
             self._corrupt(f"a map key of type {shown}; Flax writes string keys")
+        return self._unique(frame, key)
+
+    def _unique(self, frame: _Frame, key: str) -> str:
+        key = self.names.setdefault(key, key)  # "kernel" once, not once per layer
         assert frame.keys is not None
         if key in frame.keys:
             self._corrupt(f"the key {key!r} appears twice in the same map")
         frame.keys.add(key)
         return key
 
+    def _skip_nils(self, frame: _Frame) -> bool:
+        """Step over the run of nils at the read position of a list: counted, never made into objects.
+
+        A nil in a list carries no weight (Flax writes None leaves as nils); a 9 MB file can hold
+        9 million of them, which as leaf records took 2.7 GB. Reads only what is buffered.
+        """
+        off = self.pos - self.base
+        if not 0 <= off < len(self.buf) or self.buf[off] != 0xC0:
+            return False
+        segment = self.buf[off:min(off + frame.left, self.limit - self.base)]
+        run = len(segment) - len(segment.lstrip(b"\xc0"))
+        if run <= 0:
+            return False
+        self.count += run
+        if self.count > MAX_VALUES:
+            self.value_start = self.pos
+            self._corrupt(f"the tree holds more than {MAX_VALUES:,} values; flax2tfjs stops there to bound memory and time")
+        self.pos += run
+        frame.left -= run
+        frame.index += run
+        self.nils += run
+        return True
+
     def _add_leaf(self, path: TreePath, value: Any) -> None:
         self._count_path(path)
+        self.other_leaves += 1
+        if self.other_leaves > MAX_OTHER_LEAVES:
+            self._too_many(f"{MAX_OTHER_LEAVES:,} non-array leaves")
         self.records.append(ValueLeaf(path, value))
+
+    def _add_array(self, leaf: ArrayLeaf) -> None:
+        self._count_path(leaf.path)
+        self.arrays += 1
+        if self.arrays > MAX_ARRAYS:
+            self._too_many(f"{MAX_ARRAYS:,} arrays")
+        self.records.append(leaf)
+
+    def _too_many(self, what: str) -> NoReturn:
+        raise ConversionError(
+            "TOO_MANY_LEAVES",
+            f"{self.file} holds more than {what} (at `{self._where_text()}`, byte offset {self.value_start:,}); "
+            "flax2tfjs stops there to keep memory and time bounded by the file's size",
+            "a real model holds far fewer; check that this is the checkpoint you meant (leaves of a whole "
+            "dataset or optimizer history do not belong in it), or save only the parameters",
+        )
 
     def _count_path(self, path: TreePath) -> None:
         self.path_cells += len(path)
@@ -220,6 +290,8 @@ class MsgpackWalker:
             self._overrun(length)
         outer_limit, self.limit = self.limit, end
         try:
+            if code == _EXT_NDARRAY and self._fast_ndarray(path, end):
+                return
             if code == _EXT_NDARRAY or code == _EXT_NPSCALAR:
                 shape, dtype, offset, nbytes, stored = self._ndarray_payload()
                 if code == _EXT_NPSCALAR and shape == ():
@@ -227,8 +299,7 @@ class MsgpackWalker:
                     self._add_leaf(path, (widen_bfloat16(raw) if stored else raw)[()].item())
                 else:
                     self._skip(nbytes)  # the tensor data: never read during the walk
-                    self._count_path(path)
-                    self.records.append(ArrayLeaf(path, shape, dtype, [(offset, nbytes)], stored))
+                    self._add_array(ArrayLeaf(path, shape, dtype, [(offset, nbytes)], stored))
             elif code == _EXT_COMPLEX:
                 self._add_leaf(path, self._complex_payload())
             else:
@@ -240,6 +311,24 @@ class MsgpackWalker:
                 self._corrupt(f"the ext payload has {end - self.pos} unexplained bytes at its end")
         finally:
             self.limit = outer_limit
+
+    def _fast_ndarray(self, path: TreePath, end: int) -> bool:
+        """An array leaf in the common encoding, parsed from the buffer (:mod:`msgpack_fast`); False if not."""
+        if self.pos < self.base:
+            return False
+        parsed = array_header(self.buf, self.pos - self.base, end - self.base)
+        if parsed is None or len(parsed[0]) > MAX_NDIM:
+            return False
+        dims, raw_name, data_at, nbytes = parsed
+        name = raw_name.decode("ascii", errors="replace")
+        dtype = dtype_of(name)
+        if dtype is None or math.prod(dims) * dtype.itemsize != nbytes:
+            return False  # the careful path reports it
+        stored = BFLOAT16 if name == BFLOAT16 else ""
+        shape = self.shapes.setdefault(dims, dims)
+        self._add_array(ArrayLeaf(path, shape, dtype, [(self.base + data_at, nbytes)], stored))
+        self.pos = end
+        return True
 
     def _ndarray_payload(self) -> tuple[tuple[int, ...], np.dtype, int, int, str]:
         kind, count = self._header()
@@ -257,14 +346,15 @@ class MsgpackWalker:
                 self._corrupt(f"an array dimension is {dim!r}, not a non-negative integer")
             dims.append(dim)
         shape = tuple(dims)
+        shape = self.shapes.setdefault(shape, shape)
         kind, length = self._header()
         if kind not in (_STR, _BIN) or length > MAX_DTYPE_NAME:
             self._corrupt("an array leaf's dtype name is missing or too long")
         name = self._take(length).decode("ascii", errors="replace")
-        dtype = _dtype_of(name)
+        dtype = dtype_of(name)
         stored = ""
-        if name == _BFLOAT16:
-            dtype, stored = _BF16_BITS, _BFLOAT16
+        if name == BFLOAT16:
+            dtype, stored = BF16_BITS, BFLOAT16
         if dtype is None:
             self._corrupt(
                 f"unknown dtype name {name!r} (numpy and ml_dtypes names such as "
@@ -487,61 +577,3 @@ def _in_order(items: dict[str, Any], walker: MsgpackWalker, what: str) -> list[A
         return [items[str(i)] for i in range(len(items))]
     except KeyError:
         walker._corrupt(f"the {what} of a chunked array are not numbered 0..{len(items) - 1}")
-
-
-_DTYPE_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
-FLOAT32 = np.dtype("<f4")
-_BFLOAT16 = "bfloat16"
-_BF16_BITS = np.dtype("<u2")  # how a bfloat16 tensor is read: its bit patterns
-
-
-@functools.lru_cache(maxsize=256)
-def _dtype_of(name: str) -> np.dtype | None:
-    """The dtype Flax wrote as ``arr.dtype.name``; None for anything else.
-
-    Only plain numeric numpy dtypes and ml_dtypes types: object, string and
-    structured dtypes cannot be weights. Flax writes little-endian bytes.
-    bfloat16 needs no library (the reader widens its bits, see :func:`widen_bfloat16`);
-    ml_dtypes is imported only for the rarer types numpy lacks (float8, int4, ...):
-    its import alone costs 0.7-1.5 s, more than the whole conversion of a small model.
-    """
-    # np.dtype() also parses comma lists and other mini-languages (with
-    # ast.literal_eval); dtype names are plain identifiers, so only those go in.
-    if not _DTYPE_NAME.fullmatch(name):
-        return None
-    if name == _BFLOAT16:
-        return _BF16_BITS
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            dtype = np.dtype(name)
-    except Exception:  # numpy raises TypeError, but be safe on hostile input
-        return _ml_dtype(name)
-    if dtype.kind not in "biufc" or dtype.name != name:
-        return _ml_dtype(name)
-    return dtype.newbyteorder("<")
-
-
-def _ml_dtype(name: str) -> np.dtype | None:
-    try:
-        import ml_dtypes
-    except ImportError:  # pragma: no cover  (a dependency; only exotic dtypes need it)
-        return None
-    kind = getattr(ml_dtypes, name, None)
-    if isinstance(kind, type) and issubclass(kind, np.generic):
-        return np.dtype(kind)
-    return None
-
-
-def widen_bfloat16(bits: np.ndarray) -> np.ndarray:
-    """bfloat16 bit patterns (uint16) as float32: the same sign, exponent and top mantissa bits.
-
-    bfloat16 is the upper half of a float32, so the conversion is exact (NaN payloads too).
-
-    Example:
-        >>> widen_bfloat16(np.array([0x3FC0, 0xC000], np.uint16)).tolist()
-        [1.5, -2.0]
-    """
-    out = bits.astype("<u4")
-    out <<= 16
-    return out.view(FLOAT32)

@@ -28,6 +28,7 @@ def read_npz(path: Path) -> Checkpoint:
     try:
         archive = zipfile.ZipFile(path)
         members = [m for m in archive.infolist() if m.filename.endswith(".npy")]
+        _refuse_shared_members(path, archive.infolist())
         tensors = {}
         keys: dict[tuple[str, ...], str] = {}
         for member in members:
@@ -63,6 +64,20 @@ def read_npz(path: Path) -> Checkpoint:
             "save the parameters with numpy.savez(path, **{'params/Dense_0/kernel': ...})",
         )
     return Checkpoint("npz", path, tensors)
+
+
+def _refuse_shared_members(path: Path, members: list[zipfile.ZipInfo]) -> None:
+    """Each zip entry must own its bytes: entries whose data overlap (a million names for one small
+    member, or a member inside another) would be read, and written, once per name."""
+    spans = sorted((m.header_offset, m.header_offset + 30 + len(m.filename.encode()) + m.compress_size, m.filename)
+                   for m in members)
+    for (start, end, name), (next_start, _, next_name) in zip(spans, spans[1:]):
+        if next_start < end:
+            raise ConversionError(
+                "CORRUPT_CHECKPOINT",
+                f"{path}: the zip entries {name!r} and {next_name!r} share bytes (at offsets {start:,} and {next_start:,})",
+                "the archive is forged or damaged: numpy.savez writes each array once; write it again",
+            )
 
 
 def _npy_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype, int, bool]:

@@ -179,11 +179,19 @@ def _read_item(folder: Path) -> Checkpoint:
     arrays: list[tuple[TreePath, str]] = []
     numbers: list[tuple[TreePath, str]] = []
     strings: list[tuple[TreePath, str]] = []
+    names: dict[str, TreePath] = {}
     for key, entry in metadata["tree_metadata"].items():
         tree_path, value_type, skip = _leaf_info(folder, key, entry)
         if skip or value_type in _SKIPPED_VALUE_TYPES:
             continue  # empty containers and None leaves carry no data
         name = ".".join(tree_path)  # orbax's parameter name for the leaf
+        if name in names:  # two leaves would read (and write) the same array folder
+            raise ConversionError(
+                "CORRUPT_CHECKPOINT",
+                f"{folder}: the leaves {path_str(names[name])} and {path_str(tree_path)} both name the array {name!r}",
+                "the _METADATA file is forged or damaged: Orbax stores each leaf once; save the checkpoint again",
+            )
+        names[name] = tree_path
         if value_type == "string":
             strings.append((tree_path, name))
         elif value_type == "scalar":
@@ -191,6 +199,11 @@ def _read_item(folder: Path) -> Checkpoint:
         else:  # jax.Array, np.ndarray and custom array handlers
             arrays.append((tree_path, name))
 
+    if not use_ocdbt:  # a missing array folder fails here, before tens of thousands of opens are issued
+        marker = "zarr.json" if driver == "zarr3" else ".zarray"
+        for tree_path, name in arrays + numbers:
+            if not (reader.confined(name) / marker).is_file():
+                raise reader.damaged(tree_path, "cannot open", FileNotFoundError(f"{name}/{marker} does not exist"))
     # Open every array at once: tensorstore overlaps the metadata reads.
     pending = [(p, n, reader.open_async(n)) for p, n in arrays + numbers]
     stores = {}
@@ -396,7 +409,7 @@ class _ArrayReader:
                 raise future
             store = future.result()
         except Exception as exc:  # noqa: BLE001  tensorstore has no error hierarchy
-            raise self._damaged(tree_path, "cannot open", exc) from exc
+            raise self.damaged(tree_path, "cannot open", exc) from exc
         self.stores[tree_path] = store
         return store
 
@@ -404,7 +417,7 @@ class _ArrayReader:
         try:
             return np.asarray(store.read().result())
         except Exception as exc:  # noqa: BLE001  tensorstore has no error hierarchy
-            raise self._damaged(tree_path, "cannot read the data of", exc) from exc
+            raise self.damaged(tree_path, "cannot read the data of", exc) from exc
 
     def loader(self, tree_path: TreePath, store: ts.TensorStore) -> Callable[[], np.ndarray]:
         name = ".".join(tree_path)
@@ -446,7 +459,7 @@ class _ArrayReader:
                 try:
                     part = current[start:min(start + band, shape[0])].read().result()
                 except Exception as exc:  # noqa: BLE001  tensorstore has no error hierarchy
-                    raise self._damaged(tree_path, "cannot read the data of", exc) from exc
+                    raise self.damaged(tree_path, "cannot read the data of", exc) from exc
                 yield np.asarray(part).reshape(-1)
 
         return slices
@@ -454,7 +467,8 @@ class _ArrayReader:
     def close(self) -> None:
         self.stores.clear()
 
-    def _damaged(self, tree_path: TreePath, what: str, exc: Exception) -> ConversionError:
+    def damaged(self, tree_path: TreePath, what: str, exc: Exception) -> ConversionError:
+        """``CORRUPT_CHECKPOINT`` naming the tensor, for any tensorstore or file error."""
         detail = str(exc).split(" [tensorstore_spec=")[0]  # drop the long JSON echo
         return ConversionError(
             "CORRUPT_CHECKPOINT",
