@@ -20,6 +20,7 @@ from writer.model_json import dumps_model_json
 from writer.output import staged_output
 from writer.quantize import QuantizeOptions
 from writer.report import LayerRow, Report
+from writer.resources import files
 from writer.shards import ShardWriter
 from writer.version import __version__
 from writer.weights import Progress, planned_bytes, write_weights
@@ -82,8 +83,6 @@ def validate_graph_model_json(document: dict) -> None:
     import json
 
     import jsonschema
-
-    from writer.resources import files
 
     schema = json.loads((files("schemas") / "graph_model.schema.json").read_text(encoding="utf-8"))
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(document), key=lambda e: list(e.absolute_path))
@@ -156,12 +155,12 @@ def write_graph_model(graph: GraphDef, source: Any, out_dir: Path, options: Any,
     rows = [LayerRow(f"{n} node{'s' * (n != 1)}", op, None,
                      sum(int(np.prod(c.shape, dtype=np.int64)) for c in graph.consts.values() if c.is_parameter)
                      if op == "Const" else 0, "graph") for op, n in sorted(counts.items())]
-    files = [*(written.files if written else []), *(exact["paths"] if exact else [])]
+    shards = [*(written.files if written else []), *(exact["paths"] if exact else [])]
     return Report(
         out_dir=out_dir, source=source.path or Path(source.name), format=source.format, step=source.step,
         inputs=list(inputs), layers=rows, param_count=param_count,
         bytes_written=(written.total_bytes if written else 0) + exact_bytes + len(text.encode("utf-8")),
-        shards=files, quantization=options.quantize, quantized_weights=written.quantized if written else 0,
+        shards=shards, quantization=options.quantize, quantized_weights=written.quantized if written else 0,
         notices=list(notices.items), seconds=time.perf_counter() - started, topology="graph-model",
         optimized=options.optimize, rewrites=list(graph.rewrites),
     )

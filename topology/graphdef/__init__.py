@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from topology.graph import InputSpec
 from topology.graphdef.nodes import GraphDef
+from topology.trace import is_nnx_module
 from topology.vocabulary.tensors import TensorRef, TreePath
 
 
@@ -40,7 +41,6 @@ def trace_graphdef(module: Any, inputs: list[InputSpec],
     """
     # Local: tracing loads jax, flax and every layer kind; the CLI imports this package at start-up.
     from topology.graphdef.emit import emit_graphdef  # noqa: PLC0415
-    from topology.trace import is_nnx_module
     from topology.trace.capture import trace_linen, trace_nnx  # noqa: PLC0415
 
     batch = symbolic_batch()
@@ -62,7 +62,7 @@ def function_graphdef(fn: Callable[..., Any], inputs: list[InputSpec], optimize:
     import jax
     import numpy as np
 
-    from topology.graphdef.emit import emit_graphdef  # noqa: PLC0415
+    from topology.graphdef.emit import emit_graphdef  # noqa: PLC0415 - as above
 
     batch = symbolic_batch()
     specs = [jax.ShapeDtypeStruct((batch, *spec.shape), np.dtype(spec.dtype)) for spec in inputs]

@@ -13,6 +13,8 @@ import numpy as np
 
 from topology.graphdef.nodes import GraphBuilder, Value, attr_type, is_static, tf_dtype
 from topology.graphdef.ops import GraphCase, handles
+from topology.trace.build import source_of
+from topology.vocabulary.errors import ConversionError
 
 UNARY = {"neg": "Neg", "exp": "Exp", "log": "Log", "log1p": "Log1p", "expm1": "Expm1", "tanh": "Tanh",
          "logistic": "Sigmoid", "sin": "Sin", "cos": "Cos", "tan": "Tan", "sqrt": "Sqrt", "rsqrt": "Rsqrt",
@@ -70,9 +72,7 @@ def _unary_handler(eqn: Any, g: GraphBuilder, values: list[Value]) -> Value:
 
 
 def g_unsupported(eqn: Any, what: str) -> Exception:
-    from topology.trace.build import source_of  # noqa: PLC0415 - build imports every layer kind; only errors need it
-    from topology.vocabulary.errors import ConversionError  # noqa: PLC0415
-
+    """GRAPH_UNSUPPORTED_PRIMITIVE naming the primitive, ``what`` of it, and the user's line."""
     where = source_of(eqn)
     return ConversionError("GRAPH_UNSUPPORTED_PRIMITIVE",
                            f"{eqn.primitive.name}: {what} has no TF.js graph form" + (f" (at {where})" if where else ""),
