@@ -23,7 +23,7 @@ import argparse
 from typing import Any
 
 from topology.infer import POOL_CHOICES
-from writer.convert import INPUT_DTYPES, ConvertOptions
+from writer.convert import FORMATS, INPUT_DTYPES, ConvertOptions
 from writer.option_parser import OptionParser
 from writer.presets import PRESETS, preset_fields
 from writer.provenance import read_metadata_option

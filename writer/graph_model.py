@@ -91,6 +91,26 @@ def validate_graph_model_json(document: dict) -> None:
         raise ValueError(f"model.json violates schemas/graph_model.schema.json: {details}")
 
 
+def graph_model_summary(graph: GraphDef) -> dict:
+    """What ``inspect`` shows of a GraphModel: node and op counts, parameters, inputs and outputs.
+
+    Example:
+        >>> graph_model_summary(GraphDef())["nodes"]
+        0
+    """
+    ops: dict[str, int] = {}
+    for node in graph.nodes:
+        ops[node["op"]] = ops.get(node["op"], 0) + 1
+    parameters = [c for c in graph.consts.values() if c.is_parameter]
+    return {
+        "nodes": len(graph.nodes), "ops": ops, "parameters": len(parameters),
+        "param_count": sum(int(np.prod(c.shape, dtype=np.int64)) for c in parameters),
+        "inputs": [{"name": n, "shape": [int(d) for d in shape], "dtype": dtype} for n, shape, dtype in graph.inputs],
+        "outputs": [{"name": n, "shape": [int(d) for d in shape], "dtype": dtype} for n, shape, dtype in graph.outputs],
+        "rewrites": list(graph.rewrites),
+    }
+
+
 def _float_bindings(graph: GraphDef) -> list[tuple[str, WeightBinding]]:
     bindings = []
     for name, const in graph.consts.items():

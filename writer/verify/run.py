@@ -42,7 +42,8 @@ def verify(model_dir: str | Path, checkpoint: str | Path, options: VerifyOptions
     own_runner = runner is None
     try:
         reference = build_reference(checkpoint, model, options, notices, opened)
-        checked, mismatches = check_weights(reference.graph, model, strict=reference.same_topology)
+        checked, mismatches = (0, []) if model.is_graph_model else check_weights(reference.graph, model,
+                                                                                  strict=reference.same_topology)
         if options.data is not None:
             xs, labels = load_data(options.data, model.inputs, options.samples, notices)
         else:
