@@ -8,6 +8,7 @@ indices) is written exactly as group 2 (float32, int32 or bool), never quantized
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +185,36 @@ def write_graph_model(graph: GraphDef, source: Any, out_dir: Path, options: Any,
         notices=list(notices.items), seconds=time.perf_counter() - started, topology="graph-model",
         optimized=options.optimize, rewrites=list(graph.rewrites),
     )
+
+
+@dataclass(frozen=True)
+class FunctionSource:
+    """What a GraphModel of a plain JAX function was converted from (for the provenance)."""
+
+    name: str
+    path: Path | None = None
+    format: str = "jax-function"
+    step: int | None = None
+
+    def digest(self) -> None:
+        return None
+
+
+def convert_function(fn: Any, out_dir: str | Path, inputs: list[InputSpec], options: Any = None) -> Report:
+    """Write a GraphModel of ``fn``, a JAX function of batched inputs (``inputs`` without the batch
+    axis); arrays it closes over become constants.
+
+    Example:
+        >>> import jax.numpy as jnp, tempfile
+        >>> out = Path(tempfile.mkdtemp()) / "m"
+        >>> convert_function(lambda x: jnp.tanh(x) * 2, out, [InputSpec("x", (3,))]).topology
+        'graph-model'
+    """
+    from topology.graphdef import function_graphdef  # noqa: PLC0415 - tracing loads jax
+    from writer.convert import ConvertOptions  # noqa: PLC0415 - convert imports this module
+
+    options = options or ConvertOptions(format="graph-model")
+    options.check()
+    graph = function_graphdef(fn, inputs, options.optimize)
+    name = getattr(fn, "__name__", "function")
+    return write_graph_model(graph, FunctionSource(name), Path(out_dir), options, Notices(), time.perf_counter(), inputs)
