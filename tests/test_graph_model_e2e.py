@@ -1,0 +1,163 @@
+"""GraphModels of whole models, run in real TF.js against JAX: a Llama-style decoder, a T5-style
+encoder, a RoBERTa-style classifier, a ResNet and a ViT (tiny sizes); ``--format auto`` on each;
+an NNX module; the CLI with --verify; determinism; the errors."""
+from __future__ import annotations
+
+import filecmp
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx, serialization
+
+from examples.models.llama_decoder import Llama
+from examples.models.resnet import ResNet
+from examples.models.roberta_classifier import Roberta
+from examples.models.t5_encoder import T5Encoder
+from examples.models.vit import ViT
+from tests.conftest import ROOT, assert_close
+from topology.graph import InputSpec
+from topology.vocabulary.errors import ConversionError
+from writer import to_tensorflowjs
+from writer.graph_model import convert_function
+from writer.tfjs_files import read_model_json
+
+RESULTS: dict[str, tuple[float, float]] = {}
+
+MODELS = {  # name: (module, input shape, dtype, layers emitter accepts it)
+    "llama": (Llama(), (12,), "int32", False),
+    "t5": (T5Encoder(), (12,), "int32", False),
+    "roberta": (Roberta(), (12,), "int32", False),
+    "resnet": (ResNet(), (32, 32, 3), "float32", True),
+    "vit": (ViT(), (32, 32, 3), "float32", True),
+}
+
+
+def _inputs(shape, dtype, batch, seed=0):
+    rng = np.random.default_rng(seed)
+    if dtype == "int32":
+        ids = rng.integers(2, 60, size=(batch, *shape)).astype("int32")
+        ids[0, -3:] = 1  # padding for the RoBERTa mask and positions
+        return ids
+    return rng.standard_normal((batch, *shape)).astype("float32")
+
+
+@pytest.fixture(scope="module")
+def initialised():
+    out = {}
+    for name, (module, shape, dtype, _) in MODELS.items():
+        out[name] = module.init(jax.random.PRNGKey(1), _inputs(shape, dtype, 1))
+    return out
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_graph_model_matches_jax(tmp_path, tfjs, initialised, name):
+    module, shape, dtype, _ = MODELS[name]
+    variables = initialised[name]
+    report = to_tensorflowjs(module, tmp_path / "out", variables=variables, input_shape=shape, input_dtype=dtype,
+                             format="graph-model")
+    assert report.topology == "graph-model"
+    document = read_model_json(tmp_path / "out")
+    assert document["format"] == "graph-model" and "signature" in document
+    x = _inputs(shape, dtype, 3)  # any batch: the graph's batch axis is dynamic
+    want = np.asarray(module.apply(variables, x))
+    got = tfjs.predict(tmp_path / "out", [x]).outputs[0]
+    error = assert_close(got, want, rtol=2e-5)
+    top1 = float(np.mean(got.reshape(-1, got.shape[-1]).argmax(-1) == want.reshape(-1, want.shape[-1]).argmax(-1)))
+    RESULTS[name] = (error, top1)
+    assert top1 == 1.0
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_auto_writes_a_layers_model_when_it_can(tmp_path, tfjs, initialised, name):
+    module, shape, dtype, layers_ok = MODELS[name]
+    variables = initialised[name]
+    report = to_tensorflowjs(module, tmp_path / "out", variables=variables, input_shape=shape, input_dtype=dtype,
+                             format="auto")
+    notices = [n for n in report.notices if n.code == "FORMAT_AUTO"]
+    if layers_ok:
+        assert report.topology == "traced" and not notices
+    else:
+        assert report.topology == "graph-model" and "LayersModel emitter refused" in notices[0].message
+    x = _inputs(shape, dtype, 2)
+    assert_close(tfjs.predict(tmp_path / "out", [x]).outputs[0], np.asarray(module.apply(variables, x)), rtol=2e-5)
+
+
+class SortingNNX(nnx.Module):
+    """Sorting, top-k and a gather over data: nothing Keras layers express."""
+
+    def __init__(self, rngs: nnx.Rngs):
+        self.linear = nnx.Linear(6, 6, rngs=rngs)
+
+    def __call__(self, x):
+        h = self.linear(x)
+        values, index = jax.lax.top_k(h, 3)
+        return jnp.sort(h, axis=-1)[:, :3] + values + jnp.take_along_axis(x, index, axis=-1)
+
+
+def test_nnx_module_as_graph_model(tmp_path, tfjs):
+    model = SortingNNX(nnx.Rngs(0))
+    to_tensorflowjs(model, tmp_path / "out", input_shape=(6,), format="graph-model")
+    x = _inputs((6,), "float32", 4)
+    assert_close(tfjs.predict(tmp_path / "out", [x]).outputs[0], np.asarray(model(x)))
+
+
+def test_output_is_byte_identical_twice(tmp_path, initialised):
+    module, shape, dtype, _ = MODELS["llama"]
+    for out in ("a", "b"):
+        to_tensorflowjs(module, tmp_path / out, variables=initialised["llama"], input_shape=shape, input_dtype=dtype,
+                        format="graph-model", quantize="uint8")
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "b").iterdir()) and len(names) >= 3
+    match, mismatch, errors = filecmp.cmpfiles(tmp_path / "a", tmp_path / "b", names, shallow=False)
+    assert not mismatch and not errors
+
+
+def test_quantized_graph_model_quantizes_parameters_only(tmp_path, tfjs, initialised):
+    module, shape, dtype, _ = MODELS["t5"]
+    to_tensorflowjs(module, tmp_path / "out", variables=initialised["t5"], input_shape=shape, input_dtype=dtype,
+                    format="graph-model", quantize="float16")
+    groups = read_model_json(tmp_path / "out")["weightsManifest"]
+    assert all("quantization" in w for w in groups[0]["weights"])
+    assert not any("quantization" in w for w in groups[1]["weights"])  # folded constants stay exact
+    x = _inputs(shape, dtype, 2)
+    got = tfjs.predict(tmp_path / "out", [x]).outputs[0]
+    assert_close(got, np.asarray(module.apply(initialised["t5"], x)), rtol=5e-3)
+
+
+def test_cli_converts_and_verifies_a_graph_model(tmp_path):
+    module, shape, dtype, _ = MODELS["roberta"]
+    variables = module.init(jax.random.PRNGKey(0), _inputs(shape, dtype, 1))
+    checkpoint = tmp_path / "roberta.msgpack"
+    checkpoint.write_bytes(serialization.to_bytes(variables))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([sys.executable, "-m", "writer", str(checkpoint), str(tmp_path / "out"), "--module",
+                          "examples/models/roberta_classifier.py:Roberta", "--input-shape", "12", "--input-dtype",
+                          "int32", "--format", "graph-model", "--verify", "--samples", "8", "--quiet"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert read_model_json(tmp_path / "out")["format"] == "graph-model"
+    missing = subprocess.run([sys.executable, "-m", "writer", str(checkpoint), str(tmp_path / "out2"), "--format",
+                              "graph-model"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "error[GRAPH_MODEL_NEEDS_MODULE]" in missing.stderr
+    assert "Traceback" not in missing.stderr and not (tmp_path / "out2").exists()
+
+
+def test_unknown_primitive_names_it_and_the_users_line(tmp_path):
+    with pytest.raises(ConversionError) as caught:
+        convert_function(lambda x: jax.lax.cummax(x, axis=1), tmp_path / "out", [InputSpec("x", (4,))])
+    assert caught.value.code == "GRAPH_UNSUPPORTED_PRIMITIVE"
+    assert "'cummax'" in caught.value.message and "test_graph_model_e2e.py:" in caught.value.message
+    assert not (tmp_path / "out").exists()
+
+
+def test_format_is_checked():
+    with pytest.raises(ConversionError) as caught:
+        to_tensorflowjs(nn.Dense(2), "unused", variables={}, format="graph")
+    assert caught.value.code == "BAD_OPTION" and "graph-model" in caught.value.hint
