@@ -113,15 +113,11 @@ def graph_model_summary(graph: GraphDef) -> dict:
 
 
 def _float_bindings(graph: GraphDef) -> list[tuple[str, WeightBinding]]:
-    bindings = []
-    for name, const in graph.consts.items():
-        if const.tensor is not None:
-            bindings.append((name, WeightBinding(name, const.shape, tensor=const.tensor)))
-    return bindings
+    return [(name, const.binding) for name, const in graph.consts.items() if const.is_parameter]
 
 
 def _write_exact_group(graph: GraphDef, folder: Path, shard_bytes: int) -> tuple[dict | None, int]:
-    exact = [c for c in graph.consts.values() if c.tensor is None]
+    exact = [c for c in graph.consts.values() if not c.is_parameter]
     if not exact:
         return None, 0
     stored = {"float32": "<f4", "int32": "<i4", "bool": "u1"}

@@ -29,6 +29,12 @@ INLINED = {"pjit": "jaxpr", "jit": "jaxpr", "closed_call": "call_jaxpr", "core_c
 IDENTITY = {"flax2tfjs_enter", "flax2tfjs_exit", "stop_gradient", "copy", "copy_p", "reduce_precision",
             "optimization_barrier", "name"}
 NOT_FOLDED = {"rng_bit_generator", "random_bits", "random_seed", "random_wrap", "random_unwrap"}
+# Computed from parameters when the weights are written, not in the browser (a BatchNorm's
+# scale * rsqrt(var + eps), a reshaped bias): element-wise math and layout-free reshapes only, so a
+# parameter is never written twice in another layout.
+DEFERRED = {"add", "sub", "mul", "div", "neg", "exp", "log", "sqrt", "rsqrt", "max", "min", "pow", "integer_pow",
+            "square", "tanh", "logistic", "abs", "reshape", "broadcast_in_dim", "squeeze", "expand_dims",
+            "convert_element_type"}
 
 
 def emit_graphdef(closed_jaxpr: Any, param_refs: list, inputs: list[InputSpec], batch: Any = None,
@@ -110,6 +116,8 @@ def walk(builder: GraphBuilder, jaxpr: Any, env: dict) -> None:
             outs = _unroll_scan(builder, eqn, values)
         elif _foldable(eqn, values) and (folded := _fold(eqn, values)) is not None:
             outs = folded
+        elif _deferrable(eqn, values):
+            outs = [_defer(eqn, values)]
         else:
             handler = handler_for(eqn)
             if handler is None:
@@ -187,6 +195,38 @@ def _foldable(eqn: Any, values: list[Value]) -> bool:
         if shape is None or not all(is_static(d) for d in shape) or int(np.prod(shape)) > MAX_FOLD_ELEMENTS:
             return False
     return True
+
+
+def _deferrable(eqn: Any, values: list[Value]) -> bool:
+    if eqn.primitive.name not in DEFERRED or len(eqn.outvars) != 1 or eqn.primitive.multiple_results:
+        return False
+    if not all(v is not None and (v.known or (v.binding is not None and v.ref is None)) for v in values):
+        return False
+    aval = eqn.outvars[0].aval
+    if not all(is_static(d) for d in aval.shape) or np.dtype(aval.dtype).kind != "f":
+        return False
+    size = int(np.prod(aval.shape, dtype=np.int64))
+    largest = max(int(np.prod(v.shape, dtype=np.int64)) for v in values)
+    return size <= max(largest, 4096)  # never a broadcast that grows a parameter
+
+
+def _defer(eqn: Any, values: list[Value]) -> Value:
+    import jax
+
+    from topology.graph import Derived, WeightBinding
+
+    bindings = tuple(v.binding if v.binding is not None else WeightBinding("c", v.shape, constant=v.value)
+                     for v in values)
+    dtypes = [var.aval.dtype for var in eqn.invars]
+
+    def compute(*arrays: np.ndarray) -> np.ndarray:
+        with jax.ensure_compile_time_eval():
+            out = eqn.primitive.bind(*[jax.numpy.asarray(a, d) for a, d in zip(arrays, dtypes)], **eqn.params)
+        return np.asarray(out, "float32")
+
+    shape = tuple(int(d) for d in eqn.outvars[0].aval.shape)
+    binding = WeightBinding(eqn.primitive.name, shape, derived=Derived(f"jax.{eqn.primitive.name}", bindings, compute))
+    return Value(None, shape, np.dtype("float32"), binding=binding)
 
 
 def _fold(eqn: Any, values: list[Value]) -> list[Value] | None:

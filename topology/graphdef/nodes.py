@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from topology.graph import WeightBinding
 from topology.vocabulary.errors import ConversionError
 from topology.vocabulary.tensors import TensorRef
 
@@ -92,6 +93,8 @@ class Value:
     shape: tuple
     dtype: np.dtype
     value: np.ndarray | None = None
+    binding: WeightBinding | None = None  # a parameter, or computed from parameters when written (deferred)
+    name: str | None = None  # the constant node's name when it is a parameter
 
     @property
     def known(self) -> bool:
@@ -104,17 +107,22 @@ class Value:
 
 @dataclass
 class Const:
-    """A constant node's values: a checkpoint tensor (streamed like a weight) or an array."""
+    """A constant node's values: a checkpoint tensor (streamed like a weight), values computed from
+    such tensors when written (a folded BatchNorm, a scaled embedding), or an exact array."""
 
     name: str
     shape: tuple[int, ...]
     dtype: str  # float32 | int32 | bool
-    tensor: TensorRef | None = None
-    array: np.ndarray | None = None
+    binding: WeightBinding
 
     @property
     def is_parameter(self) -> bool:
-        return self.tensor is not None
+        """From the checkpoint (written as a weight, quantizable), not an exact array."""
+        return self.binding.constant is None
+
+    @property
+    def array(self) -> np.ndarray | None:
+        return self.binding.constant
 
 
 @dataclass
@@ -181,10 +189,22 @@ class GraphBuilder:
         return [Value(f"{name}:{k}" if k else name, tuple(shape), dtype) for k in range(outputs)]
 
     def ref(self, value: Value) -> str:
-        """The node output of ``value``, writing a known value as a constant first."""
+        """The node output of ``value``, writing a known or deferred value as a constant first."""
         if value.ref is None:
-            value.ref = self.const(value.value).ref
+            if value.binding is not None:
+                value.ref = self.weight(value.binding, value.name or self.fresh("Const"), value.dtype).ref
+            else:
+                value.ref = self.const(value.value).ref
         return value.ref
+
+    def weight(self, binding: WeightBinding, name: str, dtype: Any = "float32") -> Value:
+        """A constant node whose values the writer streams from ``binding`` (a parameter or derived from them)."""
+        dtype = tf_dtype(dtype)
+        shape = tuple(binding.shape)
+        self.add_node(name, "Const", [], {"dtype": attr_type(dtype), "value": {"tensor": {
+            "dtype": TF_DTYPES[dtype], "tensorShape": attr_shape(shape)["shape"]}}})
+        self.graph.consts[name] = Const(name, shape, dtype, binding)
+        return Value(name, shape, np.dtype(dtype))
 
     def const(self, array: Any, dtype: Any = None) -> Value:
         """A constant node holding ``array`` (float32, int32 or bool); equal constants share one node."""
@@ -196,18 +216,16 @@ class GraphBuilder:
         name = self.fresh("Const")
         self.add_node(name, "Const", [], {"dtype": attr_type(array.dtype), "value": {"tensor": {
             "dtype": TF_DTYPES[array.dtype.name], "tensorShape": attr_shape(array.shape)["shape"]}}})
-        self.graph.consts[name] = Const(name, tuple(array.shape), array.dtype.name, array=array)
+        self.graph.consts[name] = Const(name, tuple(array.shape), array.dtype.name,
+                                        WeightBinding(name, tuple(array.shape), constant=array))
         value = Value(name, tuple(array.shape), array.dtype, array)
         self._consts_by_bytes[key] = value
         return value
 
     def parameter(self, ref: TensorRef, name: str) -> Value:
-        """A constant node whose values are the checkpoint tensor ``ref`` (streamed into the shards)."""
-        dtype = tf_dtype(ref.dtype)
-        self.add_node(name, "Const", [], {"dtype": attr_type(dtype), "value": {"tensor": {
-            "dtype": TF_DTYPES[dtype], "tensorShape": attr_shape(ref.shape)["shape"]}}})
-        self.graph.consts[name] = Const(name, tuple(ref.shape), dtype, tensor=ref)
-        return Value(name, tuple(ref.shape), np.dtype(dtype))
+        """A checkpoint tensor; its constant node is written when something uses it."""
+        dtype = np.dtype(tf_dtype(ref.dtype))
+        return Value(None, tuple(ref.shape), dtype, binding=WeightBinding(name, tuple(ref.shape), tensor=ref), name=name)
 
     def placeholder(self, name: str, shape: tuple, dtype: Any) -> Value:
         self.add_node(name, "Placeholder", [], {"dtype": attr_type(dtype), "shape": attr_shape(shape)})
