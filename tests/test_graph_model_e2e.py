@@ -172,3 +172,29 @@ def test_format_is_checked():
     with pytest.raises(ConversionError) as caught:
         to_tensorflowjs(nn.Dense(2), "unused", variables={}, format="graph")
     assert caught.value.code == "BAD_OPTION" and "graph-model" in caught.value.hint
+
+
+class ConvBatchNorm(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.BatchNorm(use_running_average=True)(nn.Conv(4, (3, 3))(x)))
+        return nn.Dense(3)(x.reshape(x.shape[0], -1))
+
+
+def test_rewrites_fold_batchnorm_and_fuse_bias_and_relu(tmp_path, tfjs):
+    module = ConvBatchNorm()
+    x = _inputs((5, 5, 2), "float32", 2)
+    variables = random_variables(module, x)
+    want = np.asarray(module.apply(variables, x))
+    for optimize in (True, False):
+        out = tmp_path / f"optimize_{optimize}"
+        report = to_tensorflowjs(module, out, variables=variables, input_shape=(5, 5, 2), format="graph-model",
+                                 optimize=optimize)
+        ops = [n["op"] for n in read_model_json(out)["modelTopology"]["node"]]
+        if optimize:
+            assert "_FusedConv2D" in ops and "_FusedMatMul" in ops
+            assert not {"Sub", "Mul", "Rsqrt", "Maximum"} & set(ops)  # BatchNorm and ReLU are inside the conv
+            assert {r["rewrite"] for r in report.rewrites} == {"fold_affine", "fuse_activation"}
+        else:
+            assert "Conv2D" in ops and not any(op.startswith("_Fused") for op in ops) and not report.rewrites
+        assert_close(tfjs.predict(out, [x]).outputs[0], want)

@@ -41,10 +41,19 @@ def test_case_matches_jax_in_tfjs(tmp_path, tfjs, case_id, case):
 
 
 def test_every_case_names_primitives_that_have_a_handler():
-    known = set(supported_primitives()) | {"custom_jvp_call", "stop_gradient", "pjit"}
+    known = set(supported_primitives()) | {"custom_jvp_call", "stop_gradient", "pjit", "scan"}  # the walker inlines these
     exercised = {p for _, case in CASES for p in case.primitives}
     assert exercised <= known, exercised - known
     # every family's handlers are exercised by its cases, at least the headline ones
     for primitive in ("dot_general", "conv_general_dilated", "gather", "sort", "top_k", "cumsum", "reduce_window_max",
                       "select_n", "dynamic_slice", "integer_pow", "erf", "argmax", "pad", "concatenate"):
         assert primitive in exercised, primitive
+
+
+def test_docs_table_is_current():
+    from tests.conftest import ROOT
+    from topology.graphdef.ops import primitives_table
+
+    doc = (ROOT / "docs" / "graph-model.md").read_text(encoding="utf-8")
+    table = doc.split("<!-- primitives:start -->\n", 1)[1].split("\n<!-- primitives:end -->", 1)[0]
+    assert table == primitives_table(), "regenerate the table: python -c 'from topology.graphdef.ops import primitives_table; print(primitives_table())'"

@@ -83,3 +83,20 @@ def supported_primitives() -> dict[str, str]:
     """
     families()
     return {name: HANDLERS.owners[name].rpartition(".")[2] for name in sorted(HANDLERS)}
+
+
+def primitives_table() -> str:
+    """The supported-primitives table of docs/graph-model.md, one row per family (a test keeps the doc current).
+
+    Example:
+        >>> primitives_table().splitlines()[0]
+        '| family | JAX primitives | test cases |'
+    """
+    rows = ["| family | JAX primitives | test cases |", "|---|---|---|"]
+    by_family: dict[str, list[str]] = {}
+    for primitive, family in supported_primitives().items():
+        by_family.setdefault(family, []).append(primitive)
+    for family, module in families().items():
+        names = ", ".join(f"`{p}`" for p in by_family.get(family, []))
+        rows.append(f"| {family} | {names} | {len(module.CASES)} |")
+    return "\n".join(rows)

@@ -284,6 +284,9 @@ CASES = [
               int_range=(0, 4)),
     GraphCase("take_along_axis", lambda x, ids: jnp.take_along_axis(x, ids, axis=-1), [((3, 5), F), ((3, 2), I)],
               ("gather",), int_range=(0, 5)),
+    GraphCase("scan_fori_unrolled", lambda x: jax.lax.fori_loop(0, 3, lambda i, c: c * 0.5 + jnp.sin(c), x)
+              + jax.lax.scan(lambda c, t: (c + t, c * t), x[:, 0], jnp.swapaxes(x, 0, 1))[1].sum(0)[:, None],
+              [((4, 3), F)], ("scan",)),
     GraphCase("row_lookup", lambda x, ids: jnp.asarray(_TABLE)[ids[:, 0], ids[:, 1] % 4] + x[:, 0],
               [((2,), F), ((2,), I)], ("gather",), int_range=(0, 10)),
 ]
