@@ -25,7 +25,7 @@ from tests.conftest import ROOT, assert_close
 from topology.graph import InputSpec
 from topology.vocabulary.errors import ConversionError
 from writer import to_tensorflowjs
-from writer.graph_model import convert_function
+from writer.convert import convert_function
 from writer.tfjs_files import read_model_json
 
 RESULTS: dict[str, tuple[float, float]] = {}

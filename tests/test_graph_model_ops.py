@@ -9,7 +9,7 @@ import pytest
 
 from topology.graph import InputSpec
 from topology.graphdef.ops import families, supported_primitives
-from writer.graph_model import convert_function
+from writer.convert import convert_function
 
 CASES = [(f"{family}:{case.name}", case) for family, module in families().items() for case in module.CASES]
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from topology.graph import InputSpec, LayerGraph
-from topology.graphdef import trace_graphdef
+from topology.graphdef import function_graphdef, trace_graphdef
 from topology.graphdef.nodes import GraphDef
 from topology.infer import TemplateOptions, infer_graph
 from topology.keras_json import model_topology
@@ -18,7 +18,7 @@ from topology.trace import trace_graph
 from topology.vocabulary.errors import ConversionError, Notices
 from writer.events import EventSink, EventStream
 from writer.fixes import fit_module, fit_template
-from writer.graph_model import write_graph_model
+from writer.graph_model import FunctionSource, write_graph_model
 from writer.layer_names import sanitize_layer_names
 from writer.model_json import assemble_model_json, check_model_json, dumps_model_json
 from writer.output import check_destination, staged_output
@@ -277,3 +277,20 @@ def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: Conve
         notices=list(notices.items), seconds=time.perf_counter() - started, topology=topology_kind,
         optimized=options.optimize, rewrites=list(graph.rewrites),
     )
+
+
+def convert_function(fn: Any, out_dir: str | Path, inputs: list[InputSpec], options: Any = None) -> Report:
+    """Write a GraphModel of ``fn``, a JAX function of batched inputs (``inputs`` without the batch
+    axis); arrays it closes over become constants.
+
+    Example:
+        >>> import jax.numpy as jnp, tempfile
+        >>> out = Path(tempfile.mkdtemp()) / "m"
+        >>> convert_function(lambda x: jnp.tanh(x) * 2, out, [InputSpec("x", (3,))]).topology
+        'graph-model'
+    """
+    options = options or ConvertOptions(format="graph-model")
+    options.check()
+    graph = function_graphdef(fn, inputs, options.optimize)
+    name = getattr(fn, "__name__", "function")
+    return write_graph_model(graph, FunctionSource(name), Path(out_dir), options, Notices(), time.perf_counter(), inputs)

@@ -194,23 +194,3 @@ class FunctionSource:
 
     def digest(self) -> None:
         return None
-
-
-def convert_function(fn: Any, out_dir: str | Path, inputs: list[InputSpec], options: Any = None) -> Report:
-    """Write a GraphModel of ``fn``, a JAX function of batched inputs (``inputs`` without the batch
-    axis); arrays it closes over become constants.
-
-    Example:
-        >>> import jax.numpy as jnp, tempfile
-        >>> out = Path(tempfile.mkdtemp()) / "m"
-        >>> convert_function(lambda x: jnp.tanh(x) * 2, out, [InputSpec("x", (3,))]).topology
-        'graph-model'
-    """
-    from topology.graphdef import function_graphdef  # noqa: PLC0415 - tracing loads jax
-    from writer.convert import ConvertOptions  # noqa: PLC0415 - convert imports this module
-
-    options = options or ConvertOptions(format="graph-model")
-    options.check()
-    graph = function_graphdef(fn, inputs, options.optimize)
-    name = getattr(fn, "__name__", "function")
-    return write_graph_model(graph, FunctionSource(name), Path(out_dir), options, Notices(), time.perf_counter(), inputs)

@@ -57,7 +57,7 @@ def function_graphdef(fn: Callable[..., Any], inputs: list[InputSpec], optimize:
     Example:
         >>> graph = function_graphdef(lambda x: x * 2, [InputSpec("x", (3,))])
         >>> [n["op"] for n in graph.nodes]
-        ['Const', 'Placeholder', 'Mul', 'Identity']
+        ['Placeholder', 'Const', 'Mul', 'Identity']
     """
     import jax
     import numpy as np

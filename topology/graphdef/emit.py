@@ -47,7 +47,7 @@ def emit_graphdef(closed_jaxpr: Any, param_refs: list, inputs: list[InputSpec], 
         >>> f = jax.make_jaxpr(lambda w, x: jnp.tanh(x @ w))(np.ones((3, 2), "float32"), np.ones((4, 3), "float32"))
         >>> ref = TensorRef(("params", "w"), (3, 2), np.dtype("float32"), lambda: np.ones((3, 2), "float32"))
         >>> [n["op"] for n in emit_graphdef(f, [ref], [InputSpec("x", (3,))]).nodes]
-        ['Const', 'Placeholder', 'MatMul', 'Tanh', 'Identity']
+        ['Placeholder', 'Const', 'MatMul', 'Tanh', 'Identity']
     """
     builder = GraphBuilder()
     builder.batch = batch
