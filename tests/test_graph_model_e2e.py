@@ -160,6 +160,28 @@ def test_cli_converts_and_verifies_a_graph_model(tmp_path):
     assert "Traceback" not in missing.stderr and not (tmp_path / "out2").exists()
 
 
+def test_inspect_reports_the_graph_model_it_would_write(tmp_path):
+    import json
+
+    import jsonschema
+
+    from writer.convert import ConvertOptions
+    from writer.inspect_tree import inspect_checkpoint
+
+    module, shape, dtype, _ = MODELS["roberta"]
+    checkpoint = tmp_path / "roberta.msgpack"
+    checkpoint.write_bytes(serialization.to_bytes(random_variables(module, _inputs(shape, dtype, 1))))
+    options = ConvertOptions(module="examples/models/roberta_classifier.py:Roberta", input_shape=shape,
+                             input_dtype=dtype, format="auto")
+    report = inspect_checkpoint(checkpoint, options)
+    document = report.to_json()
+    schema = json.loads((ROOT / "schemas" / "inspect.schema.json").read_text())
+    jsonschema.validate(document, schema)
+    assert document["graph"] is None and document["graph_model"]["ops"]["Cumsum"] == 1
+    assert any(n["code"] == "FORMAT_AUTO" for n in document["notices"])
+    assert "GraphModel that would be written" in report.render()
+
+
 def test_unknown_primitive_names_it_and_the_users_line(tmp_path):
     with pytest.raises(ConversionError) as caught:
         convert_function(lambda x: jax.lax.cummax(x, axis=1), tmp_path / "out", [InputSpec("x", (4,))])

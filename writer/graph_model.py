@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from topology.graph import InputSpec, WeightBinding
-from topology.graphdef.nodes import GraphDef
+from topology.graphdef.nodes import GraphDef, is_static
 from topology.vocabulary.errors import Notices
 from writer.model_json import dumps_model_json
 from writer.output import staged_output
@@ -106,10 +106,14 @@ def graph_model_summary(graph: GraphDef) -> dict:
     return {
         "nodes": len(graph.nodes), "ops": ops, "parameters": len(parameters),
         "param_count": sum(int(np.prod(c.shape, dtype=np.int64)) for c in parameters),
-        "inputs": [{"name": n, "shape": [int(d) for d in shape], "dtype": dtype} for n, shape, dtype in graph.inputs],
-        "outputs": [{"name": n, "shape": [int(d) for d in shape], "dtype": dtype} for n, shape, dtype in graph.outputs],
+        "inputs": [{"name": n, "shape": _dims(shape), "dtype": dtype} for n, shape, dtype in graph.inputs],
+        "outputs": [{"name": n, "shape": _dims(shape), "dtype": dtype} for n, shape, dtype in graph.outputs],
         "rewrites": list(graph.rewrites),
     }
+
+
+def _dims(shape: tuple) -> list[int]:
+    return [int(d) if is_static(d) else -1 for d in shape]  # -1: the batch
 
 
 def _float_bindings(graph: GraphDef) -> list[tuple[str, WeightBinding]]:
