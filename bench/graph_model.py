@@ -34,7 +34,7 @@ BROWSER_SCRIPT = ROOT / "bench" / "browser_latency.mjs"
 
 
 def _models(quick: bool) -> dict:
-    from bench.optimize_models import ResNet
+    from bench.optimize_models import ResNet18
     from examples.models.bert_classifier import BertClassifier
     from examples.models.vit import ViT
     from examples.train_mnist import CNN
@@ -43,7 +43,7 @@ def _models(quick: bool) -> dict:
         return {"mnist": (CNN(), [((28, 28, 1), "float32")])}
     return {
         "mnist": (CNN(), [((28, 28, 1), "float32")]),
-        "resnet18": (ResNet(), [((64, 64, 3), "float32")]),
+        "resnet18": (ResNet18(), [((64, 64, 3), "float32")]),
         "bert-tiny": (BertClassifier(vocab=1000, dim=128, heads=2, layers=2, max_positions=128, classes=2),
                       [((128,), "int32"), ((128,), "int32"), ((128,), "int32")]),
         "vit-ti": (ViT(num_layers=12, hidden_size=192), [((96, 96, 3), "float32")]),

@@ -59,6 +59,7 @@ def convert_options(form: dict, root: Root, inspect_only: bool = False) -> Conve
         "module": module_spec(form.get("module"), root),
         "input_shape": _shape(form.get("input_shape")),
         "input_dtype": form.get("input_dtype") or default_of(ConvertOptions, "input_dtype"),
+        "format": form.get("format") or default_of(ConvertOptions, "format"),
     }
     if not inspect_only:
         shard = form.get("shard_bytes") or default_of(ConvertOptions, "weight_shard_size_bytes")
