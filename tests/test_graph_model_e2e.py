@@ -220,3 +220,20 @@ def test_rewrites_fold_batchnorm_and_fuse_bias_and_relu(tmp_path, tfjs):
         else:
             assert "Conv2D" in ops and not any(op.startswith("_Fused") for op in ops) and not report.rewrites
         assert_close(tfjs.predict(out, [x]).outputs[0], want)
+
+
+class BatchBranching(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        y = nn.Dense(3)(x)
+        return y * 2 if x.shape[0] > 1 else y  # needs a concrete batch size
+
+
+def test_code_needing_a_concrete_batch_gets_a_batch_1_graph(tmp_path, tfjs):
+    module = BatchBranching()
+    x = _inputs((4,), "float32", 1)
+    variables = random_variables(module, x)
+    report = to_tensorflowjs(module, tmp_path / "out", variables=variables, input_shape=(4,), format="graph-model")
+    assert any(n.code == "GRAPH_FIXED_BATCH" for n in report.notices)
+    assert read_model_json(tmp_path / "out")["signature"]["inputs"]["input"]["tensorShape"]["dim"][0]["size"] == "1"
+    assert_close(tfjs.predict(tmp_path / "out", [x]).outputs[0], np.asarray(module.apply(variables, x)))

@@ -163,7 +163,8 @@ def choose_format(resolved: Source, options: ConvertOptions, notices: Notices,
         except ConversionError as refused:
             notices.warn("FORMAT_AUTO", f"writing a GraphModel: the LayersModel emitter refused the model "
                                         f"(error[{refused.code}]: {refused.message})")
-    return trace_graphdef(resolved.module, inputs, resolved.variables.collections or None, options.optimize), inputs
+    return trace_graphdef(resolved.module, inputs, resolved.variables.collections or None, options.optimize,
+                          notices), inputs
 
 
 def fit_inputs(resolved: Source, options: ConvertOptions, notices: Notices) -> list[InputSpec]:

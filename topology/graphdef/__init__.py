@@ -13,6 +13,7 @@ from typing import Any, Callable
 from topology.graph import InputSpec
 from topology.graphdef.nodes import GraphDef
 from topology.trace import is_nnx_module
+from topology.vocabulary.errors import ConversionError, Notices
 from topology.vocabulary.tensors import TensorRef, TreePath
 
 
@@ -30,9 +31,13 @@ def symbolic_batch() -> Any:
 
 
 def trace_graphdef(module: Any, inputs: list[InputSpec],
-                   variables: dict[str, dict[TreePath, TensorRef]] | None = None, optimize: bool = True) -> GraphDef:
+                   variables: dict[str, dict[TreePath, TensorRef]] | None = None, optimize: bool = True,
+                   notices: Notices | None = None) -> GraphDef:
     """The GraphDef of ``module`` (Linen with ``variables``, or a live NNX module); parameters stay
     checkpoint references until the writer streams them.
+
+    Code that needs a concrete batch size (``if x.shape[0] > 1``) cannot be traced with the symbolic
+    one: the graph is then traced for batch 1, with a ``GRAPH_FIXED_BATCH`` warning in ``notices``.
 
     Example:
         >>> graph = trace_graphdef(nnx.Linear(4, 2, rngs=nnx.Rngs(0)), [InputSpec("input", (4,))])  # doctest: +SKIP
@@ -43,12 +48,24 @@ def trace_graphdef(module: Any, inputs: list[InputSpec],
     from topology.graphdef.emit import emit_graphdef  # noqa: PLC0415
     from topology.trace.capture import trace_linen, trace_nnx  # noqa: PLC0415
 
+    def trace(batch: Any) -> Any:
+        if is_nnx_module(module):
+            return trace_nnx(module, inputs, variables, batch=batch)
+        return trace_linen(module, variables or {}, inputs, batch=batch)
+
     batch = symbolic_batch()
-    if is_nnx_module(module):
-        trace = trace_nnx(module, inputs, variables, batch=batch)
-    else:
-        trace = trace_linen(module, variables or {}, inputs, batch=batch)
-    return emit_graphdef(trace.jaxpr, trace.param_refs, inputs, batch=batch, optimize=optimize)
+    try:
+        traced = trace(batch)
+    except ConversionError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - JAX's refusal of a symbolic size (InconclusiveDimensionOperation, ...)
+        if notices is None:
+            raise
+        batch, traced = 1, trace(1)
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        notices.warn("GRAPH_FIXED_BATCH", f"the model code needs a concrete batch size ({first_line[:160]}); "
+                                          "the GraphModel takes batch 1 only")
+    return emit_graphdef(traced.jaxpr, traced.param_refs, inputs, batch=batch, optimize=optimize)
 
 
 def function_graphdef(fn: Callable[..., Any], inputs: list[InputSpec], optimize: bool = True) -> GraphDef:

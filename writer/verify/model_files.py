@@ -52,6 +52,15 @@ class ModelFiles:
         return self.document.get("format") == "graph-model"
 
     @property
+    def fixed_batch(self) -> int | None:
+        """The batch size a GraphModel traced with a concrete batch takes (None: any)."""
+        if not self.is_graph_model:
+            return None
+        sizes = {int(info["tensorShape"]["dim"][0]["size"]) for info in self.document["signature"]["inputs"].values()
+                 if info["tensorShape"]["dim"]}
+        return next(iter(sizes)) if sizes and min(sizes) > 0 else None
+
+    @property
     def quantization(self) -> str | None:
         found = {w.get("quantization", {}).get("dtype") for w in self.weights if isinstance(w.get("quantization"), dict)}
         return max(found, key=QUANT_RANK.index, default=None) if found <= set(QUANT_RANK) else "uint8"

@@ -49,7 +49,7 @@ def verify(model_dir: str | Path, checkpoint: str | Path, options: VerifyOptions
         else:
             xs, labels = random_inputs(model.inputs, options.samples or 64, options.seed, model.document), None
         count = len(xs[0])
-        batch = max(1, options.batch_size)
+        batch = max(1, options.batch_size) if model.fixed_batch is None else model.fixed_batch
         enabled = None if progress is None else progress
         ref_out: list[list[np.ndarray]] = []
         with ProgressBar("JAX reference", total=count, unit="samples", enabled=enabled) as bar:
