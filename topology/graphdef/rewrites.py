@@ -6,7 +6,9 @@
    ``+ - * /`` (a bias, an inference BatchNorm ``(x - mean) * scale * rsqrt(var + eps) + bias``) becomes
    one ``_FusedMatMul``/``_FusedConv2D``/``FusedDepthwiseConv2dNative`` whose kernel is scaled and
    whose bias is the offset, both computed when the weights are written.
-3. ``fuse_activation``: a ReLU (``max(x, 0)``) or sigmoid right after a fused op joins it.
+3. ``relu``: ``max(x, 0)`` (how JAX spells ReLU) becomes a ``Relu`` op: TF.js's wasm backend runs a
+   binary op against a broadcast scalar several times slower (ResNet-18: 34 -> 24 ms in Node wasm).
+4. ``fuse_activation``: a ReLU or sigmoid right after a fused op joins it.
 
 Each applied rewrite is one record ``{"rewrite", "removed", "into"}`` in ``graph.rewrites``, shown
 like ``--optimize``'s.
@@ -207,6 +209,27 @@ def _rename_outputs(graph: GraphDef, old: str, new: str) -> None:
     graph.outputs = [(new if name == old else name, shape, dtype) for name, shape, dtype in graph.outputs]
 
 
+def _is_zero(const: Any) -> bool:
+    return const is not None and const.array is not None and const.array.size == 1 and float(const.array.reshape(-1)[0]) == 0.0
+
+
+def relu(graph: GraphDef) -> None:
+    index = _Index(graph)
+    count = 0
+    for node in graph.nodes:
+        if node["op"] != "Maximum" or node["attr"].get("T", {}).get("type", "DT_FLOAT") != "DT_FLOAT":
+            continue
+        zeros = [i for i, ref in enumerate(node["input"]) if _is_zero(index.const(ref))]
+        if len(zeros) != 1:
+            continue
+        node["op"] = "Relu"
+        node["input"] = [node["input"][1 - zeros[0]]]
+        count += 1
+    if count:
+        graph.rewrites.append({"rewrite": "relu", "removed": f"{count} Maximum(x, 0)", "into": f"{count} Relu"})
+    prune_unread(graph)
+
+
 def fuse_activation(graph: GraphDef) -> None:
     index = _Index(graph)
     dropped = set()
@@ -240,7 +263,7 @@ def prune_unread(graph: GraphDef) -> None:
     graph.consts = {name: c for name, c in graph.consts.items() if name in keep}
 
 
-ORDER = (fold_reshape, fold_affine, fuse_activation)
+ORDER = (fold_reshape, relu, fold_affine, fuse_activation)
 
 
 def rewrite_graph(graph: GraphDef) -> None:
