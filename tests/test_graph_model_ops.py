@@ -57,3 +57,23 @@ def test_docs_table_is_current():
     doc = (ROOT / "docs" / "graph-model.md").read_text(encoding="utf-8")
     table = doc.split("<!-- primitives:start -->\n", 1)[1].split("\n<!-- primitives:end -->", 1)[0]
     assert table == primitives_table(), "regenerate the table: python -c 'from topology.graphdef.ops import primitives_table; print(primitives_table())'"
+
+
+def test_schema_ops_are_tfjs_converters_op_list_and_the_schema_rejects_others(tmp_path):
+    import json
+    import re
+
+    import jsonschema
+
+    from tests.conftest import ROOT
+
+    schema = json.loads((ROOT / "schemas" / "graph_model.schema.json").read_text())
+    listed = set()
+    for path in (ROOT / "node_modules/@tensorflow/tfjs-converter/dist/operations/op_list").glob("*.js"):
+        listed |= set(re.findall(r"'tfOpName': '([A-Za-z0-9_]+)'", path.read_text()))
+    assert set(schema["$defs"]["node"]["properties"]["op"]["enum"]) == listed  # the contract: tfjs-converter 4.22
+    convert_function(lambda x: x * 2, tmp_path / "out", [InputSpec("x", (2,))])
+    document = json.loads((tmp_path / "out" / "model.json").read_text())
+    jsonschema.validate(document, schema)
+    document["modelTopology"]["node"][-1]["op"] = "XlaCallModule"  # what jax2tf writes today: TF.js cannot run it
+    assert list(jsonschema.Draft202012Validator(schema).iter_errors(document))
