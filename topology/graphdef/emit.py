@@ -33,7 +33,7 @@ NOT_FOLDED = {"rng_bit_generator", "random_bits", "random_seed", "random_wrap", 
 # scale * rsqrt(var + eps), a reshaped bias): element-wise math and layout-free reshapes only, so a
 # parameter is never written twice in another layout.
 DEFERRED = {"add", "sub", "mul", "div", "neg", "exp", "log", "sqrt", "rsqrt", "max", "min", "pow", "integer_pow",
-            "square", "tanh", "logistic", "abs", "reshape", "broadcast_in_dim", "squeeze", "expand_dims",
+            "square", "tanh", "logistic", "abs", "reshape", "broadcast_in_dim", "squeeze",
             "convert_element_type"}
 
 

@@ -36,7 +36,7 @@ def reshape(g: GraphBuilder, eqn: Any, values: list[Value]) -> Value:
     return g.reshape(values[0], tuple(eqn.outvars[0].aval.shape))
 
 
-@handles("squeeze", "expand_dims")
+@handles("squeeze")
 def squeeze(g: GraphBuilder, eqn: Any, values: list[Value]) -> Value:
     return g.reshape(values[0], tuple(eqn.outvars[0].aval.shape))
 
