@@ -237,3 +237,24 @@ def test_code_needing_a_concrete_batch_gets_a_batch_1_graph(tmp_path, tfjs):
     assert any(n.code == "GRAPH_FIXED_BATCH" for n in report.notices)
     assert read_model_json(tmp_path / "out")["signature"]["inputs"]["input"]["tensorShape"]["dim"][0]["size"] == "1"
     assert_close(tfjs.predict(tmp_path / "out", [x]).outputs[0], np.asarray(module.apply(variables, x)))
+
+
+def test_the_demo_tester_loads_and_runs_a_graph_model(tmp_path, initialised):
+    import json
+    import shutil
+
+    module, shape, dtype, _ = MODELS["roberta"]
+    site = tmp_path / "site"
+    shutil.copytree(ROOT / "web_demo", site)
+    to_tensorflowjs(module, site / "gm", variables=initialised["roberta"], input_shape=shape, input_dtype=dtype,
+                    format="graph-model")
+    x = _inputs(shape, dtype, 1)
+    (tmp_path / "input.json").write_text(json.dumps(x.tolist()))
+    run = subprocess.run(["node", str(ROOT / "tests" / "web" / "check_tester_graph.mjs"), str(site), "gm",
+                          str(tmp_path / "input.json")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["state"] == "done", report["error"]
+    assert "GraphModel" in report["summary"] and "[null, 12] int32" in report["summary"]
+    got = np.asarray(report["result"]["outputs"][0]["values"], "float32").reshape(report["result"]["outputs"][0]["shape"])
+    assert_close(got, np.asarray(module.apply(initialised["roberta"], x)))
