@@ -258,3 +258,18 @@ def test_the_demo_tester_loads_and_runs_a_graph_model(tmp_path, initialised):
     assert "GraphModel" in report["summary"] and "[null, 12] int32" in report["summary"]
     got = np.asarray(report["result"]["outputs"][0]["values"], "float32").reshape(report["result"]["outputs"][0]["shape"])
     assert_close(got, np.asarray(module.apply(initialised["roberta"], x)))
+
+
+def test_graph_model_runs_in_the_packaged_bundle_like_npm(tmp_path, tfjs, initialised):
+    from writer.tfjs_node import TfjsRunner
+
+    module, shape, dtype, _ = MODELS["llama"]
+    to_tensorflowjs(module, tmp_path / "out", variables=initialised["llama"], input_shape=shape, input_dtype=dtype,
+                    format="graph-model")
+    x = _inputs(shape, dtype, 2)
+    with TfjsRunner(tfjs="bundle") as bundle:  # what an installed wheel's verify runs (no node_modules)
+        assert bundle.source() == "bundle"
+        for backend in ("cpu", "wasm"):
+            got = bundle.predict(tmp_path / "out", [x], backend=backend).outputs[0]
+            assert np.array_equal(got, tfjs.predict(tmp_path / "out", [x], backend=backend).outputs[0])
+    assert_close(got, np.asarray(module.apply(initialised["llama"], x)), rtol=2e-5)
