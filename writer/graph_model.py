@@ -7,6 +7,8 @@ indices) is written exactly as group 2 (float32, int32 or bool), never quantized
 """
 from __future__ import annotations
 
+import functools
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,20 +71,33 @@ def check_graph_model_json(document: dict) -> None:
         written = {w["name"] for group in document.get("weightsManifest", []) for w in group.get("weights", [])}
         if consts - written:
             problems.append(f"constants without values: {sorted(consts - written)[:3]}")
+        runnable = tfjs_ops()
         for node in topology["node"]:
             missing = [i for i in node["input"] if i.split(":")[0] not in names]
             if missing:
                 problems.append(f"node {node['name']} reads missing {missing[:2]}")
+            if node["op"] not in runnable:
+                problems.append(f"node {node['name']} has op {node['op']}, which tfjs-converter 4.22 cannot run")
     if problems:
         raise ValueError("model.json is malformed: " + "; ".join(problems[:5]))
     if os.environ.get("FLAX2TFJS_SCHEMA_CHECK") == "1" or "jsonschema" in sys.modules:
         validate_graph_model_json(document)
 
 
+@functools.lru_cache(maxsize=None)
+def tfjs_ops() -> frozenset[str]:
+    """The ops tfjs-converter 4.22 executes (its op list, kept in schemas/graph_model.schema.json).
+
+    Example:
+        >>> "BatchMatMulV2" in tfjs_ops(), "XlaCallModule" in tfjs_ops()
+        (True, False)
+    """
+    schema = json.loads((files("schemas") / "graph_model.schema.json").read_text(encoding="utf-8"))
+    return frozenset(schema["$defs"]["node"]["properties"]["op"]["enum"])
+
+
 def validate_graph_model_json(document: dict) -> None:
     """Raise ``ValueError`` listing every violation of schemas/graph_model.schema.json."""
-    import json
-
     import jsonschema
 
     schema = json.loads((files("schemas") / "graph_model.schema.json").read_text(encoding="utf-8"))
