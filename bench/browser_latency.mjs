@@ -1,4 +1,4 @@
-// Inference latency of TF.js LayersModels in headless Chromium (cpu, wasm, webgl backends).
+// Inference latency of TF.js LayersModels and GraphModels in headless Chromium (cpu, wasm, webgl backends).
 //
 //   node bench/browser_latency.mjs CONFIG.json      (or the JSON itself as the argument)
 //   CONFIG = {"models": {"name": "/abs/model_dir", ...}, "backends": ["cpu", "wasm", "webgl"],
@@ -81,20 +81,31 @@ async function measure({name, backend, batches, warmup, repeat, budgetMs, minRep
   if (!(await tf.setBackend(backend))) throw new Error(`backend ${backend} failed to initialise`);
   await tf.ready();
   const t0 = performance.now();
-  const model = await tf.loadLayersModel(`/models/${name}/model.json`);
+  const url = `/models/${name}/model.json`;
+  // A GraphModel (format "graph-model") loads with tf.loadGraphModel; its batch axis is -1.
+  const graph = (await (await fetch(url)).json()).format === 'graph-model';
+  const model = graph ? await tf.loadGraphModel(url) : await tf.loadLayersModel(url);
   const loadMs = performance.now() - t0;
   const out = [];
   for (const batch of batches) {
-    const shape = model.inputs[0].shape.map((d) => (d == null ? batch : d));
-    // Deterministic pseudo-random pixels in 0..1 (the same on every backend).
-    const size = shape.reduce((a, b) => a * b, 1);
-    const data = new Float32Array(size);
+    // Deterministic pseudo-random values (the same on every backend): pixels in 0..1, ids/masks 0 or 1.
     let s = 12345;
-    for (let i = 0; i < size; i++) { s = (s * 1103515245 + 12345) % 2147483648; data[i] = s / 2147483648; }
-    const x = tf.tensor(data, shape);
+    const xs = model.inputs.map((input) => {
+      const shape = input.shape.map((d) => (d == null || d < 0 ? batch : d));
+      const size = shape.reduce((a, b) => a * b, 1);
+      const int = input.dtype === 'int32';
+      const data = int ? new Int32Array(size) : new Float32Array(size);
+      for (let i = 0; i < size; i++) {
+        s = (s * 1103515245 + 12345) % 2147483648;
+        data[i] = int ? Math.floor((s / 2147483648) * 2) : s / 2147483648;
+      }
+      return tf.tensor(data, shape, int ? 'int32' : 'float32');
+    });
+    const x = xs.length === 1 ? xs[0] : xs;
+    const run = () => { const y = model.predict(x); return Array.isArray(y) ? y[0] : y; };
     let first = null;
     for (let i = 0; i < warmup; i++) {
-      const y = model.predict(x);
+      const y = run();
       const values = await y.data();
       if (first == null) first = Array.from(values);
       y.dispose();
@@ -105,12 +116,12 @@ async function measure({name, backend, batches, warmup, repeat, budgetMs, minRep
       // Slow configurations (cpu/webgl at batch 32) stop after the time budget.
       if (i >= minRepeat && performance.now() - start > budgetMs) break;
       const t = performance.now();
-      const y = model.predict(x);
+      const y = run();
       await y.data(); // reading back syncs webgl, and is part of what a page pays
       times.push(performance.now() - t);
       y.dispose();
     }
-    x.dispose();
+    tf.dispose(xs);
     out.push({batch, predict_ms: times, output: first, backend: tf.getBackend()});
   }
   model.dispose();

@@ -311,6 +311,7 @@ function fileHandler(modelJsonPath) {
       if (json.modelTopology == null) {
         throw new RequestError(`${modelJsonPath}: no modelTopology (not a LayersModel)`);
       }
+      const graph = isGraphModel(json);
       if (!('weightsManifest' in json)) {
         // tfjs itself would load the model with random initializer weights.
         throw new RequestError(`${modelJsonPath}: no weightsManifest; tfjs would silently ` +
@@ -319,7 +320,7 @@ function fileHandler(modelJsonPath) {
       if (!Array.isArray(json.weightsManifest)) {
         throw new RequestError(`${modelJsonPath}: weightsManifest is not a list`);
       }
-      checkTopology(json.modelTopology, modelJsonPath);
+      if (!graph) checkTopology(json.modelTopology, modelJsonPath);
       // Like tf.io.http: all paths of all groups, in manifest order, form ONE byte stream
       // and all groups' weight specs ONE list.
       const buffers = [];
@@ -336,7 +337,8 @@ function fileHandler(modelJsonPath) {
       const all = Buffer.concat(buffers);
       const weightData = all.buffer.slice(all.byteOffset, all.byteOffset + all.byteLength);
       const artifacts = { modelTopology: json.modelTopology, weightSpecs, weightData };
-      for (const k of ['userDefinedMetadata', 'format', 'generatedBy', 'convertedBy', 'trainingConfig']) {
+      for (const k of ['userDefinedMetadata', 'format', 'generatedBy', 'convertedBy', 'trainingConfig', 'signature',
+        'modelInitializer']) {
         if (json[k] !== undefined) artifacts[k] = json[k];
       }
       return artifacts;
@@ -344,12 +346,27 @@ function fileHandler(modelJsonPath) {
   };
 }
 
+// A GraphModel (format "graph-model", or a GraphDef topology with a node list) loads with
+// tf.loadGraphModel; everything else is a LayersModel.
+function isGraphModel(json) {
+  return json.format === 'graph-model' || Array.isArray(json.modelTopology?.node);
+}
+
 async function loadModel(modelPath) {
   if (typeof modelPath !== 'string' || modelPath === '') {
     throw new RequestError('request needs "model": path of model.json');
   }
   const t0 = performance.now();
-  const model = await tf.loadLayersModel(fileHandler(path.resolve(modelPath)), { strict: true });
+  const file = path.resolve(modelPath);
+  let json = {};
+  try {
+    json = JSON.parse(await readFile(file, 'utf8'));
+  } catch (e) {
+    // fileHandler reports an unreadable or invalid model.json with its own message.
+  }
+  const model = isGraphModel(json)
+    ? await tf.loadGraphModel(fileHandler(file))
+    : await tf.loadLayersModel(fileHandler(file), { strict: true });
   return { model, loadMs: performance.now() - t0 };
 }
 
@@ -378,7 +395,10 @@ function decodeInput(spec, i) {
 }
 
 async function encodeOutput(t) {
-  const data = await t.data();
+  let data = await t.data();
+  // tfjs's cpu Cast from int32 to float32 keeps the Int32Array under the float32 dtype: send what the dtype says.
+  const Ctor = ARRAYS[t.dtype];
+  if (Ctor && !(data instanceof Ctor)) data = Ctor.from(data);
   return {
     shape: t.shape,
     dtype: t.dtype,
@@ -440,6 +460,20 @@ async function summary(req) {
   const { model, loadMs } = await loadModel(req.model);
   try {
     const tensorInfo = (t) => ({ name: t.name, shape: t.shape, dtype: t.dtype });
+    if (model.layers === undefined) {  // a GraphModel: its signature and metadata
+      return {
+        summary: {
+          class: 'GraphModel',
+          inputs: model.inputs.map(tensorInfo),
+          outputs: model.outputs.map(tensorInfo),
+          weights: Object.entries(model.weights).map(([name, ts]) => ({ name, shape: ts[0].shape, dtype: ts[0].dtype })),
+          metadata: model.metadata ?? null,
+          userDefinedMetadata: model.metadata ?? null,
+        },
+        load_ms: loadMs,
+        backend: tf.getBackend(),
+      };
+    }
     return {
       summary: {
         name: model.name,

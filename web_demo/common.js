@@ -56,9 +56,7 @@
     if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) {
       throw new ModelError(`${where} is not a JSON object.`, 'A TF.js model.json is an object with modelTopology and weightsManifest.');
     }
-    if (doc.format === 'graph-model' || (doc.modelTopology && Array.isArray(doc.modelTopology.node))) {
-      throw new ModelError(`${where} is a TF.js GraphModel.`, 'These pages run LayersModels (what flax2tfjs writes). Load graph models with tf.loadGraphModel.');
-    }
+    const graph = isGraphModel(doc);
     if (!doc.modelTopology || typeof doc.modelTopology !== 'object') {
       throw new ModelError(`${where} has no modelTopology.`, 'It is not a TF.js LayersModel; convert the checkpoint with `python -m writer CKPT OUT`.');
     }
@@ -71,8 +69,35 @@
         throw new ModelError(`${where}: weightsManifest[${g}] needs "paths" and "weights" lists.`);
       }
     }
-    checkInboundNames(doc.modelTopology, where);
+    if (!graph) checkInboundNames(doc.modelTopology, where);
     return doc;
+  }
+
+  // A GraphModel (flax2tfjs --format graph-model, or a GraphDef with a node list) loads with tf.loadGraphModel.
+  function isGraphModel(doc) {
+    return doc.format === 'graph-model' || Boolean(doc.modelTopology && Array.isArray(doc.modelTopology.node));
+  }
+
+  // A GraphModel seen through the LayersModel members these pages use: inputs/outputs with a null
+  // batch axis, their names, a parameter count; predict and dispose go to the GraphModel.
+  function graphModelView(gm, doc) {
+    const info = (t) => ({name: t.name, shape: (t.shape || []).map((d) => (d == null || d < 0 ? null : d)), dtype: t.dtype});
+    const floats = Object.values(gm.weights).reduce((n, ts) => n + (ts[0].dtype === 'float32' ? ts[0].size : 0), 0);
+    const signed = Object.entries((doc.signature && doc.signature.outputs) || {});
+    const outputKeys = signed.map(([key]) => key);
+    const DTYPES = {DT_FLOAT: 'float32', DT_INT32: 'int32', DT_BOOL: 'bool'};
+    const fromSignature = (t, i) => (signed[i] ? {name: t.name, dtype: DTYPES[signed[i][1].dtype],
+      shape: signed[i][1].tensorShape.dim.map((d) => Number(d.size))} : t);
+    return {
+      graph: true, name: 'GraphModel', layers: [], trainableWeights: [],
+      nodes: doc.modelTopology.node.length,
+      inputs: gm.inputs.map(info), outputs: gm.outputs.map((t, i) => info(fromSignature(t, i))),
+      inputNames: gm.inputs.map((t) => t.name),
+      outputNames: gm.outputs.map((t, i) => outputKeys[i] || t.name),
+      countParams: () => floats,
+      predict: (x) => gm.predict(x),
+      dispose: () => gm.dispose(),
+    };
   }
 
   // tfjs 4.22 loops forever on an inbound_nodes reference to a layer that does not exist,
@@ -139,6 +164,7 @@
       convertedBy: doc.convertedBy,
       userDefinedMetadata: doc.userDefinedMetadata,
       trainingConfig: doc.trainingConfig,
+      signature: doc.signature,
     };
   }
 
@@ -212,6 +238,9 @@
 
   async function buildModel(loaded) {
     try {
+      if (isGraphModel(loaded.doc)) {
+        return graphModelView(await tf.loadGraphModel({load: async () => loaded.artifacts}), loaded.doc);
+      }
       return await tf.loadLayersModel({load: async () => loaded.artifacts});
     } catch (err) {
       throw new ModelError('TensorFlow.js could not build the model.', err.message || String(err));

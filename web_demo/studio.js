@@ -386,7 +386,7 @@
     try {
       const form = studio.lastForm = {
         checkpoint, out: $('out').value.trim(), ...modelFields(), quantize: $('quantize').value,
-        shard_bytes: shardBytes(), metadata: metadata(), force: $('force').checked,
+        shard_bytes: shardBytes(), metadata: metadata(), force: $('force').checked, format: $('format').value,
         allow_nonfinite: $('allow-nonfinite').checked,
       };
       if (config.optimize !== null) form.optimize = $('optimize').checked;
@@ -428,7 +428,8 @@
     $('download').href = `/api/jobs/${studio.job.id}/download.zip`;
     $('download').setAttribute('download', `${studio.job.out.split('/').pop()}.zip`);
     const name = studio.job.out.split('/').pop();
-    $('snippet').textContent = `import * as tf from '@tensorflow/tfjs';\n\nconst model = await tf.loadLayersModel('/${name}/model.json');\nconst y = model.predict(tf.zeros([1, ${(g ? g.inputs[0].shape : []).join(', ')}]));\ny.print();`;
+    const loader = r.topology === 'graph-model' ? 'loadGraphModel' : 'loadLayersModel';
+    $('snippet').textContent = `import * as tf from '@tensorflow/tfjs';\n\nconst model = await tf.${loader}('/${name}/model.json');\nconst y = model.predict(tf.zeros([1, ${(g ? g.inputs[0].shape : []).join(', ')}]));\ny.print();`;
     $('verdict').textContent = '';
     $('metrics').replaceChildren();
     $('timings').replaceChildren();

@@ -92,7 +92,7 @@
     const topology = doc.modelTopology.model_config || doc.modelTopology;
     const rows = [
       ['Source', files.source],
-      ['Model', `${topology.class_name || '?'} “${m.name}”, ${m.layers.length} layers`],
+      ['Model', m.graph ? `GraphModel, ${m.nodes} nodes (tf.loadGraphModel)` : `${topology.class_name || '?'} “${m.name}”, ${m.layers.length} layers`],
       ['Inputs', m.inputs.map((t, i) => `${m.inputNames[i]} ${shapeText(t.shape)} ${t.dtype}`).join('; ')],
       ['Outputs', m.outputs.map((t, i) => `${m.outputNames[i]} ${shapeText(t.shape)} ${t.dtype}`).join('; ')],
       ['Parameters', `${total.toLocaleString('en-US')}${trainable !== total ? ` (${trainable.toLocaleString('en-US')} trainable)` : ''}`],

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 
 from topology.graph import InputSpec, LayerGraph
+from topology.graphdef import function_graphdef, trace_graphdef
+from topology.graphdef.nodes import GraphDef
 from topology.infer import TemplateOptions, infer_graph
 from topology.keras_json import model_topology
 from topology.optimize import optimize_graph
@@ -19,6 +21,7 @@ from topology.vocabulary.errors import ConversionError, Notices
 from writer.budget import check_free_space, check_output_budget, input_bytes
 from writer.events import EventSink, EventStream
 from writer.fixes import fit_module, fit_template
+from writer.graph_model import FunctionSource, write_graph_model
 from writer.layer_names import sanitize_layer_names
 from writer.module_loader import user_code
 from writer.model_json import assemble_model_json, check_model_json, write_model_json
@@ -34,6 +37,7 @@ from writer.weights import Progress, write_weights
 
 INPUT_DTYPES = ("float32", "int32")  # model inputs: values, or token ids
 MIN_SHARD_BYTES = 4096  # a shard per 1 byte made a file per byte; 4 KiB is one file-system block
+FORMATS = ("layers-model", "graph-model", "auto")  # what is written (docs/graph-model.md)
 
 
 @dataclass(frozen=True)
@@ -61,8 +65,11 @@ class ConvertOptions:
     fix: bool = True  # automatic fixes of keys, shapes, dtypes and the input shape (--no-fix: off)
     optimize: bool = True  # exact graph rewrites (topology/optimize/): fold BatchNorm, drop identities, ...
     preset: dict | None = None  # --preset applied: {"name", "set": {option: value}, "overridden": [option]}
+    format: str = "layers-model"  # "layers-model" | "graph-model" (any JAX ops, from the jaxpr) | "auto"
 
     def check(self) -> None:
+        if self.format not in FORMATS:
+            raise ConversionError("BAD_OPTION", f"--format {self.format}", f"choose one of {', '.join(FORMATS)}")
         if self.quantize is not None and self.quantize not in QUANTIZE_DTYPES:
             raise ConversionError("BAD_OPTION", f"--quantize {self.quantize}", f"choose one of {', '.join(QUANTIZE_DTYPES)}")
         if self.quantize_weights and self.quantize is None:
@@ -156,11 +163,62 @@ def _convert(source: Any, out_dir: str | Path, options: ConvertOptions, module: 
     resolved = resolve_source(source, module if module is not None else options.module, variables,
                               options.step, notices, options.fix)
     try:
+        if options.format != "layers-model":
+            graphdef, inputs = choose_format(resolved, options, notices, stream)
+            if graphdef is not None:
+                stream.stage("write")
+                return write_graph_model(graphdef, resolved, out_dir, options, notices, started, inputs, progress,
+                                         stream)
         graph, kind = build_graph(resolved, options, notices, stream)
         stream.stage("write")
         return write_model(graph, resolved, out_dir, options, notices, started, kind, progress, stream)
     finally:
         resolved.close()
+
+
+def choose_format(resolved: Source, options: ConvertOptions, notices: Notices,
+                  events: EventStream | None = None) -> tuple[GraphDef | None, list[InputSpec]]:
+    """The GraphDef to write for ``--format graph-model``, or for ``auto`` when the layers emitter
+    refuses the model (with a notice saying why); ``(None, inputs)`` when ``auto`` keeps the LayersModel.
+
+    Example:
+        >>> graphdef, inputs = choose_format(resolve_source(...), ConvertOptions(format="auto"), Notices())  # doctest: +SKIP
+    """
+    stream = events or EventStream(None)
+    if resolved.module is None:
+        if options.format == "auto":
+            return None, []
+        raise ConversionError(
+            "GRAPH_MODEL_NEEDS_MODULE", f"--format graph-model traces the model code, and none was given for {resolved.name}",
+            "pass --module path/to/model.py:Model (or use --format layers-model, which can infer small CNNs and MLPs)",
+        )
+    stream.stage("fix")
+    inputs = fit_inputs(resolved, options, notices)
+    stream.stage("graph")
+    if options.format == "auto":
+        try:
+            trace_graph(resolved.module, inputs, resolved.variables.collections or None)
+            return None, inputs
+        except ConversionError as refused:
+            notices.warn("FORMAT_AUTO", f"writing a GraphModel: the LayersModel emitter refused the model "
+                                        f"(error[{refused.code}]: {refused.message})")
+    return trace_graphdef(resolved.module, inputs, resolved.variables.collections or None, options.optimize,
+                          notices), inputs
+
+
+def fit_inputs(resolved: Source, options: ConvertOptions, notices: Notices) -> list[InputSpec]:
+    """The model inputs (given, or solved), after fitting the variables to the model code;
+    ``resolved.variables`` is replaced by the fitted variables."""
+    try:  # given, or solved by the template; fit_module checks them against the model
+        inputs, solved = _input_specs(resolved, options, Notices()), not options.input_shapes()
+    except ConversionError as err:
+        if err.code != "INPUT_SHAPE_REQUIRED":
+            raise
+        inputs, solved = None, True
+    solved_dtype = None if inputs else options.input_dtypes(1)[0]  # only read when no inputs are known
+    resolved.variables, inputs = fit_module(resolved, inputs, notices, solved, enabled=options.fix,
+                                            input_dtype=solved_dtype)
+    return inputs
 
 
 def build_graph(resolved: Source, options: ConvertOptions, notices: Notices,
@@ -185,15 +243,7 @@ def build_graph(resolved: Source, options: ConvertOptions, notices: Notices,
         kind = "inferred"
     else:
         stream.stage("fix")
-        try:  # given, or solved by the template; fit_module checks them against the model
-            inputs, solved = _input_specs(resolved, options, Notices()), not options.input_shapes()
-        except ConversionError as err:
-            if err.code != "INPUT_SHAPE_REQUIRED":
-                raise
-            inputs, solved = None, True
-        solved_dtype = None if inputs else options.input_dtypes(1)[0]  # only read when no inputs are known
-        resolved.variables, inputs = fit_module(resolved, inputs, notices, solved, enabled=options.fix,
-                                                input_dtype=solved_dtype)
+        inputs = fit_inputs(resolved, options, notices)
         stream.stage("graph")
         graph = trace_graph(resolved.module, inputs, resolved.variables.collections or None)
         kind = "traced"
@@ -270,3 +320,20 @@ def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: Conve
         notices=list(notices.items), seconds=time.perf_counter() - started, topology=topology_kind,
         optimized=options.optimize, rewrites=list(graph.rewrites), preset=options.preset,
     )
+
+
+def convert_function(fn: Any, out_dir: str | Path, inputs: list[InputSpec], options: Any = None) -> Report:
+    """Write a GraphModel of ``fn``, a JAX function of batched inputs (``inputs`` without the batch
+    axis); arrays it closes over become constants.
+
+    Example:
+        >>> import jax.numpy as jnp, tempfile
+        >>> out = Path(tempfile.mkdtemp()) / "m"
+        >>> convert_function(lambda x: jnp.tanh(x) * 2, out, [InputSpec("x", (3,))]).topology
+        'graph-model'
+    """
+    options = options or ConvertOptions(format="graph-model")
+    options.check()
+    graph = function_graphdef(fn, inputs, options.optimize)
+    name = getattr(fn, "__name__", "function")
+    return write_graph_model(graph, FunctionSource(name), Path(out_dir), options, Notices(), time.perf_counter(), inputs)

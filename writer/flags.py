@@ -23,7 +23,7 @@ import argparse
 from typing import Any
 
 from topology.infer import POOL_CHOICES
-from writer.convert import INPUT_DTYPES, ConvertOptions
+from writer.convert import FORMATS, INPUT_DTYPES, ConvertOptions
 from writer.option_parser import OptionParser
 from writer.presets import PRESETS, preset_fields
 from writer.provenance import metadata_options
@@ -95,6 +95,15 @@ def add_optimize_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optimize", action=argparse.BooleanOptionalAction, default=default_of(ConvertOptions, "optimize"),
                         help="exact graph rewrites: fold BatchNorm into Dense/Conv, drop Dropout and identities, fuse "
                              "activations, merge Rescaling layers (default on; --no-optimize writes the literal graph)")
+
+
+def add_format_option(parser: argparse.ArgumentParser) -> None:
+    """``--format layers-model|graph-model|auto``."""
+    default = default_of(ConvertOptions, "format")
+    parser.add_argument("--format", choices=FORMATS, default=default,
+                        help=f"what to write (default {default}): a Keras-layers LayersModel, a GraphModel of TF ops "
+                             "traced from the jaxpr (needs --module; any JAX ops, often faster), or auto: a LayersModel "
+                             "when the model can be one, else a GraphModel (docs/graph-model.md)")
 
 
 def add_weight_options(parser: argparse.ArgumentParser) -> None:
@@ -176,7 +185,8 @@ def convert_options(args: argparse.Namespace, **extra: Any) -> ConvertOptions:
     fields = dict(extra)
     fields.update(input_shape=input_shape(args), input_dtype=input_dtype(args), module=args.module,
                   activation=args.activation, pool=args.pool, step=args.step, fix=args.fix,
-                  optimize=getattr(args, "optimize", default_of(ConvertOptions, "optimize")))
+                  optimize=getattr(args, "optimize", default_of(ConvertOptions, "optimize")),
+                  format=getattr(args, "format", None) or fields.get("format") or default_of(ConvertOptions, "format"))
     return ConvertOptions(**fields)
 
 

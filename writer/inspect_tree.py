@@ -26,7 +26,8 @@ from topology.vocabulary.errors import ConversionError, Notice, Notices
 from topology.vocabulary.tensors import Checkpoint, TreePath, path_str
 from writer.term import Style, human_bytes, shape_text, table
 from topology.vocabulary.variables import Variables
-from writer.convert import ConvertOptions, build_graph
+from writer.convert import ConvertOptions, build_graph, choose_format
+from writer.graph_model import graph_model_summary
 from writer.module_loader import instantiate, load_module_spec
 from writer.readers import read_checkpoint
 from writer.sources import Source
@@ -116,6 +117,7 @@ class InspectReport:
     topology: str | None = None  # "inferred" | "traced"
     graph_error: ConversionError | None = None
     notices: list[Notice] = field(default_factory=list)
+    graph_model: dict | None = None  # with --format graph-model (or auto choosing it): what would be written
 
     def to_json(self) -> dict:
         graph = None
@@ -142,7 +144,7 @@ class InspectReport:
             "totals": {"tensors": self.tree.tensors, "params": self.tree.params, "bytes": self.tree.bytes},
             "collections": [c.to_json() for c in self.collections],
             "tree": self.tree.to_json(),
-            "graph": graph, "graph_error": error,
+            "graph": graph, "graph_error": error, "graph_model": self.graph_model,
             "notices": [n.to_json() for n in self.notices],
         }
 
@@ -167,7 +169,13 @@ class InspectReport:
             _tree_rows(child, 0, rows, statuses, depth, expand_ignored)
         out.append(_tint(table(rows, right={3, 4}, indent="  "), s, statuses[1:]))
         out.append("")
-        if self.graph is not None:
+        if self.graph_model is not None:
+            gm = self.graph_model
+            ops = ", ".join(f"{op} {n}" for op, n in sorted(gm["ops"].items(), key=lambda item: (-item[1], item[0])))
+            out += [f"{s.bold('GraphModel')} that would be written: {gm['nodes']} nodes, "
+                    f"{gm['param_count']:,} parameters in {gm['parameters']} constants",
+                    f"  ops: {ops}"]
+        elif self.graph is not None:
             out += _graph_lines(self.graph, self.topology or "", s)
         elif self.graph_error is not None:
             out.append(s.bold("layer graph") + ": " + s.red("cannot be built"))
@@ -208,7 +216,11 @@ def inspect_checkpoint(path: str | Path, options: ConvertOptions | None = None) 
             source = Source(checkpoint.path.name, checkpoint.format, variables, module, checkpoint.step,
                             checkpoint.path, checkpoint=checkpoint)
             try:
-                report.graph, report.topology = build_graph(source, options, notices)
+                graphdef = choose_format(source, options, notices)[0] if options.format != "layers-model" else None
+                if graphdef is not None:
+                    report.graph_model = graph_model_summary(graphdef)
+                else:
+                    report.graph, report.topology = build_graph(source, options, notices)
             except ConversionError as err:
                 report.graph_error = err
         report.notices = list(notices.items)

@@ -115,10 +115,10 @@ def _is_array(value: Any) -> bool:
     return hasattr(value, "shape") and hasattr(value, "dtype")
 
 
-def _abstract_inputs(inputs: list[InputSpec]) -> list:
+def _abstract_inputs(inputs: list[InputSpec], batch: Any = TRACE_BATCH) -> list:
     import jax
 
-    return [jax.ShapeDtypeStruct((TRACE_BATCH, *spec.shape), np.dtype(spec.dtype)) for spec in inputs]
+    return [jax.ShapeDtypeStruct((batch, *spec.shape), np.dtype(spec.dtype)) for spec in inputs]
 
 
 def inference_kwargs(call: Callable) -> dict:
@@ -138,8 +138,10 @@ def inference_kwargs(call: Callable) -> dict:
     return {**flags, **rng_arguments(call)}
 
 
-def trace_linen(module: Any, variables: dict[str, dict[TreePath, TensorRef]], inputs: list[InputSpec]) -> Trace:
-    """Trace a Linen module with variables given as flat ``{collection: {path: TensorRef}}``.
+def trace_linen(module: Any, variables: dict[str, dict[TreePath, TensorRef]], inputs: list[InputSpec],
+                batch: Any = TRACE_BATCH) -> Trace:
+    """Trace a Linen module with variables given as flat ``{collection: {path: TensorRef}}``;
+    ``batch`` is the batch size traced with (an int, or a symbolic dimension for a GraphModel).
 
     Example:
         >>> trace = trace_linen(CNN(), {"params": params}, [InputSpec("input", (28, 28, 1))])  # doctest: +SKIP
@@ -170,12 +172,12 @@ def trace_linen(module: Any, variables: dict[str, dict[TreePath, TensorRef]], in
         with nn.intercept_methods(interceptor):
             return module.apply(variables_tree, *xs, **flags)
 
-    jaxpr = _make_jaxpr(run, abstract, _abstract_inputs(inputs))
+    jaxpr = _make_jaxpr(run, abstract, _abstract_inputs(inputs, batch))
     return Trace(jaxpr, recorder.calls, inputs, linen_refs(abstract, variables))
 
 
 def trace_nnx(model: Any, inputs: list[InputSpec],
-              variables: dict[str, dict[TreePath, TensorRef]] | None = None) -> Trace:
+              variables: dict[str, dict[TreePath, TensorRef]] | None = None, batch: Any = TRACE_BATCH) -> Trace:
     """Trace a live NNX module in eval mode; its variables are taken from the module,
     or from ``variables`` (a checkpoint, matched by path) when given.
 
@@ -209,7 +211,7 @@ def trace_nnx(model: Any, inputs: list[InputSpec],
     import jax
 
     abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
-    jaxpr = _make_jaxpr(run, abstract, _abstract_inputs(inputs))
+    jaxpr = _make_jaxpr(run, abstract, _abstract_inputs(inputs, batch))
     del live, originals
     return Trace(jaxpr, recorder.calls, inputs, nnx_refs(state, variables))
 

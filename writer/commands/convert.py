@@ -15,7 +15,7 @@ from topology.vocabulary.errors import ConversionError
 from writer.all_steps import convert_all_steps
 from writer.convert import ConvertOptions, convert
 from writer.flags import (
-    add_model_options, add_optimize_option, add_output_options, add_verify_options, add_weight_options,
+    add_format_option, add_model_options, add_optimize_option, add_output_options, add_verify_options, add_weight_options,
     command_parser, convert_options, verify_fields, weight_options,
 )
 from writer.module_loader import user_code
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("out_dir", help="output folder (created; must be empty unless --force)")
     add_model_options(parser, all_steps=True)
     add_optimize_option(parser)
+    add_format_option(parser)
     add_weight_options(parser)
     check = parser.add_argument_group("verification (see `verify --help`)")
     check.add_argument("--verify", action="store_true", help="after converting, run the verify command on the result")

@@ -12,7 +12,7 @@ import sys
 from typing import Sequence
 
 from topology.vocabulary.errors import ConversionError
-from writer.flags import add_model_options, add_optimize_option, add_output_options, command_parser, convert_options
+from writer.flags import add_format_option, add_model_options, add_optimize_option, add_output_options, command_parser, convert_options
 from writer.inspect_tree import inspect_checkpoint
 from writer.module_loader import user_code
 from writer.option_parser import PROG
@@ -39,6 +39,7 @@ def build_inspect_parser() -> argparse.ArgumentParser:
     parser.add_argument("checkpoint", help="Flax msgpack file, Orbax folder or .npz")
     add_model_options(parser)
     add_optimize_option(parser)
+    add_format_option(parser)
     view = add_output_options(parser, "print one JSON document (schemas/inspect.schema.json)")
     view.add_argument("--depth", type=int, metavar="N", help="list N levels of the tree (deeper levels are summed)")
     view.add_argument("--all", action="store_true", help="also list the inside of ignored subtrees (opt_state, ...)")

@@ -122,6 +122,7 @@ def convert_options(form: dict, root: Root, inspect_only: bool = False) -> Conve
     fields: dict[str, Any] = {
         **topology_fields(form, root),
         "input_dtype": _text(form, "input_dtype") or default_of(ConvertOptions, "input_dtype"),
+        "format": _text(form, "format") or default_of(ConvertOptions, "format"),
     }
     if not inspect_only:
         shard = form.get("shard_bytes") or default_of(ConvertOptions, "weight_shard_size_bytes")

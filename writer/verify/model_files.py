@@ -48,6 +48,19 @@ class ModelFiles:
         return [r for r in rewrites if isinstance(r, dict)] if isinstance(rewrites, list) else []
 
     @property
+    def is_graph_model(self) -> bool:
+        return self.document.get("format") == "graph-model"
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size a GraphModel traced with a concrete batch takes (None: any)."""
+        if not self.is_graph_model:
+            return None
+        sizes = {int(info["tensorShape"]["dim"][0]["size"]) for info in self.document["signature"]["inputs"].values()
+                 if info["tensorShape"]["dim"]}
+        return next(iter(sizes)) if sizes and min(sizes) > 0 else None
+
+    @property
     def quantization(self) -> str | None:
         found = {w.get("quantization", {}).get("dtype") for w in self.weights if isinstance(w.get("quantization"), dict)}
         return max(found, key=QUANT_RANK.index, default=None) if found <= set(QUANT_RANK) else "uint8"
@@ -76,8 +89,11 @@ def read_model(folder: str | Path) -> ModelFiles:
     try:
         document = read_model_json(folder)
         topology = document["modelTopology"]
-        config = topology.get("model_config", topology)
-        inputs = _scalar_inputs(_input_specs(config), document)
+        if document.get("format") == "graph-model":
+            inputs = _graph_inputs(document)
+        else:
+            config = topology.get("model_config", topology)
+            inputs = _scalar_inputs(_input_specs(config), document)
         weights, paths = manifest_files(folder, document)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConversionError("MODEL_INVALID", f"{path} is not a LayersModel model.json ({type(exc).__name__}: {exc})",
@@ -88,6 +104,16 @@ def read_model(folder: str | Path) -> ModelFiles:
                                  "copy the whole output folder, or reconvert")
     size = path.stat().st_size + sum(p.stat().st_size for p in paths)
     return ModelFiles(folder, document, inputs, weights, paths, size)
+
+
+def _graph_inputs(document: dict) -> list[InputSpec]:
+    """A GraphModel's inputs, from its signature (shapes without the batch axis)."""
+    dtypes = {"DT_FLOAT": "float32", "DT_INT32": "int32"}
+    specs = []
+    for name, info in document["signature"]["inputs"].items():
+        dims = [int(d["size"]) for d in info["tensorShape"]["dim"]]
+        specs.append(InputSpec(name, tuple(dims[1:]), dtypes[info["dtype"]]))
+    return specs
 
 
 def _scalar_inputs(specs: list[InputSpec], document: dict) -> list[InputSpec]:

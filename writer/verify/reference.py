@@ -13,7 +13,7 @@ from topology.graph import LayerGraph
 from topology.keras_json import model_topology
 from topology.trace import is_nnx_module
 from topology.vocabulary.errors import ConversionError, Notices
-from writer.convert import ConvertOptions, build_graph
+from writer.convert import ConvertOptions, build_graph, fit_inputs
 from writer.extras import require_jax
 from writer.sources import resolve_source
 from writer.term import shape_text
@@ -56,8 +56,19 @@ def build_reference(checkpoint: str | Path, model: ModelFiles, options: VerifyOp
         raise ConversionError("VERIFY_NEEDS_MODULE",
                               f"{model.folder / 'model.json'} was converted from model code (a traced topology)",
                               "pass the same --module as for the conversion")
+    if model.is_graph_model and options.module is None:
+        raise ConversionError("VERIFY_NEEDS_MODULE", f"{model.folder / 'model.json'} is a GraphModel, traced from model code",
+                              "pass the same --module as for the conversion")
     source = resolve_source(Path(checkpoint), options.module, None, options.step, Notices(), options.fix)
     opened.append(source)
+    if model.is_graph_model:  # its constants are checked by the output comparison, not layer by layer
+        fit_inputs(source, ConvertOptions(input_shape=written[0] if len(written) == 1 else written,
+                                          input_dtype=[spec.dtype for spec in model.inputs], step=options.step,
+                                          fix=options.fix), notices)
+        name = type(source.module).__name__
+        return Reference("module", f"{name} ({'NNX' if is_nnx_module(source.module) else 'Linen'} module) on the "
+                                   "checkpoint's parameters", module_function(source.module, source.variables),
+                         LayerGraph([], [], []), same_topology=False)
     convert_options = ConvertOptions(
         input_shape=written[0] if len(written) == 1 else written,
         input_dtype=[spec.dtype for spec in model.inputs] if len(written) > 1 else model.inputs[0].dtype,

@@ -42,13 +42,14 @@ def verify(model_dir: str | Path, checkpoint: str | Path, options: VerifyOptions
     own_runner = runner is None
     try:
         reference = build_reference(checkpoint, model, options, notices, opened)
-        checked, mismatches = check_weights(reference.graph, model, strict=reference.same_topology)
+        checked, mismatches = (0, []) if model.is_graph_model else check_weights(reference.graph, model,
+                                                                                  strict=reference.same_topology)
         if options.data is not None:
             xs, labels = load_data(options.data, model.inputs, options.samples, notices)
         else:
             xs, labels = random_inputs(model.inputs, options.samples or 64, options.seed, model.document), None
         count = len(xs[0])
-        batch = max(1, options.batch_size)
+        batch = max(1, options.batch_size) if model.fixed_batch is None else model.fixed_batch
         enabled = None if progress is None else progress
         ref_out: list[list[np.ndarray]] = []
         with ProgressBar("JAX reference", total=count, unit="samples", enabled=enabled) as bar:

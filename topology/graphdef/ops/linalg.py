@@ -1,0 +1,194 @@
+"""Contractions: ``dot_general`` to MatMul/BatchMatMulV2, ``conv_general_dilated`` to Conv2D/DepthwiseConv2dNative.
+
+A dot without batch axes is one MatMul over the flattened leading axes (so a bias and an
+activation can later fuse into ``_FusedMatMul``); with batch axes, one BatchMatMulV2 over them
+(attention over a heads axis is one op, not one per head). Transposes are avoided with the
+ops' adjoint flags where the layout allows.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from topology.graphdef.nodes import GraphBuilder, Value, attr_b, attr_ints, attr_s, attr_type, is_static
+from topology.graphdef.ops import GraphCase, handles
+from topology.graphdef.ops.elementwise import g_unsupported
+from topology.graphdef.ops.shape import strided_slice
+
+
+def _prod(dims: list) -> Any:
+    out: Any = 1
+    for d in dims:
+        out = out * d
+    return out
+
+
+@handles("dot_general")
+def dot_general(g: GraphBuilder, eqn: Any, values: list[Value]) -> Value:
+    lhs, rhs = values
+    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+    lc, rc, lb, rb = map(tuple, (lc, rc, lb, rb))
+    lfree = tuple(d for d in range(lhs.rank) if d not in lc and d not in lb)
+    rfree = tuple(d for d in range(rhs.rank) if d not in rc and d not in rb)
+    out_shape = tuple(eqn.outvars[0].aval.shape)
+    dtype = np.dtype("float32") if lhs.dtype.kind == "f" or rhs.dtype.kind == "f" else lhs.dtype
+    lhs, rhs = g.cast(lhs, dtype), g.cast(rhs, dtype)
+    batch = tuple(lhs.shape[d] for d in lb)
+    m, k = _prod([lhs.shape[d] for d in lfree]), _prod([lhs.shape[d] for d in lc])
+    n = _prod([rhs.shape[d] for d in rfree])
+    # Prefer the layout the operand already has: (.., M, K) or (.., K, M) [adjoint].
+    lhs_plain, lhs_adj = (*lb, *lfree, *lc), (*lb, *lc, *lfree)
+    adj_x = lhs_adj == tuple(range(lhs.rank)) and lhs_plain != lhs_adj
+    rhs_plain, rhs_adj = (*rb, *rc, *rfree), (*rb, *rfree, *rc)
+    adj_y = rhs_adj == tuple(range(rhs.rank)) and rhs_plain != rhs_adj
+    a = g.transpose(lhs, lhs_adj if adj_x else lhs_plain)
+    b = g.transpose(rhs, rhs_adj if adj_y else rhs_plain)
+    a = g.reshape(a, (*batch, k, m) if adj_x else (*batch, m, k))
+    b = g.reshape(b, (*batch, n, k) if adj_y else (*batch, k, n))
+    if not batch:
+        out = g.op("MatMul", [a, b], {"transpose_a": attr_b(adj_x), "transpose_b": attr_b(adj_y),
+                                      "T": attr_type(dtype)}, (m, n), dtype)
+    else:
+        out = g.op("BatchMatMulV2", [a, b], {"adj_x": attr_b(adj_x), "adj_y": attr_b(adj_y), "T": attr_type(dtype)},
+                   (*batch, m, n), dtype)
+    return g.reshape(out, out_shape)
+
+
+def _same_padding(size: int, window: int, stride: int, dilation: int) -> tuple[int, int]:
+    effective = (window - 1) * dilation + 1
+    out = -(-size // stride)
+    total = max((out - 1) * stride + effective - size, 0)
+    return total // 2, total - total // 2
+
+
+def conv_padding(x: Value, spatial: list[int], windows: list[int], strides: list[int], dilations: list[int],
+                 padding: list[tuple[int, int]]) -> str | None:
+    """"VALID" or "SAME" when ``padding`` is exactly what TF computes for it, else None (pad explicitly)."""
+    if all(lo == 0 and hi == 0 for lo, hi in padding):
+        return "VALID"
+    if all(is_static(x.shape[a]) and _same_padding(x.shape[a], w, s, d) == tuple(p)
+           for a, w, s, d, p in zip(spatial, windows, strides, dilations, padding)):
+        return "SAME"
+    return None
+
+
+def pad_explicitly(g: GraphBuilder, x: Value, spatial: list[int], padding: list[tuple[int, int]], fill: float) -> Value:
+    pairs = [[0, 0] for _ in range(x.rank)]
+    for axis, (lo, hi) in zip(spatial, padding):
+        pairs[axis] = [max(lo, 0), max(hi, 0)]
+    shape = tuple(d + lo + hi if is_static(d) else d for d, (lo, hi) in zip(x.shape, pairs))
+    out = g.op("PadV2", [x, g.const(np.asarray(pairs, "int32")), g.const(np.asarray(fill, x.dtype))],
+               {"T": attr_type(x.dtype)}, shape, x.dtype)
+    if any(lo < 0 or hi < 0 for lo, hi in padding):
+        begin, end = [0] * x.rank, [None] * x.rank
+        for axis, (lo, hi) in zip(spatial, padding):
+            begin[axis] = -min(lo, 0)
+            end[axis] = shape[axis] + min(hi, 0) if hi < 0 else None
+        cropped = tuple(shape[a] - begin[a] - (shape[a] - end[a] if end[a] is not None else 0) for a in range(x.rank))
+        out = strided_slice(g, out, begin, end, [1] * x.rank, cropped)
+    return out
+
+
+def _dilate(g: GraphBuilder, x: Value, axis: int, factor: int) -> Value:
+    # lhs dilation (transposed convolution): insert factor-1 zeros between elements along axis.
+    shape = list(x.shape)
+    spread = g.reshape(x, (*shape[:axis + 1], 1, *shape[axis + 1:]))
+    pairs = [[0, 0] for _ in range(x.rank + 1)]
+    pairs[axis + 1] = [0, factor - 1]
+    padded_shape = (*shape[:axis + 1], factor, *shape[axis + 1:])
+    padded = g.op("PadV2", [spread, g.const(np.asarray(pairs, "int32")), g.const(np.zeros((), x.dtype))],
+                  {"T": attr_type(x.dtype)}, padded_shape, x.dtype)
+    merged = g.reshape(padded, (*shape[:axis], shape[axis] * factor, *shape[axis + 1:]))
+    end: list = [None] * x.rank
+    end[axis] = shape[axis] * factor - (factor - 1)
+    return strided_slice(g, merged, [0] * x.rank, end, [1] * x.rank,
+                         (*shape[:axis], end[axis], *shape[axis + 1:]))
+
+
+@handles("conv_general_dilated")
+def conv_general_dilated(g: GraphBuilder, eqn: Any, values: list[Value]) -> Value:
+    lhs, rhs = values
+    p = eqn.params
+    dn = p["dimension_numbers"]
+    lhs_spec, rhs_spec, out_spec = (tuple(s) for s in (dn.lhs_spec, dn.rhs_spec, dn.out_spec))
+    n_spatial = lhs.rank - 2
+    if n_spatial not in (1, 2) or p.get("batch_group_count", 1) != 1:
+        raise g_unsupported(eqn, f"a {n_spatial}-D convolution" if n_spatial not in (1, 2) else "batch_group_count")
+    x = g.transpose(lhs, (lhs_spec[0], *lhs_spec[2:], lhs_spec[1]))  # NHWC
+    w = g.transpose(rhs, (*rhs_spec[2:], rhs_spec[1], rhs_spec[0]))  # HWIO
+    strides, dilations = list(p["window_strides"]), list(p["rhs_dilation"] or [1] * n_spatial)
+    padding = [tuple(int(v) for v in pair) for pair in p["padding"]]
+    for axis, factor in enumerate(p["lhs_dilation"] or [1] * n_spatial):
+        if factor > 1:
+            x = _dilate(g, x, 1 + axis, int(factor))
+    if n_spatial == 1:  # as a 2-D convolution over a height of 1
+        x = g.reshape(x, (x.shape[0], 1, *x.shape[1:]))
+        w = g.reshape(w, (1, *w.shape))
+        strides, dilations, padding = [1, *strides], [1, *dilations], [(0, 0), *padding]
+    windows = list(w.shape[:2])
+    mode = conv_padding(x, [1, 2], windows, strides, dilations, padding)
+    if mode is None:
+        x, mode = pad_explicitly(g, x, [1, 2], padding, 0.0), "VALID"
+    out_nhwc = tuple(eqn.outvars[0].aval.shape[d] for d in (out_spec[0], *out_spec[2:], out_spec[1]))
+    if n_spatial == 1:
+        out_nhwc = (out_nhwc[0], 1, *out_nhwc[1:])
+    groups = int(p["feature_group_count"])
+    attrs = {"strides": attr_ints([1, *strides, 1]), "padding": attr_s(mode), "data_format": attr_s("NHWC"),
+             "dilations": attr_ints([1, *dilations, 1]), "T": attr_type("float32")}
+    in_channels = x.shape[3]
+    if groups == 1:
+        y = g.op("Conv2D", [x, w], attrs, out_nhwc, "float32")
+    elif groups == in_channels and w.shape[2] == 1 and (max(strides) == 1 or max(dilations) == 1):
+        w = g.reshape(w, (w.shape[0], w.shape[1], in_channels, w.shape[3] // in_channels))
+        y = g.op("DepthwiseConv2dNative", [x, w], attrs, out_nhwc, "float32")
+    else:
+        per_in, per_out = in_channels // groups, w.shape[3] // groups
+        parts = []
+        for k in range(groups):
+            xs = strided_slice(g, x, [0, 0, 0, k * per_in], [None, None, None, (k + 1) * per_in], [1] * 4,
+                               (*x.shape[:3], per_in))
+            ws = strided_slice(g, w, [0, 0, 0, k * per_out], [None, None, None, (k + 1) * per_out], [1] * 4,
+                               (*w.shape[:3], per_out))
+            parts.append(g.op("Conv2D", [xs, ws], attrs, (*out_nhwc[:3], per_out), "float32"))
+        y = g.op("ConcatV2", [*parts, g.scalar_int(3)], {"N": {"i": str(groups)}, "T": attr_type("float32")},
+                 out_nhwc, "float32")
+    if n_spatial == 1:
+        y = g.reshape(y, (out_nhwc[0], *out_nhwc[2:]))
+    ours = ["n", *[f"s{i}" for i in range(n_spatial)], "c"]
+    target = [""] * (n_spatial + 2)
+    target[out_spec[0]], target[out_spec[1]] = "n", "c"
+    for i, d in enumerate(out_spec[2:]):
+        target[d] = f"s{i}"
+    return g.transpose(y, [ours.index(t) for t in target])
+
+
+F = "float32"
+_W = np.linspace(-1, 1, 4 * 3 * 2 * 6, dtype="float32")
+_conv = lambda x, w, **kw: jax.lax.conv_general_dilated(x, w, dimension_numbers=("NHWC", "HWIO", "NHWC"), **kw)  # noqa: E731
+CASES = [
+    GraphCase("matmul", lambda x: x @ _W[:12].reshape(3, 4) + 0.5, [((3,), F)], ("dot_general",)),
+    GraphCase("matmul_3d_transposed", lambda x: jnp.einsum("btc,dc->btd", x, _W[:15].reshape(5, 3)),
+              [((4, 3), F)], ("dot_general",)),
+    GraphCase("attention_heads", lambda q, k: jax.nn.softmax(jnp.einsum("bthd,bshd->bhts", q, k), axis=-1)
+              @ jnp.swapaxes(k, 1, 2), [((4, 2, 3), F), ((4, 2, 3), F)], ("dot_general",)),
+    GraphCase("bilinear", lambda x, y: jnp.einsum("bi,bj,ij->b", x, y, _W[:12].reshape(3, 4)), [((3,), F), ((4,), F)],
+              ("dot_general",)),
+    GraphCase("conv_same_stride", lambda x: _conv(x, _W[:54].reshape(3, 3, 2, 3), window_strides=(2, 1),
+                                                  padding="SAME"), [((5, 6, 2), F)], ("conv_general_dilated",)),
+    GraphCase("conv_explicit_dilated", lambda x: _conv(x, _W[:24].reshape(2, 2, 2, 3), window_strides=(1, 1),
+                                                       padding=((1, 0), (2, 1)), rhs_dilation=(2, 1)),
+              [((5, 5, 2), F)], ("conv_general_dilated",)),
+    GraphCase("conv_groups_depthwise", lambda x: _conv(x, _W[:36].reshape(3, 3, 1, 4), window_strides=(1, 1),
+                                                       padding="SAME", feature_group_count=4)
+              + _conv(x, _W[:72].reshape(3, 3, 2, 4), window_strides=(1, 1), padding="SAME", feature_group_count=2),
+              [((4, 4, 4), F)], ("conv_general_dilated",)),
+    GraphCase("conv_transposed", lambda x: jax.lax.conv_transpose(x, _W[:54].reshape(3, 3, 2, 3), strides=(2, 2),
+                                                                  padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")),
+              [((3, 3, 2), F)], ("conv_general_dilated",)),
+    GraphCase("conv1d_nchw", lambda x: jax.lax.conv_general_dilated(x, _W[:18].reshape(3, 2, 3), (1,), ((1, 1),),
+                                                                     dimension_numbers=("NCH", "OIH", "NCH")),
+              [((2, 7), F)], ("conv_general_dilated",)),
+]
