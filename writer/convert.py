@@ -52,6 +52,7 @@ class ConvertOptions:
     step: int | None = None
     allow_nonfinite: bool = False
     fix: bool = True  # automatic fixes of keys, shapes, dtypes and the input shape (--no-fix: off)
+    full_hash: bool = False  # provenance: the full sha256 of checkpoints over 64 MiB too (else a sampled fingerprint)
     optimize: bool = True  # exact graph rewrites (topology/optimize/): fold BatchNorm, drop identities, ...
 
     def check(self) -> None:
@@ -115,7 +116,7 @@ def convert(source: Any, out_dir: str | Path, options: ConvertOptions = ConvertO
     notices = Notices(listener=stream.notice)
     stream.stage("read")
     resolved = resolve_source(source, module if module is not None else options.module, variables,
-                              options.step, notices, options.fix)
+                              options.step, notices, options.fix, options.full_hash)
     try:
         graph, kind = build_graph(resolved, options, notices, stream)
         stream.stage("write")
@@ -207,7 +208,7 @@ def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: Conve
                                 quantization, notices, options.allow_nonfinite, progress)
         provenance = {
             "version": __version__,
-            "source": {"name": source.name, "format": source.format, "sha256": source.digest(), "step": source.step},
+            "source": {"name": source.name, "format": source.format, **source.digest(), "step": source.step},
             "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in graph.inputs],
             "topology": topology_kind,
             "quantization": {"dtype": options.quantize, "weights": list(options.quantize_weights) or ["*"]}

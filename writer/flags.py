@@ -195,7 +195,7 @@ def weight_options(args: argparse.Namespace) -> dict:
         fields["optimize"] = args.optimize
     fields["quantize_weights"] = tuple(p for item in args.quantize_weights for p in item.split(",") if p)
     fields["metadata"] = dict(read_metadata_option(spec) for spec in args.metadata)
-    fields.update(force=args.force, allow_nonfinite=args.allow_nonfinite)
+    fields.update(force=args.force, allow_nonfinite=args.allow_nonfinite, full_hash=getattr(args, "full_hash", False))
     return fields
 
 
