@@ -242,8 +242,10 @@ KIND = LayerKind(
     keras_class="Dense",  # the composition ends in the output Dense
     flax_modules=("nn.MultiHeadDotProductAttention", "nn.SelfAttention", "nnx.MultiHeadAttention"),
     make_config=dense_config,
-    summary="multi-head dot-product attention on (batch, length, features): per-head Dense, Dot, "
-            "softmax, Dot, Concatenate, output Dense (self-, cross- and grouped-query attention); masks: "
+    summary="multi-head dot-product attention on (batch, length, features): up to 4 key/value heads in one "
+            "product (one Dense per projection, rows per token and head, other heads' scores masked), more heads "
+            "per head (Dense, Dot, softmax, Dot, Concatenate); output Dense (self-, cross- and grouped-query "
+            "attention); masks: "
             "constant ones (nn.make_causal_mask, is_causal=True) as an exact BatchNormalization on the scores, "
             "padding masks from a (batch, length) input (0 = padding: attention_mask or token ids) with "
             "RepeatVector/Permute/Multiply/Add, and both combined",

@@ -200,7 +200,9 @@ KIND = LayerKind(
     flax_modules=("nn.LayerNorm", "nnx.LayerNorm", "nn.RMSNorm", "nnx.RMSNorm"),
     make_config=layer_norm_config,
     params=(ParamMap("scale", "gamma", optional=True), ParamMap("bias", "beta", optional=True)),
-    summary="layer normalization over any non-batch axes, explicit epsilon, use_scale/use_bias -> scale/center; "
+    summary="layer normalization over the last axis without tfjs' tiling layer (broadcast Add/Multiply, "
+            "Dot(normalize) for 1/sqrt(var + eps)); over other non-batch axes LayerNormalization, explicit epsilon, "
+            "use_scale/use_bias -> scale/center; "
             "feature axis -1 with other reduction axes adds a per-channel affine; RMSNorm as the LayerNormalization "
             "of [x, -x] (Concatenate, Cropping2D)",
     flax_classes=("flax.linen:LayerNorm", "flax.nnx:LayerNorm", "flax.linen:RMSNorm", "flax.nnx:RMSNorm"),
