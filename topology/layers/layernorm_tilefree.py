@@ -8,7 +8,7 @@ half of BERT-tiny's prediction. The same values come from layers that broadcast
 a (rows, 1) tensor instead (x of shape (..., n), normalized over n)::
 
     c = Add([x, Dense(1, kernel=-1/n)(x)])                 # x - mean(x), broadcast add
-    z = Concatenate([c, Dense(1, kernel=0, bias=k)(x)])    # k = sqrt(n * eps)
+    z = Concatenate([c, Rescaling(0, offset=k)(mean)])     # k = sqrt(n * eps)
     r = Dot(axes=-1, normalize=True)([z, e])               # e = the unit vector on z's last entry
       = k / sqrt(sum(c^2) + n * eps) = sqrt(eps) / sqrt(var(x) + eps)
     y = BatchNormalization(gamma, beta, mean 0, var 1, eps 0)(Multiply([c, Rescaling(1/sqrt(eps))(r)]))
@@ -96,8 +96,9 @@ def _nodes(name: str, shape: tuple[int, ...], source: str, epsilon: float, gamma
     scale = max(1.0, math.sqrt(_LEAST_SUM / (width * epsilon)))  # keeps sum(z^2) >= n * eps * scale^2 off the floor
     scaled = centred if scale == 1.0 else add(
         "centred_scaled", "Rescaling", layer_base(scale=scale, offset=0.0), [centred], shape)
-    epsilon_column = add("epsilon_column", "Dense", dense_config(1, True), [source], (*row, 1),
-                         [const("kernel", np.zeros((width, 1))), const("bias", [scale * math.sqrt(width * epsilon)])])
+    # 0 * (-mean) + k: a Rescaling of the (rows, 1) mean costs nothing; a Dense(1) with a bias is a slow kernel
+    epsilon_column = add("epsilon_column", "Rescaling",
+                         layer_base(scale=0.0, offset=scale * math.sqrt(width * epsilon)), [negative_mean], (*row, 1))
     padded = add("padded", "Concatenate", layer_base(axis=-1), [scaled, epsilon_column], (*row, width + 1))
     unit = np.zeros(width + 1)
     unit[-1] = 1.0
