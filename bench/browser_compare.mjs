@@ -236,7 +236,7 @@ ${hasOrt ? '<script src="/ort/ort.wasm.min.js"></script>' : ''}`;
           const externalData = spec.externalData ? [{path: spec.externalData.split('/').pop(), data: spec.externalData}] : [];
           return window.ort.InferenceSession.create(spec.url, {executionProviders: ['wasm'], externalData});
         },
-        ortTensor: (t) => new window.ort.Tensor(t.dtype === 'int32' ? 'int64' : 'float32',
+        ortTensor: (t) => new window.ort.Tensor(t.dtype === 'int32' ? 'int32' : 'float32',
           fill(t.shape, t.dtype !== 'int32'), t.shape),
       };
       const run = new Function('return ' + source)();

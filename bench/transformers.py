@@ -48,7 +48,8 @@ def bench_transformers(ctx: Context) -> dict:
             models["baseline"] = str(before)
         if name in onnx:
             models["ort"] = str(onnx[name])
-        entry: dict = {"command": f"python -m writer {name}.msgpack out {' '.join(arguments[name])}", "runtimes": {}}
+        shown = " ".join(arguments[name]).replace(f"{ROOT}/", "")  # the module file, relative to the checkout
+        entry: dict = {"command": f"python -m writer {name}.msgpack out {shown}", "runtimes": {}}
         for runtime in RUNTIMES:
             config = {"models": models, "runtime": runtime, "backend": "wasm", "rounds": out["rounds"],
                       "block": out["block"], "warmup": 5}

@@ -19,7 +19,7 @@ def render(d: dict) -> list[str]:
              "per-call mean of a block, the ratio the median of the per-round ratios. Ours: this checkout's "
              "LayersModel (checked against JAX with `--verify`); ORT: the same checkpoint exported by "
              f"{d['onnx']}, run by onnxruntime-web 1.30 (wasm, one thread); before: "
-             f"{'the conversion by ' + repr(d['baseline']) if d.get('baseline') else 'not measured'}. "
+             f"{'the same checkpoint converted by an older checkout (FLAX2TFJS_BENCH_BASELINE: the code before issue 22)' if d.get('baseline') else 'not measured'}. "
              "Target: ours / ORT ≤ 1.0×.", ""]
     rows = []
     for name, entry in d["models"].items():
@@ -31,7 +31,7 @@ def render(d: dict) -> list[str]:
             ours_vs_ort = 1.0 / _median(ratios["ort"]) if "ort" in ratios else None
             rows.append([name, f"{runtime} {r['versions'].get('chromium') or r['versions'].get('node')}",
                          f"{ms['ours']:.1f} ms",
-                         f"{before:.1f} ms ({1.0 / _median(ratios['baseline']):.2f}× faster now)" if before else "-",
+                         f"{before:.1f} ms (ours {1.0 / _median(ratios['baseline']):.2f}×)" if before else "-",
                          f"{ort:.1f} ms" if ort else "-",
                          f"**{ours_vs_ort:.2f}×**" if ours_vs_ort else "-",
                          "met" if ours_vs_ort and ours_vs_ort <= 1.0 else ("MISSED" if ours_vs_ort else "-"),
@@ -39,4 +39,16 @@ def render(d: dict) -> list[str]:
     lines += [markdown_table(["model", "runtime", "ours", "before", "ORT", "ours / ORT", "target ≤ 1.0×",
                               "load avg start / end"], rows), ""]
     lines += ["Commands: " + "; ".join(f"`{e['command']}`" for e in d["models"].values()) + ".", ""]
+    lines += [
+        "What changed (issue 22): LayerNorm over the last axis no longer uses tfjs' `LayerNormalization` layer, "
+        "which tiles mean, variance, gamma and beta to the input's shape on every call (the wasm Tile took about "
+        "half of BERT-tiny's time); it is composed from layers that broadcast (topology/layers/layernorm_tilefree.py). "
+        "Attention with up to 4 key/value heads runs all heads in one product (topology/layers/attention_merged.py) "
+        "instead of one Dense per head and projection. Both are checked against JAX in the layer matrix.",
+        "",
+        "Where the rest goes: a `tf.profile` of ours after the change is dominated by `_FusedMatMul` (the Dense "
+        "layers: the same multiply-adds ORT does), which tfjs 4.22's wasm backend runs several times slower than "
+        "onnxruntime-web's kernels on this machine; the LayersModel format has no lever on that kernel. Closing "
+        "the gap needs the GraphModel writer (fused MatMul+bias+activation, BatchMatMul over a heads axis); "
+        "bench/browser_compare.mjs loads a GraphModel folder as well, so the same table can measure it.", ""]
     return lines
