@@ -13,7 +13,7 @@ from pathlib import Path
 import jax
 from flax.serialization import from_bytes
 
-from bench.transformer_models import MODELS
+from bench.transformer_models import MODELS, model
 
 
 def export(checkpoints: Path, out: Path, names: list[str] | None = None) -> dict[str, Path]:
@@ -27,10 +27,10 @@ def export(checkpoints: Path, out: Path, names: list[str] | None = None) -> dict
 
     out.mkdir(parents=True, exist_ok=True)
     written = {}
-    for name, (cls, inputs, _) in MODELS.items():
+    for name, (_, inputs, _) in MODELS.items():
         if names and name not in names:
             continue
-        module = cls()
+        module = model(name)
         template = module.init(jax.random.PRNGKey(0), *inputs)
         variables = from_bytes(template, (checkpoints / f"{name}.msgpack").read_bytes())
         path = out / f"{name}.onnx"

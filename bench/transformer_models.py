@@ -1,11 +1,14 @@
-"""The transformer models of the browser benchmark (issue 22), at the sizes users ship.
+"""The models of the browser benchmark (issue 22), at the sizes users ship.
 
 * ``BertTiny``: examples/models/bert_classifier.py at BERT-tiny's size (2 layers, hidden 128,
   2 heads, MLP 512), 128 tokens, three int32 inputs (ids, attention mask, token types).
 * ``ViTTiny``: examples/models/vit.py's layers at ViT-Ti/16's size (12 layers, hidden 192,
   3 heads, MLP 768, 16x16 patches) on 96x96x3 images.
+* ``CNN``: the Flax MNIST example's CNN (examples/train_mnist.py) on 28x28x1, and ``ResNet18``
+  (bench/optimize_models.py, the Flax ImageNet example's) on 112x112x3: the convolutional
+  reference rows.
 
-``python -m bench.transformer_models OUT/`` writes ``bert-tiny.msgpack`` and ``vit-ti.msgpack``
+``python -m bench.transformer_models OUT/`` writes ``<name>.msgpack`` for each
 (random weights, seed 0) and prints the conversion command of each.
 """
 from __future__ import annotations
@@ -18,8 +21,10 @@ import jax
 import jax.numpy as jnp
 from flax.serialization import to_bytes
 
+from bench.optimize_models import ResNet18
 from examples.models.bert_classifier import BertClassifier
 from examples.models.vit import ViTEmbeddings, ViTLayer
+from examples.train_mnist import CNN
 
 SEQUENCE = 128
 IMAGE = (96, 96, 3)
@@ -51,10 +56,22 @@ class ViTTiny(nn.Module):
 
 
 MODELS = {
-    "bert-tiny": (BertTiny, [jnp.zeros((1, SEQUENCE), jnp.int32)] * 3,
+    "mnist-cnn": ("CNN", [jnp.zeros((1, 28, 28, 1))], ["--input-shape", "28,28,1"]),
+    "resnet18": ("ResNet18", [jnp.zeros((1, 112, 112, 3))], ["--input-shape", "112,112,3"]),
+    "bert-tiny": ("BertTiny", [jnp.zeros((1, SEQUENCE), jnp.int32)] * 3,
                   ["--input-shape", str(SEQUENCE)] * 3 + ["--input-dtype", "int32"]),
-    "vit-ti": (ViTTiny, [jnp.zeros((1, *IMAGE))], ["--input-shape", ",".join(map(str, IMAGE))]),
-}
+    "vit-ti": ("ViTTiny", [jnp.zeros((1, *IMAGE))], ["--input-shape", ",".join(map(str, IMAGE))]),
+}  # name -> (the model's name in this file, for --module; example inputs; the writer's shape flags)
+
+
+def model(name: str) -> nn.Module:
+    """A fresh instance of the benchmark model ``name``.
+
+    Example:
+        >>> type(model("vit-ti")).__name__
+        'ViTTiny'
+    """
+    return globals()[MODELS[name][0]]()
 
 
 def write_checkpoints(folder: Path) -> dict[str, list[str]]:
@@ -67,10 +84,10 @@ def write_checkpoints(folder: Path) -> dict[str, list[str]]:
     """
     folder.mkdir(parents=True, exist_ok=True)
     commands = {}
-    for name, (cls, inputs, flags) in MODELS.items():
-        variables = cls().init(jax.random.PRNGKey(0), *inputs)
+    for name, (attribute, inputs, flags) in MODELS.items():
+        variables = model(name).init(jax.random.PRNGKey(0), *inputs)
         (folder / f"{name}.msgpack").write_bytes(to_bytes(variables))
-        commands[name] = ["--module", f"{Path(__file__).resolve()}:{cls.__name__}", *flags]
+        commands[name] = ["--module", f"{Path(__file__).resolve()}:{attribute}", *flags]
     return commands
 
 

@@ -12,8 +12,9 @@ def _median(values: list[float]) -> float:
 
 def render(d: dict) -> list[str]:
     """The section's Markdown lines."""
-    lines = ["BERT-tiny (2 layers, hidden 128, 2 heads, 128 tokens with an attention mask) and ViT-Ti/16 "
-             "(12 layers, hidden 192, 3 heads, 96×96) from bench/transformer_models.py, random weights, batch 1, "
+    lines = ["BERT-tiny (2 layers, hidden 128, 2 heads, 128 tokens with an attention mask), ViT-Ti/16 "
+             "(12 layers, hidden 192, 3 heads, 96×96), and as convolutional references the Flax MNIST example's CNN "
+             "and ResNet-18 on 112×112, from bench/transformer_models.py, random weights (seed 0), batch 1, "
              "wasm backend. Each runtime loads every model once, then runs them in turn, "
              f"{d['block']} calls each, for {d['rounds']} rounds; a cell is the median over rounds of the "
              "per-call mean of a block, the ratio the median of the per-round ratios. Ours: this checkout's "
