@@ -28,12 +28,14 @@ def bench_transformers(ctx: Context) -> dict:
     arguments = write_checkpoints(folder / "ckpt")
     baseline = os.environ.get("FLAX2TFJS_BENCH_BASELINE")
     onnx: dict[str, Path] = {}
+    failures: dict[str, str] = {}
     try:
-        onnx = export(folder / "ckpt", folder / "onnx")
+        onnx = export(folder / "ckpt", folder / "onnx", failures=failures)
         onnx_note = "jax2onnx 0.17.1"
     except ImportError as exc:
         onnx_note = f"skipped: {exc} (bash scripts/setup.sh --bench)"
-    out: dict = {"onnx": onnx_note, "baseline": baseline, "rounds": 3 if ctx.quick else 8, "block": 20, "models": {}}
+    out: dict = {"onnx": onnx_note, "onnx_failures": failures, "baseline": baseline,
+                 "rounds": 3 if ctx.quick else 8, "block": 20, "models": {}}
     for name in MODELS:
         ours = folder / f"{name}-tfjs"
         checkpoint = folder / "ckpt" / f"{name}.msgpack"

@@ -39,6 +39,8 @@ def render(d: dict) -> list[str]:
                          f"{r['load_avg'][0]:.1f} / {r['load_avg'][1]:.1f}"])
     lines += [markdown_table(["model", "runtime", "ours", "before", "ORT", "ours / ORT", "target ≤ 1.0×",
                               "load avg start / end"], rows), ""]
+    lines += [f"No ORT row for {name}: jax2onnx 0.17.1 failed to export it ({why})." for name, why in
+              (d.get("onnx_failures") or {}).items()] + ([""] if d.get("onnx_failures") else [])
     lines += ["Commands: " + "; ".join(f"`{e['command']}`" for e in d["models"].values()) + ".", ""]
     lines += [
         "What changed (issue 22): LayerNorm over the last axis no longer uses tfjs' `LayerNormalization` layer, "
