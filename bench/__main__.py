@@ -5,6 +5,7 @@
     python -m bench --only mnist,tfjs       # some sections: dataflow mnist sizes scaling large chunked allsteps official tfjs optimize
     python -m bench --only dataflow --merge # the issue-13 rows (start-up, kernel copy, memory bound, Orbax overlap)
     python -m bench --only mnist --merge    # re-measure one section, keep the others in latest.json
+    python -m bench --only transformers --merge   # BERT-tiny, ViT-Ti vs onnxruntime-web (setup.sh --bench)
     python -m bench --report-only bench/results/latest.json    # re-render the page from saved results
 
 Full runs write bench/results/latest.json, docs/benchmarks.md and docs/img/bench_*.png; quick
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from bench.context import OFFICIAL_CONVERTER, ROOT, Context, remove
 
-SECTIONS = ("dataflow", "mnist", "sizes", "chunked", "all_steps", "official", "tfjs", "optimize")
+SECTIONS = ("dataflow", "mnist", "sizes", "chunked", "all_steps", "official", "tfjs", "optimize", "transformers")
 ALIASES = {"issue13": "dataflow", "data": "dataflow", "scaling": "sizes", "large": "sizes", "allsteps": "all_steps", "all-steps": "all_steps",
            "latency": "tfjs", "accuracy": "tfjs"}
 NEEDED_DISK = 8 * 2**30  # 1 GB msgpack + Orbax + outputs + copies, and the 1.1 GiB chunked file twice
@@ -72,8 +73,8 @@ def selected(args: argparse.Namespace) -> tuple[list[str], list[int] | None]:
     skip = {ALIASES.get(s.strip(), s.strip()) for s in args.skip.split(",") if s.strip()}
     if args.official is False or (args.quick and args.official is None and not args.only):
         skip.add("official")
-    if args.quick and not args.only:  # minutes of ResNet-18 conversions and timing: not a smoke test
-        skip.add("optimize")
+    if args.quick and not args.only:  # minutes of ResNet-18 / ViT-Ti conversions and timing: not a smoke test
+        skip.update(("optimize", "transformers"))
     return [n for n in SECTIONS if n in names and n not in skip], widths
 
 
@@ -176,6 +177,10 @@ def run_sections(args: argparse.Namespace, ctx: Context, sections: list[str], wi
 
                 browser = args.browser if args.browser is not None else not ctx.quick
                 results[name] = bench_optimize(ctx, browser=browser)
+            elif name == "transformers":
+                from bench.transformers import bench_transformers  # jax, flax and the models: only when asked
+
+                results[name] = bench_transformers(ctx)
             elif name == "tfjs":
                 browser = args.browser if args.browser is not None else not ctx.quick
                 results[name] = latency.bench_tfjs(ctx, results.get("official"), browser=browser)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench import dataflow, optimize_report
+from bench import dataflow, optimize_report, transformers_report
 from bench.cells import markdown_table, mbytes, ms, ratio, secs, size, summary_or_none, verdict
 from bench.measure import MB
 
@@ -16,6 +16,7 @@ SECTION_TITLES = {
     "mnist": "MNIST checkpoint conversion", "sizes": "Model size: 1 MB to 1 GB", "chunked": "A single > 1 GiB tensor",
     "all_steps": "--all-steps", "official": "The official converter", "tfjs": "TF.js: size, accuracy, latency",
     "optimize": "--optimize: prediction time of what users ship",
+    "transformers": "Transformers in the browser: ours against onnxruntime-web (issue 22)",
 }
 
 
@@ -157,7 +158,7 @@ def render(results: dict, image_dir: str = "img") -> str:
 
     for key, fn in (("dataflow", dataflow.render), ("mnist", _mnist), ("sizes", lambda d: _sizes(d, image_dir)), ("chunked", _chunked),
                     ("all_steps", _all_steps), ("tfjs", lambda d: _tfjs(d, results.get("official"), image_dir)),
-                    ("official", _official), ("optimize", _optimize)):
+                    ("official", _official), ("optimize", _optimize), ("transformers", _transformers)):
         data = results.get(key)
         if data is None:
             continue
@@ -291,6 +292,10 @@ def _tfjs(d: dict, official: dict | None, image_dir: str) -> list[str]:
 def _optimize(d: dict) -> list[str]:
 
     return optimize_report.render(d)
+
+
+def _transformers(d: dict) -> list[str]:
+    return transformers_report.render(d)
 
 
 def _official(d: dict) -> list[str]:

@@ -63,6 +63,7 @@ class ConvertOptions:
     allow_nonfinite: bool = False
     allow_sparse: bool = False  # lift the output budget (writer/budget.py) for legitimately sparse checkpoints
     fix: bool = True  # automatic fixes of keys, shapes, dtypes and the input shape (--no-fix: off)
+    full_hash: bool = False  # provenance: the full sha256 of checkpoints over 64 MiB too (else a sampled fingerprint)
     optimize: bool = True  # exact graph rewrites (topology/optimize/): fold BatchNorm, drop identities, ...
     preset: dict | None = None  # --preset applied: {"name", "set": {option: value}, "overridden": [option]}
     format: str = "layers-model"  # "layers-model" | "graph-model" (any JAX ops, from the jaxpr) | "auto"
@@ -161,7 +162,7 @@ def _convert(source: Any, out_dir: str | Path, options: ConvertOptions, module: 
     notices = Notices(listener=stream.notice)
     stream.stage("read")
     resolved = resolve_source(source, module if module is not None else options.module, variables,
-                              options.step, notices, options.fix)
+                              options.step, notices, options.fix, options.full_hash)
     try:
         if options.format != "layers-model":
             graphdef, inputs = choose_format(resolved, options, notices, stream)
@@ -298,7 +299,7 @@ def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: Conve
                                 quantization, notices, options.allow_nonfinite, progress)
         provenance = {
             "version": __version__,
-            "source": {"name": source.name, "format": source.format, "sha256": source.digest(), "step": source.step},
+            "source": {"name": source.name, "format": source.format, **source.digest(), "step": source.step},
             "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in graph.inputs],
             "topology": topology_kind,
             "quantization": {"dtype": options.quantize, "weights": list(options.quantize_weights) or ["*"]}

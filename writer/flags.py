@@ -219,7 +219,7 @@ def weight_options(args: argparse.Namespace) -> dict:
     fields["quantize_weights"] = tuple(p for item in args.quantize_weights for p in item.split(",") if p)
     fields["metadata"] = metadata_options(args.metadata)
     fields.update(force=args.force, allow_nonfinite=args.allow_nonfinite, preset=preset,
-                  allow_sparse=getattr(args, "allow_sparse", False))
+                  allow_sparse=getattr(args, "allow_sparse", False), full_hash=getattr(args, "full_hash", False))
     return fields
 
 

@@ -17,7 +17,7 @@ from topology.vocabulary.errors import ConversionError, Notices
 from topology.vocabulary.tensors import Checkpoint, TensorRef, TreePath
 from topology.vocabulary.variables import Variables
 from writer.module_loader import instantiate, load_module_spec
-from writer.provenance import BackgroundDigest
+from writer.provenance import source_identity
 from writer.readers import read_checkpoint
 from writer.variables import select_variables
 
@@ -32,7 +32,7 @@ class Source:
     module: Any = None
     step: int | None = None
     path: Path | None = None
-    digest: Callable[[], str] = field(default=lambda: "", repr=False)
+    digest: Callable[[], dict] = field(default=lambda: {"sha256": ""}, repr=False)  # the provenance source fields
     checkpoint: Checkpoint | None = field(default=None, repr=False)
 
     def close(self) -> None:
@@ -41,9 +41,10 @@ class Source:
 
 
 def resolve_source(source: Any, module: Any, variables: Any, step: int | None, notices: Notices,
-                   fix: bool = True) -> Source:
+                   fix: bool = True, full_hash: bool = False) -> Source:
     """Detect the kind of ``source`` and gather module and variables.
 
+    ``full_hash`` names a checkpoint of any size by its full sha256 (see :mod:`writer.provenance`).
     ``fix`` turns the key fixes of :func:`writer.variables.select_variables` on (the default) or off.
 
     Example:
@@ -56,14 +57,14 @@ def resolve_source(source: Any, module: Any, variables: Any, step: int | None, n
     elif module is not None:
         module = instantiate(module)
     if isinstance(source, (str, Path)):
-        return _from_checkpoint(Path(source), module, step, notices, fix)
+        return _from_checkpoint(Path(source), module, step, notices, fix, full_hash)
     if variables is not None:
         if _is_linen_module(source) or _is_nnx_module(source):
             module = source
         return _from_tree(variables, module, "variables", notices, fix=fix)
     if _is_nnx_module(source):
         return Source(f"{type(source).__name__} (NNX module)", "nnx-module", Variables(), module=source,
-                      digest=lambda: _digest_nnx(source))
+                      digest=lambda: {"sha256": _digest_nnx(source)})
     if _is_linen_module(source):
         raise ConversionError("NO_VARIABLES", f"the Linen module {type(source).__name__} came without variables",
                               "pass variables=model.init(...) or a checkpoint path: to_tensorflowjs(module, out, variables=v)")
@@ -84,11 +85,12 @@ def resolve_source(source: Any, module: Any, variables: Any, step: int | None, n
                           "pass a checkpoint path, a Linen module with variables=, an NNX module, or a TrainState")
 
 
-def _from_checkpoint(path: Path, module: Any, step: int | None, notices: Notices, fix: bool = True) -> Source:
+def _from_checkpoint(path: Path, module: Any, step: int | None, notices: Notices, fix: bool = True,
+                     full_hash: bool = False) -> Source:
     checkpoint = read_checkpoint(path, step)
-    # Hash on the second core while the weights are converted (perf: bench/, issue 7).
-    digest = BackgroundDigest(checkpoint.path)
-    checkpoint.closers.append(digest.cancel)
+    # A full hash runs on the second core while the weights are converted (perf: bench/, issues 7 and 22).
+    digest, cancel = source_identity(checkpoint.path, full_hash)
+    checkpoint.closers.append(cancel)
     try:
         variables = select_variables(checkpoint, notices, fix)
     except BaseException:
@@ -107,7 +109,7 @@ def _from_tree(tree: Any, module: Any, name: str, notices: Notices, fmt: str = "
         raise ConversionError("MODULE_REQUIRED", f"variables ({name}) were given without the module that uses them",
                               "pass module=YourModule() as well")
     label = f"{type(module).__name__} ({'NNX' if _is_nnx_module(module) else 'Linen'} module)"
-    return Source(label, fmt, variables, module, step, digest=lambda: _digest_refs(flat))
+    return Source(label, fmt, variables, module, step, digest=lambda: {"sha256": _digest_refs(flat)})
 
 
 def flatten_arrays(tree: Any, prefix: TreePath = ()) -> dict[TreePath, TensorRef]:

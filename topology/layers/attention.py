@@ -2,7 +2,8 @@
 
 ``nn.MultiHeadDotProductAttention`` / ``nn.SelfAttention`` (Linen) and
 ``nnx.MultiHeadAttention`` (NNX, incl. grouped key/value heads) on (batch,
-length, features) inputs become per head h::
+length, features) inputs with up to four key/value heads become one product
+over all heads (``topology/layers/attention_merged.py``); with more, per head h::
 
     q_h = Rescaling(1/sqrt(D))(Dense(D)(x_q))     # kernel W_q[:, h, :], bias b_q[h]
     k_h = Dense(D)(x_k);  v_h = Dense(D)(x_v)
@@ -25,6 +26,7 @@ from typing import Any
 
 from topology.graph import LayerNode, WeightBinding
 from topology.layers.attention_mask import MaskPlan, apply_mask, mask_nodes, plan_mask
+from topology.layers.attention_merged import MAX_KV_HEADS, merged_heads_attention
 from topology.layers.base import Case, LayerKind, keras_shape, layer_base
 from topology.layers.dense import dense_config
 from topology.trace.call_context import CallContext
@@ -107,6 +109,9 @@ def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variable
         return nodes[-1].name
 
     plan = _mask_plan(attrs, q_len, k_len)
+    if kv_heads <= MAX_KV_HEADS:  # every head in one product (attention_merged.py); per head below
+        return merged_heads_attention(name, (q_in, k_in, v_in), (q_len, k_len), (wq, wk, wv, wo), (bq, bk, bv, bo),
+                                      plan, output_shape, origin)
     shared = None
     if plan is not None and plan.input_layer is not None:
         mask_layers, shared = mask_nodes(plan, name, q_len, k_len, origin)
@@ -178,6 +183,11 @@ def _cases() -> tuple[Case, ...]:
         def __call__(self, x):
             return nn.MultiHeadDotProductAttention(2)(x, mask=nn.make_causal_mask(jnp.ones(x.shape[:2])))
 
+    class Causal5(nn.Module):  # more heads than one product takes: per head, with a constant mask
+        @nn.compact
+        def __call__(self, x):
+            return nn.MultiHeadDotProductAttention(5)(x, mask=nn.make_causal_mask(jnp.ones(x.shape[:2])))
+
     class TokenMasked(nn.Module):  # padding (token id 0) from the input, optionally also causal
         kind: str = "pair"
 
@@ -221,6 +231,9 @@ def _cases() -> tuple[Case, ...]:
         Case("linen-mha-same-tensor-thrice", TwiceSame, (4, 5)),
         Case("nnx-mha-self", lambda: NnxSelf(num_heads=2), (5, 6)),
         Case("nnx-mha-grouped-kv", lambda: NnxSelf(num_heads=4, qkv_features=8, num_kv_heads=2), (5, 6)),
+        Case("linen-mha-head-dim-4", lambda: nn.MultiHeadDotProductAttention(2, qkv_features=8), (5, 3)),  # 1/2 folded
+        Case("linen-mha-five-heads-per-head", lambda: nn.MultiHeadDotProductAttention(5, qkv_features=10), (4, 3)),
+        Case("linen-mha-five-heads-causal", Causal5, (4, 5)),
     )
 
 
@@ -229,8 +242,10 @@ KIND = LayerKind(
     keras_class="Dense",  # the composition ends in the output Dense
     flax_modules=("nn.MultiHeadDotProductAttention", "nn.SelfAttention", "nnx.MultiHeadAttention"),
     make_config=dense_config,
-    summary="multi-head dot-product attention on (batch, length, features): per-head Dense, Dot, "
-            "softmax, Dot, Concatenate, output Dense (self-, cross- and grouped-query attention); masks: "
+    summary="multi-head dot-product attention on (batch, length, features): up to 4 key/value heads in one "
+            "product (one Dense per projection, rows per token and head, other heads' scores masked), more heads "
+            "per head (Dense, Dot, softmax, Dot, Concatenate); output Dense (self-, cross- and grouped-query "
+            "attention); masks: "
             "constant ones (nn.make_causal_mask, is_causal=True) as an exact BatchNormalization on the scores, "
             "padding masks from a (batch, length) input (0 = padding: attention_mask or token ids) with "
             "RepeatVector/Permute/Multiply/Add, and both combined",

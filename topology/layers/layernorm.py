@@ -1,7 +1,10 @@
 """Flax ``nn.LayerNorm`` / ``nnx.LayerNorm`` -> tfjs ``LayerNormalization``; ``nn.RMSNorm`` /
 ``nnx.RMSNorm`` composed from built-in layers.
 
-LayerNorm: the reduction axes become ``axis`` (an int for one axis), epsilon
+LayerNorm over the last axis (the transformer case) is composed from layers
+that broadcast instead (``topology/layers/layernorm_tilefree.py``): tfjs'
+own layer tiles four tensors per call, which costs more than the rest.
+Other LayerNorms: the reduction axes become ``axis`` (an int for one axis), epsilon
 is written explicitly (Flax 1e-6, Keras 1e-3), use_scale/use_bias become
 scale/center. When the feature axes (where scale/bias live) differ from the
 reduction axes, e.g. ``reduction_axes=(1, 2, 3), feature_axes=-1``, the layer
@@ -23,6 +26,7 @@ from typing import Any
 from topology.graph import LayerNode
 from topology.layers.base import ONES, ZEROS, Case, LayerKind, ParamMap, bind, layer_base
 from topology.layers.batchnorm import channel_affine
+from topology.layers.layernorm_tilefree import tile_free_applies, tile_free_layer_norm
 from topology.layers.views import reshaped
 from topology.trace.call_context import CallContext
 from topology.trace.errors import unsupported
@@ -79,6 +83,10 @@ def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variable
         return _rms_norm(name, in_shape, reduce, attrs, inputs, variables, origin)
     use_scale, use_bias, epsilon = attrs["_use_scale"], attrs["_use_bias"], attrs["epsilon"]
     axis: Any = -1 if reduce == (rank - 1,) else (reduce[0] if len(reduce) == 1 else list(reduce))
+    if features == reduce == (rank - 1,) and tile_free_applies(in_shape[-1], epsilon, rank):
+        gamma = bind(variables, "params", "scale", "gamma", origin) if use_scale else None
+        beta = bind(variables, "params", "bias", "beta", origin) if use_bias else None
+        return tile_free_layer_norm(name, in_shape, list(inputs), epsilon, gamma, beta, origin)
     if features == reduce and rank <= 4:
         weights = _affine_weights(variables, origin, use_scale, use_bias)
         config = layer_norm_config(axis, epsilon, use_bias, use_scale)
@@ -171,6 +179,9 @@ def _cases() -> tuple[Case, ...]:
              lambda: nn.LayerNorm(reduction_axes=(1, 2, 3), feature_axes=-1), (4, 4, 3)),
         Case("linen-layernorm-axis1", lambda: nn.LayerNorm(reduction_axes=1, feature_axes=1), (5, 3)),
         Case("linen-layernorm-rank5", lambda: nn.LayerNorm(), (2, 3, 2, 4)),
+        Case("linen-layernorm-rank4-last", lambda: nn.LayerNorm(), (3, 4, 6)),  # rows of channels, tile-free
+        Case("linen-layernorm-tiny-eps", lambda: nn.LayerNorm(epsilon=1e-12), (5, 6)),  # the scaled padded row
+        Case("linen-layernorm-zero-eps", lambda: nn.LayerNorm(epsilon=0.0), (5, 6)),  # tfjs' own layer
         Case("linen-layernorm-block", DenseLN, (3, 6)),
         Case("linen-rmsnorm", lambda: nn.RMSNorm(), (6,)),
         Case("linen-rmsnorm-3d", lambda: nn.RMSNorm(epsilon=1e-5), (5, 6)),
@@ -189,7 +200,9 @@ KIND = LayerKind(
     flax_modules=("nn.LayerNorm", "nnx.LayerNorm", "nn.RMSNorm", "nnx.RMSNorm"),
     make_config=layer_norm_config,
     params=(ParamMap("scale", "gamma", optional=True), ParamMap("bias", "beta", optional=True)),
-    summary="layer normalization over any non-batch axes, explicit epsilon, use_scale/use_bias -> scale/center; "
+    summary="layer normalization over the last axis without tfjs' tiling layer (broadcast Add/Multiply, "
+            "Dot(normalize) for 1/sqrt(var + eps)); over other non-batch axes LayerNormalization, explicit epsilon, "
+            "use_scale/use_bias -> scale/center; "
             "feature axis -1 with other reduction axes adds a per-channel affine; RMSNorm as the LayerNormalization "
             "of [x, -x] (Concatenate, Cropping2D)",
     flax_classes=("flax.linen:LayerNorm", "flax.nnx:LayerNorm", "flax.linen:RMSNorm", "flax.nnx:RMSNorm"),

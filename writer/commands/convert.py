@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     out = add_output_options(parser, "print the report as JSON (with --verify: the verify report under 'verify')")
     out.add_argument("--metadata", action="append", default=[], metavar="KEY=FILE.json",
                      help="add a JSON file to userDefinedMetadata under KEY (repeatable)")
+    out.add_argument("--full-hash", action="store_true", help="name a checkpoint over 64 MiB in the metadata by "
+                     "the sha256 of all its bytes (default: a sampled fingerprint, a second full read saved)")
     out.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     return parser
 
