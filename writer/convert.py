@@ -18,6 +18,7 @@ from writer.events import EventSink, EventStream
 from writer.fixes import fit_module, fit_template
 from writer.layer_names import sanitize_layer_names
 from writer.model_json import assemble_model_json, check_model_json, dumps_model_json
+from writer.weight_targets import check_weight_targets
 from writer.output import check_destination, staged_output
 from writer.quantize import QUANTIZE_DTYPES, QuantizeOptions
 from writer.report import LayerRow, Report
@@ -158,6 +159,10 @@ def build_graph(resolved: Source, options: ConvertOptions, notices: Notices,
         stream.stage("graph")
         graph = trace_graph(resolved.module, inputs, resolved.variables.collections or None)
         kind = "traced"
+        if graph.unused:
+            names = ", ".join(dict.fromkeys(graph.unused))
+            notices.warn("UNUSED_RESULT", f"{len(graph.unused)} layer(s) computed a result the model never uses "
+                                          f"and were left out: {names}")
     if options.optimize:
         graph = optimize_graph(graph)
     return graph, kind
@@ -217,6 +222,7 @@ def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: Conve
         }
         document = assemble_model_json(topology, written.manifest_group, provenance, options.metadata)
         check_model_json(document)
+        check_weight_targets(document)  # what TF.js checks at load: never exit 0 with a model it refuses
         text = dumps_model_json(document)
         (staging / "model.json").write_text(text, encoding="utf-8")
     return Report(

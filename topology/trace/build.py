@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from topology.graph import LayerGraph, LayerNode, WeightBinding
+from topology.graph import LayerGraph, LayerNode, WeightBinding, prune_unused
 from topology.layers.base import layer_base
 from topology.ops import handler_for
 from topology.ops.constants import fold_lazy, param_const
@@ -154,7 +154,7 @@ def build_graph(trace: Trace) -> LayerGraph:
         if tensor.layer in {spec.name for spec in trace.inputs}:
             raise unsupported("returning an input unchanged", "model output", "the model must compute something")
         outputs.append(tensor.layer)
-    return LayerGraph(list(trace.inputs), builder.layers, outputs)
+    return prune_unused(LayerGraph(list(trace.inputs), builder.layers, outputs))  # results thrown away
 
 
 def _read(env: dict, var: Any) -> Any:
