@@ -118,10 +118,13 @@ def not_converted() -> tuple[tuple[str, str, Any], ...]:
         ("a constant array or parameter divided by activations, or used in `jnp.where`/comparisons with them",
          "constants convert in +, -, *, / (by the constant), maximum, minimum and concatenate (see constants above)",
          Case("example", FreeParam, (3,))),
-        ("element-wise functions outside the catalog above (`jnp.sin`, `x ** 2`, `jnp.exp`, ...)",
-         "tfjs has no such activation", dense(jnp.sin)),
-        ("softmax / log_softmax over an axis other than the last", "tfjs' softmax activation uses the last axis",
-         dense(lambda x: jax.nn.softmax(square(x), axis=1))),
+        ("element-wise operations on activations with no exact tfjs layer (`jnp.sin`, `jnp.exp`, `jnp.sqrt` "
+         "outside a recognised normalisation, division by activations), outside a catalogued function",
+         "tfjs has no such layer; +, -, *, / by a number, maximum/minimum, tanh, sigmoid and integer powers compile "
+         "(see expression above)", dense(jnp.sin)),
+        ("log_softmax over an axis other than the last", "tfjs' log_softmax activation uses the last axis "
+         "(softmax over any axis converts: see norms above)",
+         dense(lambda x: jax.nn.log_softmax(square(x), axis=1))),
         ("reductions over the channel axis", "tfjs pools over spatial axes only",
          conv(lambda x: jnp.mean(x, axis=-1))),
         ("reductions over only some of the spatial axes", "tfjs pools over all spatial axes at once",
