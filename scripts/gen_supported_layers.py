@@ -73,6 +73,11 @@ def not_converted() -> tuple[tuple[str, str, Any], ...]:
             mask = jnp.stack([jnp.tril(jnp.ones((3, 3))), jnp.ones((3, 3))])[None]
             return nn.MultiHeadDotProductAttention(2)(x, mask=jnp.broadcast_to(mask, (x.shape[0], 2, 3, 3)))
 
+    class CumsumIds(nn.Module):
+        @nn.compact
+        def __call__(self, ids):
+            return nn.Embed(10, 4)(jnp.cumsum(ids, axis=1) % 10)
+
     class ScanBody(nn.Module):
         @nn.compact
         def __call__(self, x, _):
@@ -97,7 +102,9 @@ def not_converted() -> tuple[tuple[str, str, Any], ...]:
         ("gathers with index arrays (`jnp.take(x, idx)`, `x[:, jnp.array([2, 0])]`) outside `nn.Embed`",
          "no tfjs layer gathers; static slices and `jnp.split` do convert (see slicing above)",
          dense(lambda x: jnp.take(x, jnp.array([2, 0]), axis=-1))),
-        ("`jnp.cumsum`", "no tfjs layer computes it", dense(lambda x: jnp.cumsum(x, axis=-1))),
+        ("`jnp.cumsum` of integers (RoBERTa's position ids counted from the token ids)",
+         "tfjs Dense layers compute in float32; cumsum of float activations converts (see structural above)",
+         Case("example", CumsumIds, (5,), input_dtype="int32", input_range=(0, 10))),
         ("`jnp.sort`, `jax.lax.top_k`", "no tfjs layer computes them", dense(lambda x: jnp.sort(x, axis=-1))),
         ("`jnp.argmax` / `jnp.argmin`", "no tfjs layer computes them", dense(lambda x: jnp.argmax(x, axis=-1))),
         ("products of two activations that contract no axis or several axes, or keep several free axes "
