@@ -81,8 +81,10 @@ class _Recorder:
         attrs = self.read_attrs(layer_kind, module, path, kwargs)
         # Flags given at call time (e.g. use_running_average=False) override the module's own.
         attrs["_call_flags"] = {k: v for k, v in kwargs.items() if isinstance(v, bool)}
-        computed = self.computed_variables(module)
-        if computed and not path and getattr(module, "name", None):
+        # Only a root copy (path ()) made by `self.lm_head.apply(...)` can hold computed variables; a lifted
+        # module (nn.scan, nn.remat) has its path and its sliced checkpoint variables.
+        computed = self.computed_variables(module) if not path else {}
+        if computed and getattr(module, "name", None):
             path = (str(module.name),)  # self.lm_head.apply(...) runs a root copy: keep the attribute's name
         self.calls[index] = LayerCall(index, layer_kind, path, attrs, self.lookup_variables(module, path),
                                       user_line())
