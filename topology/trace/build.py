@@ -21,6 +21,7 @@ from topology.ops.materialize import materialize
 from topology.trace.capture import Trace
 from topology.trace.errors import unsupported
 from topology.trace.builder import Deferred
+from topology.trace.merged_batch import MergedBatch
 from topology.trace.values import Const, Inside, Pending, Tensor
 from topology.vocabulary.errors import ConversionError
 from topology.vocabulary.tensors import TensorRef
@@ -43,6 +44,7 @@ class GraphBuilder:
         self.constant_carriers: dict[str, Tensor] = {}
         self.constant_calls: set[int] = set()  # layer calls applied to a constant (folded)
         self.multi_output_calls: dict[int, list[str]] = {}  # call -> its output refs, once emitted
+        self.merged = MergedBatch()
 
     # -- naming and layers -------------------------------------------------
     def unique(self, base: str) -> str:
@@ -68,6 +70,7 @@ class GraphBuilder:
         node = LayerNode(name, class_name, layer_base(**config), [t.layer for t in inputs], list(weights or []),
                          tuple(shape[1:]), origin)
         self.layers.append(node)
+        self.merged.follow(node, origin)
         return Tensor(name, tuple(shape), np.dtype(dtype))
 
     def _distinct(self, inputs: list[Tensor]) -> list[Tensor]:
@@ -86,6 +89,7 @@ class GraphBuilder:
         for node in nodes:
             self.names.add(node.name)
             self.layers.append(node)
+            self.merged.follow(node, node.origin)
         return Tensor(nodes[-1].name, tuple(shape), np.dtype("float32"))
 
     # -- values ------------------------------------------------------------
@@ -152,6 +156,9 @@ def build_graph(trace: Trace) -> LayerGraph:
     outputs = []
     for var in jaxpr.outvars:
         tensor = builder.tensor(_read(env, var), "model output")
+        if tensor.layer in builder.merged.lead:
+            raise unsupported("returning activations whose batch axis merges other axes", "model output",
+                              "reshape them back to (batch, ...) before returning them")
         if tensor.layer in {spec.name for spec in trace.inputs}:
             raise unsupported("returning an input unchanged", "model output", "the model must compute something")
         outputs.append(tensor.layer)
