@@ -121,15 +121,10 @@ def _operation(builder: Builder, name: str, params: dict, values: list, pending:
         positive = builder.add_layer("abs_positive", "ReLU", relu, [x], shape)
         negative = builder.add_layer("abs_negative", "ReLU", relu, [rescale(x, -1.0, 0.0)], shape)
         return builder.add_layer("abs", "Add", {}, [positive, negative], shape)
-    raise unsupported(f"element-wise operation `{name}` on activations{_operands(values)}", where,
+    raise unsupported(f"element-wise operation `{name}` on {'two activations' if len(tensors) > 1 else 'activations'}",
+                      where,
                       "write it with +, -, *, division by a number, maximum/minimum, tanh, sigmoid or integer "
                       "powers, or use a Flax/jax.nn function that has a layer (see docs/supported-layers.md)")
-
-
-def _operands(values: list) -> str:
-    if any(isinstance(v, Tensor) for v in values[1:]) and len(values) > 1 and isinstance(values[0], (Tensor, float)):
-        return " and activations"
-    return ""
 
 
 def _cases():

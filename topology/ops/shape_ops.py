@@ -19,7 +19,7 @@ def reshape(builder: Builder, eqn: Any, values: list, where: str) -> Tensor:
     # reshape's `dimensions` is a transpose before the reshape (squeeze's `dimensions` are just the axes dropped).
     if eqn.primitive.name == "reshape" and eqn.params.get("dimensions") is not None:
         raise unsupported("a reshape with a dimension order", where, "transpose first, then reshape")
-    merged = _merge_or_split(builder, x, shape)
+    merged = _merge_or_split(builder, x, shape, where)
     if merged is not None:
         return merged
     if not shape or shape[0] != x.shape[0] or math.prod(shape[1:]) != math.prod(x.shape[1:]):
@@ -32,7 +32,7 @@ def reshape(builder: Builder, eqn: Any, values: list, where: str) -> Tensor:
     return builder.add_layer("reshape", "Reshape", {"target_shape": list(shape[1:])}, [x], shape)
 
 
-def _merge_or_split(builder: Builder, x: Tensor, shape: tuple[int, ...]) -> Tensor | None:
+def _merge_or_split(builder: Builder, x: Tensor, shape: tuple[int, ...], where: str) -> Tensor | None:
     """A reshape (B, S, ..., H) -> (B*S*..., H) that folds leading axes into the batch, or the one that
     unfolds them: an identity on the TF.js tensor (see ``topology.trace.merged_batch``); None for others."""
     lead = builder.merged.lead.get(x.layer)
@@ -40,7 +40,7 @@ def _merge_or_split(builder: Builder, x: Tensor, shape: tuple[int, ...]) -> Tens
     if lead is not None:  # the traced (B*S, ...) is (B, S, ...) in TF.js
         real = (shape[0], *lead, *x.shape[1:])
         if not shape or shape[0] * math.prod(lead) != x.shape[0] or math.prod(shape[1:]) != math.prod(real[1:]):
-            raise unsupported(f"a reshape of activations whose batch axis merges axes {lead} to {shape}", "",
+            raise unsupported(f"a reshape of activations whose batch axis merges axes {lead} to {shape}", where,
                               "reshape them back to (batch, ...) first")
         if tuple(shape[1:]) == tuple(real[1:]):
             return builder.add_layer(SPLIT, "Rescaling", identity, [x], shape)
