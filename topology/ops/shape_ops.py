@@ -4,12 +4,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from topology.layers.base import Case
 from topology.ops import handles
 from topology.trace.builder import Builder
 from topology.trace.errors import unsupported
 from topology.trace.merged_batch import SPLIT
-from topology.trace.values import Tensor
+from topology.trace.values import Pending, Tensor
 
 
 @handles("reshape", "squeeze", "expand_dims")
@@ -56,9 +58,16 @@ def _merge_or_split(builder: Builder, x: Tensor, shape: tuple[int, ...], where: 
 
 
 @handles("transpose")
-def transpose(builder: Builder, eqn: Any, values: list, where: str) -> Tensor:
-    x = builder.tensor(values[0], where)
+def transpose(builder: Builder, eqn: Any, values: list, where: str) -> Tensor | Pending:
     permutation = tuple(eqn.params["permutation"])
+    if isinstance(values[0], Pending) and getattr(values[0], "array_constants", False):
+        # e.g. the axis order of a product with a constant table (ops/dot.py): still a x + b of its root
+        inner, out = values[0], eqn.outvars[0].aval
+        composed = Pending(inner.root, lambda r: np.transpose(inner.fn(r), permutation), tuple(out.shape),
+                           np.dtype(out.dtype), where)
+        composed.array_constants = True
+        return composed
+    x = builder.tensor(values[0], where)
     if permutation[0] != 0:
         raise unsupported(f"a transpose {permutation} that moves the batch axis", where, "keep axis 0 in place")
     if permutation == tuple(range(len(permutation))):
