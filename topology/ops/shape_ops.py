@@ -48,8 +48,10 @@ def _merge_or_split(builder: Builder, x: Tensor, shape: tuple[int, ...], where: 
             return builder.add_layer(SPLIT, "Rescaling", identity, [x], shape)
         split = builder.add_layer(SPLIT, "Rescaling", identity, [x], real)
         return builder.add_layer("reshape", "Reshape", {"target_shape": list(shape[1:])}, [split], shape)
+    if not shape or shape[0] == x.shape[0]:  # the batch axis stays: an ordinary reshape
+        return None
     for k in range(2, len(x.shape)):
-        if shape and shape[0] == math.prod(x.shape[:k]) and tuple(shape[1:]) == tuple(x.shape[k:]):
+        if shape[0] == math.prod(x.shape[:k]) and tuple(shape[1:]) == tuple(x.shape[k:]):
             out = builder.add_layer("merge_batch", "Rescaling", identity, [x], shape)
             builder.merged.lead[out.layer] = tuple(x.shape[1:k])
             builder.layers[-1].output_shape = tuple(x.shape[1:])
