@@ -30,7 +30,11 @@ def concatenate(builder: Builder, eqn: Any, values: list, where: str) -> Tensor:
 def stack(builder: Builder, eqn: Any, values: list, where: str) -> Tensor:
     """``jnp.stack`` (a primitive since JAX 0.10): each operand gets a size-1 axis (Reshape), then
     Concatenate; exact copies. With a following reshape this is RoFormer's rotary interleave
-    ``stack([-x[..., 1::2], x[..., ::2]], -1).reshape(x.shape)``."""
+    ``stack([-x[..., 1::2], x[..., ::2]], -1).reshape(x.shape)``.
+
+    Example:
+        >>> pairs = stack(builder, eqn, [a, b], "model.py:8")   # doctest: +SKIP
+    """
     axis = eqn.params["axis"]
     if axis == 0:
         raise unsupported("stacking along the batch axis", where, "stack along a feature axis")

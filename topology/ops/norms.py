@@ -74,7 +74,11 @@ def solve_epsilon(fn: Any, shape: tuple[int, ...], kind: str) -> float | None:
 
 
 def normalization(builder: Builder, pending: Pending) -> Tensor | None:
-    """``pending`` as RMSNorm or LayerNorm (no affine) over the last axis, or softmax over one axis; None if neither."""
+    """``pending`` as RMSNorm or LayerNorm (no affine) over the last axis, or softmax over one axis; None if neither.
+
+    Example:
+        >>> rms = normalization(builder, pending)   # doctest: +SKIP  (x * rsqrt(mean(x**2, -1) + 1e-6))
+    """
     root, shape = pending.root, tuple(pending.root.shape)
     if root.dtype.kind != "f" or tuple(pending.shape) != shape:
         return None
