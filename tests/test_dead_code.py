@@ -109,3 +109,29 @@ def test_weight_targets_match_what_tfjs_checks(weights, problem):
         check_weight_targets(document)
     assert err.value.code == "WEIGHT_TARGET_MISMATCH" and problem in err.value.message, err.value.message
     assert np.char.count(err.value.message, "TF.js") == 1
+
+
+def test_transformers_gpt_neo_converts_and_loads(tmp_path, tfjs):
+    """The model the problem was found in: transformers' FlaxGPTNeoForCausalLM (tiny config, tied head)."""
+    transformers = pytest.importorskip("transformers")
+    import flax.linen as nn
+    import jax.numpy as jnp
+
+    config = transformers.GPTNeoConfig(vocab_size=40, hidden_size=8, num_layers=2, num_heads=2,
+                                       attention_types=[[["global", "local"], 1]], max_position_embeddings=16,
+                                       window_size=4)
+    neo = transformers.FlaxGPTNeoForCausalLM(config, seed=0)
+
+    class Wrap(nn.Module):
+        inner: nn.Module
+
+        @nn.compact
+        def __call__(self, ids):
+            positions = jnp.broadcast_to(jnp.arange(ids.shape[1]), ids.shape)
+            return self.inner(ids, jnp.ones_like(ids), positions, deterministic=True)[0]
+
+    module, variables = Wrap(neo.module), {"params": {"inner": neo.params}}
+    report = to_tensorflowjs(module, tmp_path / "out", variables=variables, input_shape=(6,), input_dtype="int32")
+    assert any(n.code == "UNUSED_RESULT" and "ln_f" in n.message for n in report.notices)
+    compare_batches(tfjs, tmp_path / "out", lambda xs: np.asarray(module.apply(variables, jnp.asarray(xs[0]))),
+                    lambda batch: random_inputs([(6,)], batch, batch, "int32", 0, 40))
