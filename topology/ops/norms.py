@@ -179,7 +179,6 @@ def _cases():
             return self.weight.value * (h * jax.lax.rsqrt(jnp.mean(jnp.square(h), -1, keepdims=True) + 1e-6))
 
     return (
-        Case("linen-llama-rmsnorm", LlamaRMSNorm, (4,)),
         Case("linen-llama-rmsnorm-3d", LlamaRMSNorm, (3, 4)),
         Case("linen-gemma-rmsnorm-1-plus-w", lambda: LlamaRMSNorm(gemma=True), (3, 4)),
         Case("linen-rsqrt-rmsnorm", RsqrtRMSNorm, (4,)),
