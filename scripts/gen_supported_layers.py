@@ -73,6 +73,11 @@ def not_converted() -> tuple[tuple[str, str, Any], ...]:
             mask = jnp.stack([jnp.tril(jnp.ones((3, 3))), jnp.ones((3, 3))])[None]
             return nn.MultiHeadDotProductAttention(2)(x, mask=jnp.broadcast_to(mask, (x.shape[0], 2, 3, 3)))
 
+    class CumsumIds(nn.Module):
+        @nn.compact
+        def __call__(self, ids):
+            return nn.Embed(10, 4)(jnp.cumsum(ids, axis=1) % 10)
+
     class ScanBody(nn.Module):
         @nn.compact
         def __call__(self, x, _):
@@ -97,7 +102,9 @@ def not_converted() -> tuple[tuple[str, str, Any], ...]:
         ("gathers with index arrays (`jnp.take(x, idx)`, `x[:, jnp.array([2, 0])]`) outside `nn.Embed`",
          "no tfjs layer gathers; static slices and `jnp.split` do convert (see slicing above)",
          dense(lambda x: jnp.take(x, jnp.array([2, 0]), axis=-1))),
-        ("`jnp.cumsum`", "no tfjs layer computes it", dense(lambda x: jnp.cumsum(x, axis=-1))),
+        ("`jnp.cumsum` of integers (RoBERTa's position ids counted from the token ids)",
+         "tfjs Dense layers compute in float32; cumsum of float activations converts (see structural above)",
+         Case("example", CumsumIds, (5,), input_dtype="int32", input_range=(0, 10))),
         ("`jnp.sort`, `jax.lax.top_k`", "no tfjs layer computes them", dense(lambda x: jnp.sort(x, axis=-1))),
         ("`jnp.argmax` / `jnp.argmin`", "no tfjs layer computes them", dense(lambda x: jnp.argmax(x, axis=-1))),
         ("products of two activations that contract no axis or several axes, or keep several free axes "
@@ -118,10 +125,13 @@ def not_converted() -> tuple[tuple[str, str, Any], ...]:
         ("a constant array or parameter divided by activations, or used in `jnp.where`/comparisons with them",
          "constants convert in +, -, *, / (by the constant), maximum, minimum and concatenate (see constants above)",
          Case("example", FreeParam, (3,))),
-        ("element-wise functions outside the catalog above (`jnp.sin`, `x ** 2`, `jnp.exp`, ...)",
-         "tfjs has no such activation", dense(jnp.sin)),
-        ("softmax / log_softmax over an axis other than the last", "tfjs' softmax activation uses the last axis",
-         dense(lambda x: jax.nn.softmax(square(x), axis=1))),
+        ("element-wise operations on activations with no exact tfjs layer (`jnp.sin`, `jnp.exp`, `jnp.sqrt` "
+         "outside a recognised normalisation, division by activations), outside a catalogued function",
+         "tfjs has no such layer; +, -, *, / by a number, maximum/minimum, tanh, sigmoid and integer powers compile "
+         "(see expression above)", dense(jnp.sin)),
+        ("log_softmax over an axis other than the last", "tfjs' log_softmax activation uses the last axis "
+         "(softmax over any axis converts: see norms above)",
+         dense(lambda x: jax.nn.log_softmax(square(x), axis=1))),
         ("reductions over the channel axis", "tfjs pools over spatial axes only",
          conv(lambda x: jnp.mean(x, axis=-1))),
         ("reductions over only some of the spatial axes", "tfjs pools over all spatial axes at once",

@@ -164,6 +164,7 @@ class LayerGraph:
     layers: list[LayerNode]
     outputs: list[str]
     rewrites: list[dict] = field(default_factory=list)  # what topology.optimize did, in order
+    unused: list[str] = field(default_factory=list)  # origins of layers dropped by prune_unused
 
     def is_chain(self) -> bool:
         """True when the graph is one input feeding a straight line of layers (a Sequential)."""
@@ -183,3 +184,53 @@ class LayerGraph:
     def weight_bindings(self) -> list[tuple[str, WeightBinding]]:
         """Every weight as (``<layer>/<weight>`` manifest name, binding), in layer order."""
         return [(f"{layer.name}/{w.name}", w) for layer in self.layers for w in layer.weights]
+
+
+def prune_unused(graph: LayerGraph) -> LayerGraph:
+    """``graph`` without the layers no output depends on; their origins are added to ``graph.unused``.
+
+    A result computed and thrown away (GPT-Neo calls a module twice and keeps the second result)
+    must not be written: TF.js builds the model from its outputs backwards, so the weights of
+    such a layer would have no target variable and the model would not load.
+
+    Example:
+        >>> used, thrown = LayerNode("b", "Dense", {}, ["input"]), LayerNode("a", "Dense", {}, ["input"], origin="A")
+        >>> g = prune_unused(LayerGraph([InputSpec("input", (4,))], [thrown, used], ["b"]))
+        >>> [layer.name for layer in g.layers], g.unused
+        (['b'], ['A'])
+        >>> first, second = LayerNode("ln", "Dense", {}, ["input"]), LayerNode("ln_2", "Dense", {}, ["input"])
+        >>> [layer.name for layer in prune_unused(LayerGraph([InputSpec("input", (4,))], [first, second], ["ln_2"])).layers]
+        ['ln']
+    """
+    needed = {split_ref(ref)[0] for ref in graph.outputs}
+    for layer in reversed(graph.layers):
+        if layer.name in needed:
+            needed.update(split_ref(ref)[0] for ref in layer.inputs)
+    kept = [layer for layer in graph.layers if layer.name in needed]
+    dropped = [layer for layer in graph.layers if layer.name not in needed]
+    graph.layers = kept
+    graph.unused = [*graph.unused, *(layer.origin or layer.name for layer in dropped)]
+    _reclaim_names(graph, {layer.name: layer.origin for layer in dropped})
+    return graph
+
+
+def _reclaim_names(graph: LayerGraph, freed: dict[str, str]) -> None:
+    """A kept second call named ``ln_f_2`` takes back ``ln_f`` when the first call (same origin) was dropped."""
+    taken = {layer.name for layer in graph.layers} | {spec.name for spec in graph.inputs}
+    renamed: dict[str, str] = {}
+    for layer in graph.layers:
+        base, sep, index = layer.name.rpartition("_")
+        if sep and index.isdigit() and freed.get(base, None) == layer.origin and base not in taken:
+            renamed[layer.name] = base
+            taken.add(base)
+            del freed[base]
+            layer.name = base
+
+    def rename(ref: str) -> str:
+        layer, index = split_ref(ref)
+        return tensor_ref(renamed.get(layer, layer), index)
+
+    if renamed:
+        for layer in graph.layers:
+            layer.inputs = [rename(ref) for ref in layer.inputs]
+        graph.outputs = [rename(ref) for ref in graph.outputs]

@@ -25,6 +25,7 @@ from writer.graph_model import FunctionSource, write_graph_model
 from writer.layer_names import sanitize_layer_names
 from writer.module_loader import user_code
 from writer.model_json import assemble_model_json, check_model_json, write_model_json
+from writer.weight_targets import check_weight_targets
 from writer.output import check_destination, staged_output
 from writer.provenance import check_metadata
 from writer.quantize import QUANTIZE_DTYPES, QuantizeOptions
@@ -248,6 +249,10 @@ def build_graph(resolved: Source, options: ConvertOptions, notices: Notices,
         stream.stage("graph")
         graph = trace_graph(resolved.module, inputs, resolved.variables.collections or None)
         kind = "traced"
+        if graph.unused:
+            names = ", ".join(dict.fromkeys(graph.unused))
+            notices.warn("UNUSED_RESULT", f"{len(graph.unused)} layer(s) computed a result the model never uses "
+                                          f"and were left out: {names}")
     if options.optimize:
         graph = optimize_graph(graph)
     return graph, kind
@@ -311,6 +316,7 @@ def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: Conve
             provenance["preset"] = options.preset
         document = assemble_model_json(topology, written.manifest_group, provenance, options.metadata)
         check_model_json(document)
+        check_weight_targets(document)  # what TF.js checks at load: never exit 0 with a model it refuses
         json_bytes = write_model_json(staging / "model.json", document)
     return Report(
         out_dir=out_dir, source=source.path or Path(source.name), format=source.format, step=source.step,

@@ -158,9 +158,27 @@ def _block_diagonal(groups: int, in_channels: int):
 
 def _cases():
     import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
     from flax import nnx
 
+    class WeightNormConv(nn.Module):  # transformers' FlaxWav2Vec2WeightNormConv1D (positional conv)
+        pad: bool = False
+
+        def setup(self):
+            self.conv = nn.Conv(4, (3,), padding="VALID" if self.pad else "SAME", feature_group_count=2)
+            self.weight_v = self.param("weight_v", jax.nn.initializers.he_normal(), (4, 2, 3))
+            self.weight_g = self.param("weight_g", nn.initializers.ones, (1, 1, 3))
+            self.bias = self.param("bias", nn.initializers.zeros, (4,))
+
+        def __call__(self, x):
+            kernel = self.weight_v / jnp.linalg.norm(self.weight_v, axis=(0, 1))[None, None, :] * self.weight_g
+            if self.pad:
+                x = jnp.pad(x, ((0, 0), (1, 1), (0, 0)))
+            return self.conv.apply({"params": {"kernel": kernel.T, "bias": self.bias}}, x)
+
     return (
+        Case("linen-weight-norm-conv1d-computed-kernel", WeightNormConv, (7, 4)),
         Case("linen-conv2d-same", lambda: nn.Conv(4, (3, 3)), (8, 8, 3)),
         Case("linen-conv2d-valid-stride2", lambda: nn.Conv(4, (3, 3), strides=2, padding="VALID"), (9, 9, 2)),
         Case("linen-conv2d-same-stride2-even", lambda: nn.Conv(3, (4, 4), strides=(2, 2)), (8, 8, 2)),

@@ -37,7 +37,34 @@ def _cases() -> tuple[Case, ...]:
             block = nn.Sequential([nn.Dense(6), nn.relu, nn.Dense(5, use_bias=False)])
             return nn.Dense(2)(block(x))
 
+    class TiedHead(nn.Module):  # transformers' GPT-2/GPT-Neo/OPT/XGLM/Gemma LM head: the embedding, transposed
+        bias: bool = False
+
+        def setup(self):
+            self.wte = nn.Embed(12, 6)
+            self.ln_f = nn.LayerNorm()
+            self.lm_head = nn.Dense(12, use_bias=self.bias)
+
+        def __call__(self, ids):
+            h = self.ln_f(self.wte(ids))
+            params = {"kernel": self.wte.variables["params"]["embedding"].T}
+            if self.bias:  # a computed bias too: the head's own bias would be in the checkpoint otherwise
+                params["bias"] = self.wte.variables["params"]["embedding"][:, 0] * 2.0
+            return self.lm_head.apply({"params": params}, h)
+
+    class NnxTiedHead(nnx.Module):  # the NNX way: the head's matmul written with the embedding
+        def __init__(self, rngs: nnx.Rngs):
+            self.wte = nnx.Embed(12, 6, rngs=rngs)
+            self.ln_f = nnx.LayerNorm(6, rngs=rngs)
+
+        def __call__(self, ids):
+            return self.wte.attend(self.ln_f(self.wte(ids)))
+
+    ids = {"input_dtype": "int32", "input_range": (0, 12)}
     return (
+        Case("linen-tied-lm-head-apply-computed-kernel", TiedHead, (5,), **ids),
+        Case("linen-tied-lm-head-computed-kernel-and-bias", lambda: TiedHead(bias=True), (4,), **ids),
+        Case("nnx-tied-lm-head-attend", lambda: NnxTiedHead(nnx.Rngs(0)), (5,), **ids),
         Case("linen-dense", lambda: nn.Dense(5), (7,)),
         Case("linen-dense-no-bias", lambda: nn.Dense(5, use_bias=False), (7,)),
         Case("linen-dense-on-3d", lambda: nn.Dense(4), (6, 3)),

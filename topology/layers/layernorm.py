@@ -80,7 +80,7 @@ def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variable
         if features != reduce or not trailing:
             raise unsupported(f"RMSNorm {origin} with reduction_axes {reduce} and feature_axes {features}", origin,
                               "use the same trailing axes for both (the default -1)")
-        return _rms_norm(name, in_shape, reduce, attrs, inputs, variables, origin)
+        return rms_norm_nodes(name, in_shape, reduce, attrs, inputs, variables, origin)
     use_scale, use_bias, epsilon = attrs["_use_scale"], attrs["_use_bias"], attrs["epsilon"]
     axis: Any = -1 if reduce == (rank - 1,) else (reduce[0] if len(reduce) == 1 else list(reduce))
     if features == reduce == (rank - 1,) and tile_free_applies(in_shape[-1], epsilon, rank):
@@ -125,8 +125,16 @@ def _affine_weights(variables: dict, origin: str, use_scale: bool, use_bias: boo
     return weights
 
 
-def _rms_norm(name: str, in_shape: tuple, reduce: tuple, attrs: dict, inputs: list[str], variables: dict,
-              origin: str) -> list[LayerNode]:
+def rms_norm_nodes(name: str, in_shape: tuple, reduce: tuple, attrs: dict, inputs: list[str], variables: dict,
+                   origin: str) -> list[LayerNode]:
+    """RMSNorm over the trailing axes from ``reduce[0]`` composed from built-in layers (see the module text);
+    ``attrs`` gives ``epsilon`` and ``_use_scale`` (the scale read from ``variables``).
+
+    Example:
+        >>> nodes = rms_norm_nodes("n", (2, 6), (1,), {"epsilon": 1e-6, "_use_scale": False}, ["x"], {}, "n")
+        >>> [node.class_name for node in nodes][-3:]
+        ['LayerNormalization', 'Cropping2D', 'Reshape']
+    """
     rows = math.prod(in_shape[1:reduce[0]])
     width = math.prod(in_shape[reduce[0]:])
     single, pair = (rows, 1, width), (rows, 2, width)

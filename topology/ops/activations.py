@@ -58,7 +58,9 @@ def elementwise(builder: Builder, eqn: Any, values: list, where: str) -> Any:
         return primitive.bind(*[part(r) for part in parts], **params)
 
     out = eqn.outvars[0].aval
-    return Pending(root, fn, tuple(out.shape), np.dtype(out.dtype), where)
+    pending = Pending(root, fn, tuple(out.shape), np.dtype(out.dtype), where)
+    pending.expr = (eqn.primitive.name, dict(params), list(values))  # for topology.ops.expression
+    return pending
 
 
 _LAYER = {"add": "Add", "mul": "Multiply", "max": "Maximum", "min": "Minimum"}

@@ -25,7 +25,7 @@ from topology.ops import handles
 from topology.ops.ranges import reshape_to, take_range
 from topology.trace.builder import Builder
 from topology.trace.errors import unsupported
-from topology.trace.values import Const, Tensor
+from topology.trace.values import Const, Pending, Tensor, as_function, root_of
 from topology.vocabulary.tensors import TensorRef
 
 
@@ -75,10 +75,12 @@ def dot_general(builder: Builder, eqn: Any, values: list, where: str) -> Tensor:
     return reshape_to(builder, joined, out)
 
 
-def _with_matrix(builder: Builder, eqn: Any, values: list, where: str) -> Tensor:
+def _with_matrix(builder: Builder, eqn: Any, values: list, where: str) -> Tensor | Pending:
     """``x @ W`` with a constant or parameter matrix W (a tied LM head: ``embed.attend(x)``) -> Dense."""
-    x, w = values
     (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+    if not lc and not rc:
+        return _product_without_contraction(builder, eqn, values, where)
+    x, w = values
     usable = (isinstance(w, Const) and not isinstance(x, Const) and (w.known or w.lazy is not None)
               and len(getattr(w.value, "shape", None) or w.lazy.shape) == 2 and not lb and not rb
               and tuple(lc) == (len(eqn.invars[0].aval.shape) - 1,))
@@ -101,6 +103,26 @@ def _with_matrix(builder: Builder, eqn: Any, values: list, where: str) -> Tensor
     config = {"units": int(units), "activation": "linear", "use_bias": False, "kernel_initializer": ZEROS,
               "kernel_regularizer": None, "activity_regularizer": None, "kernel_constraint": None}
     return builder.add_layer("matmul", "Dense", config, [x], tuple(eqn.outvars[0].aval.shape), [kernel])
+
+
+def _product_without_contraction(builder: Builder, eqn: Any, values: list, where: str) -> Pending:
+    """An einsum that contracts nothing (RoFormer's ``einsum('bslh,...sh->bslh', x, cos_table)``) is an
+    element-wise product with a known constant, whatever its axis order: kept as a function of the
+    activation (a following transpose restores the batch-first order) and identified as ``a x + b``
+    by ``constants.materialize_affine`` (Multiply by a constant tensor or one BatchNormalization)."""
+    consts = [v for v in values if isinstance(v, Const)]
+    others = [v for v in values if not isinstance(v, Const)]
+    if len(consts) != 1 or not consts[0].known or len(others) != 1 or not isinstance(others[0], (Tensor, Pending)):
+        raise unsupported("a product without contraction of activations and a parameter", where,
+                          "multiply by the parameter with * instead")
+    if isinstance(others[0], Pending) and not getattr(others[0], "array_constants", False):
+        values = [builder.tensor(v, where) if v is others[0] else v for v in values]  # relu(x) * table: relu first
+    parts = [as_function(v) for v in values]
+    primitive, params, out = eqn.primitive, eqn.params, eqn.outvars[0].aval
+    pending = Pending(root_of(others[0]), lambda r: primitive.bind(*[part(r) for part in parts], **params),
+                      tuple(out.shape), np.dtype(out.dtype), where)
+    pending.array_constants = True  # identified by constants.materialize_affine
+    return pending
 
 
 def _cases() -> tuple[Case, ...]:
@@ -176,7 +198,15 @@ def _cases() -> tuple[Case, ...]:
         def __call__(self, tokens):
             return self.embed.attend(jax.nn.relu(self.embed(tokens)))
 
+    class RotaryTable(nn.Module):  # transformers' FlaxRoFormer: einsum("bslh,...sh->bslh", x, cos_table)
+        @nn.compact
+        def __call__(self, x):
+            h = nn.Dense(4)(x).reshape((x.shape[0], x.shape[1], 2, 2))
+            table = jnp.cos(jnp.arange(x.shape[1] * 2, dtype=jnp.float32).reshape(x.shape[1], 2))
+            return nn.Dense(3)(jnp.einsum("bslh,...sh->bslh", h, table).reshape(x.shape[0], x.shape[1], 4))
+
     return (
+        Case("linen-einsum-without-contraction-constant-table", RotaryTable, (3, 2)),
         Case("linen-tied-embedding-head", TiedHead, (5,), input_dtype="int32", input_range=(0, 9)),
         Case("nnx-tied-embedding-head", NnxTiedHead, (5,), input_dtype="int32", input_range=(0, 9)),
         Case("linen-einsum-attention", EinsumAttention, (5, 4)),

@@ -5,7 +5,9 @@ needed as a tensor. In order: an ``a x + b`` with constant arrays
 (``constants.materialize_affine``); a function that changes the shape of a
 padding or length input (attention bias, sequence mask); a reduction
 (``reduce.materialize_reduction``); the identity; a catalogued function; a
-fitted leaky_relu, elu(alpha) or ``a x + b``. Anything else is refused.
+fitted leaky_relu, elu(alpha) or ``a x + b``; a normalisation or softmax on any axis
+(``norms.normalization``); else the expression is compiled from its operations
+(``expression.compile_expression``), which refuses an operation with no exact layer.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import numpy as np
 
 from topology.layers.attention_mask import padding_bias
 from topology.ops.catalog import CATALOG, close, fit_parametric, probes
+from topology.ops.expression import compile_expression
+from topology.ops.norms import normalization
 from topology.ops.constants import materialize_affine
 from topology.ops.reduce import materialize_reduction
 from topology.ops.sequence_mask import length_mask
@@ -48,6 +52,13 @@ def materialize(builder: Builder, pending: Pending) -> Tensor:
     fitted = fit_parametric(builder, pending.root, x64, y)
     if fitted is not None:
         return fitted
-    raise unsupported("an element-wise function that is none of " + ", ".join(f.name for f in CATALOG)
-                      + ", leaky_relu, elu(alpha) or a x + b", pending.where,
-                      "use one of those activations, or compose it from them")
+    normalized = normalization(builder, pending)
+    if normalized is not None:
+        return normalized
+    compiled = compile_expression(builder, pending)
+    if compiled is not None:
+        return compiled
+    raise unsupported("an element-wise function that is no catalogued activation (" + ", ".join(
+        f.name for f in CATALOG) + " on the last axis, leaky_relu, elu(alpha), a x + b), no normalisation or "
+        "softmax on one axis, and whose operations are not recorded", pending.where,
+        "write it with +, -, *, maximum/minimum, tanh, sigmoid, or a Flax/jax.nn function")

@@ -26,6 +26,26 @@ def concatenate(builder: Builder, eqn: Any, values: list, where: str) -> Tensor:
     return builder.add_layer("concatenate", "Concatenate", {"axis": axis}, tensors, tuple(eqn.outvars[0].aval.shape))
 
 
+@handles("stack")
+def stack(builder: Builder, eqn: Any, values: list, where: str) -> Tensor:
+    """``jnp.stack`` (a primitive since JAX 0.10): each operand gets a size-1 axis (Reshape), then
+    Concatenate; exact copies. With a following reshape this is RoFormer's rotary interleave
+    ``stack([-x[..., 1::2], x[..., ::2]], -1).reshape(x.shape)``.
+
+    Example:
+        >>> pairs = stack(builder, eqn, [a, b], "model.py:8")   # doctest: +SKIP
+    """
+    axis = eqn.params["axis"]
+    if axis == 0:
+        raise unsupported("stacking along the batch axis", where, "stack along a feature axis")
+    tensors = as_tensors(builder, values, where)
+    shape = tuple(eqn.outvars[0].aval.shape)
+    one = (*shape[:axis], 1, *shape[axis + 1:])
+    expanded = [builder.add_layer("stack_expand", "Reshape", {"target_shape": list(one[1:])}, [t], one, dtype=t.dtype)
+                for t in tensors]
+    return builder.add_layer("stack", "Concatenate", {"axis": axis}, expanded, shape, dtype=tensors[0].dtype)
+
+
 def _cases():
     """Residual adds, subtract, multiply, maximum/minimum, concatenation; Linen, NNX, two inputs."""
     import flax.linen as nn
@@ -71,6 +91,21 @@ def _cases():
         def __call__(self, a, b):
             return nn.Dense(2)(jnp.concatenate([nn.relu(nn.Dense(5)(a)), b], axis=-1))
 
+    class Rotary(nn.Module):  # transformers' FlaxRoFormerSelfAttention rotate_half: an interleave
+        @nn.compact
+        def __call__(self, x):
+            h = nn.Dense(6)(x)
+            rotated = jnp.stack([-h[..., 1::2], h[..., ::2]], axis=-1).reshape(h.shape)
+            return nn.Dense(3)(h * 0.5 + rotated)
+
+    class NnxStack(nnx.Module):
+        def __init__(self):
+            self.linear = nnx.Linear(3, 4, rngs=nnx.Rngs(0))
+
+        def __call__(self, x):
+            h = self.linear(x)
+            return jnp.stack([h, nnx.relu(h), h * 2.0], axis=1).reshape(x.shape[0], -1)
+
     class NnxResidual(nnx.Module):
         def __init__(self):
             self.first = nnx.Linear(6, 6, rngs=nnx.Rngs(0))
@@ -93,6 +128,8 @@ def _cases():
         Case("linen-squeeze-excite-broadcast", SqueezeExcite, (5, 5, 4)),
         Case("linen-two-inputs-concatenate", TwoInputs, [(4,), (3,)]),
         Case("nnx-residual-add-subtract", NnxResidual, (6,)),
+        Case("linen-stack-interleave-rotary", Rotary, (4, 3)),
+        Case("nnx-stack-middle-axis", NnxStack, (3,)),
     )
 
 

@@ -48,9 +48,35 @@ def materialize_reduction(builder: Builder, pending: Pending, x: np.ndarray, y: 
     if y.size == x.size and y.shape[0] == x.shape[0]:
         if all(close(b.reshape(a.shape), a) for a, b in zip(xs, ys)):
             return builder.add_layer("reshape", "Reshape", {"target_shape": list(y.shape[1:])}, [root], tuple(y.shape))
+    repeated = _repeat(builder, pending, xs[:3])
+    if repeated is not None:
+        return repeated
     raise unsupported(f"a reduction or broadcast from {root.shape} to {tuple(y.shape)}", pending.where,
                       "supported: mean, max, min or sum over all spatial axes (global pooling), "
                       "optionally right after an activation")
+
+
+def _repeat(builder: Builder, pending: Pending, xs: list[np.ndarray]) -> Tensor | None:
+    """A broadcast of the root along one new (or size-1) non-batch axis, e.g. Llama's grouped-query
+    ``repeat_kv`` (B, S, KV, D) -> (B, S, KV, n, D): Reshape to a size-1 axis, then Concatenate n copies
+    (exact). None when ``pending`` is no such broadcast."""
+    root, shape = pending.root, tuple(pending.shape)
+    for axis in range(1, len(shape)):
+        if len(shape) == len(root.shape) + 1:
+            one = (*root.shape[:axis], 1, *root.shape[axis:])
+        elif len(shape) == len(root.shape) and root.shape[axis] == 1:
+            one = tuple(root.shape)
+        else:
+            return None
+        if one == shape or any(a not in (1, b) for a, b in zip(one, shape)) or one[axis] != 1:
+            continue
+        probe = [p.astype(np.float32) for p in xs]
+        if all(np.array_equal(np.asarray(pending.fn(p)), np.broadcast_to(p.reshape(one), shape)) for p in probe):
+            source = root
+            if one != tuple(root.shape):
+                source = builder.add_layer("repeat_axis", "Reshape", {"target_shape": list(one[1:])}, [root], one)
+            return builder.add_layer("repeat", "Concatenate", {"axis": axis}, [source] * shape[axis], shape)
+    return None
 
 
 def _match(xs: list[np.ndarray], ys: list[np.ndarray], rank: int) -> tuple[str, tuple, bool] | None:
@@ -113,7 +139,24 @@ def _cases():
         def __call__(self, x):
             return self.linear(self.fn(self.conv(x)))
 
+    class RepeatKv(nn.Module):  # transformers' Llama/Gemma grouped-query attention: repeat_kv by broadcasting
+        @nn.compact
+        def __call__(self, x):
+            kv = nn.Dense(4)(x).reshape((x.shape[0], x.shape[1], 2, 2))
+            repeated = jnp.broadcast_to(kv[:, :, :, None, :], (x.shape[0], x.shape[1], 2, 3, 2))
+            return nn.Dense(2)(repeated.reshape((x.shape[0], x.shape[1], 12)))
+
+    class NnxRepeat(nnx.Module):
+        def __init__(self):
+            self.linear = nnx.Linear(3, 4, rngs=nnx.Rngs(0))
+
+        def __call__(self, x):
+            h = self.linear(x)
+            return jnp.broadcast_to(h[:, None, :], (h.shape[0], 3, h.shape[1]))
+
     return (
+        Case("linen-repeat-kv-broadcast-new-axis", RepeatKv, (4, 3)),
+        Case("nnx-broadcast-to-new-axis", NnxRepeat, (3,)),
         Case("linen-mean-hw", lambda: Head(lambda x: jnp.mean(x, axis=(1, 2))), (6, 5, 2)),
         Case("linen-relu-then-mean-hw", lambda: Head(lambda x: jnp.mean(nn.relu(x), axis=(1, 2))), (6, 5, 2)),
         Case("linen-mean-hw-keepdims", lambda: Head(lambda x: jnp.mean(x, axis=(1, 2), keepdims=True)), (6, 5, 2)),

@@ -135,21 +135,23 @@ def _cases() -> tuple[Case, ...]:
     from flax import nnx
 
     class NnxBlock(nnx.Module):
-        def __init__(self, dim: int, rngs: Any):
+        def __init__(self, dim: int, rngs: Any, dropout: bool = False):
             self.norm = nnx.LayerNorm(dim, rngs=rngs)
             self.linear = nnx.Linear(dim, dim, rngs=rngs)
+            self.drop = nnx.Dropout(0.5, rngs=rngs) if dropout else None
 
         def __call__(self, x):
-            return x + self.linear(nnx.relu(self.norm(x)))
+            y = self.linear(nnx.relu(self.norm(x)))
+            return x + (self.drop(y) if self.drop is not None else y)
 
     class NnxScanned(nnx.Module):  # the NNX "scan over layers" pattern (toy example 06)
-        def __init__(self, dim: int = 4, layers: int = 3, remat: bool = False):
+        def __init__(self, dim: int = 4, layers: int = 3, remat: bool = False, dropout: bool = False):
             @nnx.split_rngs(splits=layers)
             @nnx.vmap(in_axes=(0,), out_axes=0)
             def create(rngs):
-                return NnxBlock(dim, rngs)
+                return NnxBlock(dim, rngs, dropout)
 
-            self.blocks = create(nnx.Rngs(0))
+            self.blocks = create(nnx.Rngs(0, dropout=1))
             self.head = nnx.Linear(dim, 2, rngs=nnx.Rngs(1))
             self.remat = remat
 
@@ -162,6 +164,7 @@ def _cases() -> tuple[Case, ...]:
     return (
         Case("nnx-scan-over-layers", NnxScanned, (4,)),
         Case("nnx-scan-of-remat-blocks", lambda: NnxScanned(remat=True), (4,)),
+        Case("nnx-scan-blocks-with-dropout", lambda: NnxScanned(dropout=True), (4,)),
         Case("linen-scan-over-layers", Scanned, (5,)),
         Case("linen-scan-over-layers-reverse", lambda: Scanned(True), (5,)),
         Case("linen-remat-blocks", Remat, (3,)),

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from topology.graph import LayerGraph, LayerNode, WeightBinding
+from topology.graph import LayerGraph, LayerNode, WeightBinding, prune_unused
 from topology.layers.base import layer_base
 from topology.ops import handler_for
 from topology.ops.constants import fold_lazy, param_const
@@ -21,8 +21,10 @@ from topology.ops.materialize import materialize
 from topology.trace.capture import Trace
 from topology.trace.errors import unsupported
 from topology.trace.builder import Deferred
+from topology.trace.merged_batch import MergedBatch
 from topology.trace.values import Const, Inside, Pending, Tensor
 from topology.vocabulary.errors import ConversionError
+from topology.vocabulary.tensors import TensorRef
 
 MARKERS = ("flax2tfjs_enter", "flax2tfjs_exit")
 CALL_PARAMS = ("jaxpr", "call_jaxpr", "fun_jaxpr")  # where call-like primitives keep their body
@@ -42,6 +44,7 @@ class GraphBuilder:
         self.constant_carriers: dict[str, Tensor] = {}
         self.constant_calls: set[int] = set()  # layer calls applied to a constant (folded)
         self.multi_output_calls: dict[int, list[str]] = {}  # call -> its output refs, once emitted
+        self.merged = MergedBatch()
 
     # -- naming and layers -------------------------------------------------
     def unique(self, base: str) -> str:
@@ -67,6 +70,7 @@ class GraphBuilder:
         node = LayerNode(name, class_name, layer_base(**config), [t.layer for t in inputs], list(weights or []),
                          tuple(shape[1:]), origin)
         self.layers.append(node)
+        self.merged.follow(node, origin)
         return Tensor(name, tuple(shape), np.dtype(dtype))
 
     def _distinct(self, inputs: list[Tensor]) -> list[Tensor]:
@@ -85,6 +89,7 @@ class GraphBuilder:
         for node in nodes:
             self.names.add(node.name)
             self.layers.append(node)
+            self.merged.follow(node, node.origin)
         return Tensor(nodes[-1].name, tuple(shape), np.dtype("float32"))
 
     # -- values ------------------------------------------------------------
@@ -151,10 +156,13 @@ def build_graph(trace: Trace) -> LayerGraph:
     outputs = []
     for var in jaxpr.outvars:
         tensor = builder.tensor(_read(env, var), "model output")
+        if tensor.layer in builder.merged.lead:
+            raise unsupported("returning activations whose batch axis merges other axes", "model output",
+                              "reshape them back to (batch, ...) before returning them")
         if tensor.layer in {spec.name for spec in trace.inputs}:
             raise unsupported("returning an input unchanged", "model output", "the model must compute something")
         outputs.append(tensor.layer)
-    return LayerGraph(list(trace.inputs), builder.layers, outputs)
+    return prune_unused(LayerGraph(list(trace.inputs), builder.layers, outputs))  # results thrown away
 
 
 def _read(env: dict, var: Any) -> Any:
@@ -179,6 +187,10 @@ def _walk(builder: GraphBuilder, jaxpr: Any, env: dict, outer_where: str = "") -
         if name == "flax2tfjs_exit":
             env[eqn.outvars[0]] = _emit_output(builder, eqn.params["call"], eqn.params.get("output"),
                                                eqn.outvars[0].aval)
+            continue
+        if name == "flax2tfjs_variable":  # a parameter the model computed and passed to a layer's apply
+            _computed_variable(builder, eqn, values[0], where)
+            env[eqn.outvars[0]] = values[0]
             continue
         if name == "flax2tfjs_side":  # e.g. attention's mask=: the layer kind composes it (side_inputs.py)
             builder.trace.calls[eqn.params["call"]].attrs.setdefault("_side", {})[eqn.params["name"]] = values[0]
@@ -238,6 +250,36 @@ def _const(value: Any) -> Const:
         return Const(value)
 
 
+def _computed_variable(builder: GraphBuilder, eqn: Any, value: Any, where: str) -> None:
+    """Bind a computed parameter (``embedding.T`` of a tied LM head, a weight-normed kernel) to its
+    layer call: it is computed from the checkpoint tensors it comes from when the weights are written."""
+    params = eqn.params
+    call = builder.trace.calls[params["call"]]
+    key = (params["collection"], params["name"])
+    aval = eqn.invars[0].aval
+    if not isinstance(value, Const):
+        raise unsupported(f"the {key[1]} of layer {'/'.join(call.path) or call.kind.key} computed from the inputs",
+                          call.line or where, "a layer's parameters must come from the checkpoint, or be computed "
+                          "from checkpoint tensors only (e.g. embedding.T for a tied head)")
+    if value.lazy is not None:
+        lazy = value.lazy
+        origin, load = lazy.origin, lazy.compute
+    elif value.known:
+        origin, array = "a constant", np.asarray(value.value)
+        load = lambda array=array: array  # noqa: E731
+    else:
+        raise ConversionError(
+            "MISSING_PARAMETER", f"the {key[1]} passed to layer {'/'.join(call.path) or call.kind.key} at "
+            f"{call.line or where} is computed from a variable the checkpoint does not have",
+            "save the checkpoint from this model (every parameter the computation reads must be in it)")
+
+    def computed(load=load, dtype=np.dtype(aval.dtype)) -> np.ndarray:
+        return np.asarray(load(), dtype)
+
+    call.variables[key] = TensorRef(("computed", *origin.split("/")), tuple(aval.shape), np.dtype(aval.dtype), computed,
+                                    f"computed from {origin}")
+
+
 def _constant_call(builder: GraphBuilder, eqn: Any, values: list, env: dict, where: str) -> bool:
     """A marker of a layer call whose inputs are constants: the call's body is folded like any constant."""
     call = eqn.params["call"]
@@ -285,9 +327,11 @@ def _emit_nodes(builder: GraphBuilder, call_index: int, aval: Any) -> tuple[str,
         nodes = call.kind.nodes(name, attrs, [t.layer for t in inputs], call.variables, origin,
                                 tuple(aval.shape[1:]))
     except KeyError as exc:
+        at = f" (called at {call.line})" if call.line else ""
         raise ConversionError(
-            "MISSING_PARAMETER", f"layer {origin} needs {exc.args[0]}, which the variables do not have",
-            "check that the checkpoint was saved from this model",
+            "MISSING_PARAMETER", f"layer {origin}{at} needs {exc.args[0]}, which the variables do not have",
+            "check that the checkpoint was saved from this model; a parameter the model computes is read "
+            "when the layer is applied with it (module.apply({'params': {...}}, x))",
         ) from None
     for node in nodes[:-1]:
         builder.names.add(node.name)

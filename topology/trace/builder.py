@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 from topology.graph import LayerNode, WeightBinding
+from topology.trace.merged_batch import MergedBatch
 from topology.trace.values import Const, Pending, Tensor
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ class Builder(Protocol):
     call_inputs: dict[int, list[Tensor]]  # layer call index -> the tensors entering it
     constant_tensors: dict[int, tuple[Const, Tensor]]  # id(constant) -> its tensor (see ops.constants)
     constant_carriers: dict[str, Tensor]  # activation layer -> the one element constants are read off
+    merged: MergedBatch  # layer outputs whose batch axis the trace merged with others (OPT's (B*S, H))
 
     def add_layer(self, op: str, class_name: str, config: dict, inputs: list[Tensor], shape: tuple[int, ...],
                   weights: list[WeightBinding] | None = None, origin: str = "", dtype: Any = np.float32) -> Tensor:

@@ -43,6 +43,7 @@ class LayerCall:
     path: TreePath  # the module's path, e.g. ("Block_0", "Conv_0")
     attrs: dict
     variables: dict[tuple[str, str], TensorRef] = field(default_factory=dict)
+    line: str = ""  # the user's file:line of the call, for messages
 
 
 @dataclass
@@ -56,7 +57,9 @@ class Trace:
 
 
 class _Recorder:
-    def __init__(self, lookup_variables: Callable[[Any, TreePath], dict[tuple[str, str], TensorRef]]):
+    def __init__(self, lookup_variables: Callable[[Any, TreePath], dict[tuple[str, str], TensorRef]],
+                 computed_variables: Callable[[Any], dict[tuple[str, str], Any]] = lambda module: {}):
+        self.computed_variables = computed_variables  # module -> its variables that are not checkpoint leaves
         self.calls: dict[int, LayerCall] = {}
         self.depth = 0
         self.counter = itertools.count(1)
@@ -64,7 +67,7 @@ class _Recorder:
 
     def call(self, module: Any, path: TreePath, run: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
         # Both define JAX primitives at import time; this module stays importable without JAX.
-        from topology.trace.markers import enter, exit_  # noqa: PLC0415
+        from topology.trace.markers import enter, exit_, variable  # noqa: PLC0415
         from topology.trace.side_inputs import mark_keywords  # noqa: PLC0415
 
         layer_kind = kind_for_module(module) if self.depth == 0 else None
@@ -78,7 +81,15 @@ class _Recorder:
         attrs = self.read_attrs(layer_kind, module, path, kwargs)
         # Flags given at call time (e.g. use_running_average=False) override the module's own.
         attrs["_call_flags"] = {k: v for k, v in kwargs.items() if isinstance(v, bool)}
-        self.calls[index] = LayerCall(index, layer_kind, path, attrs, self.lookup_variables(module, path))
+        # Only a root copy (path ()) made by `self.lm_head.apply(...)` can hold computed variables; a lifted
+        # module (nn.scan, nn.remat) has its path and its sliced checkpoint variables.
+        computed = self.computed_variables(module) if not path else {}
+        if computed and getattr(module, "name", None):
+            path = (str(module.name),)  # self.lm_head.apply(...) runs a root copy: keep the attribute's name
+        self.calls[index] = LayerCall(index, layer_kind, path, attrs, self.lookup_variables(module, path),
+                                      user_line())
+        for (collection, name), value in computed.items():  # the builder computes them from the checkpoint
+            variable(value, index, collection, name)
         marked = tuple(enter(a, index) if _is_array(a) else a for a in args)
         kwargs = mark_keywords(layer_kind.key, kwargs, index)
         self.depth += 1
@@ -157,7 +168,21 @@ def trace_linen(module: Any, variables: dict[str, dict[TreePath, TensorRef]], in
                     found[(collection, leaf_path[-1])] = ref
         return found
 
-    recorder = _Recorder(lookup)
+    parameter_leaves: set[int] = set()  # ids of the traced checkpoint leaves, set by run()
+
+    def computed(bound_module: Any) -> dict[tuple[str, str], Any]:
+        """The module's own variables that are not checkpoint leaves: computed by the model and passed
+        through ``module.apply({"params": ...})`` (a tied LM head, a weight-normed kernel)."""
+        try:
+            own = bound_module.variables
+        except Exception:  # an unbound module has none
+            return {}
+        leaves = {(collection, name): leaf for collection, tree in own.items() for name, leaf in tree.items()
+                  if _is_array(leaf)}
+        # One computed leaf: all of them are passed explicitly (Wav2Vec2 passes its own bias beside the kernel).
+        return leaves if any(id(leaf) not in parameter_leaves for leaf in leaves.values()) else {}
+
+    recorder = _Recorder(lookup, computed)
 
     def interceptor(next_fun, args, kwargs, context):
         if context.method_name != "__call__":
@@ -169,6 +194,7 @@ def trace_linen(module: Any, variables: dict[str, dict[TreePath, TensorRef]], in
     flags = inference_kwargs(type(module).__call__)
 
     def run(variables_tree, *xs):
+        parameter_leaves.update(id(leaf) for leaf in jax.tree_util.tree_leaves(variables_tree))
         with nn.intercept_methods(interceptor):
             return module.apply(variables_tree, *xs, **flags)
 

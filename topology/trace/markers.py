@@ -10,8 +10,9 @@ from jax.extend.core import Primitive
 
 enter_p = Primitive("flax2tfjs_enter")
 exit_p = Primitive("flax2tfjs_exit")
+variable_p = Primitive("flax2tfjs_variable")
 
-for _marker in (enter_p, exit_p):
+for _marker in (enter_p, exit_p, variable_p):
     _marker.def_impl(lambda x, **params: x)
     _marker.def_abstract_eval(lambda aval, **params: aval)
 
@@ -27,3 +28,10 @@ def exit_(x, call: int, output: int | None = None):
     if output is None:
         return exit_p.bind(x, call=call)
     return exit_p.bind(x, call=call, output=output)
+
+
+def variable(x, call: int, collection: str, name: str):
+    """Mark ``x`` as the value of variable ``collection/name`` of layer call ``call`` (identity): a
+    parameter the model computes (a tied head's ``embedding.T``, a weight-normed kernel), which the
+    builder then computes from the checkpoint tensors it comes from."""
+    return variable_p.bind(x, call=call, collection=collection, name=name)

@@ -4,7 +4,8 @@ Inside ``nnx.scan(...)(x, self.blocks)`` the body receives a fresh module
 graph holding one slice of the stacked variables, so the tracer cannot find
 the layer by identity. Its place in the model is found by type and variable
 shapes: the model module of the same type whose variables have the same
-shapes, or the same shapes with one leading stacked axis. The scan handler
+shapes, or the same shapes with one leading stacked axis (a module without weights, such as
+``nnx.Dropout``, needs no place: it is named by its kind). The scan handler
 (topology/ops/scan.py) then slices the stacked weights per step.
 """
 from __future__ import annotations
@@ -35,6 +36,8 @@ def place(module: Any, candidates: Iterable[tuple[TreePath, Any]]) -> TreePath:
         ('blocks', 'linear')
     """
     own = _shapes(module)
+    if not own:  # no weights to find (nnx.Dropout: the identity at inference): any place will do
+        return ()
     matches = []
     for path, node in candidates:
         if type(node) is not type(module):

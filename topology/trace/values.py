@@ -35,6 +35,9 @@ class Pending:
     dtype: np.dtype
     where: str = ""  # user source location of the last operation, for messages
     materialized: Tensor | None = field(default=None, repr=False)
+    # The last operation and its operands (Tensor, Pending or Const), when an element-wise handler
+    # made this value: lets ``topology.ops.expression`` compile what no catalogued function matches.
+    expr: tuple | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, eq=False)
