@@ -12,6 +12,7 @@ the samples: ask ``--full-hash`` for a byte-exact identity.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 from pathlib import Path

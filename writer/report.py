@@ -106,7 +106,7 @@ def render_preset(preset: dict) -> str:
         if isinstance(value, bool):
             flags.append(flag if value else f"--no-{name.replace('_', '-')}")
         elif name == "weight_shard_size_bytes":
-            flags.append(f"{flag} {value} ({_bytes(value)})")
+            flags.append(f"{flag} {value} ({human_bytes(value)})")
         else:
             flags.append(f"{flag} {value}")
     line = f"preset[{preset['name']}]: set " + (" ".join(flags) or "nothing")
