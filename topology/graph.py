@@ -219,12 +219,15 @@ def _reclaim_names(graph: LayerGraph, freed: dict[str, str]) -> None:
     taken = {layer.name for layer in graph.layers} | {spec.name for spec in graph.inputs}
     renamed: dict[str, str] = {}
     for layer in graph.layers:
-        base, sep, index = layer.name.rpartition("_")
-        if sep and index.isdigit() and freed.get(base, None) == layer.origin and base not in taken:
-            renamed[layer.name] = base
-            taken.add(base)
-            del freed[base]
-            layer.name = base
+        # a layer kind built of several layers names them "<name>.<part>": the part keeps its suffix
+        head, dot, part = layer.name.partition(".")
+        base, sep, index = head.rpartition("_")
+        wanted = base + dot + part
+        if sep and index.isdigit() and freed.get(wanted, None) == layer.origin and wanted not in taken:
+            renamed[layer.name] = wanted
+            taken.add(wanted)
+            del freed[wanted]
+            layer.name = wanted
 
     def rename(ref: str) -> str:
         layer, index = split_ref(ref)
