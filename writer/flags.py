@@ -65,19 +65,19 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def add_model_options(parser: argparse.ArgumentParser, dtype: bool = True,
-                      shape_help: str = "default: solved from the parameters", all_steps: bool = False) -> None:
+def add_model_options(parser: argparse.ArgumentParser, shape_help: str = "default: solved from the parameters",
+                      all_steps: bool = False) -> None:
     """The topology flags: ``--module``, ``--input-shape``, ``--input-dtype``, ``--activation``, ``--pool``,
-    ``--step`` (and ``--all-steps``), ``--no-fix``."""
+    ``--step`` (and ``--all-steps``), ``--no-fix``: the same for convert, inspect, verify and
+    export-savedmodel, so that a user's convert flags can be copied to verify."""
     model = parser.add_argument_group("topology (traced from --module, else inferred from the parameter tree)")
     model.add_argument("--module", metavar="FILE.py:NAME", help="model code: a Linen/NNX module class, instance or "
                        "zero-argument factory, as path/to/model.py:Name or package.module:Name")
     model.add_argument("--input-shape", type=parse_shape, action="append", metavar="SHAPE",
                        help=f"input shape without batch, e.g. 28,28,1 (repeat for several inputs; {shape_help})")
-    if dtype:
-        model.add_argument("--input-dtype", choices=INPUT_DTYPES, action="append",
-                           metavar="{" + ",".join(INPUT_DTYPES) + "}",
-                           help="input dtype (int32 for token ids); once for all inputs, or once per --input-shape")
+    model.add_argument("--input-dtype", choices=INPUT_DTYPES, action="append",
+                       metavar="{" + ",".join(INPUT_DTYPES) + "}",
+                       help="input dtype (int32 for token ids); once for all inputs, or once per --input-shape")
     activation = default_of(ConvertOptions, "activation")
     model.add_argument("--activation", default=activation, help=f"activation between layers (default {activation})")
     pool = default_of(ConvertOptions, "pool")
@@ -214,4 +214,6 @@ def verify_fields(args: argparse.Namespace, comparison: bool = True) -> dict:
     names += ("data", "samples", "seed", "tolerance") if comparison else ()
     fields = {name: getattr(args, name) for name in names}
     fields["input_shape"] = input_shape(args)
+    if getattr(args, "input_dtype", None):  # checked against model.json's, like --input-shape
+        fields["input_dtype"] = input_dtype(args)
     return {name: value for name, value in fields.items() if value is not None}

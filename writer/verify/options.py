@@ -27,6 +27,7 @@ class VerifyOptions:
 
     module: Any = None
     input_shape: Any = None  # checked against model.json when given
+    input_dtype: Any = None  # "float32" | "int32", or one per input: checked against model.json when given
     activation: str = "relu"
     pool: str = "avg"
     step: int | None = None

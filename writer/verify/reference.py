@@ -52,6 +52,13 @@ def build_reference(checkpoint: str | Path, model: ModelFiles, options: VerifyOp
                               f"--input-shape {', '.join(shape_text(s) for s in given)} differs from the model's "
                               f"input {', '.join(shape_text(s) for s in written)} in {model.folder / 'model.json'}",
                               "leave --input-shape out: verify reads it from model.json")
+    if options.input_dtype is not None:
+        wanted = ConvertOptions(input_dtype=options.input_dtype).input_dtypes(len(written))
+        if wanted != [spec.dtype for spec in model.inputs]:
+            raise ConversionError("INPUT_DTYPE_MISMATCH",
+                                  f"--input-dtype {', '.join(wanted)} differs from the model's input dtype "
+                                  f"{', '.join(spec.dtype for spec in model.inputs)} in {model.folder / 'model.json'}",
+                                  "leave --input-dtype out: verify reads it from model.json")
     if options.module is None and model.provenance.get("topology") == "traced":
         raise ConversionError("VERIFY_NEEDS_MODULE",
                               f"{model.folder / 'model.json'} was converted from model code (a traced topology)",
