@@ -13,6 +13,7 @@ from topology.infer import TemplateOptions, infer_graph
 from topology.keras_json import model_topology
 from topology.optimize import optimize_graph
 from topology.trace import trace_graph
+from topology.trace.call_spec import CallSpec, as_call_spec
 from topology.vocabulary.errors import ConversionError, Notices
 from writer.events import EventSink, EventStream
 from writer.fixes import fit_module, fit_template
@@ -42,6 +43,7 @@ class ConvertOptions:
     input_shape: Any = None  # a shape (28, 28, 1), or a list of shapes for several inputs
     input_dtype: Any = "float32"  # "float32" | "int32", or one per input
     module: Any = None  # model code: "file.py:Name", "pkg.mod:Name", or a module/class object
+    call: Any = None  # how the module is called: --call text ("encode(*, train=False)"), a CallSpec, or None
     activation: str = "relu"
     pool: str = "avg"
     quantize: str | None = None
@@ -54,7 +56,13 @@ class ConvertOptions:
     fix: bool = True  # automatic fixes of keys, shapes, dtypes and the input shape (--no-fix: off)
     optimize: bool = True  # exact graph rewrites (topology/optimize/): fold BatchNorm, drop identities, ...
 
+    def call_spec(self) -> CallSpec:
+        """``call`` as a CallSpec (BAD_CALL_SPEC for text that is not a call)."""
+        return as_call_spec(self.call)
+
     def check(self) -> None:
+        if self.call is not None and self.module is None and not isinstance(self.call, CallSpec):
+            self.call_spec()  # parse errors first; whether a module is needed is decided by the source
         if self.quantize is not None and self.quantize not in QUANTIZE_DTYPES:
             raise ConversionError("BAD_OPTION", f"--quantize {self.quantize}", f"choose one of {', '.join(QUANTIZE_DTYPES)}")
         if self.quantize_weights and self.quantize is None:
@@ -145,6 +153,7 @@ def build_graph(resolved: Source, options: ConvertOptions, notices: Notices,
         graph = infer_graph(resolved.variables, template, notices)
         kind = "inferred"
     else:
+        resolved.call = options.call_spec()
         stream.stage("fix")
         try:  # given, or solved by the template; fit_module checks them against the model
             inputs, solved = _input_specs(resolved, options, Notices()), not options.input_shapes()
@@ -156,11 +165,18 @@ def build_graph(resolved: Source, options: ConvertOptions, notices: Notices,
         resolved.variables, inputs = fit_module(resolved, inputs, notices, solved, enabled=options.fix,
                                                 input_dtype=solved_dtype)
         stream.stage("graph")
-        graph = trace_graph(resolved.module, inputs, resolved.variables.collections or None)
+        inputs = _named_by_call(inputs, resolved.call)
+        graph = trace_graph(resolved.module, inputs, resolved.variables.collections or None, resolved.call)
         kind = "traced"
     if options.optimize:
         graph = optimize_graph(graph)
     return graph, kind
+
+
+def _named_by_call(inputs: list[InputSpec], call: CallSpec) -> list[InputSpec]:
+    """Inputs passed by keyword are named after it in model.json (``input_ids``, ``attention_mask``)."""
+    names = call.input_names(len(inputs))
+    return [InputSpec(name or spec.name, spec.shape, spec.dtype) for spec, name in zip(inputs, names)]
 
 
 def _input_specs(source: Source, options: ConvertOptions, notices: Notices) -> list[InputSpec]:

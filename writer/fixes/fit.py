@@ -85,7 +85,7 @@ def fit_module(source: "Source", inputs: list[InputSpec] | None, notices: Notice
     Example:
         >>> variables, inputs = fit_module(source, None, Notices(), enabled=True)  # doctest: +SKIP
     """
-    note = supplied_notice(source.module)
+    note = supplied_notice(source.module, source.call.method)
     if note:
         notices.assume("CALL_ARGUMENTS", note)
     try:
@@ -125,7 +125,7 @@ def _fit_module(source: "Source", inputs: list[InputSpec] | None, notices: Notic
         if inputs is None:
             raise _shape_required(source.name)
         if _is_nnx(source.module):
-            nnx_check_inputs(source.module, inputs)
+            nnx_check_inputs(source.module, inputs, source.call)
         if solved:
             _note_solved(inputs[0].shape, notices)
         return source.variables, inputs
@@ -186,11 +186,12 @@ def _plan(source: "Source", inputs: list[InputSpec], enabled: bool) -> tuple[Var
     notices = Notices()
     nnx = _is_nnx(source.module)
     try:
-        expected = nnx_expected(source.module) if nnx else linen_expected(source.module, inputs)
+        expected = nnx_expected(source.module) if nnx else linen_expected(source.module, inputs, source.call)
     except ConversionError as err:
         # init may need what only training provides; if inference runs on the checkpoint as it is,
         # convert it as it is (no fixes can be found without the expected shapes).
-        if err.code == "INPUT_SHAPE_INVALID" and linen_applies(source.module, source.variables.collections, inputs):
+        if err.code == "INPUT_SHAPE_INVALID" and linen_applies(source.module, source.variables.collections, inputs,
+                                                               source.call):
             return source.variables, notices
         raise
     matched = match_layers(
@@ -200,7 +201,7 @@ def _plan(source: "Source", inputs: list[InputSpec], enabled: bool) -> tuple[Var
     refs = fit_shapes(matched.pairs, source.name, notices, enabled)
     refuse_unless_float32(refs, source.name, notices, enabled)
     if nnx:
-        nnx_check_inputs(source.module, inputs)
+        nnx_check_inputs(source.module, inputs, source.call)
     collections: dict[str, dict] = {}
     for (leaf, _), ref in zip(matched.pairs, refs):
         collections.setdefault(leaf.collection, {})[leaf.path] = ref

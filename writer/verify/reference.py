@@ -68,7 +68,7 @@ def build_reference(checkpoint: str | Path, model: ModelFiles, options: VerifyOp
     convert_options = ConvertOptions(
         input_shape=written[0] if len(written) == 1 else written,
         input_dtype=[spec.dtype for spec in model.inputs] if len(written) > 1 else model.inputs[0].dtype,
-        activation=options.activation, pool=options.pool, step=options.step, fix=options.fix,
+        activation=options.activation, pool=options.pool, step=options.step, fix=options.fix, call=options.call,
         optimize=model.optimized)  # rebuild the graph the conversion wrote: same rewrites, same weights
     graph, _ = build_graph(source, convert_options, notices)  # source.variables are now the fitted ones
     if source.module is None:
@@ -89,7 +89,7 @@ def build_reference(checkpoint: str | Path, model: ModelFiles, options: VerifyOp
     flavour = "NNX" if is_nnx_module(source.module) else "Linen"
     spec = f" {options.module}" if isinstance(options.module, str) else ""
     return Reference("module", f"{name} ({flavour} module{spec}) on the checkpoint's parameters",
-                     module_function(source.module, source.variables), graph, same)
+                     module_function(source.module, source.variables, source.call), graph, same)
 
 
 def _check_topology(graph: LayerGraph, model: ModelFiles, options: VerifyOptions) -> None:
