@@ -17,6 +17,7 @@ from topology.trace.call_spec import CallSpec, as_call_spec
 from topology.vocabulary.errors import ConversionError, Notices
 from writer.events import EventSink, EventStream
 from writer.fixes import fit_module, fit_template
+from writer.hf_folder import hf_folder_config, open_hf_folder
 from writer.layer_names import sanitize_layer_names
 from writer.model_json import assemble_model_json, check_model_json, dumps_model_json
 from writer.output import check_destination, staged_output
@@ -81,6 +82,8 @@ class ConvertOptions:
         if self.input_shape is None:
             return []
         shape = list(self.input_shape)
+        if not shape:  # () or "": one number per example (a length, a scalar feature), given explicitly
+            return [()]
         if shape and all(isinstance(d, (int, np.integer)) for d in shape):
             return [tuple(int(d) for d in shape)]
         return [tuple(int(d) for d in s) for s in shape]
@@ -118,6 +121,8 @@ def convert(source: Any, out_dir: str | Path, options: ConvertOptions = ConvertO
     out_dir = Path(out_dir)
     options.check()
     source = Path(source) if isinstance(source, str) else source
+    if isinstance(source, Path) and module is None and options.module is None:
+        source, module, options = hf_folder_source(source, options)
     check_destination(out_dir, options.force, source if isinstance(source, Path) else None)  # before any reading
     stream = EventStream(events)
     notices = Notices(listener=stream.notice)
@@ -130,6 +135,21 @@ def convert(source: Any, out_dir: str | Path, options: ConvertOptions = ConvertO
         return write_model(graph, resolved, out_dir, options, notices, started, kind, progress, stream)
     finally:
         resolved.close()
+
+
+def hf_folder_source(path: Path, options: ConvertOptions) -> tuple[Path, Any, ConvertOptions]:
+    """A Hugging Face ``save_pretrained`` folder as its weights file, its Flax module and the options that
+    call it (see :mod:`writer.hf_folder`); any other path as it is.
+
+    Example:
+        >>> hf_folder_source(Path("examples/mnist_ckpt"), ConvertOptions())[1] is None
+        True
+    """
+    config = hf_folder_config(path)
+    if config is None:
+        return path, None, options
+    model = open_hf_folder(path, config, options)
+    return model.weights, model.module, model.options
 
 
 def build_graph(resolved: Source, options: ConvertOptions, notices: Notices,

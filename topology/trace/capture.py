@@ -20,7 +20,7 @@ from topology.graph import InputSpec
 from topology.layers import REGISTRY, kind_for_module
 from topology.layers.base import LayerKind
 from topology.trace.call_context import CallContext, user_line
-from topology.trace.errors import flax_error_to_conversion_error
+from topology.trace.errors import flax_error_to_conversion_error, model_error
 from topology.trace.nnx_lifted import place
 from topology.trace.params import linen_refs, nnx_refs
 from topology.trace.call_spec import INFERENCE_FLAGS, CallSpec, inference_kwargs  # noqa: F401  (re-exported)
@@ -266,10 +266,14 @@ def _make_jaxpr(run: Callable, abstract_variables: Any, abstract_inputs: list) -
     except ConversionError:
         raise
     except Exception as exc:  # Flax's own errors name the missing or misshapen variable
-        converted = flax_error_to_conversion_error(exc)
+        converted = flax_error_to_conversion_error(exc) or model_error(exc, _shapes_text(abstract_inputs), TRACE_BATCH)
         if converted is None:
             raise
         raise converted from exc
+
+
+def _shapes_text(abstract_inputs: list) -> str:
+    return " and ".join(f"{tuple(x.shape)} {np.dtype(x.dtype).name}" for x in abstract_inputs)
 
 
 def _trace_dtype(ref: TensorRef) -> np.dtype:

@@ -144,6 +144,11 @@ def _fit_module(source: "Source", inputs: list[InputSpec] | None, notices: Notic
             return variables, inputs
     dtype = inputs[0].dtype if inputs else input_dtype
     given = inputs[0].shape if inputs and not solved else None
+    if given == () and first_error is not None:  # an explicit scalar per example is never replaced by a solved shape
+        raise ConversionError(
+            "INPUT_SHAPE_MISMATCH", f"{first_error.message}; --input-shape \"\" (one number per example) was given",
+            "the parameters need an input with axes: give its shape (e.g. --input-shape 8), or leave --input-shape "
+            "out to have it solved")
     fits = []
     for shape in _candidates(source, given):
         if inputs and shape == inputs[0].shape:
