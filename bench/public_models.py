@@ -84,7 +84,7 @@ CASES = [
               num_key_value_heads=4, **TEXT), core=True),
     Case("xglm", "XGLMConfig", "FlaxXGLMModel", "text",
          dict(d_model=32, num_layers=2, attention_heads=4, ffn_dim=37, **TEXT)),
-    Case("vit", "ViTConfig", "FlaxViTModel", "vision", VISION, core=True),
+    Case("vit", "ViTConfig", "FlaxViTModel", "vision", VISION),
     Case("beit", "BeitConfig", "FlaxBeitModel", "vision", {**VISION, "use_mask_token": False}),
     Case("clip-vision", "CLIPVisionConfig", "FlaxCLIPVisionModel", "vision", VISION, core=True),
     Case("dinov2", "Dinov2Config", "FlaxDinov2Model", "vision", VISION),

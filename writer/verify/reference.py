@@ -13,7 +13,7 @@ from topology.graph import LayerGraph
 from topology.keras_json import model_topology
 from topology.trace import is_nnx_module
 from topology.vocabulary.errors import ConversionError, Notices
-from writer.convert import ConvertOptions, build_graph
+from writer.convert import ConvertOptions, build_graph, hf_folder_source
 from writer.extras import require_jax
 from writer.sources import resolve_source
 from writer.term import shape_text
@@ -47,7 +47,8 @@ def build_reference(checkpoint: str | Path, model: ModelFiles, options: VerifyOp
     require_jax("running the original model in JAX (verify, export-savedmodel --checkpoint)")
     given = ConvertOptions(input_shape=options.input_shape).input_shapes() if options.input_shape else None
     written = [tuple(spec.shape) for spec in model.inputs]
-    if given and [tuple(s) for s in given] != written:
+    same_for_all = given and len(given) == 1 and all(shape == tuple(given[0]) for shape in written)  # e.g. a HF text model
+    if given and [tuple(s) for s in given] != written and not same_for_all:
         raise ConversionError("INPUT_SHAPE_MISMATCH",
                               f"--input-shape {', '.join(shape_text(s) for s in given)} differs from the model's "
                               f"input {', '.join(shape_text(s) for s in written)} in {model.folder / 'model.json'}",
@@ -59,16 +60,21 @@ def build_reference(checkpoint: str | Path, model: ModelFiles, options: VerifyOp
                                   f"--input-dtype {', '.join(wanted)} differs from the model's input dtype "
                                   f"{', '.join(spec.dtype for spec in model.inputs)} in {model.folder / 'model.json'}",
                                   "leave --input-dtype out: verify reads it from model.json")
-    if options.module is None and model.provenance.get("topology") == "traced":
+    module, call, path = options.module, options.call, Path(checkpoint)
+    if module is None:  # a Hugging Face folder names its own class
+        written_options = ConvertOptions(input_shape=written[0], call=call)  # text inputs share one length
+        path, module, hf_options = hf_folder_source(path, written_options)
+        call = hf_options.call
+    if module is None and model.provenance.get("topology") == "traced":
         raise ConversionError("VERIFY_NEEDS_MODULE",
                               f"{model.folder / 'model.json'} was converted from model code (a traced topology)",
                               "pass the same --module as for the conversion")
-    source = resolve_source(Path(checkpoint), options.module, None, options.step, Notices(), options.fix)
+    source = resolve_source(path, module, None, options.step, Notices(), options.fix)
     opened.append(source)
     convert_options = ConvertOptions(
         input_shape=written[0] if len(written) == 1 else written,
         input_dtype=[spec.dtype for spec in model.inputs] if len(written) > 1 else model.inputs[0].dtype,
-        activation=options.activation, pool=options.pool, step=options.step, fix=options.fix, call=options.call,
+        activation=options.activation, pool=options.pool, step=options.step, fix=options.fix, call=call,
         optimize=model.optimized)  # rebuild the graph the conversion wrote: same rewrites, same weights
     graph, _ = build_graph(source, convert_options, notices)  # source.variables are now the fitted ones
     if source.module is None:
