@@ -121,11 +121,14 @@ def convert(source: Any, out_dir: str | Path, options: ConvertOptions = ConvertO
     out_dir = Path(out_dir)
     options.check()
     source = Path(source) if isinstance(source, str) else source
+    hf_notice = None
     if isinstance(source, Path) and module is None and options.module is None:
-        source, module, options = hf_folder_source(source, options)
+        source, module, options, hf_notice = hf_folder_source(source, options)
     check_destination(out_dir, options.force, source if isinstance(source, Path) else None)  # before any reading
     stream = EventStream(events)
     notices = Notices(listener=stream.notice)
+    if hf_notice:
+        notices.assume("HF_FOLDER", hf_notice)
     stream.stage("read")
     resolved = resolve_source(source, module if module is not None else options.module, variables,
                               options.step, notices, options.fix)
@@ -137,19 +140,20 @@ def convert(source: Any, out_dir: str | Path, options: ConvertOptions = ConvertO
         resolved.close()
 
 
-def hf_folder_source(path: Path, options: ConvertOptions) -> tuple[Path, Any, ConvertOptions]:
-    """A Hugging Face ``save_pretrained`` folder as its weights file, its Flax module and the options that
-    call it (see :mod:`writer.hf_folder`); any other path as it is.
+def hf_folder_source(path: Path, options: ConvertOptions) -> tuple[Path, Any, ConvertOptions, str | None]:
+    """A Hugging Face ``save_pretrained`` folder as its weights file, its Flax module, the options that
+    call it and the assumption to report (see :mod:`writer.hf_folder`); any other path as it is.
 
     Example:
-        >>> hf_folder_source(Path("examples/mnist_ckpt"), ConvertOptions())[1] is None
+        >>> path, module, options, notice = hf_folder_source(Path("examples/mnist_ckpt"), ConvertOptions())
+        >>> module is None and notice is None and options == ConvertOptions()
         True
     """
     config = hf_folder_config(path)
     if config is None:
-        return path, None, options
+        return path, None, options, None
     model = open_hf_folder(path, config, options)
-    return model.weights, model.module, model.options
+    return model.weights, model.module, model.options, model.notice
 
 
 def build_graph(resolved: Source, options: ConvertOptions, notices: Notices,

@@ -22,8 +22,8 @@ model.json):
 * audio (``input_values``): float32 samples, ``--input-shape N`` (default 16000: one
   second at 16 kHz).
 
-The output is the model's first output: ``last_hidden_state`` for a base model,
-``logits`` for a head.
+The outputs are the model's array outputs in transformers' order: ``last_hidden_state``
+(and ``pooler_output`` where the model has a pooler) for a base model, ``logits`` for a head.
 
 Example:
     >>> hf_folder_config(Path("examples/mnist_ckpt")) is None
@@ -58,6 +58,7 @@ class HFModel:
     module: Any
     options: Any  # writer.convert.ConvertOptions (not imported: convert imports this module)
     architecture: str
+    notice: str  # the HF_FOLDER assumption: what was built and how it is called
 
 
 def hf_folder_config(path: Path) -> dict | None:
@@ -101,10 +102,15 @@ def open_hf_folder(path: Path, config: dict, options: Any) -> HFModel:
     fields = dict(input_shape=[shape for _, shape, _ in inputs], input_dtype=[dtype for _, _, dtype in inputs],
                   call=CallSpec(inputs=names))
     metadata = {"huggingface": {"architecture": architecture, "model_type": config.get("model_type"),
-                                "inputs": list(names), "output": "the model's first output (last_hidden_state "
-                                "or logits)"}}
+                                "inputs": list(names), "outputs": "the model's array outputs in transformers' "
+                                "order (last_hidden_state[, pooler_output], or logits)"}}
     fields["metadata"] = {**metadata, **options.metadata}
-    return HFModel(weights, module.bind_inputs(names), dataclasses.replace(options, **fields), architecture)
+    shapes = ", ".join(f"{name} {','.join(map(str, shape))} {dtype}" for name, shape, dtype in inputs)
+    notice = (f"{architecture} built from {path.name}/config.json with the installed transformers and called as "
+              f"transformers calls it at inference; inputs {shapes} (--input-shape sets the "
+              f"{'sequence length' if kind_inputs == 'text' else 'shape'}); the outputs are its array outputs "
+              "in order (last_hidden_state and pooler_output of a base model, logits of a head)")
+    return HFModel(weights, module.bind_inputs(names), dataclasses.replace(options, **fields), architecture, notice)
 
 
 def _weights_file(path: Path) -> Path:

@@ -55,10 +55,12 @@ def _select(tree: dict[TreePath, TensorRef], checkpoint: Checkpoint, source: str
                                           "beside it (optimizer state, step) is not")
             return _select(_subtree(tree, key), checkpoint, source, notices, fix, within=key)
         if training:
+            nnx = "optimizer" in training and "opt_state" not in top  # nnx.Optimizer's state, not a TrainState
             raise ConversionError(
                 "NO_PARAMS",
                 f"{checkpoint.path} holds training state ({', '.join(sorted(training))}) but no 'params' "
                 f"and no model state under {' or '.join(repr(k) for k in MODEL_STATE_KEYS[:2])}",
+                "save nnx.state(model), or {'model': nnx.state(model), 'optimizer': ..., 'step': ...}" if nnx else
                 "Linen: save the TrainState itself or {'params': state.params}; NNX: save nnx.state(model), "
                 "or {'model': nnx.state(model), ...}",
             )

@@ -63,7 +63,7 @@ def build_reference(checkpoint: str | Path, model: ModelFiles, options: VerifyOp
     module, call, path = options.module, options.call, Path(checkpoint)
     if module is None:  # a Hugging Face folder names its own class
         written_options = ConvertOptions(input_shape=written[0], call=call)  # text inputs share one length
-        path, module, hf_options = hf_folder_source(path, written_options)
+        path, module, hf_options, _ = hf_folder_source(path, written_options)
         call = hf_options.call
     if module is None and model.provenance.get("topology") == "traced":
         raise ConversionError("VERIFY_NEEDS_MODULE",
