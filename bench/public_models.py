@@ -39,10 +39,9 @@ VISION = dict(image_size=IMAGE, patch_size=8, hidden_size=32, num_hidden_layers=
 NEEDS_LOWERING = {
     "gpt2": "tied LM head (a module applied with computed parameters)",
     "gpt-neo": "a module called twice, the first result unused (dead code)",
-    "opt": "cumsum of the attention mask (position ids)",
+    "opt": "a reshape merging batch and sequence around per-token layers ((B, S, H) -> (B*S, H) and back)",
     "roberta": "cumsum of the padding mask (position ids)",
     "llama": "RMSNorm written in jnp",
-    "xglm": "position ids offset and a tied head",
     "clip-vision": "quick_gelu written in jnp",
     "wav2vec2": "weight-normed positional conv (computed parameters) and pad",
     "roformer": "stack + reshape interleaving (rotary sin/cos)",
@@ -94,6 +93,9 @@ CASES = [
          dict(do_stable_layer_norm=True, feat_extract_norm="layer", hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, conv_dim=(8, 8),
               conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
               vocab_size=32), core=True),
+    # Not transformers: a Flax model zoo's module, saved as users save Linen variables, converted with --module.
+    Case("flaxmodels-resnet18", "flaxmodels", "ResNet18", "module",
+         dict(output="logits", pretrained=None, num_classes=10)),
 ]
 
 
@@ -114,6 +116,8 @@ class Outcome:
 def build_folder(case: Case, folder: Path) -> tuple[Any, list[np.ndarray], list[np.ndarray], np.ndarray]:
     """Save ``case``'s model into ``folder``; return it, the inputs TF.js takes, those transformers takes,
     and the transformers output on them."""
+    if case.kind == "module":
+        return _build_module_checkpoint(case, folder)
     import transformers
 
     config = getattr(transformers, case.config)(**case.arguments)
@@ -144,9 +148,24 @@ def build_folder(case: Case, folder: Path) -> tuple[Any, list[np.ndarray], list[
     return model, tfjs_inputs, list(kwargs.values()), expected
 
 
+def _build_module_checkpoint(case: Case, folder: Path) -> tuple[Any, list[np.ndarray], list[np.ndarray], np.ndarray]:
+    import importlib
+
+    import jax
+    from flax.serialization import to_bytes
+
+    module = getattr(importlib.import_module(case.config), case.flax_class)(**case.arguments)
+    pixels = np.random.RandomState(0).uniform(-1, 1, (BATCH, IMAGE, IMAGE, 3)).astype(np.float32)
+    variables = module.init(jax.random.PRNGKey(0), pixels[:1], train=False)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "checkpoint.msgpack").write_bytes(to_bytes(variables))
+    expected = np.asarray(module.apply(variables, pixels, train=False))
+    return module, [pixels], [pixels], expected
+
+
 def input_shape(case: Case) -> Any:
     """The ``--input-shape`` the tiny case converts with."""
-    return {"text": (SEQUENCE,), "vision": (IMAGE, IMAGE, 3), "audio": (AUDIO,)}[case.kind]
+    return {"text": (SEQUENCE,), "vision": (IMAGE, IMAGE, 3), "audio": (AUDIO,), "module": (IMAGE, IMAGE, 3)}[case.kind]
 
 
 def run_case(case: Case, tfjs: Any, work: Path) -> Outcome:
@@ -158,8 +177,12 @@ def run_case(case: Case, tfjs: Any, work: Path) -> Outcome:
     outcome = Outcome(case.name, case.flax_class, "failed")
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # transformers' deprecation banner
-            _, tfjs_inputs, _, expected = build_folder(case, folder)
-        report = to_tensorflowjs(folder, out, input_shape=input_shape(case), force=True)
+            module, tfjs_inputs, _, expected = build_folder(case, folder)
+        if case.kind == "module":
+            report = to_tensorflowjs(folder / "checkpoint.msgpack", out, module=module, input_shape=input_shape(case),
+                                     force=True)
+        else:
+            report = to_tensorflowjs(folder, out, input_shape=input_shape(case), force=True)
         outcome.inputs = [spec.name for spec in report.inputs]
         actual = tfjs.predict(out, tfjs_inputs).outputs[0]  # the first output: last_hidden_state or logits
         outcome.max_abs_error = float(np.max(np.abs(actual.astype(np.float64) - expected)))
@@ -190,7 +213,10 @@ def render(outcomes: list[Outcome]) -> str:
         f"images {IMAGE}x{IMAGE}, {AUDIO} audio samples), saved with `save_pretrained` and converted from the "
         "folder alone (`python -m writer FOLDER out/`, see [guides/hf-folder.md](guides/hf-folder.md)); "
         "each conversion predicted in real TF.js 4.22 (Node) and compared with the transformers model's own "
-        f"call on {BATCH} examples (text: the second one ends in padding).",
+        f"call on {BATCH} examples (text models with token types also take a ragged attention mask: the "
+        "second example ends in padding). Top-1 agreement is the arg-max over the last axis of the first output. "
+        "Also flaxmodels' ResNet-18 (a Linen model zoo, not transformers): its variables saved with "
+        "`flax.serialization.to_bytes` and converted with `--module`.",
         "",
         f"**{passed} of {len(outcomes)}** convert and match.",
         "",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -14,6 +15,7 @@ pytest.importorskip("transformers")
 
 from bench.public_models import CASES, NEEDS_LOWERING, build_folder, input_shape, run_case  # noqa: E402
 from writer import ConversionError, to_tensorflowjs  # noqa: E402
+from tests.conftest import ROOT  # noqa: E402
 from writer.cli import main  # noqa: E402
 
 ALL = os.environ.get("FLAX2TFJS_ALL_PUBLIC") == "1"
@@ -47,7 +49,8 @@ def test_public_model_converts_from_its_folder_and_matches(case, tfjs, work):
     assert outcome.status == "converted", f"{outcome.status}: {outcome.detail}"
     assert outcome.max_abs_error <= 1e-4, outcome.max_abs_error
     assert outcome.top1 == 1.0
-    expected_inputs = {"text": ["input_ids"], "vision": ["pixel_values"], "audio": ["input_values"]}[case.kind]
+    expected_inputs = {"text": ["input_ids"], "vision": ["pixel_values"], "audio": ["input_values"],
+                       "module": ["input"]}[case.kind]
     assert outcome.inputs[:1] == expected_inputs
 
 
@@ -114,7 +117,11 @@ def test_wrong_input_shape_for_a_text_folder_is_coded(tmp_path, bert_folder):
     assert err.value.code == "HF_INPUT_SHAPE" and not (tmp_path / "out").exists()
 
 
-def test_needs_lowering_names_real_cases():
+def test_the_public_set_and_its_page_agree():
+    """docs/public-models.md (written by python -m bench.public_models) has a row for every case."""
     assert set(NEEDS_LOWERING) <= {case.name for case in CASES}
     assert {case.name for case in CASES if case.core} >= {"bert", "gpt2", "llama", "clip-vision", "wav2vec2"}
     assert input_shape(CASES[0]) == (8,)
+    page = (ROOT / "docs" / "public-models.md").read_text()
+    rows = re.findall(r"^\| ([\w-]+) \| `", page, re.M)
+    assert rows == [case.name for case in CASES]
