@@ -68,6 +68,9 @@ def test_cli_converts_and_verifies_a_bert_folder(tmp_path, capsys, bert_folder):
     assert main(["verify", str(tmp_path / "out"), str(bert_folder), "--input-shape", "8",
                  "--input-dtype", "int32", "--samples", "4", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["passed"]
+    assert main(["inspect", str(bert_folder), "--input-shape", "8", "--json"]) == 0  # inspect reads the folder too
+    inspected = json.loads(capsys.readouterr().out)
+    assert inspected["graph"]["topology"] == "traced" and inspected["notices"][0]["code"] == "HF_FOLDER"
 
 
 def test_default_sequence_length_comes_from_the_config(tmp_path, bert_folder):
