@@ -124,3 +124,20 @@ def test_explicit_scalar_input_shape_that_conflicts_is_coded(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error[INPUT_SHAPE_MISMATCH]") and 'input-shape ""' in err
     assert not (tmp_path / "out").exists()
+
+
+class EmbedFirst(nn.Module):
+    @nn.compact
+    def __call__(self, ids):
+        return nn.Dense(2)(nn.Embed(10, 4)(ids).reshape((ids.shape[0], -1)))
+
+
+def test_explicit_float_dtype_for_token_ids_is_not_replaced(tmp_path):
+    """Without --input-dtype the ids are made int32 (fixed[INPUT_DTYPE]); a float32 the user gave stays an error."""
+    module = EmbedFirst()
+    variables = module.init(jax.random.PRNGKey(0), jnp.zeros((1, 3), jnp.int32))
+    with pytest.raises(ConversionError) as err:
+        to_tensorflowjs(module, tmp_path / "out", variables=variables, input_shape=(3,), input_dtype="float32")
+    assert err.value.code == "INPUT_DTYPE_MISMATCH" and "int32" in err.value.hint
+    report = to_tensorflowjs(module, tmp_path / "out", variables=variables, input_shape=(3,))
+    assert report.inputs[0].dtype == "int32" and any(n.code == "INPUT_DTYPE" for n in report.notices)

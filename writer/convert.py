@@ -42,7 +42,9 @@ class ConvertOptions:
     """
 
     input_shape: Any = None  # a shape (28, 28, 1), or a list of shapes for several inputs
-    input_dtype: Any = "float32"  # "float32" | "int32", or one per input
+    # "float32" | "int32", or one per input. None: float32, or int32 token ids where an nn.Embed reads the
+    # input (fixed[INPUT_DTYPE]); a dtype given is never replaced.
+    input_dtype: Any = None
     module: Any = None  # model code: "file.py:Name", "pkg.mod:Name", or a module/class object
     call: Any = None  # how the module is called: --call text ("encode(*, train=False)"), a CallSpec, or None
     activation: str = "relu"
@@ -96,6 +98,8 @@ class ConvertOptions:
         return shapes[0] if shapes else None
 
     def input_dtypes(self, count: int) -> list[str]:
+        if self.input_dtype is None:
+            return ["float32"] * count
         dtypes = [self.input_dtype] * count if isinstance(self.input_dtype, str) else list(self.input_dtype)
         if len(dtypes) == 1 and count > 1:
             dtypes *= count
@@ -187,7 +191,7 @@ def build_graph(resolved: Source, options: ConvertOptions, notices: Notices,
             inputs, solved = None, True
         solved_dtype = None if inputs else options.input_dtypes(1)[0]  # only read when no inputs are known
         resolved.variables, inputs = fit_module(resolved, inputs, notices, solved, enabled=options.fix,
-                                                input_dtype=solved_dtype)
+                                                input_dtype=solved_dtype, dtype_given=options.input_dtype is not None)
         stream.stage("graph")
         inputs = _named_by_call(inputs, resolved.call)
         graph = trace_graph(resolved.module, inputs, resolved.variables.collections or None, resolved.call)

@@ -161,8 +161,10 @@ def add_output_options(parser: argparse.ArgumentParser, json_help: str) -> argpa
 
 
 def input_dtype(args: argparse.Namespace) -> Any:
-    """One dtype for all inputs, or a list (one per ``--input-shape``)."""
-    dtypes = getattr(args, "input_dtype", None) or [default_of(ConvertOptions, "input_dtype")]
+    """One dtype for all inputs, a list (one per ``--input-shape``), or None when ``--input-dtype`` is not given."""
+    dtypes = getattr(args, "input_dtype", None)
+    if not dtypes:
+        return None  # ConvertOptions' default: float32, or int32 ids for an nn.Embed (reported)
     return dtypes[0] if len(dtypes) == 1 else dtypes
 
 

@@ -76,11 +76,14 @@ def _fit_template_input(variables: Variables, template: "TemplateOptions", notic
 
 
 def fit_module(source: "Source", inputs: list[InputSpec] | None, notices: Notices, solved: bool = False, *,
-               enabled: bool = True, input_dtype: str | None = "float32") -> tuple[Variables, list[InputSpec]]:
+               enabled: bool = True, input_dtype: str | None = "float32",
+               dtype_given: bool = False) -> tuple[Variables, list[InputSpec]]:
     """:func:`_fit_module`, with fixed rng arguments noted and float ids of an nn.Embed made int32.
 
     ``enabled`` is ``--fix`` (off: every repair is FIX_DISABLED instead); ``input_dtype`` is
     the dtype of an input the parameters solve when ``inputs`` is None (the first ``--input-dtype``).
+    ``dtype_given``: the user chose the dtypes (``--input-dtype``), which are then never replaced: float
+    ids for an nn.Embed are INPUT_DTYPE_MISMATCH instead of fixed[INPUT_DTYPE].
 
     Example:
         >>> variables, inputs = fit_module(source, None, Notices(), enabled=True)  # doctest: +SKIP
@@ -94,6 +97,11 @@ def fit_module(source: "Source", inputs: list[InputSpec] | None, notices: Notice
         if not (err.code == "INPUT_SHAPE_INVALID" and "Input type must be an integer" in err.message and inputs
                 and all(spec.dtype.startswith("float") for spec in inputs)):
             raise
+        if dtype_given:
+            raise ConversionError(
+                "INPUT_DTYPE_MISMATCH", f"--input-dtype {inputs[0].dtype} was given, but "
+                f"{type(source.module).__name__} reads its input with an nn.Embed, which takes int32 token ids",
+                "pass --input-dtype int32, or leave --input-dtype out to have it chosen") from None
         retried = Notices()
         ids = [dataclasses.replace(spec, dtype="int32") for spec in inputs]
         result = _fit_module(source, ids, retried, solved, enabled, input_dtype)
