@@ -9,13 +9,14 @@ import json
 import os
 import re
 
+import numpy as np
 import pytest
 
 pytest.importorskip("transformers")
 
 from bench.public_models import CASES, NEEDS_LOWERING, build_folder, input_shape, run_case  # noqa: E402
 from writer import ConversionError, to_tensorflowjs  # noqa: E402
-from tests.conftest import ROOT  # noqa: E402
+from tests.conftest import ROOT, assert_close  # noqa: E402
 from writer.cli import main  # noqa: E402
 
 ALL = os.environ.get("FLAX2TFJS_ALL_PUBLIC") == "1"
@@ -128,3 +129,18 @@ def test_the_public_set_and_its_page_agree():
     page = (ROOT / "docs" / "public-models.md").read_text()
     rows = re.findall(r"^\| ([\w-]+) \| `", page, re.M)
     assert rows == [case.name for case in CASES]
+
+
+def test_call_chooses_the_inputs_of_a_folder(tmp_path, tfjs, bert_folder):
+    """--call '(input_ids=*)': one input; the mask and token types are made as transformers makes them."""
+    import transformers
+
+    report = to_tensorflowjs(bert_folder, tmp_path / "out", input_shape=(8,), call="(input_ids=*)")
+    assert [(spec.name, spec.dtype) for spec in report.inputs] == [("input_ids", "int32")]
+    ids = np.random.RandomState(4).randint(2, 99, (2, 8)).astype(np.int32)
+    model = transformers.FlaxBertModel.from_pretrained(bert_folder, local_files_only=True)
+    expected = np.asarray(model(ids, train=False)[0])
+    assert_close(tfjs.predict(tmp_path / "out", [ids]).outputs[0], expected)
+    with pytest.raises(ConversionError) as err:
+        to_tensorflowjs(bert_folder, tmp_path / "out2", input_dtype="float32")
+    assert err.value.code == "INPUT_DTYPE_MISMATCH"

@@ -98,6 +98,11 @@ def open_hf_folder(path: Path, config: dict, options: Any) -> HFModel:
 
     module, architecture, kind_inputs = build_flax_module(path, config)
     inputs = _inputs(kind_inputs, config, options, path)
+    dtypes = [dtype for _, _, dtype in inputs]
+    if options.input_dtype is not None and options.input_dtypes(len(inputs)) != dtypes:  # never replaced silently
+        raise ConversionError("INPUT_DTYPE_MISMATCH", f"--input-dtype {' '.join(options.input_dtypes(len(inputs)))} "
+                              f"for {path}, whose inputs take {' '.join(dtypes)}",
+                              "leave --input-dtype out: a Hugging Face folder's input dtypes follow from its model")
     names = tuple(name for name, _, _ in inputs)
     fields = dict(input_shape=[shape for _, shape, _ in inputs], input_dtype=[dtype for _, _, dtype in inputs],
                   call=CallSpec(inputs=names))
@@ -132,13 +137,13 @@ def _weights_file(path: Path) -> Path:
 def _inputs(kind: str, config: dict, options: Any, path: Path) -> list[tuple[str, tuple, str]]:
     given = options.input_shapes()
     if kind == "text":
-        names = list(options.call_spec().inputs) if options.call is not None else \
-            ["input_ids"] if not config.get("type_vocab_size") else list(TEXT_INPUTS)
+        chosen = list(options.call_spec().inputs) if options.call is not None else []  # --call '(input_ids=*, ...)'
+        names = chosen or (list(TEXT_INPUTS) if config.get("type_vocab_size") else ["input_ids"])
         if given and (len(given) != 1 or len(given[0]) != 1):
             raise ConversionError("HF_INPUT_SHAPE", f"--input-shape {_shapes(given)} for the text model in {path}",
                                   "give the sequence length once, e.g. --input-shape 64 (every text input has it)")
-        length = given[0][0] if given else min(DEFAULT_SEQUENCE, int(config.get("max_position_embeddings")
-                                                                    or DEFAULT_SEQUENCE))
+        positions = config.get("max_position_embeddings") or config.get("n_positions") or DEFAULT_SEQUENCE
+        length = given[0][0] if given else min(DEFAULT_SEQUENCE, int(positions))
         return [(name, (length,), "int32") for name in names]
     if kind == "vision":
         size = config.get("image_size") or DEFAULT_IMAGE
