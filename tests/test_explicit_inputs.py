@@ -77,17 +77,25 @@ def test_a_model_that_breaks_at_the_trace_batch_is_coded(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def _nnx_training_checkpoint(path, model, key="model"):
+def _nnx_training_checkpoint(folder, model, fmt):
     optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
-    tree = {key: nnx.state(model).to_pure_dict(), "optimizer": nnx.state(optimizer).to_pure_dict(),
+    if fmt == "orbax":  # as Flax's NNX examples save it
+        import orbax.checkpoint as ocp
+
+        with ocp.StandardCheckpointer() as checkpointer:
+            checkpointer.save(folder / "ckpt", {"model": nnx.state(model), "optimizer": nnx.state(optimizer),
+                                                "step": 7})
+        return folder / "ckpt"
+    tree = {"model": nnx.state(model).to_pure_dict(), "optimizer": nnx.state(optimizer).to_pure_dict(),
             "step": np.int32(7)}
-    path.write_bytes(to_bytes(tree))
-    return path
+    (folder / "ckpt.msgpack").write_bytes(to_bytes(tree))
+    return folder / "ckpt.msgpack"
 
 
-def test_nnx_checkpoint_with_optimizer_and_step_converts_from_the_model_state(tmp_path, tfjs):
+@pytest.mark.parametrize("fmt", ["msgpack", "orbax"])
+def test_nnx_checkpoint_with_optimizer_and_step_converts_from_the_model_state(tmp_path, tfjs, fmt):
     trained = NnxMlp(nnx.Rngs(5))  # other weights than NnxMlp(): the checkpoint's must be the ones written
-    checkpoint = _nnx_training_checkpoint(tmp_path / "ckpt.msgpack", trained)
+    checkpoint = _nnx_training_checkpoint(tmp_path, trained, fmt)
     report = to_tensorflowjs(checkpoint, tmp_path / "out", module=NnxMlp(), input_shape=(6,))
     notes = {n.code: n.message for n in report.notices}
     assert "'model'" in notes["MODEL_STATE"] and "'optimizer'" in notes["MODEL_STATE"]
