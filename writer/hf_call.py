@@ -80,6 +80,11 @@ def build_flax_module(path: Path, config_json: dict) -> tuple[HFInference, str, 
 
     The class is built with ``_do_init=False`` from the folder's config: nothing is
     downloaded (the hub is switched off) and no random weights are made.
+
+    Example:
+        >>> module, name, kind = build_flax_module(Path("vit/"), json.loads(Path("vit/config.json").read_text()))  # doctest: +SKIP
+        >>> name, kind                                                                                             # doctest: +SKIP
+        ('FlaxViTModel', 'vision')
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
