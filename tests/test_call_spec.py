@@ -133,6 +133,8 @@ def test_call_that_does_not_fit_the_model_is_a_coded_error(tmp_path, call, code)
     assert err.value.code == code and not (tmp_path / "out").exists()
 
 
-def test_call_and_method_together_are_refused(tmp_path, capsys):
-    assert main(["examples/mnist_ckpt", str(tmp_path / "out"), "--call", "encode", "--method", "encode"]) == 2
-    assert capsys.readouterr().err.startswith("error[BAD_OPTION]")
+@pytest.mark.parametrize("flags", [["--call", "encode", "--method", "encode"], ["--method", "encode"]],
+                         ids=["both", "without-module"])
+def test_call_that_cannot_apply_is_refused(tmp_path, capsys, flags):
+    assert main(["examples/mnist_ckpt", str(tmp_path / "out"), *flags]) == 2
+    assert capsys.readouterr().err.startswith("error[BAD_OPTION]") and not (tmp_path / "out").exists()

@@ -173,6 +173,10 @@ def build_graph(resolved: Source, options: ConvertOptions, notices: Notices,
         'fold_batchnorm'
     """
     stream = events or EventStream(None)
+    if resolved.module is None and options.call is not None:
+        raise ConversionError("BAD_OPTION", f"--call/--method {options.call_spec().text()} without model code: the "
+                              f"template inferred from {resolved.name} has no methods",
+                              "pass the model with --module FILE.py:NAME (or convert a Hugging Face folder)")
     if resolved.module is None:
         template = TemplateOptions(options.single_input_shape(), options.activation, options.pool)
         stream.stage("fix")
