@@ -141,6 +141,14 @@ def test_verify_with_the_module_as_reference(tmp_path, capsys, model):
     assert any(n["code"] == "TOPOLOGY_DIFFERS" for n in doc["notices"])
 
 
+def test_verify_takes_the_convert_input_flags(capsys, model):
+    """A user's convert flags copied to verify are accepted (and checked against model.json)."""
+    checkpoint, out, _ = model
+    doc = _verify_json(capsys, out, checkpoint, "--input-shape", "28,28,1", "--input-dtype", "float32",
+                       "--samples", "4")
+    assert doc["passed"] and doc["inputs"]["shapes"] == [[28, 28, 1]]
+
+
 def test_verify_mnist_with_labels(tmp_path, capsys):
     """The bundled checkpoint, converted, keeps its recorded accuracy on the 2,000 held-out digits in TF.js."""
     import orbax.checkpoint as ocp
@@ -234,10 +242,11 @@ def test_verify_nnx_module(tmp_path, capsys):
     (["--pool", "max"], "VERIFY_TOPOLOGY_MISMATCH"),
     (["--activation", "tanh"], "VERIFY_TOPOLOGY_MISMATCH"),
     (["--input-shape", "32,32,1"], "INPUT_SHAPE_MISMATCH"),
+    (["--input-dtype", "int32"], "INPUT_DTYPE_MISMATCH"),
     (["--data", "missing.npz"], "DATA_NOT_FOUND"),
     (["--backend", "webgl"], "BAD_OPTION"),
     (["--samples", "0"], "BAD_OPTION"),
-], ids=["pool", "activation", "input-shape", "no-data", "backend", "samples"])
+], ids=["pool", "activation", "input-shape", "input-dtype", "no-data", "backend", "samples"])
 def test_verify_usage_errors(capsys, model, args, code):
     checkpoint, out, _ = model
     assert main(["verify", str(out), str(checkpoint), *args]) == 2

@@ -17,11 +17,13 @@ from topology.infer import TemplateOptions, infer_graph
 from topology.keras_json import model_topology
 from topology.optimize import optimize_graph
 from topology.trace import trace_graph
+from topology.trace.call_spec import CallSpec, as_call_spec
 from topology.vocabulary.errors import ConversionError, Notices
 from writer.budget import check_free_space, check_output_budget, input_bytes
 from writer.events import EventSink, EventStream
 from writer.fixes import fit_module, fit_template
 from writer.graph_model import FunctionSource, write_graph_model
+from writer.hf_folder import hf_folder_config, open_hf_folder
 from writer.layer_names import sanitize_layer_names
 from writer.module_loader import user_code
 from writer.model_json import assemble_model_json, check_model_json, write_model_json
@@ -51,8 +53,11 @@ class ConvertOptions:
     """
 
     input_shape: Any = None  # a shape (28, 28, 1), or a list of shapes for several inputs
-    input_dtype: Any = "float32"  # "float32" | "int32", or one per input
+    # "float32" | "int32", or one per input. None: float32, or int32 token ids where an nn.Embed reads the
+    # input (fixed[INPUT_DTYPE]); a dtype given is never replaced.
+    input_dtype: Any = None
     module: Any = None  # model code: "file.py:Name", "pkg.mod:Name", or a module/class object
+    call: Any = None  # how the module is called: --call text ("encode(*, train=False)"), a CallSpec, or None
     activation: str = "relu"
     pool: str = "avg"
     quantize: str | None = None
@@ -69,9 +74,15 @@ class ConvertOptions:
     preset: dict | None = None  # --preset applied: {"name", "set": {option: value}, "overridden": [option]}
     format: str = "layers-model"  # "layers-model" | "graph-model" (any JAX ops, from the jaxpr) | "auto"
 
+    def call_spec(self) -> CallSpec:
+        """``call`` as a CallSpec (BAD_CALL_SPEC for text that is not a call)."""
+        return as_call_spec(self.call)
+
     def check(self) -> None:
         if self.format not in FORMATS:
             raise ConversionError("BAD_OPTION", f"--format {self.format}", f"choose one of {', '.join(FORMATS)}")
+        if self.call is not None and self.module is None and not isinstance(self.call, CallSpec):
+            self.call_spec()  # parse errors first; whether a module is needed is decided by the source
         if self.quantize is not None and self.quantize not in QUANTIZE_DTYPES:
             raise ConversionError("BAD_OPTION", f"--quantize {self.quantize}", f"choose one of {', '.join(QUANTIZE_DTYPES)}")
         if self.quantize_weights and self.quantize is None:
@@ -94,6 +105,8 @@ class ConvertOptions:
         if self.input_shape is None:
             return []
         shape = list(self.input_shape)
+        if not shape:  # () or "": one number per example (a length, a scalar feature), given explicitly
+            return [()]
         if shape and all(isinstance(d, (int, np.integer)) for d in shape):
             return [tuple(int(d) for d in shape)]
         return [tuple(int(d) for d in s) for s in shape]
@@ -106,6 +119,8 @@ class ConvertOptions:
         return shapes[0] if shapes else None
 
     def input_dtypes(self, count: int) -> list[str]:
+        if self.input_dtype is None:
+            return ["float32"] * count
         dtypes = [self.input_dtype] * count if isinstance(self.input_dtype, str) else list(self.input_dtype)
         if len(dtypes) == 1 and count > 1:
             dtypes *= count
@@ -158,9 +173,14 @@ def _convert(source: Any, out_dir: str | Path, options: ConvertOptions, module: 
     out_dir = Path(out_dir)
     options.check()
     source = Path(source) if isinstance(source, str) else source
+    hf_notice = None
+    if isinstance(source, Path) and module is None and options.module is None:
+        source, module, options, hf_notice = hf_folder_source(source, options)
     check_destination(out_dir, options.force, source if isinstance(source, Path) else None)  # before any reading
     stream = EventStream(events)
     notices = Notices(listener=stream.notice)
+    if hf_notice:
+        notices.assume("HF_FOLDER", hf_notice)
     stream.stage("read")
     resolved = resolve_source(source, module if module is not None else options.module, variables,
                               options.step, notices, options.fix, options.full_hash)
@@ -194,18 +214,20 @@ def choose_format(resolved: Source, options: ConvertOptions, notices: Notices,
             "GRAPH_MODEL_NEEDS_MODULE", f"--format graph-model traces the model code, and none was given for {resolved.name}",
             "pass --module path/to/model.py:Model (or use --format layers-model, which can infer small CNNs and MLPs)",
         )
+    resolved.call = options.call_spec()
     stream.stage("fix")
     inputs = fit_inputs(resolved, options, notices)
     stream.stage("graph")
+    inputs = _named_by_call(inputs, resolved.call)
     if options.format == "auto":
         try:
-            trace_graph(resolved.module, inputs, resolved.variables.collections or None)
+            trace_graph(resolved.module, inputs, resolved.variables.collections or None, resolved.call)
             return None, inputs
         except ConversionError as refused:
             notices.warn("FORMAT_AUTO", f"writing a GraphModel: the LayersModel emitter refused the model "
                                         f"(error[{refused.code}]: {refused.message})")
     return trace_graphdef(resolved.module, inputs, resolved.variables.collections or None, options.optimize,
-                          notices), inputs
+                          notices, call=resolved.call), inputs
 
 
 def fit_inputs(resolved: Source, options: ConvertOptions, notices: Notices) -> list[InputSpec]:
@@ -219,8 +241,24 @@ def fit_inputs(resolved: Source, options: ConvertOptions, notices: Notices) -> l
         inputs, solved = None, True
     solved_dtype = None if inputs else options.input_dtypes(1)[0]  # only read when no inputs are known
     resolved.variables, inputs = fit_module(resolved, inputs, notices, solved, enabled=options.fix,
-                                            input_dtype=solved_dtype)
+                                            input_dtype=solved_dtype, dtype_given=options.input_dtype is not None)
     return inputs
+
+
+def hf_folder_source(path: Path, options: ConvertOptions) -> tuple[Path, Any, ConvertOptions, str | None]:
+    """A Hugging Face ``save_pretrained`` folder as its weights file, its Flax module, the options that
+    call it and the assumption to report (see :mod:`writer.hf_folder`); any other path as it is.
+
+    Example:
+        >>> path, module, options, notice = hf_folder_source(Path("examples/mnist_ckpt"), ConvertOptions())
+        >>> module is None and notice is None and options == ConvertOptions()
+        True
+    """
+    config = hf_folder_config(path)
+    if config is None:
+        return path, None, options, None
+    model = open_hf_folder(path, config, options)
+    return model.weights, model.module, model.options, model.notice
 
 
 def build_graph(resolved: Source, options: ConvertOptions, notices: Notices,
@@ -236,6 +274,10 @@ def build_graph(resolved: Source, options: ConvertOptions, notices: Notices,
         'fold_batchnorm'
     """
     stream = events or EventStream(None)
+    if resolved.module is None and options.call is not None:
+        raise ConversionError("BAD_OPTION", f"--call/--method {options.call_spec().text()} without model code: the "
+                              f"template inferred from {resolved.name} has no methods",
+                              "pass the model with --module FILE.py:NAME (or convert a Hugging Face folder)")
     if resolved.module is None:
         template = TemplateOptions(options.single_input_shape(), options.activation, options.pool)
         stream.stage("fix")
@@ -244,10 +286,12 @@ def build_graph(resolved: Source, options: ConvertOptions, notices: Notices,
         graph = infer_graph(resolved.variables, template, notices)
         kind = "inferred"
     else:
+        resolved.call = options.call_spec()
         stream.stage("fix")
         inputs = fit_inputs(resolved, options, notices)
         stream.stage("graph")
-        graph = trace_graph(resolved.module, inputs, resolved.variables.collections or None)
+        inputs = _named_by_call(inputs, resolved.call)
+        graph = trace_graph(resolved.module, inputs, resolved.variables.collections or None, resolved.call)
         kind = "traced"
         if graph.unused:
             names = ", ".join(dict.fromkeys(graph.unused))
@@ -256,6 +300,12 @@ def build_graph(resolved: Source, options: ConvertOptions, notices: Notices,
     if options.optimize:
         graph = optimize_graph(graph)
     return graph, kind
+
+
+def _named_by_call(inputs: list[InputSpec], call: CallSpec) -> list[InputSpec]:
+    """Inputs passed by keyword are named after it in model.json (``input_ids``, ``attention_mask``)."""
+    names = call.input_names(len(inputs))
+    return [InputSpec(name or spec.name, spec.shape, spec.dtype) for spec, name in zip(inputs, names)]
 
 
 def _input_specs(source: Source, options: ConvertOptions, notices: Notices) -> list[InputSpec]:

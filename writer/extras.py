@@ -20,7 +20,7 @@ from topology.vocabulary.errors import ConversionError
 
 # Top-level import names -> the extra that installs them.
 EXTRAS = {"jax": "jax", "jaxlib": "jax", "flax": "jax", "orbax": "jax", "optax": "jax",
-          "tensorflow": "tensorflow", "tf_keras": "tensorflow", "jsonschema": "schema"}
+          "tensorflow": "tensorflow", "tf_keras": "tensorflow", "jsonschema": "schema", "transformers": "hf"}
 _JAX_MODULES = ("jax", "flax")
 
 
@@ -58,6 +58,9 @@ def extra_error(extra: str, needed_for: str) -> ConversionError:
     if extra == "tensorflow":
         return ConversionError("TENSORFLOW_NOT_INSTALLED", f"{needed_for} needs TensorFlow, which is not installed",
                                "pip install \"flax2tfjs[tensorflow]\" (tensorflow and tf-keras), or --tf-python")
+    if extra == "hf":
+        return ConversionError("TRANSFORMERS_NOT_INSTALLED", f"{needed_for} needs transformers, which is not installed",
+                               'pip install "flax2tfjs[hf]" (transformers==4.57.6)')
     return ConversionError("JAX_NOT_INSTALLED", f"{needed_for} needs JAX and Flax, which are not installed "
                            "(converting a checkpoint does not)", 'pip install "flax2tfjs[jax]"')
 

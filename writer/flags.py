@@ -23,6 +23,7 @@ import argparse
 from typing import Any
 
 from topology.infer import POOL_CHOICES
+from topology.vocabulary.errors import ConversionError
 from writer.convert import FORMATS, INPUT_DTYPES, ConvertOptions
 from writer.option_parser import OptionParser
 from writer.presets import PRESETS, preset_fields
@@ -65,19 +66,25 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def add_model_options(parser: argparse.ArgumentParser, dtype: bool = True,
-                      shape_help: str = "default: solved from the parameters", all_steps: bool = False) -> None:
+def add_model_options(parser: argparse.ArgumentParser, shape_help: str = "default: solved from the parameters",
+                      all_steps: bool = False) -> None:
     """The topology flags: ``--module``, ``--input-shape``, ``--input-dtype``, ``--activation``, ``--pool``,
-    ``--step`` (and ``--all-steps``), ``--no-fix``."""
+    ``--step`` (and ``--all-steps``), ``--no-fix``: the same for convert, inspect, verify and
+    export-savedmodel, so that a user's convert flags can be copied to verify."""
     model = parser.add_argument_group("topology (traced from --module, else inferred from the parameter tree)")
     model.add_argument("--module", metavar="FILE.py:NAME", help="model code: a Linen/NNX module class, instance or "
                        "zero-argument factory, as path/to/model.py:Name or package.module:Name")
+    model.add_argument("--call", metavar="'METHOD(*, key=value)'",
+                       help="how the module is called, written like the call with * for each input array (in "
+                            "--input-shape order), e.g. 'encode(*, train=False)' or '__call__(inputs=*, mask=*)'; "
+                            "an input passed by keyword is named after it (default: __call__ with every input "
+                            "positional, inference flags like train=False added)")
+    model.add_argument("--method", metavar="NAME", help="call this method instead of __call__ (short for --call NAME)")
     model.add_argument("--input-shape", type=parse_shape, action="append", metavar="SHAPE",
                        help=f"input shape without batch, e.g. 28,28,1 (repeat for several inputs; {shape_help})")
-    if dtype:
-        model.add_argument("--input-dtype", choices=INPUT_DTYPES, action="append",
-                           metavar="{" + ",".join(INPUT_DTYPES) + "}",
-                           help="input dtype (int32 for token ids); once for all inputs, or once per --input-shape")
+    model.add_argument("--input-dtype", choices=INPUT_DTYPES, action="append",
+                       metavar="{" + ",".join(INPUT_DTYPES) + "}",
+                       help="input dtype (int32 for token ids); once for all inputs, or once per --input-shape")
     activation = default_of(ConvertOptions, "activation")
     model.add_argument("--activation", default=activation, help=f"activation between layers (default {activation})")
     pool = default_of(ConvertOptions, "pool")
@@ -167,8 +174,10 @@ def add_output_options(parser: argparse.ArgumentParser, json_help: str) -> argpa
 
 
 def input_dtype(args: argparse.Namespace) -> Any:
-    """One dtype for all inputs, or a list (one per ``--input-shape``)."""
-    dtypes = getattr(args, "input_dtype", None) or [default_of(ConvertOptions, "input_dtype")]
+    """One dtype for all inputs, a list (one per ``--input-shape``), or None when ``--input-dtype`` is not given."""
+    dtypes = getattr(args, "input_dtype", None)
+    if not dtypes:
+        return None  # ConvertOptions' default: float32, or int32 ids for an nn.Embed (reported)
     return dtypes[0] if len(dtypes) == 1 else dtypes
 
 
@@ -179,11 +188,25 @@ def input_shape(args: argparse.Namespace) -> Any:
     return args.input_shape[0] if len(args.input_shape) == 1 else args.input_shape
 
 
+def call_option(args: argparse.Namespace) -> str | None:
+    """``--call`` text, or ``--method NAME`` as the call ``NAME`` (both at once: BAD_OPTION).
+
+    Example:
+        >>> call_option(argparse.Namespace(call=None, method="encode"))
+        'encode'
+    """
+    call, method = getattr(args, "call", None), getattr(args, "method", None)
+    if call is not None and method is not None:
+        raise ConversionError("BAD_OPTION", f"--call {call!r} and --method {method} both say which method to call",
+                              "give one: --method NAME, or --call 'NAME(*, key=value)'")
+    return call if call is not None else method
+
+
 def convert_options(args: argparse.Namespace, **extra: Any) -> ConvertOptions:
     """ConvertOptions from ``extra`` (e.g. :func:`weight_options`) and the model flags, which win
     (``--optimize`` too, where the command has it)."""
     fields = dict(extra)
-    fields.update(input_shape=input_shape(args), input_dtype=input_dtype(args), module=args.module,
+    fields.update(input_shape=input_shape(args), input_dtype=input_dtype(args), module=args.module, call=call_option(args),
                   activation=args.activation, pool=args.pool, step=args.step, fix=args.fix,
                   optimize=getattr(args, "optimize", default_of(ConvertOptions, "optimize")),
                   format=getattr(args, "format", None) or fields.get("format") or default_of(ConvertOptions, "format"))
@@ -238,4 +261,7 @@ def verify_fields(args: argparse.Namespace, comparison: bool = True) -> dict:
     names += ("data", "samples", "seed", "tolerance") if comparison else ()
     fields = {name: getattr(args, name) for name in names}
     fields["input_shape"] = input_shape(args)
+    fields["call"] = call_option(args)
+    if getattr(args, "input_dtype", None):  # checked against model.json's, like --input-shape
+        fields["input_dtype"] = input_dtype(args)
     return {name: value for name, value in fields.items() if value is not None}

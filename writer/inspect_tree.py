@@ -26,7 +26,7 @@ from topology.vocabulary.errors import ConversionError, Notice, Notices
 from topology.vocabulary.tensors import Checkpoint, TreePath, path_str
 from writer.term import Style, human_bytes, shape_text, table
 from topology.vocabulary.variables import Variables
-from writer.convert import ConvertOptions, build_graph, choose_format
+from writer.convert import ConvertOptions, build_graph, choose_format, hf_folder_source
 from writer.graph_model import graph_model_summary
 from writer.module_loader import instantiate, load_module_spec
 from writer.readers import read_checkpoint
@@ -201,9 +201,14 @@ def inspect_checkpoint(path: str | Path, options: ConvertOptions | None = None) 
     options = options or ConvertOptions()
     options.check()
     module = _load_module(options.module)  # a bad --module is a usage error, before any reading
+    hf_notice = None
+    if module is None:  # a Hugging Face folder names its own class
+        path, module, options, hf_notice = hf_folder_source(Path(path), options)
     checkpoint = read_checkpoint(path, options.step)
     try:
         notices = Notices()
+        if hf_notice:
+            notices.assume("HF_FOLDER", hf_notice)
         variables, select_error = None, None
         try:
             variables = select_variables(checkpoint, notices, options.fix)

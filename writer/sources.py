@@ -13,6 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from topology.trace import is_nnx_module
+from topology.trace.call_spec import CallSpec
 from topology.vocabulary.errors import ConversionError, Notices
 from topology.vocabulary.tensors import Checkpoint, TensorRef, TreePath
 from topology.vocabulary.variables import Variables
@@ -34,6 +35,7 @@ class Source:
     path: Path | None = None
     digest: Callable[[], dict] = field(default=lambda: {"sha256": ""}, repr=False)  # the provenance source fields
     checkpoint: Checkpoint | None = field(default=None, repr=False)
+    call: CallSpec = CallSpec()  # how the module is called (--call / --method)
 
     def close(self) -> None:
         if self.checkpoint is not None:

@@ -18,6 +18,9 @@ from writer.fixes.keys import NESTED_PARAMS, normalise_paths, unwrap
 INFERENCE_COLLECTIONS = ("params", "batch_stats")
 # Top-level TrainState / flax.optim fields that are never model variables.
 TRAINING_FIELDS = {"step", "opt_state", "tx", "apply_fn", "rng", "rngs", "dropout_rng", "optimizer", "state"}
+# Keys a training script saves the model's own state under, beside optimizer state and a step (Flax's NNX
+# examples save {"model": nnx.state(model), "optimizer": nnx.state(optimizer), "step": step}).
+MODEL_STATE_KEYS = ("model", "state", "model_state", "net", "network")
 
 
 def select_variables(checkpoint: Checkpoint, notices: Notices, fix: bool = True) -> Variables:
@@ -37,14 +40,29 @@ def select_variables(checkpoint: Checkpoint, notices: Notices, fix: bool = True)
     source = checkpoint.path.name or str(checkpoint.path)
     tree = normalise_paths(dict(checkpoint.tensors), source, notices, fix)
     tree = unwrap(tree, source, notices, fix)
+    return _select(tree, checkpoint, source, notices, fix)
+
+
+def _select(tree: dict[TreePath, TensorRef], checkpoint: Checkpoint, source: str, notices: Notices, fix: bool,
+            within: str = "") -> Variables:
     top = _top_keys(tree)
     if "params" not in top:
         training = top & TRAINING_FIELDS
+        key = next((k for k in MODEL_STATE_KEYS if k in top and len(top) > 1), None) if not within else None
+        if training and key is not None:
+            others = ", ".join(f"'{k}'" for k in sorted(top - {key}))
+            notices.assume("MODEL_STATE", f"{source}: the model state under '{key}' is converted; {others} "
+                                          "beside it (optimizer state, step) is not")
+            return _select(_subtree(tree, key), checkpoint, source, notices, fix, within=key)
         if training:
+            nnx = "optimizer" in training and "opt_state" not in top  # nnx.Optimizer's state, not a TrainState
             raise ConversionError(
                 "NO_PARAMS",
-                f"{checkpoint.path} holds training state ({', '.join(sorted(training))}) but no 'params'",
-                "save the TrainState itself or {'params': state.params}",
+                f"{checkpoint.path} holds training state ({', '.join(sorted(training))}) but no 'params' "
+                f"and no model state under {' or '.join(repr(k) for k in MODEL_STATE_KEYS[:2])}",
+                "save nnx.state(model), or {'model': nnx.state(model), 'optimizer': ..., 'step': ...}" if nnx else
+                "Linen: save the TrainState itself or {'params': state.params}; NNX: save nnx.state(model), "
+                "or {'model': nnx.state(model), ...}",
             )
         notices.assume("BARE_PARAMS", "the checkpoint has no 'params' key; its whole tree is taken as the parameters")
         return Variables({"params": tree})

@@ -32,7 +32,7 @@ def symbolic_batch() -> Any:
 
 def trace_graphdef(module: Any, inputs: list[InputSpec],
                    variables: dict[str, dict[TreePath, TensorRef]] | None = None, optimize: bool = True,
-                   notices: Notices | None = None) -> GraphDef:
+                   notices: Notices | None = None, call: Any = None) -> GraphDef:
     """The GraphDef of ``module`` (Linen with ``variables``, or a live NNX module); parameters stay
     checkpoint references until the writer streams them.
 
@@ -49,9 +49,10 @@ def trace_graphdef(module: Any, inputs: list[InputSpec],
     from topology.trace.capture import trace_linen, trace_nnx  # noqa: PLC0415
 
     def trace(batch: Any) -> Any:
+        how = {"call": call} if call is not None else {}  # a CallSpec: how --call/--method invoke the model
         if is_nnx_module(module):
-            return trace_nnx(module, inputs, variables, batch=batch)
-        return trace_linen(module, variables or {}, inputs, batch=batch)
+            return trace_nnx(module, inputs, variables, batch=batch, **how)
+        return trace_linen(module, variables or {}, inputs, batch=batch, **how)
 
     batch = symbolic_batch()
     try:

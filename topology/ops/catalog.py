@@ -115,8 +115,10 @@ CATALOG: tuple[Function, ...] = (
 )
 
 
-def probes(shape: tuple[int, ...]) -> list[np.ndarray]:
-    """Deterministic test inputs of ``shape`` that together hold every probe value.
+def probes(shape: tuple[int, ...], dtype: np.dtype | str = "float32") -> list[np.ndarray]:
+    """Deterministic test inputs of ``shape`` (and the root tensor's ``dtype``) that together hold every
+    probe value; for an integer root (token ids, an int mask) the values are rounded, since the traced
+    function only takes that dtype (``lax.ne(ids, 0)`` refuses floats).
 
     The values are a ramp over [-6, 6], signed zeros, tiny values and random
     ones, shuffled so that every input mixes both signs. A small tensor gets
@@ -135,6 +137,8 @@ def probes(shape: tuple[int, ...]) -> list[np.ndarray]:
     values = rng.permutation(np.concatenate([ramp, [0.0, -0.0, 1e-3, -1e-3], noise]))
     chunks = -(-len(values) // count)
     values = np.resize(values, chunks * count).astype(np.float32)
+    if np.dtype(dtype).kind in "iub":
+        values = np.rint(values).astype(dtype) if np.dtype(dtype).kind == "i" else (values > 0).astype(dtype)
     return [values[i * count:(i + 1) * count].reshape(shape) for i in range(chunks)]
 
 

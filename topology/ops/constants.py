@@ -350,7 +350,7 @@ def materialize_affine(builder: Builder, pending: Pending) -> Tensor:
     a = (np.asarray(pending.fn(big), np.float64) - np.asarray(pending.fn(-big), np.float64)) / 2048.0
     whole = np.round(a)  # x + table: a is 1 up to the rounding of fn(+-1024); keep it exactly 1
     a = np.where(np.abs(a - whole) <= 1e-6 * np.maximum(1.0, np.abs(a)), whole, a)
-    for x in probes(root.shape)[:4]:
+    for x in probes(root.shape, root.dtype)[:4]:
         y = np.asarray(pending.fn(x), np.float64)
         if not np.allclose(y, a * x + b, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(y).max()))):
             raise unsupported("an element-wise function of activations and a constant array that is not a x + b",

@@ -37,7 +37,7 @@ def materialize(builder: Builder, pending: Pending) -> Tensor:
         bias = padding_bias(builder, pending) or length_mask(builder, pending)
         if bias is not None:
             return bias
-    xs = probes(pending.root.shape)
+    xs = probes(pending.root.shape, pending.root.dtype)
     y = np.asarray(pending.fn(xs[0]), dtype=np.float64)
     if y.shape != tuple(pending.root.shape):
         return materialize_reduction(builder, pending, xs[0], y)

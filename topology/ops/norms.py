@@ -77,7 +77,9 @@ def normalization(builder: Builder, pending: Pending) -> Tensor | None:
     """``pending`` as RMSNorm or LayerNorm (no affine) over the last axis, or softmax over one axis; None if neither.
 
     Example:
-        >>> rms = normalization(builder, pending)   # doctest: +SKIP  (x * rsqrt(mean(x**2, -1) + 1e-6))
+        A pending ``x * rsqrt(mean(x**2, -1) + 1e-6)`` becomes one RMSNorm:
+
+        >>> rms = normalization(builder, pending)   # doctest: +SKIP
     """
     root, shape = pending.root, tuple(pending.root.shape)
     if root.dtype.kind != "f" or tuple(pending.shape) != shape:

@@ -34,9 +34,10 @@ def materialize_reduction(builder: Builder, pending: Pending, x: np.ndarray, y: 
     """
     root = pending.root
     rank = len(root.shape)
-    mixed = [x] + probes(root.shape)[1:3]
+    mixed = [x] + probes(root.shape, root.dtype)[1:3]
     xs = [p.astype(np.float64) for p in mixed + [-np.abs(x), np.abs(x)]]
-    ys = [np.asarray(y, np.float64)] + [np.asarray(pending.fn(p.astype(np.float32)), np.float64) for p in xs[1:]]
+    traced = root.dtype if np.dtype(root.dtype).kind in "iu" else np.float32  # an int root takes only ints
+    ys = [np.asarray(y, np.float64)] + [np.asarray(pending.fn(p.astype(traced)), np.float64) for p in xs[1:]]
     match = _match(xs, ys, rank)
     if match is not None:
         return _emit(builder, root, *match, tuple(y.shape), pending.where)

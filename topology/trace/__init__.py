@@ -19,8 +19,9 @@ def is_nnx_module(obj: Any) -> bool:
 
 
 def trace_graph(module: Any, inputs: list[InputSpec],
-                variables: dict[str, dict[TreePath, TensorRef]] | None = None) -> LayerGraph:
-    """The exact layer graph of ``module`` (Linen with ``variables``, or a live NNX module).
+                variables: dict[str, dict[TreePath, TensorRef]] | None = None, call: Any = None) -> LayerGraph:
+    """The exact layer graph of ``module`` (Linen with ``variables``, or a live NNX module), called as
+    ``call`` (a :class:`topology.trace.call_spec.CallSpec`; None: ``__call__`` on the inputs) says.
 
     Example:
         >>> graph = trace_graph(nnx.Linear(4, 2, rngs=nnx.Rngs(0)), [InputSpec("input", (4,))])  # doctest: +SKIP
@@ -30,8 +31,9 @@ def trace_graph(module: Any, inputs: list[InputSpec],
     # Local: every topology.trace submodule import runs this package first, and these two load every
     # layer kind and op handler (which import topology.trace submodules themselves).
     from topology.trace.build import build_graph  # noqa: PLC0415
-    from topology.trace.capture import trace_linen, trace_nnx  # noqa: PLC0415
+    from topology.trace.capture import CallSpec, trace_linen, trace_nnx  # noqa: PLC0415
 
+    call = call or CallSpec()
     if is_nnx_module(module):
-        return build_graph(trace_nnx(module, inputs, variables))
-    return build_graph(trace_linen(module, variables or {}, inputs))
+        return build_graph(trace_nnx(module, inputs, variables, call=call))
+    return build_graph(trace_linen(module, variables or {}, inputs, call=call))

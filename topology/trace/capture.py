@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import inspect
 import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -21,17 +20,14 @@ from topology.graph import InputSpec
 from topology.layers import REGISTRY, kind_for_module
 from topology.layers.base import LayerKind
 from topology.trace.call_context import CallContext, user_line
-from topology.trace.errors import flax_error_to_conversion_error
+from topology.trace.errors import flax_error_to_conversion_error, model_error
 from topology.trace.nnx_lifted import place
 from topology.trace.params import linen_refs, nnx_refs
-from topology.trace.signature import rng_arguments
+from topology.trace.call_spec import INFERENCE_FLAGS, CallSpec, inference_kwargs  # noqa: F401  (re-exported)
 from topology.vocabulary.errors import ConversionError
 from topology.vocabulary.tensors import TensorRef, TreePath
 
 TRACE_BATCH = 2  # >1 so that an op mixing the batch axis is noticed
-# Keyword arguments that switch Flax modules to inference, and their inference values.
-INFERENCE_FLAGS = {"train": False, "training": False, "is_training": False,
-                   "deterministic": True, "use_running_average": True}
 
 
 @dataclass
@@ -132,27 +128,11 @@ def _abstract_inputs(inputs: list[InputSpec], batch: Any = TRACE_BATCH) -> list:
     return [jax.ShapeDtypeStruct((batch, *spec.shape), np.dtype(spec.dtype)) for spec in inputs]
 
 
-def inference_kwargs(call: Callable) -> dict:
-    """Inference flags ``call`` accepts, e.g. ``{"train": False}``, and a fixed key for every
-    required rng argument (``z_rng``, ``rngs``; see :func:`topology.trace.signature.rng_arguments`).
-
-    Example:
-        >>> def f(x, train: bool = True): ...
-        >>> inference_kwargs(f)
-        {'train': False}
-    """
-    try:
-        parameters = inspect.signature(call).parameters
-    except (TypeError, ValueError):
-        return {}
-    flags = {name: value for name, value in INFERENCE_FLAGS.items() if name in parameters}
-    return {**flags, **rng_arguments(call)}
-
-
 def trace_linen(module: Any, variables: dict[str, dict[TreePath, TensorRef]], inputs: list[InputSpec],
-                batch: Any = TRACE_BATCH) -> Trace:
-    """Trace a Linen module with variables given as flat ``{collection: {path: TensorRef}}``;
-    ``batch`` is the batch size traced with (an int, or a symbolic dimension for a GraphModel).
+                batch: Any = TRACE_BATCH, call: CallSpec = CallSpec()) -> Trace:
+    """Trace a Linen module with variables given as flat ``{collection: {path: TensorRef}}``, called as
+    ``call`` says (default: ``__call__`` with the inputs positionally); ``batch`` is the batch size
+    traced with (an int, or a symbolic dimension for a GraphModel).
 
     Example:
         >>> trace = trace_linen(CNN(), {"params": params}, [InputSpec("input", (28, 28, 1))])  # doctest: +SKIP
@@ -191,19 +171,18 @@ def trace_linen(module: Any, variables: dict[str, dict[TreePath, TensorRef]], in
 
     abstract = {collection: nest({p: jax.ShapeDtypeStruct(r.shape, _trace_dtype(r)) for p, r in tree.items()})
                 for collection, tree in variables.items() if tree}
-    flags = inference_kwargs(type(module).__call__)
-
     def run(variables_tree, *xs):
         parameter_leaves.update(id(leaf) for leaf in jax.tree_util.tree_leaves(variables_tree))
         with nn.intercept_methods(interceptor):
-            return module.apply(variables_tree, *xs, **flags)
+            return call.linen_apply(module, variables_tree, list(xs))
 
     jaxpr = _make_jaxpr(run, abstract, _abstract_inputs(inputs, batch))
     return Trace(jaxpr, recorder.calls, inputs, linen_refs(abstract, variables))
 
 
 def trace_nnx(model: Any, inputs: list[InputSpec],
-              variables: dict[str, dict[TreePath, TensorRef]] | None = None, batch: Any = TRACE_BATCH) -> Trace:
+              variables: dict[str, dict[TreePath, TensorRef]] | None = None, batch: Any = TRACE_BATCH,
+              call: CallSpec = CallSpec()) -> Trace:
     """Trace a live NNX module in eval mode; its variables are taken from the module,
     or from ``variables`` (a checkpoint, matched by path) when given.
 
@@ -232,7 +211,7 @@ def trace_nnx(model: Any, inputs: list[InputSpec],
         paths.clear()
         paths.update({id(node): path for path, node in _nnx_modules(merged)})
         with _patched_nnx_calls(recorder, paths, lambda: _nnx_modules(model)):
-            return merged(*xs, **inference_kwargs(type(merged).__call__))
+            return call.nnx_call(merged, list(xs))
 
     import jax
 
@@ -315,10 +294,14 @@ def _make_jaxpr(run: Callable, abstract_variables: Any, abstract_inputs: list) -
     except ConversionError:
         raise
     except Exception as exc:  # Flax's own errors name the missing or misshapen variable
-        converted = flax_error_to_conversion_error(exc)
+        converted = flax_error_to_conversion_error(exc) or model_error(exc, _shapes_text(abstract_inputs), TRACE_BATCH)
         if converted is None:
             raise
         raise converted from exc
+
+
+def _shapes_text(abstract_inputs: list) -> str:
+    return " and ".join(f"{tuple(x.shape)} {np.dtype(x.dtype).name}" for x in abstract_inputs)
 
 
 def _trace_dtype(ref: TensorRef) -> np.dtype:

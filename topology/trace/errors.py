@@ -3,8 +3,12 @@ ConversionErrors naming the variable path."""
 from __future__ import annotations
 
 import re
+import traceback
 
 from topology.vocabulary.errors import ConversionError
+
+_CONVERTER_PATHS = ("/topology/", "/writer/")
+_LIBRARY_PATHS = ("/jax/", "/jaxlib/", "/flax/", "/numpy/", "/optax/", "/transformers/")
 
 
 def unsupported(what: str, where: str, hint: str) -> ConversionError:
@@ -55,3 +59,32 @@ def flax_error_to_conversion_error(exc: Exception) -> ConversionError | None:
             "nn.Dropout(rate, deterministic=not train); the converter calls the model with train=False",
         )
     return None
+
+
+def model_error(exc: Exception, inputs: str, batch: int) -> ConversionError | None:
+    """INPUT_SHAPE_INVALID for a JAX shape or dtype error raised by the model's own code while it is traced
+    on ``inputs`` at batch ``batch`` (e.g. a squeeze of an axis that has size 1 only at batch 1); None
+    when the converter raised it (an internal error stays one).
+
+    Example:
+        >>> def model(): raise ValueError("cannot select an axis to squeeze out which has size not equal to one")
+        >>> try:
+        ...     model()
+        ... except ValueError as exc:
+        ...     model_error(exc, "(2, 6) int32", 2).code
+        'INPUT_SHAPE_INVALID'
+    """
+    if not isinstance(exc, (ValueError, TypeError, IndexError)):
+        return None
+    frames = [frame.filename for frame in traceback.extract_tb(exc.__traceback__)]
+    own = [name for name in frames if not any(part in name for part in _LIBRARY_PATHS)]
+    if not own or any(part in own[-1] for part in _CONVERTER_PATHS):
+        return None  # raised in the converter's code (or nowhere we can tell): a bug, not the model's
+    detail = (str(exc).strip().splitlines() or [""])[0].split(" (https://")[0][:300]
+    return ConversionError(
+        "INPUT_SHAPE_INVALID",
+        f"the model fails on inputs of shape {inputs} at {own[-1].rsplit('/', 1)[-1]}:"
+        f"{traceback.extract_tb(exc.__traceback__)[frames.index(own[-1])].lineno}: {type(exc).__name__}: {detail}",
+        f"check --input-shape (without the batch axis) and --input-dtype; the converter traces at batch {batch}, "
+        "so code that only works at batch 1 (squeezing the batch axis, shapes written as 1) fails",
+    )

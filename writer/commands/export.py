@@ -45,7 +45,7 @@ def build_export_parser() -> argparse.ArgumentParser:
     parser.add_argument("out_dir", help="the converted model folder (holding model.json)")
     parser.add_argument("saved_dir", help="the SavedModel folder to write (must be empty unless --force)")
     parser.add_argument("--checkpoint", metavar="CKPT", help="compare with this checkpoint run in JAX (recommended)")
-    add_model_options(parser, dtype=False, shape_help="default and checked: model.json's")
+    add_model_options(parser, shape_help="default and checked: model.json's")
     check = parser.add_argument_group("export")
     check.add_argument("--tf-python", metavar="PATH", help="a Python interpreter with tensorflow and tf-keras")
     samples = EXPORT_DEFAULTS["samples"]

@@ -36,7 +36,7 @@ def build_verify_parser() -> argparse.ArgumentParser:
                      "same inputs; report errors, agreement, accuracy, load time, latency and size.", VERIFY_EXAMPLES)
     parser.add_argument("out_dir", help="the converted model folder (holding model.json)")
     parser.add_argument("checkpoint", help="the checkpoint it was converted from")
-    add_model_options(parser, dtype=False, shape_help="default and checked: model.json's")
+    add_model_options(parser, shape_help="default and checked: model.json's")
     check = parser.add_argument_group("comparison")
     add_verify_options(check)
     repeat, batch = default_of(VerifyOptions, "repeat"), default_of(VerifyOptions, "batch_size")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from topology.graph import InputSpec
-from topology.trace.capture import inference_kwargs
+from topology.trace.call_spec import CallSpec
 from topology.trace.signature import signature_error
 from topology.vocabulary.errors import ConversionError
 from topology.vocabulary.tensors import TreePath, path_str
@@ -47,7 +47,7 @@ class ExpectedLeaf:
         return path_str((self.collection, *self.path))
 
 
-def linen_expected(module: Any, inputs: list[InputSpec]) -> list[ExpectedLeaf]:
+def linen_expected(module: Any, inputs: list[InputSpec], call: CallSpec = CallSpec()) -> list[ExpectedLeaf]:
     """What ``module.init`` creates for ``inputs`` (batch 1), in creation order.
 
     Raises INPUT_SHAPE_INVALID when the module cannot be called on inputs of
@@ -63,14 +63,13 @@ def linen_expected(module: Any, inputs: list[InputSpec]) -> list[ExpectedLeaf]:
     from flax.core.meta import unbox
 
     order: list[tuple[str, TreePath]] = []
-    flags = inference_kwargs(type(module).__call__)
 
     def init():
         xs = [jnp.zeros((1, *spec.shape), spec.dtype) for spec in inputs]
         rngs = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}
         # nn.with_logical_partitioning / nn.Partitioned box their values; checkpoints and
         # apply() take the plain arrays, so expect those.
-        boxed = module.init(rngs, *xs, **flags)
+        boxed = call.linen_init(module, rngs, xs)
         # Walk before unboxing: unbox's tree_map sorts keys, the boxed dicts keep creation order.
         order.extend(_walk(boxed))
         return unbox(boxed)
@@ -80,7 +79,7 @@ def linen_expected(module: Any, inputs: list[InputSpec]) -> list[ExpectedLeaf]:
     except ConversionError:
         raise
     except Exception as exc:  # noqa: BLE001  JAX and Flax raise many types for bad shapes
-        raise _cannot_take(module, inputs, exc) from exc
+        raise _cannot_take(module, inputs, exc, call) from exc
     _refuse_empty_values(module, inputs, jaxpr.jaxpr)
     leaves = []
     for collection, path in order:
@@ -93,7 +92,8 @@ def linen_expected(module: Any, inputs: list[InputSpec]) -> list[ExpectedLeaf]:
     return leaves
 
 
-def linen_applies(module: Any, variables: dict[str, dict[TreePath, Any]], inputs: list[InputSpec]) -> bool:
+def linen_applies(module: Any, variables: dict[str, dict[TreePath, Any]], inputs: list[InputSpec],
+                  call: CallSpec = CallSpec()) -> bool:
     """Whether ``module.apply`` runs (abstractly) with these variables' shapes on ``inputs``.
 
     For modules whose ``init`` cannot run here (e.g. it needs an rng stream
@@ -118,9 +118,8 @@ def linen_applies(module: Any, variables: dict[str, dict[TreePath, Any]], inputs
             dtype = "float32" if ref.dtype.kind not in "iu" else ref.dtype
             node[path[-1]] = jax.ShapeDtypeStruct(tuple(ref.shape), dtype)
     xs = [jax.ShapeDtypeStruct((1, *spec.shape), spec.dtype) for spec in inputs]
-    flags = inference_kwargs(type(module).__call__)
     try:
-        jaxpr = jax.make_jaxpr(lambda v, *x: module.apply(v, *x, **flags))(abstract, *xs)
+        jaxpr = jax.make_jaxpr(lambda v, *x: call.linen_apply(module, v, list(x)))(abstract, *xs)
         _refuse_empty_values(module, inputs, jaxpr.jaxpr)
     except Exception:  # noqa: BLE001  any failure means: no
         return False
@@ -149,7 +148,7 @@ def nnx_expected(model: Any) -> list[ExpectedLeaf]:
     return leaves
 
 
-def nnx_check_inputs(model: Any, inputs: list[InputSpec]) -> None:
+def nnx_check_inputs(model: Any, inputs: list[InputSpec], call: CallSpec = CallSpec()) -> None:
     """Raise INPUT_SHAPE_INVALID unless the NNX ``model`` can be called on ``inputs``.
 
     Example:
@@ -162,17 +161,17 @@ def nnx_check_inputs(model: Any, inputs: list[InputSpec]) -> None:
     graphdef, state = nnx.split(model)
     abstract = [jax.ShapeDtypeStruct((1, *spec.shape), spec.dtype) for spec in inputs]
 
-    def call(state_tree, *xs):
+    def run(state_tree, *xs):
         merged = nnx.merge(graphdef, state_tree)
         merged.eval()
-        return merged(*xs, **inference_kwargs(type(merged).__call__))
+        return call.nnx_call(merged, list(xs))
 
     try:
-        jaxpr = jax.make_jaxpr(call)(state, *abstract)
+        jaxpr = jax.make_jaxpr(run)(state, *abstract)
     except ConversionError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise _cannot_take(model, inputs, exc) from exc
+        raise _cannot_take(model, inputs, exc, call) from exc
     _refuse_empty_values(model, inputs, jaxpr.jaxpr)
 
 
@@ -202,8 +201,8 @@ def _refuse_empty_values(module: Any, inputs: list[InputSpec], jaxpr: Any) -> No
                 _refuse_empty_values(module, inputs, inner)
 
 
-def _cannot_take(module: Any, inputs: list[InputSpec], exc: Exception) -> ConversionError:
-    wrong_call = signature_error(module, exc)  # a __call__ that needs more than the inputs
+def _cannot_take(module: Any, inputs: list[InputSpec], exc: Exception, call: CallSpec = CallSpec()) -> ConversionError:
+    wrong_call = signature_error(module, exc, call.method)  # a method that needs more than the inputs
     if wrong_call is not None:
         return wrong_call
     shapes = " and ".join(f"({', '.join(map(str, (1, *s.shape)))}) {s.dtype}" for s in inputs)

@@ -76,16 +76,19 @@ def _fit_template_input(variables: Variables, template: "TemplateOptions", notic
 
 
 def fit_module(source: "Source", inputs: list[InputSpec] | None, notices: Notices, solved: bool = False, *,
-               enabled: bool = True, input_dtype: str | None = "float32") -> tuple[Variables, list[InputSpec]]:
+               enabled: bool = True, input_dtype: str | None = "float32",
+               dtype_given: bool = False) -> tuple[Variables, list[InputSpec]]:
     """:func:`_fit_module`, with fixed rng arguments noted and float ids of an nn.Embed made int32.
 
     ``enabled`` is ``--fix`` (off: every repair is FIX_DISABLED instead); ``input_dtype`` is
     the dtype of an input the parameters solve when ``inputs`` is None (the first ``--input-dtype``).
+    ``dtype_given``: the user chose the dtypes (``--input-dtype``), which are then never replaced: float
+    ids for an nn.Embed are INPUT_DTYPE_MISMATCH instead of fixed[INPUT_DTYPE].
 
     Example:
         >>> variables, inputs = fit_module(source, None, Notices(), enabled=True)  # doctest: +SKIP
     """
-    note = supplied_notice(source.module)
+    note = supplied_notice(source.module, source.call.method)
     if note:
         notices.assume("CALL_ARGUMENTS", note)
     try:
@@ -94,6 +97,11 @@ def fit_module(source: "Source", inputs: list[InputSpec] | None, notices: Notice
         if not (err.code == "INPUT_SHAPE_INVALID" and "Input type must be an integer" in err.message and inputs
                 and all(spec.dtype.startswith("float") for spec in inputs)):
             raise
+        if dtype_given:
+            raise ConversionError(
+                "INPUT_DTYPE_MISMATCH", f"--input-dtype {inputs[0].dtype} was given, but "
+                f"{type(source.module).__name__} reads its input with an nn.Embed, which takes int32 token ids",
+                "pass --input-dtype int32, or leave --input-dtype out to have it chosen") from None
         retried = Notices()
         ids = [dataclasses.replace(spec, dtype="int32") for spec in inputs]
         result = _fit_module(source, ids, retried, solved, enabled, input_dtype)
@@ -125,7 +133,7 @@ def _fit_module(source: "Source", inputs: list[InputSpec] | None, notices: Notic
         if inputs is None:
             raise _shape_required(source.name)
         if _is_nnx(source.module):
-            nnx_check_inputs(source.module, inputs)
+            nnx_check_inputs(source.module, inputs, source.call)
         if solved:
             _note_solved(inputs[0].shape, notices)
         return source.variables, inputs
@@ -144,6 +152,11 @@ def _fit_module(source: "Source", inputs: list[InputSpec] | None, notices: Notic
             return variables, inputs
     dtype = inputs[0].dtype if inputs else input_dtype
     given = inputs[0].shape if inputs and not solved else None
+    if given == () and first_error is not None:  # an explicit scalar per example is never replaced by a solved shape
+        raise ConversionError(
+            "INPUT_SHAPE_MISMATCH", f"{first_error.message}; --input-shape \"\" (one number per example) was given",
+            "the parameters need an input with axes: give its shape (e.g. --input-shape 8), or leave --input-shape "
+            "out to have it solved")
     fits = []
     for shape in _candidates(source, given):
         if inputs and shape == inputs[0].shape:
@@ -186,11 +199,12 @@ def _plan(source: "Source", inputs: list[InputSpec], enabled: bool) -> tuple[Var
     notices = Notices()
     nnx = _is_nnx(source.module)
     try:
-        expected = nnx_expected(source.module) if nnx else linen_expected(source.module, inputs)
+        expected = nnx_expected(source.module) if nnx else linen_expected(source.module, inputs, source.call)
     except ConversionError as err:
         # init may need what only training provides; if inference runs on the checkpoint as it is,
         # convert it as it is (no fixes can be found without the expected shapes).
-        if err.code == "INPUT_SHAPE_INVALID" and linen_applies(source.module, source.variables.collections, inputs):
+        if err.code == "INPUT_SHAPE_INVALID" and linen_applies(source.module, source.variables.collections, inputs,
+                                                               source.call):
             return source.variables, notices
         raise
     matched = match_layers(
@@ -200,7 +214,7 @@ def _plan(source: "Source", inputs: list[InputSpec], enabled: bool) -> tuple[Var
     refs = fit_shapes(matched.pairs, source.name, notices, enabled)
     refuse_unless_float32(refs, source.name, notices, enabled)
     if nnx:
-        nnx_check_inputs(source.module, inputs)
+        nnx_check_inputs(source.module, inputs, source.call)
     collections: dict[str, dict] = {}
     for (leaf, _), ref in zip(matched.pairs, refs):
         collections.setdefault(leaf.collection, {})[leaf.path] = ref

@@ -12,7 +12,8 @@ import numpy as np
 
 from topology.graph import LayerGraph
 from topology.trace import is_nnx_module
-from topology.trace.capture import inference_kwargs, nest
+from topology.trace.call_spec import CallSpec
+from topology.trace.capture import nest
 from topology.vocabulary.errors import ConversionError
 
 
@@ -97,8 +98,8 @@ def _apply(module: Any, activation: Callable) -> Callable:
     return lambda p, x: activation(module.apply({"params": p}, x))
 
 
-def module_function(module: Any, variables: Any) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
-    """``module`` in inference mode on the checkpoint's ``variables``, jitted.
+def module_function(module: Any, variables: Any, call: CallSpec = CallSpec()) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+    """``module`` in inference mode on the checkpoint's ``variables``, called as ``call`` says, jitted.
 
     Example:
         >>> run = module_function(CNN(), source.variables)          # doctest: +SKIP
@@ -113,17 +114,15 @@ def module_function(module: Any, variables: Any) -> Callable[[list[np.ndarray]],
         _load_nnx_state(module, variables)
         module.eval()
         graphdef, state = nnx.split(module)
-        flags = inference_kwargs(type(module).__call__)
 
         @jax.jit
         def forward(state, *xs):
-            return nnx.merge(graphdef, state)(*xs, **flags)
+            return call.nnx_call(nnx.merge(graphdef, state), list(xs))
 
         return lambda xs: _as_list(forward(state, *xs))
     tree = {name: nest({p: _float32(ref.load()) for p, ref in refs.items()})
             for name, refs in variables.collections.items() if refs}
-    flags = inference_kwargs(type(module).__call__)
-    forward = jax.jit(lambda v, *xs: module.apply(v, *xs, **flags))
+    forward = jax.jit(lambda v, *xs: call.linen_apply(module, v, list(xs)))
     return lambda xs: _as_list(forward(tree, *xs))
 
 

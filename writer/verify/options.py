@@ -26,7 +26,9 @@ class VerifyOptions:
     """
 
     module: Any = None
+    call: Any = None  # how the module is called (--call text or a CallSpec), as for the conversion
     input_shape: Any = None  # checked against model.json when given
+    input_dtype: Any = None  # "float32" | "int32", or one per input: checked against model.json when given
     activation: str = "relu"
     pool: str = "avg"
     step: int | None = None

@@ -13,7 +13,7 @@ from topology.graph import LayerGraph
 from topology.keras_json import model_topology
 from topology.trace import is_nnx_module
 from topology.vocabulary.errors import ConversionError, Notices
-from writer.convert import ConvertOptions, build_graph, fit_inputs
+from writer.convert import ConvertOptions, build_graph, fit_inputs, hf_folder_source
 from writer.extras import require_jax
 from writer.sources import resolve_source
 from writer.term import shape_text
@@ -47,32 +47,47 @@ def build_reference(checkpoint: str | Path, model: ModelFiles, options: VerifyOp
     require_jax("running the original model in JAX (verify, export-savedmodel --checkpoint)")
     given = ConvertOptions(input_shape=options.input_shape).input_shapes() if options.input_shape else None
     written = [tuple(spec.shape) for spec in model.inputs]
-    if given and [tuple(s) for s in given] != written:
+    same_for_all = given and len(given) == 1 and all(shape == tuple(given[0]) for shape in written)  # e.g. a HF text model
+    if given and [tuple(s) for s in given] != written and not same_for_all:
         raise ConversionError("INPUT_SHAPE_MISMATCH",
                               f"--input-shape {', '.join(shape_text(s) for s in given)} differs from the model's "
                               f"input {', '.join(shape_text(s) for s in written)} in {model.folder / 'model.json'}",
                               "leave --input-shape out: verify reads it from model.json")
-    if options.module is None and model.provenance.get("topology") == "traced":
+    if options.input_dtype is not None:
+        wanted = ConvertOptions(input_dtype=options.input_dtype).input_dtypes(len(written))
+        if wanted != [spec.dtype for spec in model.inputs]:
+            raise ConversionError("INPUT_DTYPE_MISMATCH",
+                                  f"--input-dtype {', '.join(wanted)} differs from the model's input dtype "
+                                  f"{', '.join(spec.dtype for spec in model.inputs)} in {model.folder / 'model.json'}",
+                                  "leave --input-dtype out: verify reads it from model.json")
+    module, call, path = options.module, options.call, Path(checkpoint)
+    if module is None:  # a Hugging Face folder names its own class
+        written_options = ConvertOptions(input_shape=written[0], call=call)  # text inputs share one length
+        path, module, hf_options, _ = hf_folder_source(path, written_options)
+        call = hf_options.call
+    if module is None and model.provenance.get("topology") == "traced":
         raise ConversionError("VERIFY_NEEDS_MODULE",
                               f"{model.folder / 'model.json'} was converted from model code (a traced topology)",
                               "pass the same --module as for the conversion")
-    if model.is_graph_model and options.module is None:
+    if model.is_graph_model and module is None:
         raise ConversionError("VERIFY_NEEDS_MODULE", f"{model.folder / 'model.json'} is a GraphModel, traced from model code",
                               "pass the same --module as for the conversion")
-    source = resolve_source(Path(checkpoint), options.module, None, options.step, Notices(), options.fix)
+    source = resolve_source(path, module, None, options.step, Notices(), options.fix)
     opened.append(source)
     if model.is_graph_model:  # its constants are checked by the output comparison, not layer by layer
-        fit_inputs(source, ConvertOptions(input_shape=written[0] if len(written) == 1 else written,
-                                          input_dtype=[spec.dtype for spec in model.inputs], step=options.step,
-                                          fix=options.fix), notices)
+        graph_options = ConvertOptions(input_shape=written[0] if len(written) == 1 else written,
+                                       input_dtype=[spec.dtype for spec in model.inputs], step=options.step,
+                                       fix=options.fix, call=call)
+        source.call = graph_options.call_spec()
+        fit_inputs(source, graph_options, notices)
         name = type(source.module).__name__
         return Reference("module", f"{name} ({'NNX' if is_nnx_module(source.module) else 'Linen'} module) on the "
-                                   "checkpoint's parameters", module_function(source.module, source.variables),
+                                   "checkpoint's parameters", module_function(source.module, source.variables, source.call),
                          LayerGraph([], [], []), same_topology=False)
     convert_options = ConvertOptions(
         input_shape=written[0] if len(written) == 1 else written,
         input_dtype=[spec.dtype for spec in model.inputs] if len(written) > 1 else model.inputs[0].dtype,
-        activation=options.activation, pool=options.pool, step=options.step, fix=options.fix,
+        activation=options.activation, pool=options.pool, step=options.step, fix=options.fix, call=call,
         optimize=model.optimized)  # rebuild the graph the conversion wrote: same rewrites, same weights
     graph, _ = build_graph(source, convert_options, notices)  # source.variables are now the fitted ones
     if source.module is None:
@@ -93,7 +108,7 @@ def build_reference(checkpoint: str | Path, model: ModelFiles, options: VerifyOp
     flavour = "NNX" if is_nnx_module(source.module) else "Linen"
     spec = f" {options.module}" if isinstance(options.module, str) else ""
     return Reference("module", f"{name} ({flavour} module{spec}) on the checkpoint's parameters",
-                     module_function(source.module, source.variables), graph, same)
+                     module_function(source.module, source.variables, source.call), graph, same)
 
 
 def _check_topology(graph: LayerGraph, model: ModelFiles, options: VerifyOptions) -> None:
