@@ -84,10 +84,12 @@ async function inspectPath(p) {
 }
 
 // Convert with the current form; `onTensor` runs once the first tensor event arrived.
-async function convert(out, onTensor) {
-  await page.fill('#out', out);
-  await page.focus('#out');
-  await page.keyboard.press('Enter');
+async function convert(out, onTensor, {submitted = false} = {}) {
+  if (!submitted) {
+    await page.fill('#out', out);
+    await page.focus('#out');
+    await page.keyboard.press('Enter');
+  }
   if (onTensor) {
     await page.waitForFunction(() => window.studio.events.some((e) => e.type === 'tensor'), null, {timeout: 120000});
     await onTensor();
@@ -247,11 +249,20 @@ try {
   // Cancel as soon as the first tensor is written: the rest of the write stage is the margin.
   // float32 writes four times the bytes of uint8 (192 MiB): a margin of seconds, not half of one,
   // for the click to land on a loaded 2-core machine.
+  // The click happens inside the page, in the same poll that sees the first tensor event: a round trip
+  // from Node per step (read the text, then Playwright's actionability waits) let fast writes finish first.
   await page.selectOption('#quantize', '');
-  const cancelled = await convert(cfg.bigOut, async () => {
-    out.progressMidway = await page.textContent('#progress-text');
-    await page.click('#cancel');
-  });
+  await page.fill('#out', cfg.bigOut);
+  await page.focus('#out');
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(() => {
+    if (!window.studio.events.some((e) => e.type === 'tensor')) return false;
+    window.progressMidway = document.getElementById('progress-text').textContent;
+    document.getElementById('cancel').click();
+    return true;
+  }, null, {timeout: 120000, polling: 5});
+  const cancelled = await convert(cfg.bigOut, null, {submitted: true});
+  out.progressMidway = await page.evaluate(() => window.progressMidway);
   out.cancel = {state: cancelled.state, progress: cancelled.progress,
     tensors: cancelled.events.filter((e) => e.type === 'tensor').length,
     count: (cancelled.events.find((e) => e.type === 'tensor') || {}).count, last: cancelled.events.at(-1)};
