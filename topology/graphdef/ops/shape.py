@@ -72,8 +72,9 @@ def stack(g: GraphBuilder, eqn: Any, values: list[Value]) -> Value:
 @handles("tile")
 def tile(g: GraphBuilder, eqn: Any, values: list[Value]) -> Value:
     # jnp.tile is a primitive of its own since JAX 0.10 (CLIP tiles its class embedding over the batch).
-    x = values[0]
-    return g.op("Tile", [x, g.ints(eqn.params["reps"])], {"T": attr_type(x.dtype), "Tmultiples": attr_type("int32")},
+    x, reps = values[0], tuple(eqn.params["reps"])
+    multiples = g.ints(reps) if all(is_static(r) for r in reps) else g.shape_vector(reps)  # CLIP: (b, 1, 1)
+    return g.op("Tile", [x, multiples], {"T": attr_type(x.dtype), "Tmultiples": attr_type("int32")},
                 tuple(eqn.outvars[0].aval.shape), x.dtype)
 
 
@@ -296,6 +297,8 @@ CASES = [
     GraphCase("stack_interleave", lambda x: jnp.stack([-x[..., 1::2], x[..., ::2]], axis=-1).reshape(x.shape)
               + jnp.stack([x, x * 2], axis=1)[:, 1], [((3, 4), F)], ("stack", "slice", "reshape")),
     GraphCase("tile", lambda x: jnp.tile(x, (1, 2, 3)) * jnp.tile(x[:, :1, :1], (1, 4, 6)), [((2, 2), F)], ("tile",)),
+    GraphCase("tile_over_batch", lambda x: x * jnp.tile(x[:1], (x.shape[0], 1, 1))
+              + jnp.tile(jnp.full((1, 2, 2), 0.5, jnp.float32), (x.shape[0], 1, 1)), [((2, 2), F)], ("tile",)),
     GraphCase("static_slices", lambda x: x[:, 1:3, ::2] + x[:, :2, 1::2] - x[:, -2:, :3], [((4, 6), F)], ("slice",)),
     GraphCase("index_and_split", lambda x: jnp.split(x, [1, 3], axis=-1)[1] * x[:, 0, None, :2] + x[:, -1:, 2:4],
               [((3, 5), F)], ("split", "gather")),
