@@ -3,6 +3,7 @@ from the folder alone (``python -m writer FOLDER out/``), compared in real TF.js
 
     python -m bench.public_models                 # every model; writes docs/public-models.md
     python -m bench.public_models --only bert,vit # some; prints the table only
+    python -m bench.public_models --formats graph-model   # one format; prints the table only
 
 The reference is the transformers model's own call (``model(..., params=model.params, train=False)``),
 so the conversion's inputs and the defaults it fills in (position ids, masks, token types) are
@@ -35,17 +36,13 @@ TEXT = dict(vocab_size=99, max_position_embeddings=64)
 ENCODER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, **TEXT)
 VISION = dict(image_size=IMAGE, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
               intermediate_size=37)
-# Cases that need the lowering branch's mechanisms (issue 20 points 1-3), by what they need.
-NEEDS_LOWERING = {
-    "gpt2": "tied LM head (a module applied with computed parameters)",
-    "gpt-neo": "a module called twice, the first result unused (dead code)",
-    "opt": "a reshape merging batch and sequence around per-token layers ((B, S, H) -> (B*S, H) and back)",
-    "roberta": "cumsum of the padding mask (position ids)",
-    "llama": "RMSNorm written in jnp",
-    "gemma": "RMSNorm written in jnp (x * (1 + w))",
-    "clip-vision": "quick_gelu written in jnp",
-    "wav2vec2": "weight-normed positional conv (computed parameters) and pad",
-    "roformer": "stack + reshape interleaving (rotary sin/cos)",
+FORMATS = ("layers-model", "graph-model", "auto")  # each case is converted in each (--format)
+# The cases that do not convert and match in a format today, with the coded error each stops with
+# (measured by `python -m bench.public_models`; tests/test_public_models.py xfails exactly these, strictly).
+KNOWN_FAILURES: dict[str, dict[str, str]] = {
+    "layers-model": {},
+    "graph-model": {},
+    "auto": {},
 }
 
 
@@ -60,9 +57,9 @@ class Case:
     arguments: dict = field(default_factory=dict)
     core: bool = False  # in the default test run (tests/test_public_models.py); the rest with --all-public
 
-    @property
-    def needs_lowering(self) -> str | None:
-        return NEEDS_LOWERING.get(self.name)
+    def known_failure(self, format: str = "layers-model") -> str | None:
+        """The coded error this case stops with in ``format`` today, or None when it converts and matches."""
+        return KNOWN_FAILURES[format].get(self.name)
 
 
 CASES = [
@@ -110,6 +107,8 @@ class Outcome:
     name: str
     flax_class: str
     status: str  # "converted" | "error[CODE]" | "failed"
+    format: str = "layers-model"  # the --format asked for
+    written: str = ""  # the format written: "layers-model" | "graph-model" (what `auto` chose)
     max_abs_error: float | None = None
     top1: float | None = None
     seconds: float = 0.0
@@ -172,25 +171,49 @@ def input_shape(case: Case) -> Any:
     return {"text": (SEQUENCE,), "vision": (IMAGE, IMAGE, 3), "audio": (AUDIO,), "module": (IMAGE, IMAGE, 3)}[case.kind]
 
 
-def run_case(case: Case, tfjs: Any, work: Path) -> Outcome:
-    """Save, convert from the folder alone, predict in TF.js and compare; never raises."""
+@dataclass
+class Prepared:
+    """A case's saved folder, the inputs TF.js takes and the transformers output (shared by its formats)."""
+
+    folder: Path
+    module: Any
+    tfjs_inputs: list[np.ndarray]
+    expected: np.ndarray
+
+
+_PREPARED: dict[tuple[Path, str], Prepared] = {}  # (work folder, case name): saved once, converted per format
+
+
+def prepare(case: Case, work: Path) -> Prepared:
+    """Save ``case``'s model under ``work`` once; later formats reuse the folder and the reference output."""
+    key = (work, case.name)
+    if key not in _PREPARED:
+        with contextlib.redirect_stderr(io.StringIO()):  # transformers' deprecation banner
+            module, tfjs_inputs, _, expected = build_folder(case, work / case.name)
+        _PREPARED[key] = Prepared(work / case.name, module, tfjs_inputs, expected)
+    return _PREPARED[key]
+
+
+def run_case(case: Case, tfjs: Any, work: Path, format: str = "layers-model") -> Outcome:
+    """Save (once), convert from the folder alone with ``--format format``, predict in TF.js and compare;
+    never raises."""
     from writer import ConversionError, to_tensorflowjs
 
     started = time.perf_counter()
-    folder, out = work / case.name, work / f"{case.name}-tfjs"
-    outcome = Outcome(case.name, case.flax_class, "failed")
+    out = work / f"{case.name}-{format}"
+    outcome = Outcome(case.name, case.flax_class, "failed", format)
     try:
-        with contextlib.redirect_stderr(io.StringIO()):  # transformers' deprecation banner
-            module, tfjs_inputs, _, expected = build_folder(case, folder)
+        prepared = prepare(case, work)
         if case.kind == "module":
-            report = to_tensorflowjs(folder / "checkpoint.msgpack", out, module=module, input_shape=input_shape(case),
-                                     force=True)
+            report = to_tensorflowjs(prepared.folder / "checkpoint.msgpack", out, module=prepared.module,
+                                     input_shape=input_shape(case), format=format, force=True)
         else:
-            report = to_tensorflowjs(folder, out, input_shape=input_shape(case), force=True)
+            report = to_tensorflowjs(prepared.folder, out, input_shape=input_shape(case), format=format, force=True)
         outcome.inputs = [spec.name for spec in report.inputs]
-        actual = tfjs.predict(out, tfjs_inputs).outputs[0]  # the first output: last_hidden_state or logits
-        outcome.max_abs_error = float(np.max(np.abs(actual.astype(np.float64) - expected)))
-        outcome.top1 = float(np.mean(np.argmax(actual, -1) == np.argmax(expected, -1)))
+        outcome.written = "graph-model" if report.topology == "graph-model" else "layers-model"
+        actual = tfjs.predict(out, prepared.tfjs_inputs).outputs[0]  # the first output: last_hidden_state or logits
+        outcome.max_abs_error = float(np.max(np.abs(actual.astype(np.float64) - prepared.expected)))
+        outcome.top1 = float(np.mean(np.argmax(actual, -1) == np.argmax(prepared.expected, -1)))
         outcome.status = "converted"
     except ConversionError as err:
         outcome.status, outcome.detail = f"error[{err.code}]", err.message[:160]
@@ -200,41 +223,62 @@ def run_case(case: Case, tfjs: Any, work: Path) -> Outcome:
     return outcome
 
 
-def matches(outcome: Outcome, expected_scale: float = 1.0) -> bool:
-    """Converted and equal to transformers within float32 tolerance (1e-4 relative to the output scale)."""
+TOLERANCE = 1e-4  # max abs error against transformers for a match (outputs are O(1): float32 rounding is ~1e-6)
+
+
+def matches(outcome: Outcome) -> bool:
+    """Converted, equal to transformers within ``TOLERANCE`` and with the same arg-max everywhere."""
     return outcome.status == "converted" and outcome.max_abs_error is not None \
-        and outcome.max_abs_error <= 1e-4 * max(1.0, expected_scale)
+        and outcome.max_abs_error <= TOLERANCE and outcome.top1 == 1.0
+
+
+def _cell(o: Outcome) -> str:
+    if o.status != "converted":
+        return o.status
+    chose = " (wrote graph-model)" if o.format == "auto" and o.written == "graph-model" else ""
+    mark = "ok" if matches(o) else "MISMATCH"
+    return f"{mark}{chose}: {o.max_abs_error:.2e}, top-1 {o.top1:.0%}"
 
 
 def render(outcomes: list[Outcome]) -> str:
-    """docs/public-models.md."""
-    passed = sum(o.status == "converted" and (o.max_abs_error or 0) <= 1e-3 for o in outcomes)
+    """docs/public-models.md: one row per model, one column per format, then what stops the failures."""
+    formats = list(dict.fromkeys(o.format for o in outcomes))
+    names = list(dict.fromkeys(o.name for o in outcomes))
+    by = {(o.name, o.format): o for o in outcomes}
+    totals = ", ".join(f"`{f}` **{sum(matches(o) for o in outcomes if o.format == f)} of {len(names)}**"
+                       for f in formats)
     lines = [
         "# Public models (generated)",
         "",
         "Written by `python -m bench.public_models`; do not edit. Real transformers "
         f"{_transformers_version()} Flax classes with tiny configs (hidden 32, 2 layers, sequence {SEQUENCE}, "
         f"images {IMAGE}x{IMAGE}, {AUDIO} audio samples), saved with `save_pretrained` and converted from the "
-        "folder alone (`python -m writer FOLDER out/`, see [guides/hf-folder.md](guides/hf-folder.md)); "
-        "each conversion predicted in real TF.js 4.22 (Node) and compared with the transformers model's own "
-        f"call on {BATCH} examples (text models with token types also take a ragged attention mask: the "
-        "second example ends in padding). Top-1 agreement is the arg-max over the last axis of the first output. "
-        "Also flaxmodels' ResNet-18 (a Linen model zoo, not transformers): its variables saved with "
-        "`flax.serialization.to_bytes` and converted with `--module`.",
+        "folder alone (`python -m writer FOLDER out/ --format F`, see [guides/hf-folder.md](guides/hf-folder.md)) "
+        "in each format: a LayersModel (`layers-model`, the default), a GraphModel (`graph-model`, "
+        "[graph-model.md](graph-model.md)) and `auto` (a LayersModel when the layers emitter accepts the model, "
+        "else a GraphModel). Each conversion is predicted in real TF.js 4.22 (Node; `tf.loadLayersModel` or "
+        f"`tf.loadGraphModel`) and compared with the transformers model's own call on {BATCH} examples (text "
+        "models with token types also take a ragged attention mask: the second example ends in padding). A cell "
+        f"reads `ok` when the max abs error is at most {TOLERANCE:g} and the top-1 agreement (arg-max over the "
+        "last axis of the first output) is 100%. Also flaxmodels' ResNet-18 (a Linen model zoo, not "
+        "transformers): its variables saved with `flax.serialization.to_bytes` and converted with `--module`.",
         "",
-        f"**{passed} of {len(outcomes)}** convert and match.",
+        f"Convert and match: {totals}.",
         "",
-        "| model | Flax class | result | max abs error | top-1 agreement | inputs | note |",
-        "|---|---|---|---|---|---|---|",
+        "| model | Flax class | inputs | " + " | ".join(f"`{f}`" for f in formats) + " |",
+        "|---|---|---|" + "---|" * len(formats),
     ]
-    for o in outcomes:
-        error = f"{o.max_abs_error:.2e}" if o.max_abs_error is not None else "–"
-        top1 = f"{o.top1:.0%}" if o.top1 is not None else "–"
-        note = o.detail.replace("|", "/") if o.status != "converted" else ""
-        if o.status != "converted" and o.name in NEEDS_LOWERING:
-            note = f"needs: {NEEDS_LOWERING[o.name]}. {note}"
-        lines.append(f"| {o.name} | `{o.flax_class}` | {o.status} | {error} | {top1} | "
-                     f"{', '.join(o.inputs) or '–'} | {note} |")
+    for name in names:
+        row = [by[(name, f)] for f in formats if (name, f) in by]
+        inputs = next((o.inputs for o in row if o.inputs), [])
+        lines.append(f"| {name} | `{row[0].flax_class}` | {', '.join(inputs) or '–'} | "
+                     + " | ".join(_cell(by[(name, f)]) if (name, f) in by else "–" for f in formats) + " |")
+    failures = [o for o in outcomes if not matches(o)]
+    if failures:
+        lines += ["", "What stops the rest:", "", "| model | format | result | detail |", "|---|---|---|---|"]
+        for o in failures:
+            detail = (o.detail or f"max abs error {o.max_abs_error:.2e}, top-1 {o.top1:.0%}").replace("|", "/")
+            lines.append(f"| {o.name} | `{o.format}` | {o.status} | {detail} |")
     return "\n".join(lines) + "\n"
 
 
@@ -248,7 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.public_models", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", help="comma-separated case names (prints the table, writes no page)")
+    parser.add_argument("--formats", default=",".join(FORMATS),
+                        help=f"comma-separated formats (default {','.join(FORMATS)}; a subset writes no page)")
     args = parser.parse_args(argv)
+    formats = args.formats.split(",")
     from writer.tfjs_node import TfjsRunner
 
     chosen = [c for c in CASES if not args.only or c.name in args.only.split(",")]
@@ -257,16 +304,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with TfjsRunner() as tfjs:
             for case in chosen:
-                outcomes.append(run_case(case, tfjs, work))
-                o = outcomes[-1]
-                print(f"{o.name:14s} {o.status:34s} {o.max_abs_error if o.max_abs_error is not None else '':<12} "
-                      f"{o.seconds:5.1f} s {o.detail[:100]}", flush=True)
+                for format in formats:
+                    outcomes.append(run_case(case, tfjs, work, format))
+                    o = outcomes[-1]
+                    error = f"{o.max_abs_error:.2e}" if o.max_abs_error is not None else ""
+                    print(f"{o.name:19s} {format:12s} {o.written:12s} {o.status:30s} {error:9s} "
+                          f"{o.seconds:5.1f} s {o.detail[:100]}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     page = render(outcomes)
-    if not args.only:
+    if not args.only and set(formats) == set(FORMATS):
         DOC.write_text(page, encoding="utf-8")
         print(f"wrote {DOC.relative_to(ROOT)}")
+    else:
+        print(page)
     return 0
 
 

@@ -102,8 +102,9 @@ def not_converted() -> tuple[tuple[str, str, Any], ...]:
         ("gathers with index arrays (`jnp.take(x, idx)`, `x[:, jnp.array([2, 0])]`) outside `nn.Embed`",
          "no tfjs layer gathers; static slices and `jnp.split` do convert (see slicing above)",
          dense(lambda x: jnp.take(x, jnp.array([2, 0]), axis=-1))),
-        ("`jnp.cumsum` of integers (RoBERTa's position ids counted from the token ids)",
-         "tfjs Dense layers compute in float32; cumsum of float activations converts (see structural above)",
+        ("a remainder or integer division of activations (`jnp.cumsum(ids) % 10`)",
+         "no tfjs layer computes it; an integer cumsum and `ids != c` / `ids == c` do convert (RoBERTa's position "
+         "ids, see structural above)",
          Case("example", CumsumIds, (5,), input_dtype="int32", input_range=(0, 10))),
         ("`jnp.sort`, `jax.lax.top_k`", "no tfjs layer computes them", dense(lambda x: jnp.sort(x, axis=-1))),
         ("`jnp.argmax` / `jnp.argmin`", "no tfjs layer computes them", dense(lambda x: jnp.argmax(x, axis=-1))),

@@ -1,8 +1,9 @@
 """Issue 20: public models. Real transformers Flax classes with tiny configs, saved with save_pretrained and
 converted from the folder alone (no model code), predicted in real TF.js and compared with the transformers
 model's own call. The representative set runs by default; FLAX2TFJS_ALL_PUBLIC=1 runs every case of
-bench/public_models.py (which also writes docs/public-models.md). Cases that need the lowering branch's
-mechanisms are xfail(strict=False) until it is merged."""
+bench/public_models.py (which also writes docs/public-models.md), in each format. The cases that do not
+convert today (bench.public_models.KNOWN_FAILURES, with the coded error each stops with) are strict xfails:
+one that starts passing fails the run until it is taken off the list."""
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from bench.public_models import CASES, NEEDS_LOWERING, build_folder, input_shape, run_case  # noqa: E402
+from bench.public_models import CASES, FORMATS, KNOWN_FAILURES, build_folder, input_shape, run_case  # noqa: E402
 from writer import ConversionError, to_tensorflowjs  # noqa: E402
 from tests.conftest import ROOT, assert_close  # noqa: E402
 from writer.cli import main  # noqa: E402
@@ -22,10 +23,10 @@ from writer.cli import main  # noqa: E402
 ALL = os.environ.get("FLAX2TFJS_ALL_PUBLIC") == "1"
 
 
-def _param(case):
+def _param(case, format="layers-model"):
     marks = []
-    if case.needs_lowering:
-        marks.append(pytest.mark.xfail(strict=False, reason=f"needs lowering branch: {case.needs_lowering}"))
+    if case.known_failure(format):
+        marks.append(pytest.mark.xfail(strict=True, reason=case.known_failure(format)))
     if not (case.core or ALL):
         marks.append(pytest.mark.skip(reason="full public set: FLAX2TFJS_ALL_PUBLIC=1 or python -m bench.public_models"))
     return pytest.param(case, id=case.name, marks=marks)
@@ -44,15 +45,31 @@ def bert_folder(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("case", [_param(case) for case in CASES])
-def test_public_model_converts_from_its_folder_and_matches(case, tfjs, work):
-    outcome = run_case(case, tfjs, work)
+def _assert_matches(case, outcome, written):
     assert outcome.status == "converted", f"{outcome.status}: {outcome.detail}"
+    assert outcome.written == written
     assert outcome.max_abs_error <= 1e-4, outcome.max_abs_error
     assert outcome.top1 == 1.0
     expected_inputs = {"text": ["input_ids"], "vision": ["pixel_values"], "audio": ["input_values"],
                        "module": ["input"]}[case.kind]
     assert outcome.inputs[:1] == expected_inputs
+
+
+@pytest.mark.parametrize("case", [_param(case) for case in CASES])
+def test_public_model_converts_from_its_folder_and_matches(case, tfjs, work):
+    _assert_matches(case, run_case(case, tfjs, work), "layers-model")
+
+
+@pytest.mark.parametrize("case", [_param(case, "graph-model") for case in CASES])
+def test_public_model_as_a_graph_model_matches(case, tfjs, work):
+    """The same folder (saved once per module: run_case reuses it) with --format graph-model, in tf.loadGraphModel."""
+    _assert_matches(case, run_case(case, tfjs, work, "graph-model"), "graph-model")
+
+
+@pytest.mark.parametrize("case", [_param(case, "auto") for case in CASES])
+def test_auto_writes_a_layers_model_when_it_can_and_a_graph_model_otherwise(case, tfjs, work):
+    layers_ok = not case.known_failure("layers-model")
+    _assert_matches(case, run_case(case, tfjs, work, "auto"), "layers-model" if layers_ok else "graph-model")
 
 
 def test_cli_converts_and_verifies_a_bert_folder(tmp_path, capsys, bert_folder):
@@ -123,12 +140,19 @@ def test_wrong_input_shape_for_a_text_folder_is_coded(tmp_path, bert_folder):
 
 def test_the_public_set_and_its_page_agree():
     """docs/public-models.md (written by python -m bench.public_models) has a row for every case."""
-    assert set(NEEDS_LOWERING) <= {case.name for case in CASES}
+    assert set(KNOWN_FAILURES) == set(FORMATS)
+    assert all(set(failures) <= {case.name for case in CASES} for failures in KNOWN_FAILURES.values())
     assert {case.name for case in CASES if case.core} >= {"bert", "gpt2", "llama", "clip-vision", "wav2vec2"}
     assert input_shape(CASES[0]) == (8,)
     page = (ROOT / "docs" / "public-models.md").read_text()
-    rows = re.findall(r"^\| ([\w-]+) \| `", page, re.M)
+    table = page.split("What stops the rest")[0]
+    header = "| model | Flax class | inputs | " + " | ".join(f"`{f}`" for f in FORMATS) + " |"
+    assert header in table.splitlines()
+    rows = re.findall(r"^\| ([\w-]+) \| `", table, re.M)
     assert rows == [case.name for case in CASES]
+    for format, failures in KNOWN_FAILURES.items():  # the page says what the tests expect
+        for name in failures:
+            assert re.search(rf"^\| {name} \| `{format}` \| error\[", page, re.M), (name, format)
 
 
 def test_call_chooses_the_inputs_of_a_folder(tmp_path, tfjs, bert_folder):

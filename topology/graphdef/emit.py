@@ -26,8 +26,10 @@ from topology.vocabulary.tensors import TensorRef
 INLINED = {"pjit": "jaxpr", "jit": "jaxpr", "closed_call": "call_jaxpr", "core_call": "call_jaxpr",
            "custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr", "custom_vjp_call_jaxpr": "fun_jaxpr",
            "remat": "jaxpr", "checkpoint": "jaxpr", "remat2": "jaxpr", "custom_lin": None}
-IDENTITY = {"flax2tfjs_enter", "flax2tfjs_exit", "stop_gradient", "copy", "copy_p", "reduce_precision",
-            "optimization_barrier", "name"}
+# The layers tracer's markers (topology/trace/markers.py, side_inputs.py) are identities here: a graph
+# needs no layer boundaries, and a computed parameter (a tied head's embedding.T) is just its expression.
+IDENTITY = {"flax2tfjs_enter", "flax2tfjs_exit", "flax2tfjs_variable", "flax2tfjs_side", "stop_gradient", "copy",
+            "copy_p", "reduce_precision", "optimization_barrier", "name"}
 NOT_FOLDED = {"rng_bit_generator", "random_bits", "random_seed", "random_wrap", "random_unwrap"}
 # Computed from parameters when the weights are written, not in the browser (a BatchNorm's
 # scale * rsqrt(var + eps), a reshaped bias): element-wise math and layout-free reshapes only, so a

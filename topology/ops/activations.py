@@ -79,10 +79,15 @@ def merge(builder: Builder, eqn: Any, values: list, where: str) -> Tensor:
     if len(tensors) != len(values) or not all(_broadcasts(t.shape, shape) for t in tensors):
         raise unsupported(f"`{name}` of tensors with shapes {[t.shape for t in tensors]} (broadcasting)", where,
                           "combine tensors of the same rank whose sizes are equal or 1 (batch sizes equal)")
+    # Integers combined (RoBERTa's position count times its mask) stay integer-valued: the layers compute
+    # them in float32, exactly below 2**24, and later element-wise steps are probed with integers.
+    out_dtype = np.dtype(eqn.outvars[0].aval.dtype)
+    dtype = out_dtype if out_dtype.kind in "iu" and all(t.dtype.kind in "iub" for t in tensors) else np.float32
     if name == "sub":
-        negated = builder.add_layer("negate", "Rescaling", {"scale": -1.0, "offset": 0.0}, [tensors[1]], shape)
-        return builder.add_layer("subtract", "Add", {}, [tensors[0], negated], shape)
-    return builder.add_layer(_LAYER[name].lower(), _LAYER[name], {}, tensors, shape)
+        negated = builder.add_layer("negate", "Rescaling", {"scale": -1.0, "offset": 0.0}, [tensors[1]], shape,
+                                    dtype=dtype)
+        return builder.add_layer("subtract", "Add", {}, [tensors[0], negated], shape, dtype=dtype)
+    return builder.add_layer(_LAYER[name].lower(), _LAYER[name], {}, tensors, shape, dtype=dtype)
 
 
 def _broadcasts(shape: tuple[int, ...], out: tuple[int, ...]) -> bool:

@@ -18,10 +18,11 @@ max, min, clamp       Maximum / Minimum (with a constant tensor for a number; Re
 tanh, logistic        Activation tanh / sigmoid
 a ** n, square        Multiply of n copies (n = 2..4)
 abs                   ReLU(a) + ReLU(-a)
+a != c, a == c        integer a (token ids): ReLU(max 1) of (a - c)^2, and 1 minus it; exact below 2**24
 ====================  =======================================================================
 
 An operation with no exact TF.js equivalent on activations (``exp``, ``log``, ``sqrt``, ``rsqrt``,
-``erf``, division by a tensor, a comparison used as a value, ...) is refused naming the
+``erf``, division by a tensor, a comparison of float activations used as a value, ...) is refused naming the
 operation and the user's line; inside a recognised function (softplus, GELU, RMSNorm, ...) the
 same operations are fine, because the function as a whole has a layer.
 """
@@ -80,6 +81,19 @@ def _operation(builder: Builder, name: str, params: dict, values: list, pending:
         "rescaling", "Rescaling", {"scale": float(np.float32(scale)), "offset": float(np.float32(offset))}, [t], shape)
     if name in IDENTITY or (name == "convert_element_type" and np.dtype(params["new_dtype"]).kind == "f"):
         return x
+    if name == "convert_element_type" and x.dtype.kind in "iub" and np.dtype(params["new_dtype"]).kind in "iub":
+        return x  # integer values (ids, a 0/1 mask) held exactly in float32 stay what they are
+    if name in ("ne", "eq") and len(numbers) == 1 and x.dtype.kind in "iub":
+        # Integer x: d = x - c, then min(d * d, 1) is 0 where x == c and 1 elsewhere (d * d >= 1 for
+        # any nonzero integer d, however it rounds). Exact for |x|, |c| < 2**24.
+        difference = rescale(x, 1.0, -numbers[0])
+        square = builder.add_layer("compare_square", "Multiply", {}, [difference, difference], shape)
+        differs = builder.add_layer("compare", "ReLU", {"max_value": 1.0, "negative_slope": 0.0, "threshold": 0.0},
+                                    [square], shape, dtype=np.int32)
+        if name == "ne":
+            return differs
+        return builder.add_layer("rescaling", "Rescaling", {"scale": -1.0, "offset": 1.0}, [differs], shape,
+                                 dtype=np.int32)
     if name == "neg":
         return rescale(x, -1.0, 0.0)
     if name in _ACTIVATIONS:

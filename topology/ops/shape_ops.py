@@ -99,7 +99,7 @@ def _cases():
         def __call__(self, x):
             h = nn.Dense(4)(x)
             flat = nn.LayerNorm()(h).reshape(-1, h.shape[-1])
-            flat = nn.Dense(4)(nn.relu(nn.Dense(8)(flat)))
+            flat = nn.LayerNorm()(nn.Dense(4)(nn.relu(nn.Dense(8)(flat))))  # OPT's final_layer_norm: on (B*S, H)
             return nn.Dense(2)(flat.reshape(h.shape) + h)
 
     class NnxMergedTokens(nnx.Module):  # (B, S, T, C) -> (B*S*T, C) -> Linear -> (B, S, T*D)

@@ -8,7 +8,8 @@ constant tensor holding c where the padding is (0 elsewhere) is added. Negative 
 
 ``jnp.cumsum(x, axis)`` of float activations is a Dense with a triangular 0/1 kernel on that axis
 (Permute to the end and back when it is not the last). Exact while the partial sums are exactly
-representable in float32 (0/1 masks, small integers: a position count over a padding mask);
+representable in float32 (0/1 masks, small integers: a position count over a padding mask); an
+integer cumsum is summed the same way and is exact while every partial sum is below 2**24;
 for other values it is the same sum in another order (float32 rounding differences only).
 """
 from __future__ import annotations
@@ -90,28 +91,32 @@ def cumsum(builder: Builder, eqn: Any, values: list, where: str) -> Tensor:
     axis, reverse = int(eqn.params["axis"]), bool(eqn.params.get("reverse", False))
     if axis == 0:
         raise unsupported("a running sum over the batch axis", where, "sum over another axis")
-    if x.dtype.kind != "f":
-        raise unsupported("a running sum (cumsum) of integers", where,
-                          "cast to float first (x.astype(jnp.float32)): tfjs Dense layers compute in float32")
+    if x.dtype.kind not in "fiub":
+        raise unsupported(f"a running sum (cumsum) of {x.dtype}", where, "sum float or integer values")
+    # Integers (RoBERTa's position ids: a cumsum of the padding mask) are summed in float32 like floats:
+    # exact while every partial sum is below 2**24 in magnitude; the result stays integer-valued.
+    dtype = x.dtype
     shape = tuple(x.shape)
     last = len(shape) - 1
     dims = list(range(1, len(shape)))
     if axis != last:
         dims[axis - 1], dims[-1] = dims[-1], dims[axis - 1]
         x = builder.add_layer("cumsum_permute", "Permute", layer_base(dims=dims), [x],
-                              (shape[0], *(shape[d] for d in dims)))
+                              (shape[0], *(shape[d] for d in dims)), dtype=dtype)
     n = shape[axis]
     kernel = (np.triu if not reverse else np.tril)(np.ones((n, n), np.float32))  # out[j] = sum of x[i], i <= j
     summed = builder.add_layer("cumsum", "Dense", dense_config(n, use_bias=False), [x], x.shape,
-                               [WeightBinding("kernel", (n, n), constant=kernel)], origin=f"cumsum {where}".strip())
+                               [WeightBinding("kernel", (n, n), constant=kernel)], origin=f"cumsum {where}".strip(),
+                               dtype=dtype)
     if axis == last:
         return summed
-    return builder.add_layer("cumsum_permute", "Permute", layer_base(dims=dims), [summed], shape)
+    return builder.add_layer("cumsum_permute", "Permute", layer_base(dims=dims), [summed], shape, dtype=dtype)
 
 
 def _cases():
     """Zero and constant padding on 1-3 axes, cropping by negative padding, shift-right of token ids,
-    cumsum of activations on the last and a middle axis; Linen and NNX."""
+    cumsum of activations on the last and a middle axis, RoBERTa's position ids (an integer cumsum of
+    `ids != pad`); Linen and NNX."""
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
@@ -134,6 +139,13 @@ def _cases():
         def __call__(self, ids):
             shifted = jnp.pad(ids, ((0, 0), (1, 0)), constant_values=0)[:, :-1]
             return nn.Dense(2)(nn.Embed(10, 4)(shifted))
+
+    class PositionIds(nn.Module):  # RoBERTa: positions count the non-padding tokens (padding id 1)
+        @nn.compact
+        def __call__(self, ids):
+            mask = (ids != 1).astype(jnp.int32)
+            positions = jnp.cumsum(mask, axis=1).astype(jnp.int32) * mask + 1
+            return nn.Embed(12, 4)(positions) + nn.Embed(2, 4)((ids == 3).astype(jnp.int32)) + nn.Embed(10, 4)(ids)
 
     class NnxPad(nnx.Module):
         def __init__(self):
@@ -158,6 +170,7 @@ def _cases():
         Case("linen-shift-right-token-ids", ShiftRight, (6,), input_dtype="int32", input_range=(0, 10)),
         Case("linen-cumsum-last", lambda: Around(lambda x: jnp.cumsum(x, axis=-1)), (5,)),
         Case("linen-cumsum-reverse-middle", lambda: Around(lambda x: jax.lax.cumsum(x, axis=1, reverse=True)), (5, 3)),
+        Case("linen-roberta-position-ids", PositionIds, (8,), input_dtype="int32", input_range=(0, 10)),
         Case("nnx-pad-value", NnxPad, (4, 3)),
         Case("nnx-cumsum-length", NnxCumsum, (5, 3)),
     )

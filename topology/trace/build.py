@@ -322,7 +322,8 @@ def _emit_nodes(builder: GraphBuilder, call_index: int, aval: Any) -> tuple[str,
     inputs = builder.call_inputs.get(call_index, [])
     name = builder.unique(".".join(call.path) or call.kind.key)
     origin = "/".join(call.path) or call.kind.key
-    attrs = dict(call.attrs, _input_shapes=[t.shape for t in inputs], _output_shape=tuple(aval.shape))
+    attrs = dict(call.attrs, _input_shapes=[t.shape for t in inputs], _output_shape=tuple(aval.shape),
+                 _merged_batch=any(t.layer in builder.merged.lead for t in inputs))  # see trace/merged_batch.py
     try:
         nodes = call.kind.nodes(name, attrs, [t.layer for t in inputs], call.variables, origin,
                                 tuple(aval.shape[1:]))

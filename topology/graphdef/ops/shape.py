@@ -60,6 +60,24 @@ def concatenate(g: GraphBuilder, eqn: Any, values: list[Value]) -> Value:
                 shape, values[0].dtype)
 
 
+@handles("stack")
+def stack(g: GraphBuilder, eqn: Any, values: list[Value]) -> Value:
+    # jnp.stack is a primitive of its own since JAX 0.10 (rotary embeddings interleave sin/cos with it).
+    axis = int(eqn.params["axis"])
+    shape = tuple(eqn.outvars[0].aval.shape)
+    return g.op("Pack", values, {"N": attr_i(len(values)), "axis": attr_i(axis), "T": attr_type(values[0].dtype)},
+                shape, values[0].dtype)
+
+
+@handles("tile")
+def tile(g: GraphBuilder, eqn: Any, values: list[Value]) -> Value:
+    # jnp.tile is a primitive of its own since JAX 0.10 (CLIP tiles its class embedding over the batch).
+    x, reps = values[0], tuple(eqn.params["reps"])
+    multiples = g.ints(reps) if all(is_static(r) for r in reps) else g.shape_vector(reps)  # CLIP: (b, 1, 1)
+    return g.op("Tile", [x, multiples], {"T": attr_type(x.dtype), "Tmultiples": attr_type("int32")},
+                tuple(eqn.outvars[0].aval.shape), x.dtype)
+
+
 @handles("pad")
 def pad(g: GraphBuilder, eqn: Any, values: list[Value]) -> Value:
     x, fill = values
@@ -124,8 +142,12 @@ def dynamic_slice(g: GraphBuilder, eqn: Any, values: list[Value]) -> Value:
 def iota(g: GraphBuilder, eqn: Any, values: list[Value]) -> Value:
     # A static iota is folded to a constant before this; here the shape holds the batch.
     shape, axis = tuple(eqn.params["shape"]), int(eqn.params["dimension"])
-    if not is_static(shape[axis]):
-        raise g_unsupported(eqn, "an iota along the batch axis")
+    if not is_static(shape[axis]):  # 0 .. k*b - 1 along a batch-sized axis (e.g. a per-example gather's row)
+        limit = g.reshape(g.shape_vector((shape[axis],)), ())
+        line = g.op("Range", [g.scalar_int(0), limit, g.scalar_int(1)], {"Tidx": attr_type("int32")},
+                    (shape[axis],), "int32")
+        line = g.reshape(line, tuple(shape[axis] if a == axis else 1 for a in range(len(shape))))
+        return g.cast(line, eqn.params["dtype"])
     line = np.arange(shape[axis], dtype="int32").reshape([-1 if a == axis else 1 for a in range(len(shape))])
     return Value(None, line.shape, line.dtype, line)  # broadcast by its consumers (or the walker)
 
@@ -272,6 +294,11 @@ CASES = [
     GraphCase("concat_pad_rev", lambda x, y: jnp.pad(jnp.concatenate([x, y, x], axis=-1), ((0, 0), (1, 2), (2, 0)),
                                                      constant_values=0.5)[:, ::-1], [((2, 3), F), ((2, 1), F)],
               ("concatenate", "pad", "rev")),
+    GraphCase("stack_interleave", lambda x: jnp.stack([-x[..., 1::2], x[..., ::2]], axis=-1).reshape(x.shape)
+              + jnp.stack([x, x * 2], axis=1)[:, 1], [((3, 4), F)], ("stack", "slice", "reshape")),
+    GraphCase("tile", lambda x: jnp.tile(x, (1, 2, 3)) * jnp.tile(x[:, :1, :1], (1, 4, 6)), [((2, 2), F)], ("tile",)),
+    GraphCase("tile_over_batch", lambda x: x * jnp.tile(x[:1], (x.shape[0], 1, 1))
+              + jnp.tile(jnp.full((1, 2, 2), 0.5, jnp.float32), (x.shape[0], 1, 1)), [((2, 2), F)], ("tile",)),
     GraphCase("static_slices", lambda x: x[:, 1:3, ::2] + x[:, :2, 1::2] - x[:, -2:, :3], [((4, 6), F)], ("slice",)),
     GraphCase("index_and_split", lambda x: jnp.split(x, [1, 3], axis=-1)[1] * x[:, 0, None, :2] + x[:, -1:, 2:4],
               [((3, 5), F)], ("split", "gather")),
@@ -287,6 +314,9 @@ CASES = [
     GraphCase("scan_fori_unrolled", lambda x: jax.lax.fori_loop(0, 3, lambda i, c: c * 0.5 + jnp.sin(c), x)
               + jax.lax.scan(lambda c, t: (c + t, c * t), x[:, 0], jnp.swapaxes(x, 0, 1))[1].sum(0)[:, None],
               [((4, 3), F)], ("scan",)),
+    GraphCase("batch_iota", lambda x, ids: x[jax.lax.iota(jnp.int32, x.shape[0]), ids[:, 0]]
+              * (1 + jax.lax.broadcasted_iota(jnp.float32, x.shape[:1], 0))[:, None], [((4, 3), F), ((1,), I)],
+              ("iota", "gather"), int_range=(0, 4)),
     GraphCase("row_lookup", lambda x, ids: jnp.asarray(_TABLE)[ids[:, 0], ids[:, 1] % 4] + x[:, 0],
               [((2,), F), ((2,), I)], ("gather",), int_range=(0, 10)),
 ]
