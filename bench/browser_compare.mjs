@@ -2,11 +2,12 @@
 //
 //   node bench/browser_compare.mjs CONFIG.json      (or the JSON itself as the argument)
 //   CONFIG = {"models": {"name": "/abs/model_dir", ...}, "runtime": "chromium" | "node",
-//             "backend": "wasm", "rounds": 10, "block": 20, "warmup": 5}
+//             "backend": "wasm", "rounds": 10, "block": 20, "warmup": 5, "profile": false}
 //
 // Any TF.js model folder: a LayersModel, or a GraphModel when its model.json says
 // "format": "graph-model" (tf.loadGraphModel). A path ending in .onnx runs in onnxruntime-web
-// (wasm, one thread) when node_modules/onnxruntime-web is installed (npm ci); its inputs are
+// (wasm, one thread) when node_modules/onnxruntime-web is installed (npm ci; or the package folder
+// named by FLAX2TFJS_ORT_DIR, e.g. a private `npm install --prefix` copy); its inputs are
 // those of the first TF.js model of the config, by position. Every model gets the same
 // deterministic inputs (float: pseudo-random in [0, 1); int32: 0 or 1, valid token ids, masks
 // and segment ids). After `warmup` calls each, the models run in turn, `block` calls each, for
@@ -14,7 +15,9 @@
 // and the per-round ratio to the first model cancels it.
 //
 // Prints one JSON object: {"runtime", "versions", "load_avg": [before, after], "models": {name:
-//   {"kind", "load_ms", "block_ms": [per-call mean of each block], "output": [first values]}},
+//   {"kind", "load_ms", "block_ms": [per-call mean of each block], "output": [first values],
+//   "profile" (with "profile": true, TF.js models only): {"wall_ms", "kernel_ms", "kernels",
+//   "top": [{"op", "ms", "calls"}, ...]} of one tf.profile'd call}},
 //   "ratios": {name: [per round, model / first model]}}.
 import fs from 'node:fs';
 import http from 'node:http';
@@ -38,8 +41,10 @@ if (!arg) {
 }
 const config = JSON.parse(arg.trim().startsWith('{') ? arg : fs.readFileSync(arg, 'utf8'));
 const settings = {backend: config.backend ?? 'wasm', rounds: config.rounds ?? 10, block: config.block ?? 20,
-  warmup: config.warmup ?? 5};
-const ORT_DIR = path.join(ROOT, 'node_modules/onnxruntime-web/dist/');
+  warmup: config.warmup ?? 5, profile: config.profile ?? false};
+const ORT_PACKAGE = process.env.FLAX2TFJS_ORT_DIR ? path.resolve(process.env.FLAX2TFJS_ORT_DIR)
+  : path.join(ROOT, 'node_modules/onnxruntime-web');
+const ORT_DIR = path.join(ORT_PACKAGE, 'dist/');
 const hasOrt = fs.existsSync(ORT_DIR);
 const specs = Object.entries(config.models).map(([name, where]) => {
   const file = path.resolve(where);
@@ -106,6 +111,24 @@ async function measure(env, specs, settings) {
       out[r.spec.name].block_ms.push((performance.now() - t) / settings.block);
     }
   }
+  if (settings.profile) {  // one more (warm) call of each TF.js model under tf.profile: where its time goes
+    for (const r of runners) {
+      if (r.spec.kind === 'onnx') continue;
+      const t = performance.now();
+      const info = await tf.profile(() => r.run());
+      const wall = performance.now() - t;
+      const byOp = {};
+      for (const k of info.kernels) {
+        if (k.name.endsWith('__op')) continue;  // an op's wrapper (custom gradient) around the kernel listed too
+        byOp[k.name] ??= {op: k.name, ms: 0, calls: 0};
+        byOp[k.name].ms += k.kernelTimeMs;
+        byOp[k.name].calls += 1;
+      }
+      const ops = Object.values(byOp).sort((a, b) => b.ms - a.ms);
+      out[r.spec.name].profile = {wall_ms: wall, kernel_ms: ops.reduce((a, o) => a + o.ms, 0),
+        kernels: ops.reduce((a, o) => a + o.calls, 0), top: ops.slice(0, 8)};
+    }
+  }
   return out;
 }
 
@@ -137,7 +160,7 @@ async function inNode() {
     loadLayers: (spec) => tf.loadLayersModel(fromFolder(spec.file)),
     loadGraph: (spec) => tf.loadGraphModel(fromFolder(spec.file)),
     ortSession: async (spec) => {
-      ort ??= require('onnxruntime-web');
+      ort ??= require(ORT_PACKAGE);
       ort.env.wasm.numThreads = 1;
       const data = fs.existsSync(spec.file + '.data')
         ? [{path: path.basename(spec.file) + '.data', data: new Uint8Array(fs.readFileSync(spec.file + '.data'))}] : [];
