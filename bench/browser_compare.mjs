@@ -16,8 +16,8 @@
 //
 // Prints one JSON object: {"runtime", "versions", "load_avg": [before, after], "models": {name:
 //   {"kind", "load_ms", "block_ms": [per-call mean of each block], "output": [first values],
-//   "profile" (with "profile": true, TF.js models only): {"wall_ms", "kernel_ms", "kernels",
-//   "top": [{"op", "ms", "calls"}, ...]} of one tf.profile'd call}},
+//   "profile" (with "profile": true, TF.js models only): {"profiled_calls", "kernel_ms", "kernels",
+//   "top": [{"op", "ms" (median over the profiled calls), "calls" (per call)}, ...]}}},
 //   "ratios": {name: [per round, model / first model]}}.
 import fs from 'node:fs';
 import http from 'node:http';
@@ -111,21 +111,26 @@ async function measure(env, specs, settings) {
       out[r.spec.name].block_ms.push((performance.now() - t) / settings.block);
     }
   }
-  if (settings.profile) {  // one more (warm) call of each TF.js model under tf.profile: where its time goes
+  if (settings.profile) {  // a few more (warm) calls of each TF.js model under tf.profile: where its time goes
+    const calls = 5;  // per op, the median over calls: one call's figures carry a GC pause or a busy core
     for (const r of runners) {
       if (r.spec.kind === 'onnx') continue;
-      const t = performance.now();
-      const info = await tf.profile(() => r.run());
-      const wall = performance.now() - t;
-      const byOp = {};
-      for (const k of info.kernels) {
-        if (k.name.endsWith('__op')) continue;  // an op's wrapper (custom gradient) around the kernel listed too
-        byOp[k.name] ??= {op: k.name, ms: 0, calls: 0};
-        byOp[k.name].ms += k.kernelTimeMs;
-        byOp[k.name].calls += 1;
+      const perCall = [];
+      for (let c = 0; c < calls; c++) {
+        const info = await tf.profile(() => r.run());
+        const byOp = {};
+        for (const k of info.kernels) {
+          if (k.name.endsWith('__op')) continue;  // an op's wrapper (custom gradient) around the kernel listed too
+          byOp[k.name] ??= {ms: 0, calls: 0};
+          byOp[k.name].ms += k.kernelTimeMs;
+          byOp[k.name].calls += 1;
+        }
+        perCall.push(byOp);
       }
-      const ops = Object.values(byOp).sort((a, b) => b.ms - a.ms);
-      out[r.spec.name].profile = {wall_ms: wall, kernel_ms: ops.reduce((a, o) => a + o.ms, 0),
+      const median = (xs) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+      const ops = Object.keys(perCall[0]).map((op) => ({op, calls: perCall[0][op].calls,
+        ms: median(perCall.map((p) => (p[op] ? p[op].ms : 0)))})).sort((a, b) => b.ms - a.ms);
+      out[r.spec.name].profile = {profiled_calls: calls, kernel_ms: ops.reduce((a, o) => a + o.ms, 0),
         kernels: ops.reduce((a, o) => a + o.calls, 0), top: ops.slice(0, 8)};
     }
   }

@@ -62,7 +62,7 @@ def _rows(d: dict) -> tuple[list[list[str]], list[str], list[tuple[str, str, flo
 
 
 def _profiles(d: dict) -> list[str]:
-    """One line per model: where one Node wasm call of each format spends its kernel time."""
+    """One line per model: where a Node wasm call of each format spends its kernel time."""
     lines = []
     for name, entry in d["models"].items():
         node = entry["runtimes"].get("node", {}).get("models", {})
@@ -113,9 +113,9 @@ def render(d: dict) -> list[str]:
                  else "Every measured row meets the target."), ""]
     profiles = _profiles(d)
     if profiles:
-        lines += ["Where the time goes: one warm call of each TF.js model under `tf.profile` in Node wasm "
-                  "(kernel time summed per op; profiling slows each kernel a little, so the totals exceed the "
-                  "table's; ops' own wrappers not counted twice):", "", *profiles, ""]
+        lines += ["Where the time goes: warm calls of each TF.js model under `tf.profile` in Node wasm (kernel "
+                  "time summed per op within a call, the median over 5 calls; the count is the op's kernels per "
+                  "call; profiling adds a little to each kernel):", "", *profiles, ""]
     lines += [
         "What changed in the LayersModel (issue 22): LayerNorm over the last axis no longer uses tfjs' "
         "`LayerNormalization` layer, which tiles mean, variance, gamma and beta to the input's shape on every call "

@@ -1,4 +1,5 @@
-"""The browser benchmark's pieces that need no browser: the ratio table and the jax2onnx max_pool adapter.
+"""The browser benchmark's pieces that need no browser: the ratio table, the jax2onnx max_pool adapter,
+and the page re-render keeping hand-written sections.
 
 The table's ratios must pair blocks of the same round (a ratio of medians would let a slow
 moment of the machine count against one runtime only), and the verdict must accept either
@@ -11,6 +12,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from bench.hand_sections import keep_hand_written
 from bench.onnx_export import pool_window_by_keyword
 from bench.transformers_report import render
 
@@ -31,7 +33,7 @@ def _results(blocks: dict[str, list[float]], profile: dict | None = None) -> dic
 def test_ratios_pair_blocks_of_the_same_round_and_either_format_meets_the_target():
     # round 2 is slow for everyone: paired ratios stay 2.0 (layers) and 0.5 (graph); medians alone would not
     blocks = {"ours": [2.0, 20.0, 2.2], "graph": [0.5, 5.0, 0.55], "ort": [1.0, 10.0, 1.1]}
-    profile = {"wall_ms": 3.0, "kernel_ms": 2.5, "kernels": 7, "top": [{"op": "BatchMatMul", "ms": 1.5, "calls": 4}]}
+    profile = {"profiled_calls": 5, "kernel_ms": 2.5, "kernels": 7, "top": [{"op": "BatchMatMul", "ms": 1.5, "calls": 4}]}
     text = "\n".join(render(_results(blocks, profile)))
     row = next(line for line in text.splitlines() if line.startswith("| bert-tiny"))
     cells = [c.strip() for c in row.strip("|").split("|")]
@@ -60,3 +62,11 @@ def test_max_pool_adapter_passes_the_window_by_keyword(monkeypatch):
     assert nn.max_pool is keyword_only  # put back afterwards
     np.testing.assert_array_equal(np.asarray(got),
                                   np.asarray(flax_max_pool(x, (3, 3), strides=(2, 2), padding="SAME")))
+
+
+def test_a_rerender_keeps_hand_written_sections_in_place():
+    old = "# Benchmarks\nold intro\n## Data\nd1\n## Bounded inputs (by hand)\n| x |\n\n## Browser\nb1\n## Notes (by hand)\nn\n"
+    new = "# Benchmarks\nnew intro\n## Data\nd2\n## Browser\nb2\n## Commands\nc\n"
+    assert keep_hand_written(old, new) == ("# Benchmarks\nnew intro\n## Data\nd2\n## Bounded inputs (by hand)\n"
+                                           "| x |\n\n## Browser\nb2\n## Notes (by hand)\nn\n## Commands\nc\n")
+    assert keep_hand_written(new, new) == new
