@@ -17,7 +17,8 @@
 // Prints one JSON object: {"runtime", "versions", "load_avg": [before, after], "models": {name:
 //   {"kind", "load_ms", "block_ms": [per-call mean of each block], "output": [first values],
 //   "profile" (with "profile": true, TF.js models only): {"profiled_calls", "kernel_ms", "kernels",
-//   "top": [{"op", "ms" (median over the profiled calls), "calls" (per call)}, ...]}}},
+//   "top": [{"op", "ms" (median over the profiled calls), "calls" (per call), "macs" (multiply-adds
+//   per call of a matrix product, else 0)}, ...]}}},
 //   "ratios": {name: [per round, model / first model]}}.
 import fs from 'node:fs';
 import http from 'node:http';
@@ -111,6 +112,16 @@ async function measure(env, specs, settings) {
       out[r.spec.name].block_ms.push((performance.now() - t) / settings.block);
     }
   }
+  // Multiply-adds of a matrix-product kernel, from its shapes (0 for other kernels): a [.., m, k] by
+  // [.., k, n] product gives [.., m, n], so size(a) * size(b) / size(out) = batch * k * k.
+  const matmulMacs = (k) => {
+    if (!/MatMul/.test(k.name) || !k.inputShapes || k.inputShapes.length < 2 || !k.outputShapes) return 0;
+    const size = (s) => s.reduce((x, y) => x * y, 1);
+    const out = k.outputShapes[0];
+    const batch = size(out.slice(0, -2));
+    const inner = Math.sqrt(size(k.inputShapes[0]) * size(k.inputShapes[1]) / size(out) / batch);
+    return Math.round(size(out) * inner);
+  };
   if (settings.profile) {  // a few more (warm) calls of each TF.js model under tf.profile: where its time goes
     const calls = 5;  // per op, the median over calls: one call's figures carry a GC pause or a busy core
     for (const r of runners) {
@@ -121,14 +132,15 @@ async function measure(env, specs, settings) {
         const byOp = {};
         for (const k of info.kernels) {
           if (k.name.endsWith('__op')) continue;  // an op's wrapper (custom gradient) around the kernel listed too
-          byOp[k.name] ??= {ms: 0, calls: 0};
+          byOp[k.name] ??= {ms: 0, calls: 0, macs: 0};
           byOp[k.name].ms += k.kernelTimeMs;
           byOp[k.name].calls += 1;
+          byOp[k.name].macs += matmulMacs(k);
         }
         perCall.push(byOp);
       }
       const median = (xs) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-      const ops = Object.keys(perCall[0]).map((op) => ({op, calls: perCall[0][op].calls,
+      const ops = Object.keys(perCall[0]).map((op) => ({op, calls: perCall[0][op].calls, macs: perCall[0][op].macs,
         ms: median(perCall.map((p) => (p[op] ? p[op].ms : 0)))})).sort((a, b) => b.ms - a.ms);
       out[r.spec.name].profile = {profiled_calls: calls, kernel_ms: ops.reduce((a, o) => a + o.ms, 0),
         kernels: ops.reduce((a, o) => a + o.calls, 0), top: ops.slice(0, 8)};

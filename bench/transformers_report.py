@@ -33,8 +33,40 @@ def _agreement(r: dict) -> str:
     return f"{max(diffs):.1e}" if diffs else "-"
 
 
+def _rate(o: dict) -> str:
+    """``, 8.4 M multiply-adds, 1.2 G/s`` for a matrix product with a time, else ''."""
+    if not o.get("macs") or o["ms"] <= 0:
+        return ""
+    return f", {o['macs'] / 1e6:.1f} M multiply-adds, {o['macs'] / o['ms'] / 1e6:.1f} G/s"
+
+
 def _top_ops(profile: dict, count: int) -> str:
-    return ", ".join(f"`{o['op']}` {o['ms']:.1f} ms ({o['calls']}×)" for o in profile["top"][:count])
+    return ", ".join(f"`{o['op']}` {o['ms']:.1f} ms ({o['calls']}×{_rate(o)})" for o in profile["top"][:count])
+
+
+def _reasons(d: dict, missed: set[str]) -> list[str]:
+    """Per model above the target: the GraphModel's largest op in Node wasm and its share of the kernel time."""
+    lines = []
+    for name, entry in d["models"].items():
+        profile = entry["runtimes"].get("node", {}).get("models", {}).get("graph", {}).get("profile")
+        if name not in missed or not profile or not profile["top"]:
+            continue
+        top = profile["top"][0]
+        products = {o["op"]: o for o in profile["top"] if o.get("macs") and o["ms"] > 0}
+        wall = _median(entry["runtimes"]["node"]["models"]["graph"]["block_ms"])
+        line = (f"- {name}: `{top['op']}` takes {top['ms']:.1f} of the GraphModel's {profile['kernel_ms']:.1f} ms "
+                f"of kernel time, in {profile['kernels']} kernels a call; a whole Node call in the table takes "
+                f"{wall:.1f} ms, so {max(wall - profile['kernel_ms'], 0):.1f} ms go outside kernels (the graph "
+                f"executor's work per op, the inputs, reading the output back, waiting for a core when the "
+                f"machine is loaded)")
+        if "BatchMatMul" in products and "_FusedMatMul" in products:
+            b, f = products["BatchMatMul"], products["_FusedMatMul"]
+            line += (f"; `BatchMatMul` (the attention products, both operands computed at run time) does "
+                     f"{b['macs'] / 1e6:.1f} M multiply-adds at {b['macs'] / b['ms'] / 1e6:.1f} G/s, "
+                     f"`_FusedMatMul` (the Dense layers, constant weights) {f['macs'] / 1e6:.1f} M at "
+                     f"{f['macs'] / f['ms'] / 1e6:.1f} G/s")
+        lines.append(line + ".")
+    return lines
 
 
 def _rows(d: dict) -> tuple[list[list[str]], list[str], list[tuple[str, str, float]]]:
@@ -111,6 +143,10 @@ def render(d: dict) -> list[str]:
     lines += ["Verdict: " + (f"at or below {TARGET:.1f}× ORT in one of the formats: {', '.join(met)}. " if met else "")
               + (f"Above {TARGET:.1f}× ORT in both formats: {', '.join(missed)}." if missed
                  else "Every measured row meets the target."), ""]
+    reasons = _reasons(d, {n for n, _, v in best if v > TARGET})
+    if reasons:
+        lines += ["Why the GraphModel stays above ORT where it does (the `tf.profile` below, Node wasm):", "",
+                  *reasons, ""]
     profiles = _profiles(d)
     if profiles:
         lines += ["Where the time goes: warm calls of each TF.js model under `tf.profile` in Node wasm (kernel "

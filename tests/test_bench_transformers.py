@@ -33,20 +33,26 @@ def _results(blocks: dict[str, list[float]], profile: dict | None = None) -> dic
 def test_ratios_pair_blocks_of_the_same_round_and_either_format_meets_the_target():
     # round 2 is slow for everyone: paired ratios stay 2.0 (layers) and 0.5 (graph); medians alone would not
     blocks = {"ours": [2.0, 20.0, 2.2], "graph": [0.5, 5.0, 0.55], "ort": [1.0, 10.0, 1.1]}
-    profile = {"profiled_calls": 5, "kernel_ms": 2.5, "kernels": 7, "top": [{"op": "BatchMatMul", "ms": 1.5, "calls": 4}]}
+    profile = {"profiled_calls": 5, "kernel_ms": 2.5, "kernels": 7,
+               "top": [{"op": "BatchMatMul", "ms": 1.5, "calls": 4, "macs": 3_000_000}]}
     text = "\n".join(render(_results(blocks, profile)))
     row = next(line for line in text.splitlines() if line.startswith("| bert-tiny"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[2:7] == ["2.2 ms", "0.6 ms", "1.1 ms", "**2.00×**", "**0.50×**"]
     assert cells[7] == "met"
-    assert "`BatchMatMul` 1.5 ms (4×)" in text
+    assert "`BatchMatMul` 1.5 ms (4×, 3.0 M multiply-adds, 2.0 G/s)" in text
 
 
-def test_both_formats_above_the_target_is_missed():
+def test_both_formats_above_the_target_is_missed_and_the_graph_profile_names_why():
     blocks = {"ours": [3.0, 3.0, 3.0], "graph": [2.0, 2.0, 2.0], "ort": [1.0, 1.0, 1.0]}
-    text = "\n".join(render(_results(blocks)))
+    profile = {"profiled_calls": 5, "kernel_ms": 4.0, "kernels": 9,
+               "top": [{"op": "BatchMatMul", "ms": 2.0, "calls": 4, "macs": 2_000_000},
+                       {"op": "_FusedMatMul", "ms": 1.0, "calls": 5, "macs": 20_000_000}]}
+    text = "\n".join(render(_results(blocks, profile)))
     assert "| MISSED |" in text
     assert "bert-tiny (node, best 2.00×)" in text
+    assert "- bert-tiny: `BatchMatMul` takes 2.0 of the GraphModel's 4.0 ms" in text
+    assert "2.0 M multiply-adds at 1.0 G/s, `_FusedMatMul` (the Dense layers, constant weights) 20.0 M at 20.0 G/s" in text
 
 
 def test_max_pool_adapter_passes_the_window_by_keyword(monkeypatch):
