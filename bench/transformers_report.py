@@ -61,9 +61,8 @@ def _reasons(d: dict, missed: set[str]) -> list[str]:
                 f"machine is loaded)")
         if "BatchMatMul" in products and "_FusedMatMul" in products:
             b, f = products["BatchMatMul"], products["_FusedMatMul"]
-            line += (f"; `BatchMatMul` (the attention products, both operands computed at run time) does "
-                     f"{b['macs'] / 1e6:.1f} M multiply-adds at {b['macs'] / b['ms'] / 1e6:.1f} G/s, "
-                     f"`_FusedMatMul` (the Dense layers, constant weights) {f['macs'] / 1e6:.1f} M at "
+            line += (f"; `BatchMatMul` does {b['macs'] / 1e6:.1f} M multiply-adds at "
+                     f"{b['macs'] / b['ms'] / 1e6:.1f} G/s, `_FusedMatMul` {f['macs'] / 1e6:.1f} M at "
                      f"{f['macs'] / f['ms'] / 1e6:.1f} G/s")
         lines.append(line + ".")
     return lines
@@ -124,7 +123,10 @@ def render(d: dict) -> list[str]:
              f"{'the same checkpoint converted by an older checkout (FLAX2TFJS_BENCH_BASELINE)' if d.get('baseline') else 'not measured'}. "
              "Max abs diff vs ORT: the largest difference between ORT's first 8 output values and either format's, "
              "on the same inputs (the yardstick runs the same model). "
-             f"Target (issue 22): ours / ORT ≤ {TARGET:.1f}× in at least one of the two formats.", ""]
+             f"Target (issue 22): ours / ORT ≤ {TARGET:.1f}× in at least one of the two formats.", "",
+             "Made by one command, `python -m bench --only transformers --merge` (checkpoints, both conversions, "
+             "the ONNX export, both runtimes, this section; about 5 min on 2 cores; onnxruntime-web from "
+             "node_modules, or the package folder named by `FLAX2TFJS_ORT_DIR`).", ""]
     rows, header, best = _rows(d)
     lines += [markdown_table(header, rows), ""]
     lines += [f"No ORT row for {name}: jax2onnx 0.17.1 failed to export it ({why})." for name, why in
