@@ -3,7 +3,10 @@
 ``python -m bench.onnx_export CKPT_DIR OUT_DIR`` reads the checkpoints written by
 ``python -m bench.transformer_models CKPT_DIR`` (the same weights the TF.js models are converted
 from) and writes ``<name>.onnx`` for each, batch 1, for onnxruntime-web (bench/browser_compare.mjs).
-Needs the ``bench`` extra (``pip install -e .[bench]``: jax2onnx 0.17.1).
+Needs the ``bench`` extra (``pip install -e .[bench]``: jax2onnx 0.17.1). Two of jax2onnx's limits
+are worked around here (bench-only; the models stay as users write them): its traced ``max_pool``
+takes the window only by keyword (``pool_window_by_keyword``), and onnxruntime rejects some of the
+intermediate ``value_info`` shapes it declares for a ResNet (``_drop_value_info``).
 """
 from __future__ import annotations
 
