@@ -5,7 +5,7 @@
     python -m bench --only mnist,tfjs       # some sections: dataflow mnist sizes scaling large chunked allsteps official tfjs optimize
     python -m bench --only dataflow --merge # the issue-13 rows (start-up, kernel copy, memory bound, Orbax overlap)
     python -m bench --only mnist --merge    # re-measure one section, keep the others in latest.json
-    python -m bench --only transformers --merge   # BERT-tiny, ViT-Ti vs onnxruntime-web (setup.sh --bench)
+    python -m bench --only transformers --merge   # MNIST, ResNet-18, BERT-tiny, ViT-Ti: both formats vs onnxruntime-web (setup.sh --bench)
     python -m bench --report-only bench/results/latest.json    # re-render the page from saved results
 
 Full runs write bench/results/latest.json, docs/benchmarks.md and docs/img/bench_*.png; quick
@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from bench.context import OFFICIAL_CONVERTER, ROOT, Context, remove
+from bench.hand_sections import keep_hand_written
 
 SECTIONS = ("dataflow", "mnist", "sizes", "chunked", "all_steps", "official", "tfjs", "optimize", "transformers")
 ALIASES = {"issue13": "dataflow", "data": "dataflow", "scaling": "sizes", "large": "sizes", "allsteps": "all_steps", "all-steps": "all_steps",
@@ -234,7 +235,10 @@ def write_outputs(results: dict, json_path: Path | None, docs: Path | None, imag
         report.plots(results, images)
         rel = os.path.relpath(images, docs.parent)
         docs.parent.mkdir(parents=True, exist_ok=True)
-        docs.write_text(report.render(results, rel), encoding="utf-8")
+        page = report.render(results, rel)
+        if docs.exists():  # sections written by hand (measured outside this command) stay
+            page = keep_hand_written(docs.read_text(encoding="utf-8"), page)
+        docs.write_text(page, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:

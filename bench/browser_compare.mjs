@@ -2,11 +2,12 @@
 //
 //   node bench/browser_compare.mjs CONFIG.json      (or the JSON itself as the argument)
 //   CONFIG = {"models": {"name": "/abs/model_dir", ...}, "runtime": "chromium" | "node",
-//             "backend": "wasm", "rounds": 10, "block": 20, "warmup": 5}
+//             "backend": "wasm", "rounds": 10, "block": 20, "warmup": 5, "profile": false}
 //
 // Any TF.js model folder: a LayersModel, or a GraphModel when its model.json says
 // "format": "graph-model" (tf.loadGraphModel). A path ending in .onnx runs in onnxruntime-web
-// (wasm, one thread) when node_modules/onnxruntime-web is installed (npm ci); its inputs are
+// (wasm, one thread) when node_modules/onnxruntime-web is installed (npm ci; or the package folder
+// named by FLAX2TFJS_ORT_DIR, e.g. a private `npm install --prefix` copy); its inputs are
 // those of the first TF.js model of the config, by position. Every model gets the same
 // deterministic inputs (float: pseudo-random in [0, 1); int32: 0 or 1, valid token ids, masks
 // and segment ids). After `warmup` calls each, the models run in turn, `block` calls each, for
@@ -14,7 +15,10 @@
 // and the per-round ratio to the first model cancels it.
 //
 // Prints one JSON object: {"runtime", "versions", "load_avg": [before, after], "models": {name:
-//   {"kind", "load_ms", "block_ms": [per-call mean of each block], "output": [first values]}},
+//   {"kind", "load_ms", "block_ms": [per-call mean of each block], "output": [first values],
+//   "profile" (with "profile": true, TF.js models only): {"profiled_calls", "kernel_ms", "kernels",
+//   "top": [{"op", "ms" (median over the profiled calls), "calls" (per call), "macs" (multiply-adds
+//   per call of a matrix product, else 0)}, ...]}}},
 //   "ratios": {name: [per round, model / first model]}}.
 import fs from 'node:fs';
 import http from 'node:http';
@@ -38,8 +42,10 @@ if (!arg) {
 }
 const config = JSON.parse(arg.trim().startsWith('{') ? arg : fs.readFileSync(arg, 'utf8'));
 const settings = {backend: config.backend ?? 'wasm', rounds: config.rounds ?? 10, block: config.block ?? 20,
-  warmup: config.warmup ?? 5};
-const ORT_DIR = path.join(ROOT, 'node_modules/onnxruntime-web/dist/');
+  warmup: config.warmup ?? 5, profile: config.profile ?? false};
+const ORT_PACKAGE = process.env.FLAX2TFJS_ORT_DIR ? path.resolve(process.env.FLAX2TFJS_ORT_DIR)
+  : path.join(ROOT, 'node_modules/onnxruntime-web');
+const ORT_DIR = path.join(ORT_PACKAGE, 'dist/');
 const hasOrt = fs.existsSync(ORT_DIR);
 const specs = Object.entries(config.models).map(([name, where]) => {
   const file = path.resolve(where);
@@ -106,6 +112,40 @@ async function measure(env, specs, settings) {
       out[r.spec.name].block_ms.push((performance.now() - t) / settings.block);
     }
   }
+  // Multiply-adds of a matrix-product kernel, from its shapes (0 for other kernels): a [.., m, k] by
+  // [.., k, n] product gives [.., m, n], so size(a) * size(b) / size(out) = batch * k * k.
+  const matmulMacs = (k) => {
+    if (!/MatMul/.test(k.name) || !k.inputShapes || k.inputShapes.length < 2 || !k.outputShapes) return 0;
+    const size = (s) => s.reduce((x, y) => x * y, 1);
+    const out = k.outputShapes[0];
+    const batch = size(out.slice(0, -2));
+    const inner = Math.sqrt(size(k.inputShapes[0]) * size(k.inputShapes[1]) / size(out) / batch);
+    return Math.round(size(out) * inner);
+  };
+  if (settings.profile) {  // a few more (warm) calls of each TF.js model under tf.profile: where its time goes
+    const calls = 5;  // per op, the median over calls: one call's figures carry a GC pause or a busy core
+    for (const r of runners) {
+      if (r.spec.kind === 'onnx') continue;
+      const perCall = [];
+      for (let c = 0; c < calls; c++) {
+        const info = await tf.profile(() => r.run());
+        const byOp = {};
+        for (const k of info.kernels) {
+          if (k.name.endsWith('__op')) continue;  // an op's wrapper (custom gradient) around the kernel listed too
+          byOp[k.name] ??= {ms: 0, calls: 0, macs: 0};
+          byOp[k.name].ms += k.kernelTimeMs;
+          byOp[k.name].calls += 1;
+          byOp[k.name].macs += matmulMacs(k);
+        }
+        perCall.push(byOp);
+      }
+      const median = (xs) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+      const ops = Object.keys(perCall[0]).map((op) => ({op, calls: perCall[0][op].calls, macs: perCall[0][op].macs,
+        ms: median(perCall.map((p) => (p[op] ? p[op].ms : 0)))})).sort((a, b) => b.ms - a.ms);
+      out[r.spec.name].profile = {profiled_calls: calls, kernel_ms: ops.reduce((a, o) => a + o.ms, 0),
+        kernels: ops.reduce((a, o) => a + o.calls, 0), top: ops.slice(0, 8)};
+    }
+  }
   return out;
 }
 
@@ -137,7 +177,7 @@ async function inNode() {
     loadLayers: (spec) => tf.loadLayersModel(fromFolder(spec.file)),
     loadGraph: (spec) => tf.loadGraphModel(fromFolder(spec.file)),
     ortSession: async (spec) => {
-      ort ??= require('onnxruntime-web');
+      ort ??= require(ORT_PACKAGE);
       ort.env.wasm.numThreads = 1;
       const data = fs.existsSync(spec.file + '.data')
         ? [{path: path.basename(spec.file) + '.data', data: new Uint8Array(fs.readFileSync(spec.file + '.data'))}] : [];

@@ -1,11 +1,16 @@
-"""Transformers in the browser (issue 22): our LayersModels against onnxruntime-web, paired.
+"""Transformers in the browser (issues 21, 22): our LayersModel and GraphModel against onnxruntime-web, paired.
 
-BERT-tiny and ViT-Ti/16 (bench/transformer_models.py) are converted by this checkout (checked
-against JAX with ``--verify``), exported to ONNX by jax2onnx from the same checkpoints (when
-the ``bench`` extra is installed), and timed batch 1 on the wasm backend by
+MNIST CNN, ResNet-18, BERT-tiny and ViT-Ti/16 (bench/transformer_models.py) are converted by this
+checkout in both formats (``--format layers-model`` and ``--format graph-model``, each checked
+against JAX with ``--verify``), exported to ONNX by jax2onnx from the same checkpoints (when the
+``bench`` extra is installed; bench/onnx_export.py), and timed batch 1 on the wasm backend by
 bench/browser_compare.mjs in headless Chromium and in Node: interleaved blocks of 20 calls,
-per-round ratios. ``FLAX2TFJS_BENCH_BASELINE=/path/to/older/checkout`` adds that checkout's
-conversion of the same checkpoints (the "before" column).
+per-round ratios; in Node, one more call of each TF.js model runs under ``tf.profile``.
+``FLAX2TFJS_BENCH_BASELINE=/path/to/older/checkout`` adds that checkout's LayersModel of the same
+checkpoints (the "before" column); ``FLAX2TFJS_ORT_DIR`` points at an onnxruntime-web package
+folder other than node_modules/onnxruntime-web.
+
+    python -m bench --only transformers --merge      # this section of docs/benchmarks.md
 """
 from __future__ import annotations
 
@@ -39,9 +44,12 @@ def bench_transformers(ctx: Context) -> dict:
     for name in MODELS:
         ours = folder / f"{name}-tfjs"
         checkpoint = folder / "ckpt" / f"{name}.msgpack"
+        graph = folder / f"{name}-graph"
         ctx.run_ok(ctx.writer(checkpoint, ours, *arguments[name], "--verify", "--samples", "4"), f"converting {name}",
                    timeout=1800)
-        models = {"ours": str(ours)}
+        ctx.run_ok(ctx.writer(checkpoint, graph, *arguments[name], "--format", "graph-model", "--verify", "--samples",
+                              "4"), f"converting {name} as a GraphModel", timeout=1800)
+        models = {"ours": str(ours), "graph": str(graph)}
         if baseline:
             before = folder / f"{name}-baseline"
             env = {**ctx.env(), "PYTHONPATH": baseline}
@@ -54,7 +62,7 @@ def bench_transformers(ctx: Context) -> dict:
         entry: dict = {"command": f"python -m writer {name}.msgpack out {shown}", "runtimes": {}}
         for runtime in RUNTIMES:
             config = {"models": models, "runtime": runtime, "backend": "wasm", "rounds": out["rounds"],
-                      "block": out["block"], "warmup": 5}
+                      "block": out["block"], "warmup": 5, "profile": runtime == "node"}
             ctx.log(f"transformers: {name} in {runtime}")
             result = ctx.run_ok(["node", str(COMPARE_SCRIPT), json.dumps(config)], f"{name} {runtime}", timeout=1800)
             entry["runtimes"][runtime] = json.loads(result.stdout.strip().splitlines()[-1])
