@@ -151,6 +151,7 @@ class OcdbtReader:
         self.folder = Path(os.path.realpath(folder))
         self.values: dict[bytes, bytes | tuple[bytes, int, int]] = {}
         self.stored_bytes = 0  # bytes of the data files the tree points into
+        self.height = 0  # of the newest root: 0 when one leaf holds every key
         self._sizes: dict[bytes, int] = {}
         self._read_manifest()
 
@@ -232,6 +233,7 @@ class OcdbtReader:
         for _ in range(3):  # data file id, offset, length
             columns.append([cursor.varint() for _ in range(count)])
         _gen, height, file_id, offset, length = (column[-1] for column in columns)  # newest version
+        self.height = height
         if length == 0:  # an empty tree: no keys
             return
         self._walk(files, file_id, offset, length, height, b"", set())

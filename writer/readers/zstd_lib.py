@@ -20,6 +20,10 @@ _ERROR = (1 << 64) - 2  # ZSTD_CONTENTSIZE_ERROR
 _lib: ctypes.CDLL | None | bool = False  # False: not looked for yet
 
 
+class _Buffer(ctypes.Structure):  # ZSTD_inBuffer and ZSTD_outBuffer have the same layout
+    _fields_ = [("data", ctypes.c_void_p), ("size", ctypes.c_size_t), ("pos", ctypes.c_size_t)]
+
+
 class ZstdError(ValueError):
     """A frame that is not zstd, declares no or too large a size, or does not decode."""
 
@@ -44,6 +48,10 @@ def _load() -> ctypes.CDLL | None:
             lib.ZSTD_decompress.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t]
             lib.ZSTD_isError.restype = ctypes.c_uint
             lib.ZSTD_isError.argtypes = [ctypes.c_size_t]
+            lib.ZSTD_createDStream.restype = ctypes.c_void_p
+            lib.ZSTD_freeDStream.argtypes = [ctypes.c_void_p]
+            lib.ZSTD_decompressStream.restype = ctypes.c_size_t
+            lib.ZSTD_decompressStream.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
             _lib = lib
             break
     return _lib or None
@@ -57,16 +65,25 @@ def available() -> bool:
 def decompress(frame: bytes, limit: int, into: memoryview | None = None) -> bytes | bytearray | memoryview:
     """Decode one zstd ``frame`` whose declared content size is at most ``limit`` bytes.
 
-    The size must be declared in the frame header (Orbax's writers always declare it), so
-    memory is bounded before anything is allocated. With ``into`` (a writable buffer of exactly
-    the declared size) the bytes land there and ``into`` is returned.
+    When the frame header declares its size (zarr chunks), memory is bounded before anything is
+    allocated; otherwise (OCDBT nodes, written as a stream) the frame is decoded in steps and
+    refused as soon as it passes ``limit``. With ``into`` (a writable buffer of exactly the
+    decoded size) the bytes land there and ``into`` is returned.
     """
     lib = _load()
     if lib is None:
         raise ZstdError("libzstd is not available")
     size = lib.ZSTD_getFrameContentSize(frame, len(frame))
-    if size in (_UNKNOWN, _ERROR):
-        raise ZstdError("not a zstd frame with a declared size")
+    if size == _ERROR:
+        raise ZstdError("not a zstd frame")
+    if size == _UNKNOWN:
+        data = _stream(lib, frame, limit)
+        if into is not None:
+            if len(data) != len(into):
+                raise ZstdError(f"zstd frame holds {len(data):,} bytes, not the {len(into):,} expected")
+            into[:] = data
+            return into
+        return data
     if size > limit:
         raise ZstdError(f"zstd frame declares {size:,} bytes, more than the {limit:,} expected")
     if into is not None:
@@ -84,3 +101,31 @@ def decompress(frame: bytes, limit: int, into: memoryview | None = None) -> byte
     if lib.ZSTD_isError(got) or got != size:
         raise ZstdError("the zstd frame is damaged")
     return out
+
+
+def _stream(lib: ctypes.CDLL, frame: bytes, limit: int) -> bytes:
+    """Decode a frame without a declared size, 1 MiB at a time, refusing more than ``limit`` bytes."""
+    stream = lib.ZSTD_createDStream()
+    if not stream:
+        raise ZstdError("libzstd could not allocate a stream")
+    try:
+        source = ctypes.create_string_buffer(frame, len(frame))
+        inbuf = _Buffer(ctypes.addressof(source), len(frame), 0)
+        step = ctypes.create_string_buffer(1 << 20)
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            outbuf = _Buffer(ctypes.addressof(step), len(step), 0)
+            left = lib.ZSTD_decompressStream(stream, ctypes.byref(outbuf), ctypes.byref(inbuf))
+            if lib.ZSTD_isError(left):
+                raise ZstdError("the zstd frame is damaged")
+            total += outbuf.pos
+            if total > limit:
+                raise ZstdError(f"zstd frame decodes to more than the {limit:,} bytes expected")
+            parts.append(ctypes.string_at(ctypes.addressof(step), outbuf.pos))
+            if left == 0 and inbuf.pos == inbuf.size:
+                return b"".join(parts)
+            if inbuf.pos == inbuf.size and outbuf.pos < outbuf.size:
+                raise ZstdError("the zstd frame is truncated")
+    finally:
+        lib.ZSTD_freeDStream(stream)
