@@ -184,3 +184,13 @@ def test_a_deep_many_version_tree_written_by_tensorstore_reads_the_same(tmp_path
     db = OcdbtReader(tmp_path)
     assert db.height >= 2
     assert {key: db.value(key) for key in db.keys()} == want
+
+
+def test_chunks_larger_than_their_array_are_refused_before_tensorstore_sees_them(layouts, tmp_path):
+    folder = tmp_path / "ck"
+    shutil.copytree(layouts / "plain-f32", folder)
+    zarray = folder / "params.Dense_1.bias" / ".zarray"
+    zarray.write_text(zarray.read_text().replace('"chunks":[10]', '"chunks":[1099511627776]'))
+    with pytest.raises(ConversionError) as err:  # tensorstore would abort the process on this one
+        read_orbax(folder)
+    assert err.value.code == "CORRUPT_CHECKPOINT" and "params.Dense_1.bias" in err.value.message

@@ -24,7 +24,8 @@ import numpy as np
 
 from writer.readers import zstd_lib
 from writer.readers.ocdbt import OcdbtReader, Unreadable
-from writer.readers.zarr2 import ZarrMeta, parse_zarray, read_rows
+from topology.vocabulary.errors import ConversionError
+from writer.readers.zarr2 import ForgedArray, ZarrMeta, parse_zarray, read_rows
 
 READER_ENV = "FLAX2TFJS_ORBAX_READER"  # "tensorstore" forces the fallback (used by the equality tests)
 
@@ -60,13 +61,21 @@ class DirectArray:
 
 
 def open_direct(folder: Path, driver: str, use_ocdbt: bool, names: list[str]) -> dict[str, DirectArray] | None:
-    """The arrays ``names`` of an Orbax item folder, or ``None`` when tensorstore must read them."""
+    """The arrays ``names`` of an Orbax item folder, or ``None`` when tensorstore must read them.
+
+    A ``.zarray`` that would crash tensorstore is refused here with ``CORRUPT_CHECKPOINT``.
+    """
     if driver != "zarr" or not direct_enabled() or not zstd_lib.available():
         return None
     try:
         if use_ocdbt:
             return _from_ocdbt(folder, names)
         return _from_folders(folder, names)
+    except ForgedArray as exc:
+        raise ConversionError(
+            "CORRUPT_CHECKPOINT", f"{folder}: an array is forged: {exc}",
+            "the checkpoint is damaged or forged; save it again from the training run",
+        ) from exc
     except Unreadable:
         return None
 
@@ -87,7 +96,7 @@ def _from_ocdbt(folder: Path, names: list[str]) -> dict[str, DirectArray]:
         key = f"{name}/.zarray".encode()
         if key not in db.values or db.value_size(key) > 1 << 20:
             raise Unreadable(f"no usable .zarray for {name}")
-        arrays[name] = DirectArray(parse_zarray(db.value(key)), getter(name))
+        arrays[name] = DirectArray(_parse(name, db.value(key)), getter(name))
     return arrays
 
 
@@ -98,7 +107,7 @@ def _from_folders(folder: Path, names: list[str]) -> dict[str, DirectArray]:
         array_dir = Path(os.path.realpath(root / name))
         if root not in array_dir.parents:
             raise Unreadable(f"{name} lies outside the checkpoint")  # tensorstore path refuses it with a code
-        meta = parse_zarray(_read_file(array_dir / ".zarray", 1 << 20))
+        meta = _parse(name, _read_file(array_dir / ".zarray", 1 << 20))
         raw = math.prod(meta.chunks) * meta.dtype.itemsize
         limit = raw + raw // 128 + 4096  # zstd's bound on an incompressible chunk
 
@@ -107,6 +116,13 @@ def _from_folders(folder: Path, names: list[str]) -> dict[str, DirectArray]:
 
         arrays[name] = DirectArray(meta, get)
     return arrays
+
+
+def _parse(name: str, text: bytes) -> ZarrMeta:
+    try:
+        return parse_zarray(text)
+    except ForgedArray as exc:
+        raise ForgedArray(f"{name}: {exc}") from exc
 
 
 def _read_file(path: Path, limit: int) -> bytes:

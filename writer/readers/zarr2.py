@@ -30,6 +30,10 @@ _PLAIN_DTYPES = {
 }
 
 
+class ForgedArray(Unreadable):
+    """A ``.zarray`` no writer produces and tensorstore cannot survive (it aborts the process): refused."""
+
+
 @dataclass(frozen=True)
 class ZarrMeta:
     """The parts of a ``.zarray`` that reading needs."""
@@ -62,6 +66,8 @@ def parse_zarray(text: bytes) -> ZarrMeta:
     if not (isinstance(shape, list) and isinstance(chunks, list) and len(shape) == len(chunks)
             and all(type(d) is int and d >= 0 for d in shape) and all(type(c) is int and c > 0 for c in chunks)):
         raise Unreadable(".zarray shape or chunks are malformed")
+    if math.prod(chunks) > max(math.prod(shape), 1 << 20):  # tensorstore aborts on 2**40-element chunks
+        raise ForgedArray(f"its .zarray declares chunks {tuple(chunks)}, larger than the array {tuple(shape)}")
     compressor = meta.get("compressor")
     if compressor is not None and (not isinstance(compressor, dict) or compressor.get("id") != "zstd"):
         raise Unreadable(f"zarr compressor {compressor!r} is not read directly")
