@@ -27,9 +27,12 @@ import math
 import os
 import stat
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
+
+if TYPE_CHECKING:  # imported for real only when a checkpoint needs the fallback (~0.6 s)
+    import tensorstore as ts
 
 from topology.vocabulary.errors import ConversionError
 from writer.readers.bounds import MAX_NBYTES, check_claim, claimed_nbytes
