@@ -194,3 +194,15 @@ def test_chunks_larger_than_their_array_are_refused_before_tensorstore_sees_them
     with pytest.raises(ConversionError) as err:  # tensorstore would abort the process on this one
         read_orbax(folder)
     assert err.value.code == "CORRUPT_CHECKPOINT" and "params.Dense_1.bias" in err.value.message
+
+
+def test_without_libzstd_tensorstore_reads_the_same(layouts, monkeypatch):
+    from writer.readers import zstd_lib
+
+    monkeypatch.setattr(zstd_lib, "available", lambda: False)
+    assert open_direct(layouts / "ocdbt-f32", "zarr", True, ["params.Dense_0.kernel"]) is None
+    ck = read_orbax(layouts / "ocdbt-f32")
+    monkeypatch.undo()
+    want = read_orbax(layouts / "ocdbt-f32")
+    for path, ref in want.tensors.items():
+        assert ref.load().tobytes() == ck.tensors[path].load().tobytes()
