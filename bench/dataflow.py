@@ -1,8 +1,8 @@
 """The data-path targets of issue 13: start-up of a checkpoint-only conversion, kernel copies,
 streaming memory bound, and Orbax decode/write overlap. Every number is a whole child process.
 
-* MNIST, checkpoint only: ``examples/mnist_ckpt`` (Orbax, so tensorstore is needed) and the same
-  weights as a Flax msgpack file (which must import neither tensorstore nor ml_dtypes nor
+* MNIST, checkpoint only: ``examples/mnist_ckpt`` (Orbax, read directly: no tensorstore since issue 22) and the
+  same weights as a Flax msgpack file (neither may import tensorstore, ml_dtypes or
   jsonschema), with the versions installed, i.e. what ``pip install`` resolves today; plus which
   heavy modules the msgpack conversion imported and what each costs to import alone.
 * 1 GB float32 msgpack against ``cp`` of the same file, alternating, per-pair ratio.
@@ -202,10 +202,19 @@ def render(d: dict) -> list[str]:
             "other jobs on the same 2 cores), wall times carry waiting for a core; CPU time (user + system) "
             "is the steadier figure, and the per-pair ratios cancel slow drifts.", "",
             markdown_table(["what", "target", "measured: median (min–max)", "verdict"], rows), "",
-            f"Each import alone, whole process: {imports}. The Orbax reader needs tensorstore, and "
-            "tensorstore imports ml_dtypes itself, so the Orbax MNIST conversion pays for both; a msgpack "
-            "or .npz conversion imports neither (tests/test_weights_streaming.py fails if one comes back).", "",
+            f"Each import alone, whole process: {imports}. " + _orbax_imports(d), "",
             *_why(d)]
+
+
+def _orbax_imports(d: dict) -> str:
+    """What the Orbax MNIST conversion imported, as measured (tensorstore before issue 22's direct reader)."""
+    if "tensorstore" in d["mnist"]["orbax"].get("heavy_imports", []):
+        return ("The Orbax reader needs tensorstore, and tensorstore imports ml_dtypes itself, so the Orbax "
+                "MNIST conversion pays for both; a msgpack or .npz conversion imports neither "
+                "(tests/test_weights_streaming.py fails if one comes back).")
+    return ("The Orbax MNIST conversion reads OCDBT, zarr v2 and zstd directly (writer/readers/orbax_direct.py) "
+            "and imports neither tensorstore nor ml_dtypes, like a msgpack or .npz conversion "
+            "(tests/test_orbax_direct.py and tests/test_weights_streaming.py fail if one comes back).")
 
 
 def _why(d: dict) -> list[str]:
@@ -215,8 +224,10 @@ def _why(d: dict) -> list[str]:
     return [
         "Where the misses come from:", "",
         f"* MNIST: CPU time is {secs(m['msgpack']['cpu_s'])} for msgpack (interpreter, numpy and the converter's "
-        f"own modules) and {secs(m['orbax']['cpu_s'])} for Orbax, most of it `import tensorstore` (with "
-        "ml_dtypes); wall time adds the wait for a core when other jobs load the machine.",
+        f"own modules) and {secs(m['orbax']['cpu_s'])} for Orbax"
+        + (", most of it `import tensorstore` (with ml_dtypes)" if "tensorstore" in m["orbax"].get("heavy_imports", [])
+           else " (OCDBT, zarr and zstd decoding, no tensorstore)")
+        + "; wall time adds the wait for a core when other jobs load the machine.",
         f"* 1 GB msgpack: CPU {secs(g['cpu_s'])} against `cp`'s {secs(g['cp_cpu_s'])}. The float32 bytes go "
         "through `copy_file_range` as with `cp` (on ext4 that still copies pages in the kernel) and the NaN/Inf "
         "check reads them once more on a second thread; with two cores busy with other work, the two do not "

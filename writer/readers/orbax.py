@@ -12,8 +12,12 @@ Accepted folders (the kind is found from the files, never from names alone):
 
 ``_METADATA`` lists every leaf in jax flattening order: dict keys sorted as
 strings (``Dense_10`` before ``Dense_2``), dataclass fields (TrainState) in
-field order. Tensors keep that order. Array shapes and dtypes come from opening
-each array's tensorstore (metadata only); data is read by ``TensorRef.load``.
+field order. Tensors keep that order. Array shapes and dtypes come from each
+array's ``.zarray`` (metadata only); data is read by ``TensorRef.load``.
+
+Orbax's default layouts (OCDBT or one folder per array, zarr v2, zstd) are read
+directly (:mod:`writer.readers.orbax_direct`); everything else, and any damage,
+goes through tensorstore, imported only then (it costs ~0.6 s).
 """
 from __future__ import annotations
 
@@ -23,14 +27,17 @@ import math
 import os
 import stat
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-import ml_dtypes  # noqa: F401  (registers bfloat16 & co. with numpy for tensorstore)
 import numpy as np
-import tensorstore as ts
+
+if TYPE_CHECKING:  # imported for real only when a checkpoint needs the fallback (~0.6 s)
+    import tensorstore as ts
 
 from topology.vocabulary.errors import ConversionError
 from writer.readers.bounds import MAX_NBYTES, check_claim, claimed_nbytes
+from writer.readers.ocdbt import Unreadable
+from writer.readers.orbax_direct import DirectArray, open_direct
 from writer.readers.steps import (
     LEGACY_ITEM_STEP, PREFIXED_STEP, TMP_MARK, choose_step, incomplete, is_item, step_folders, step_number,
 )
@@ -204,16 +211,17 @@ def _read_item(folder: Path) -> Checkpoint:
         for tree_path, name in arrays + numbers:
             if not (reader.confined(name) / marker).is_file():
                 raise reader.damaged(tree_path, "cannot open", FileNotFoundError(f"{name}/{marker} does not exist"))
-    # Open every array at once: tensorstore overlaps the metadata reads.
-    pending = [(p, n, reader.open_async(n)) for p, n in arrays + numbers]
-    stores = {}
-    for tree_path, name, future in pending:
-        stores[tree_path] = reader.finish_open(tree_path, future)
+    direct = open_direct(folder, driver, use_ocdbt, [n for _p, n in arrays + numbers])
+    if direct is not None:
+        stores: dict[TreePath, Any] = {p: direct[n] for p, n in arrays + numbers}
+    else:  # Open every array at once: tensorstore overlaps the metadata reads.
+        pending = [(p, n, reader.open_async(n)) for p, n in arrays + numbers]
+        stores = {p: reader.finish_open(p, future) for p, _n, future in pending}
 
     tensors: dict[TreePath, TensorRef] = {}
     for tree_path, _name in arrays:
         store = stores[tree_path]
-        dtype = _numpy_dtype(folder, tree_path, store)
+        dtype = store.dtype if direct is not None else _numpy_dtype(folder, tree_path, store)
         check_claim(f"{folder}: tensor {path_str(tree_path)}", store.shape, dtype.itemsize, MAX_NBYTES)
         tensors[tree_path] = TensorRef(
             tree_path, tuple(int(d) for d in store.shape), dtype,
@@ -228,7 +236,7 @@ def _read_item(folder: Path) -> Checkpoint:
                 f"{folder}: {path_str(tree_path)} is listed as a scalar in _METADATA but has shape {tuple(store.shape)}",
                 "the _METADATA file does not match the arrays; save the checkpoint again",
             )
-        scalars[tree_path] = reader.read(tree_path, store).item()
+        scalars[tree_path] = reader.loader(tree_path, store)().item()
     scalars.update(_read_strings(folder, strings))
 
     if not tensors:
@@ -345,17 +353,26 @@ class _ArrayReader:
         self.driver = driver
         self.use_ocdbt = use_ocdbt
         self.fill_missing = fill_missing
-        # The cache pool keeps OCDBT B-tree nodes between opens (as orbax's context).
-        # One copy thread: orbax writes each array as one chunk, so more threads
-        # add no speed, while each thread's malloc arena keeps a freed tensor's
-        # pages (measured: 8 x 25 MB tensors peak at 205 MB RSS with the default,
-        # 132 MB with one thread; reading speed unchanged).
-        self.context = ts.Context({
-            "cache_pool#ocdbt": {"total_bytes_limit": 64_000_000},
-            "data_copy_concurrency": {"limit": 1},
-        })
+        self._context: Any = None  # created with the first tensorstore open: the direct reader needs none
         self.stores: dict[TreePath, ts.TensorStore] = {}
         self._ocdbt_bytes: int | None = None
+
+    @property
+    def context(self) -> Any:
+        if self._context is None:
+            import ml_dtypes  # noqa: F401  (registers bfloat16 & co. with numpy for tensorstore)
+            import tensorstore as ts  # ~0.6 s: paid only when the direct reader cannot read the checkpoint
+
+            # The cache pool keeps OCDBT B-tree nodes between opens (as orbax's context).
+            # One copy thread: orbax writes each array as one chunk, so more threads
+            # add no speed, while each thread's malloc arena keeps a freed tensor's
+            # pages (measured: 8 x 25 MB tensors peak at 205 MB RSS with the default,
+            # 132 MB with one thread; reading speed unchanged).
+            self._context = ts.Context({
+                "cache_pool#ocdbt": {"total_bytes_limit": 64_000_000},
+                "data_copy_concurrency": {"limit": 1},
+            })
+        return self._context
 
     def stored_bytes(self, name: str) -> int:
         """Bytes on disk that can hold the array ``name``: its own folder, or every OCDBT data file."""
@@ -397,7 +414,10 @@ class _ArrayReader:
 
     def open_async(self, name: str) -> Any:
         try:
-            return ts.open(self.spec(name), context=self.context, open=True, read=True)
+            context = self.context
+            import tensorstore as ts  # already imported by self.context
+
+            return ts.open(self.spec(name), context=context, open=True, read=True)
         except ConversionError:
             raise
         except Exception as exc:  # noqa: BLE001  (spec errors come back as ValueError)
@@ -419,10 +439,17 @@ class _ArrayReader:
         except Exception as exc:  # noqa: BLE001  tensorstore has no error hierarchy
             raise self.damaged(tree_path, "cannot read the data of", exc) from exc
 
-    def loader(self, tree_path: TreePath, store: ts.TensorStore) -> Callable[[], np.ndarray]:
+    def loader(self, tree_path: TreePath, store: ts.TensorStore | DirectArray) -> Callable[[], np.ndarray]:
         name = ".".join(tree_path)
 
         def load() -> np.ndarray:
+            if isinstance(store, DirectArray):
+                check_claim(f"{self.folder}: tensor {path_str(tree_path)}", store.shape,
+                            store.dtype.itemsize, self.stored_bytes(name))
+                try:
+                    return store.load()
+                except Unreadable:  # a missing chunk, damage: tensorstore decides and names it
+                    pass
             # After close() the handle is gone; reopen rather than fail.
             current = self.stores.get(tree_path)
             if current is None:
@@ -434,12 +461,14 @@ class _ArrayReader:
 
         return load
 
-    def slicer(self, tree_path: TreePath, store: ts.TensorStore) -> Callable[[int], Iterator[np.ndarray]]:
+    def slicer(self, tree_path: TreePath, store: ts.TensorStore | DirectArray) -> Callable[[int], Iterator[np.ndarray]]:
         """Read the array in bands of whole read chunks along axis 0, flat, about ``max_bytes`` each.
 
         A band never splits a chunk: tensorstore would decompress the whole chunk for each
         part. Orbax usually writes an array as one chunk, so a band is then the whole array.
         """
+        if isinstance(store, DirectArray):
+            return self._direct_slicer(tree_path, store)
         shape = tuple(int(d) for d in store.shape)
         try:
             chunk_rows = int(store.chunk_layout.read_chunk.shape[0] or 0) if shape else 0
@@ -461,6 +490,26 @@ class _ArrayReader:
                 except Exception as exc:  # noqa: BLE001  tensorstore has no error hierarchy
                     raise self.damaged(tree_path, "cannot read the data of", exc) from exc
                 yield np.asarray(part).reshape(-1)
+
+        return slices
+
+    def _direct_slicer(self, tree_path: TreePath, store: DirectArray) -> Callable[[int], Iterator[np.ndarray]]:
+        fallback = self.loader(tree_path, None)  # tensorstore, for a band the direct reader cannot read
+
+        def slices(max_bytes: int) -> Iterator[np.ndarray]:
+            check_claim(f"{self.folder}: tensor {path_str(tree_path)}", store.shape,
+                        store.dtype.itemsize, self.stored_bytes(".".join(tree_path)))
+            bands, done = store.slices(max_bytes), 0
+            while True:
+                try:
+                    part = next(bands)
+                except StopIteration:
+                    return
+                except Unreadable:
+                    break
+                done += part.size
+                yield part
+            yield fallback().reshape(-1)[done:]
 
         return slices
 
