@@ -225,10 +225,20 @@ def gather(g: GraphBuilder, eqn: Any, values: list[Value]) -> Value:
         xla_labels.append(("o", next(offset_iter)) if position in offset_dims else ("b", next(batch_iter)))
     mode = str(eqn.params.get("mode", ""))
     if len(index_map) == 1:
-        axis = index_map[0]
         k = len(operand_batching)
-        if operand_batching != tuple(range(k)) or indices_batching != tuple(range(k)) or axis < k:
-            raise g_unsupported(eqn, "a gather with batching axes that are not leading")
+        if operand_batching != tuple(range(k)) or indices_batching != tuple(range(k)):
+            # take_along_axis along a middle axis batches over the axes around it: move the paired
+            # batching axes to the front of operand and indices (pairs keep their order), relabel.
+            x_perm = list(operand_batching) + [a for a in range(x.rank) if a not in operand_batching]
+            i_perm = list(indices_batching) + [i for i in range(indices.rank) if i not in indices_batching]
+            x, indices = g.transpose(x, x_perm), g.transpose(indices, i_perm)
+            batch_shape = indices.shape[:-1]
+            xla_labels = [("o", x_perm.index(a)) if kind == "o" else ("b", i_perm.index(a)) for kind, a in xla_labels]
+            index_map = (x_perm.index(index_map[0]),)
+            operand_batching = indices_batching = tuple(range(k))
+        axis = index_map[0]
+        if axis < k:
+            raise g_unsupported(eqn, "a gather that indexes one of its own batching axes")
         flat = g.reshape(indices, batch_shape)
         flat = _clip_indices(g, flat, x.shape[axis], mode)
         tf_labels = ([("b", i) for i in range(k)] + [("o", a) for a in range(k, axis)]
@@ -311,6 +321,12 @@ CASES = [
               int_range=(0, 4)),
     GraphCase("take_along_axis", lambda x, ids: jnp.take_along_axis(x, ids, axis=-1), [((3, 5), F), ((3, 2), I)],
               ("gather",), int_range=(0, 5)),
+    GraphCase("take_along_middle_axis", lambda x, ids: jnp.take_along_axis(
+        x, jnp.broadcast_to((ids[:, :1] - 1)[:, :, None], (x.shape[0], 1, x.shape[2])), axis=1)[:, 0]
+        + jnp.take_along_axis(x, ids[:, :, None] % 5, axis=1).sum(1), [((5, 4), F), ((4,), I)], ("gather",),
+              int_range=(0, 6)),
+    GraphCase("take_along_last_axis_rank3", lambda x, ids: jnp.take_along_axis(x, ids, axis=-1),
+              [((3, 5), F), ((3, 2), I)], ("gather",), int_range=(0, 5)),
     GraphCase("scan_fori_unrolled", lambda x: jax.lax.fori_loop(0, 3, lambda i, c: c * 0.5 + jnp.sin(c), x)
               + jax.lax.scan(lambda c, t: (c + t, c * t), x[:, 0], jnp.swapaxes(x, 0, 1))[1].sum(0)[:, None],
               [((4, 3), F)], ("scan",)),
