@@ -40,6 +40,19 @@ def test_case_matches_jax_in_tfjs(tmp_path, tfjs, case_id, case):
                                        err_msg=case_id)
 
 
+WASM_CASES = [(cid, case) for cid, case in CASES if cid in ("shape:take_along_axis", "shape:take_along_middle_axis")]
+
+
+@pytest.mark.parametrize("case_id, case", WASM_CASES, ids=[c[0] for c in WASM_CASES])
+def test_batched_gather_runs_in_wasm(tmp_path, tfjs, case_id, case):
+    # take_along_axis must avoid GatherV2's batch_dims, on which TF.js 4.22's wasm backend traps.
+    specs = [InputSpec(f"input_{i + 1}", shape, dtype) for i, (shape, dtype) in enumerate(case.inputs)]
+    convert_function(case.fn, tmp_path / "out", specs)
+    xs = _inputs(case, 3, seed=7)
+    got = tfjs.predict(tmp_path / "out", xs, backend="wasm").outputs[0]
+    np.testing.assert_allclose(got, np.asarray(case.fn(*xs)), atol=case.tolerance, err_msg=case_id)
+
+
 def test_every_case_names_primitives_that_have_a_handler():
     known = set(supported_primitives()) | {"custom_jvp_call", "stop_gradient", "pjit", "scan"}  # the walker inlines these
     exercised = {p for _, case in CASES for p in case.primitives}

@@ -5,6 +5,7 @@ batch-long axis whole with TF's begin/end masks.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -241,6 +242,8 @@ def gather(g: GraphBuilder, eqn: Any, values: list[Value]) -> Value:
             raise g_unsupported(eqn, "a gather that indexes one of its own batching axes")
         flat = g.reshape(indices, batch_shape)
         flat = _clip_indices(g, flat, x.shape[axis], mode)
+        if k:
+            return _gather_batched(g, x, flat, axis, k, xla_labels)
         tf_labels = ([("b", i) for i in range(k)] + [("o", a) for a in range(k, axis)]
                      + [("b", i) for i in range(k, len(batch_shape))] + [("o", a) for a in range(axis + 1, x.rank)])
         tf_shape = tuple(x.shape[:axis]) + tuple(batch_shape[k:]) + tuple(x.shape[axis + 1:])
@@ -254,6 +257,30 @@ def gather(g: GraphBuilder, eqn: Any, values: list[Value]) -> Value:
                    tuple(batch_shape) + tuple(x.shape[m:]), x.dtype)
         return g.transpose(out, _permute_labels(tf_labels, xla_labels))
     raise g_unsupported(eqn, "this gather form (only take, take_along_axis and row lookups convert)")
+
+
+def _gather_batched(g: GraphBuilder, x: Value, flat: Value, axis: int, k: int, xla_labels: list) -> Value:
+    # take_along_axis with its k batching axes leading. Not GatherV2's batch_dims: TF.js 4.22's wasm
+    # backend traps on it. Instead the batching axes and the indexed axis become one flat row axis,
+    # each index is offset by its batch row's start (Range * axis size), one plain GatherV2 on axis 0.
+    rest = [a for a in range(k, x.rank) if a != axis]
+    rows = math.prod(x.shape[:k])
+    length = x.shape[axis]
+    moved = g.transpose(x, [*range(k), axis, *rest])
+    table = g.reshape(moved, (rows * length, *(x.shape[a] for a in rest)))
+    if is_static(rows):
+        starts = Value(None, (rows,), np.dtype("int32"), np.arange(rows, dtype="int32") * int(length))
+    else:
+        limit = g.reshape(g.shape_vector((rows,)), ())
+        line = g.op("Range", [g.scalar_int(0), limit, g.scalar_int(1)], {"Tidx": attr_type("int32")}, (rows,), "int32")
+        starts = g.op("Mul", [line, g.scalar_int(int(length))], {"T": attr_type("int32")}, (rows,), "int32")
+    starts = g.reshape(starts, (*flat.shape[:k], *(1,) * (flat.rank - k)))
+    flat = g.op("AddV2", [flat, starts], {"T": attr_type("int32")}, flat.shape, "int32")
+    tf_shape = (*flat.shape, *(x.shape[a] for a in rest))
+    out = g.op("GatherV2", [table, flat, g.scalar_int(0)], {"batch_dims": attr_i(0), "Tparams": attr_type(x.dtype),
+                                                            "Tindices": attr_type("int32")}, tf_shape, x.dtype)
+    tf_labels = [("b", i) for i in range(flat.rank)] + [("o", a) for a in rest]
+    return g.transpose(out, _permute_labels(tf_labels, xla_labels))
 
 
 def _gather_known(g: GraphBuilder, x: Value, indices: np.ndarray, index_map: tuple, collapsed: tuple, sizes: tuple,
