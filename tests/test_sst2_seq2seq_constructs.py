@@ -73,3 +73,12 @@ def test_carry_at_lengths_refused_by_layers_and_converted_by_auto(tmp_path, tfjs
     expected = np.asarray(module.apply(variables, tokens, lengths))
     got = tfjs.predict(tmp_path / "out", [tokens, lengths]).outputs[0]
     assert_close(got, expected)
+
+
+def test_verify_counts_a_nan_where_jax_has_nan_as_agreement():
+    from writer.verify.outputs import compare
+
+    same = compare([np.array([[np.nan, 1.0]], np.float32)], [np.array([[np.nan, 1.0]], np.float32)], None)
+    assert same["nonfinite_outputs"] == 0 and same["max_abs_error"] == 0.0
+    wrong = compare([np.array([[np.nan, 1.0]], np.float32)], [np.array([[0.0, 1.0]], np.float32)], None)
+    assert wrong["nonfinite_outputs"] == 1 and wrong["max_abs_error"] == float("inf")
