@@ -106,8 +106,8 @@ def read(env: dict, var: Any) -> Value:
 
 
 def walk(builder: GraphBuilder, jaxpr: Any, env: dict) -> None:
-    """Emit every equation of ``jaxpr``; ``env`` maps its variables to :class:`Value` s."""
-    for eqn in jaxpr.eqns:
+    """Emit every live equation of ``jaxpr``; ``env`` maps its variables to :class:`Value` s."""
+    for eqn in _live(jaxpr):
         name = eqn.primitive.name
         values = [read(env, v) for v in eqn.invars]
         if name in IDENTITY:
@@ -187,6 +187,18 @@ def _unroll_scan(builder: GraphBuilder, eqn: Any, values: list[Value]) -> list[V
     stacked = [stack_axis0(builder, [step[k] for step in ys_steps], tuple(eqn.outvars[n_carry + k].aval.shape))
                for k in range(len(eqn.outvars) - n_carry)]
     return [*carry, *stacked]
+
+
+def _live(jaxpr: Any) -> list:
+    """The equations some output depends on (or with effects), in order: dead code such as nn.RNN's
+    default carry key (``random_seed``, unused by a zeros carry init) is not emitted."""
+    needed = {v for v in jaxpr.outvars if not hasattr(v, "val")}
+    kept = []
+    for eqn in reversed(jaxpr.eqns):
+        if getattr(eqn, "effects", None) or any(v in needed for v in eqn.outvars):
+            kept.append(eqn)
+            needed.update(v for v in eqn.invars if not hasattr(v, "val"))
+    return kept[::-1]
 
 
 def _foldable(eqn: Any, values: list[Value]) -> bool:

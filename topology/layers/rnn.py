@@ -36,6 +36,7 @@ from topology.layers.base import ZEROS, Case, LayerKind, layer_base
 from topology.layers.views import permuted
 from topology.trace.call_context import CallContext
 from topology.trace.errors import unsupported
+from topology.vocabulary.errors import ConversionError
 from topology.vocabulary.tensors import TensorRef
 
 # Keras activation names tfjs and tf-keras both know, with numpy references to identify a cell's functions.
@@ -120,12 +121,12 @@ def _read_attrs(module: Any, context: CallContext) -> dict:
         return getattr(module, name, False) if value is None else value
 
     carry = bool(option("return_carry"))
-    if carry and kwargs.get("seq_lengths") is not None:
-        # Flax then returns the carry at each sequence's own length; tfjs' state is after the last step.
-        raise fail("return_carry=True with seq_lengths=",
-                   "pad sequences at the end and drop seq_lengths, or take the outputs at each length")
+    # Flax then returns the carry at each sequence's own length; tfjs' state is after the last step.
+    # Refused when the LayersModel is emitted (_expand), not here: a GraphModel traces the same call.
+    at_lengths = {"_carry_at_lengths": context.where + (f" at {context.line}" if context.line else "")} \
+        if carry and kwargs.get("seq_lengths") is not None else {}
     attrs = _read_directions(module, context, option)
-    return {**attrs, "_multi_output": True, "_return_carry": True} if carry else attrs
+    return {**attrs, **at_lengths, "_multi_output": True, "_return_carry": True} if carry else attrs
 
 
 def _read_directions(module: Any, context: Any, option: Callable[[str], Any]) -> dict:
@@ -254,6 +255,13 @@ def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variable
     if len(inputs) != 1 or len(shape) != 3:
         raise unsupported(f"an RNN over inputs of shape {shape} in layer {origin}", "",
                            "only (batch, time, features) sequences convert")
+    if attrs.get("_carry_at_lengths"):
+        raise ConversionError(
+            "RNN_CARRY_AT_LENGTHS",
+            f"an RNN with return_carry=True and seq_lengths= in layer {attrs['_carry_at_lengths']}: Flax returns "
+            "the carry at each sequence's own length, which TF.js recurrent layers cannot take from a length input",
+            "convert with --format graph-model (or --format auto, which picks it for this model); or drop "
+            "return_carry and take the outputs at each length")
     directions, state = attrs["_directions"], bool(attrs.get("_return_carry"))
     if len(directions) == 1:
         return _direction_nodes(directions[0], name, inputs, shape[1], origin, state)

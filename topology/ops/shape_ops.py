@@ -15,9 +15,15 @@ from topology.trace.values import Pending, Tensor
 
 
 @handles("reshape", "squeeze", "expand_dims")
-def reshape(builder: Builder, eqn: Any, values: list, where: str) -> Tensor:
-    x = builder.tensor(values[0], where)
+def reshape(builder: Builder, eqn: Any, values: list, where: str) -> Tensor | Pending:
     shape = tuple(eqn.outvars[0].aval.shape)
+    index = values[0]
+    if (isinstance(index, Pending) and index.dtype.kind in "iu" and index.root.dtype.kind in "iu" and shape
+            and int(np.prod(index.root.shape[1:], dtype=np.int64)) == 1 and shape[0] == index.root.shape[0]):
+        # integer positions from a per-example length stay symbolic (e.g. take_along_axis indices, ops/gather.py)
+        return Pending(index.root, lambda r, fn=index.fn: np.reshape(np.asarray(fn(r)), shape), shape, index.dtype,
+                       where or index.where)
+    x = builder.tensor(values[0], where)
     # reshape's `dimensions` is a transpose before the reshape (squeeze's `dimensions` are just the axes dropped).
     if eqn.primitive.name == "reshape" and eqn.params.get("dimensions") is not None:
         raise unsupported("a reshape with a dimension order", where, "transpose first, then reshape")
