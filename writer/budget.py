@@ -15,14 +15,13 @@ space is checked.
 from __future__ import annotations
 
 import math
-import os
 import shutil
-import stat
 from pathlib import Path
 
 from topology.graph import WeightBinding
 from topology.vocabulary.errors import ConversionError
 from writer.quantize import QuantizeOptions, stored_itemsize
+from writer.regular_files import regular_bytes
 
 RATIO = 100
 ALLOWANCE = 16 << 20  # small models and synthesised constants (e.g. folded BatchNorms) always fit
@@ -42,16 +41,7 @@ def input_bytes(path: Path | None) -> int | None:
         return None
     if not path.is_dir():
         return path.stat().st_size
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                info = os.lstat(os.path.join(root, name))
-            except OSError:
-                continue
-            if stat.S_ISREG(info.st_mode):
-                total += info.st_size
-    return total
+    return regular_bytes(path)
 
 
 def check_output_budget(bindings: list[tuple[str, WeightBinding]], quantization: QuantizeOptions,

@@ -22,6 +22,32 @@ _BRACKET = re.compile(rb"[\[\]{}]")
 MAX_JSON_DEPTH = 64  # deeper JSON is not something a user or Orbax writes
 
 
+def regular_bytes(folder: Path, refuse_special: bool = False) -> int:
+    """Bytes of the regular files under ``folder``; symlinks count nothing, and so do special files
+    unless ``refuse_special`` (a reader about to open them), which makes one NOT_A_REGULAR_FILE.
+
+    Example:
+        >>> import tempfile; d = Path(tempfile.mkdtemp()); _ = (d / "a").write_bytes(b"12345")
+        >>> regular_bytes(d)
+        5
+    """
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                info = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            if stat.S_ISREG(info.st_mode):
+                total += info.st_size
+            elif refuse_special and not stat.S_ISLNK(info.st_mode):  # a FIFO would block a read forever
+                raise ConversionError(
+                    "NOT_A_REGULAR_FILE", f"{os.path.join(root, name)} in the checkpoint is not a regular file",
+                    "a checkpoint holds only regular files; copy it again",
+                )
+    return total
+
+
 def regular_file_problem(path: Path) -> str | None:
     """Why ``path`` is not a plain file to read (None when it is one).
 

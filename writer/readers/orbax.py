@@ -22,10 +22,8 @@ goes through tensorstore, imported only then (it costs ~0.6 s).
 from __future__ import annotations
 
 import ast
-import json
 import math
 import os
-import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -41,7 +39,7 @@ from writer.readers.orbax_direct import DirectArray, open_direct
 from writer.readers.steps import (
     LEGACY_ITEM_STEP, PREFIXED_STEP, TMP_MARK, choose_step, incomplete, is_item, step_folders, step_number,
 )
-from writer.regular_files import loads_strict_json, read_small_file
+from writer.regular_files import loads_strict_json, read_small_file, regular_bytes
 from topology.vocabulary.tensors import Checkpoint, TensorRef, TreePath, path_str
 
 _METADATA = "_METADATA"
@@ -321,25 +319,6 @@ def _read_strings(folder: Path, strings: list[tuple[TreePath, str]]) -> dict[Tre
     return {p: table[n] for p, n in strings if isinstance(table.get(n), str)}
 
 
-def _folder_bytes(folder: Path) -> int:
-    """Bytes of the regular files under ``folder`` (symlinks and special files count nothing)."""
-    total = 0
-    for root, _dirs, files in os.walk(folder):
-        for name in files:
-            try:
-                info = os.lstat(os.path.join(root, name))
-            except OSError:
-                continue
-            if stat.S_ISREG(info.st_mode):
-                total += info.st_size
-            elif not stat.S_ISLNK(info.st_mode):  # a FIFO would block the chunk read forever
-                raise ConversionError(
-                    "NOT_A_REGULAR_FILE", f"{os.path.join(root, name)} in the checkpoint is not a regular file",
-                    "a checkpoint holds only regular files; copy it again",
-                )
-    return total
-
-
 class _ArrayReader:
     """Builds tensorstore specs for one item folder the way orbax does, and wraps errors.
 
@@ -378,9 +357,9 @@ class _ArrayReader:
         """Bytes on disk that can hold the array ``name``: its own folder, or every OCDBT data file."""
         if self.use_ocdbt:
             if self._ocdbt_bytes is None:
-                self._ocdbt_bytes = _folder_bytes(self.folder)
+                self._ocdbt_bytes = regular_bytes(self.folder, refuse_special=True)
             return self._ocdbt_bytes
-        return _folder_bytes(self.confined(name))
+        return regular_bytes(self.confined(name), refuse_special=True)
 
     def confined(self, name: str) -> Path:
         """The folder of array ``name``, refused if it lies outside the checkpoint (absolute names, ``..``,
