@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from types import ModuleType
-from typing import TypeVar
+from typing import Callable, TypeVar
 
 Value = TypeVar("Value")
 
@@ -38,6 +38,23 @@ class Registry(dict[str, Value]):
             raise ValueError(f"{self.what} {key!r} is registered twice: by {self.owners[key]} and by {owner}")
         self[key] = value
         self.owners[key] = owner
+
+    def decorator(self, *keys: str) -> Callable[[Value], Value]:
+        """A decorator registering the function under each of ``keys``, owned by its module.
+
+        Example:
+            >>> handlers = Registry("handler")
+            >>> @handlers.decorator("neg", "abs")
+            ... def f(x): ...
+            >>> handlers["abs"] is f, handlers.owners["neg"] == f.__module__
+            (True, True)
+        """
+        def register(function: Value) -> Value:
+            for key in keys:
+                self.add(key, function, function.__module__)
+            return function
+
+        return register
 
 
 def plugin_modules(package: str, declares: str) -> list[ModuleType]:

@@ -27,12 +27,7 @@ def handles(*primitives: str) -> Callable[[Handler], Handler]:
         >>> HANDLERS.pop("my_prim") is f
         True
     """
-    def register(handler: Handler) -> Handler:
-        for primitive in primitives:
-            HANDLERS.add(primitive, handler, handler.__module__)
-        return handler
-
-    return register
+    return HANDLERS.decorator(*primitives)
 
 
 def handler_for(eqn: Any) -> Handler | None:

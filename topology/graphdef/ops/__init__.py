@@ -44,12 +44,7 @@ def handles(*primitives: str) -> Callable[[Handler], Handler]:
         >>> HANDLERS.pop("my_graph_prim") is f
         True
     """
-    def register(handler: Handler) -> Handler:
-        for primitive in primitives:
-            HANDLERS.add(primitive, handler, handler.__module__)
-        return handler
-
-    return register
+    return HANDLERS.decorator(*primitives)
 
 
 _families: dict[str, ModuleType] = {}
