@@ -159,19 +159,24 @@ def test_convert_inspect_and_all_steps_outside_the_checkout(venv, workdir):
         (workdir / "steps_q" / "step_200" / "model.json").read_bytes()
 
 
+def _served_url(proc: subprocess.Popen, pattern: str) -> str:
+    """The URL a server started by the installed command prints (group 1 of ``pattern``), within 60 s."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        match = re.search(pattern, line)
+        if match:
+            return match.group(1)
+    pytest.fail(f"no URL printed; stderr: {proc.stderr.read() if proc.poll() is not None else ''}")
+
+
 def test_demo_server_serves_the_packaged_site(venv, workdir):
     proc = subprocess.Popen([str(venv["cli"]), "demo", "--port", "0"], cwd=workdir, env=venv["env"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        base = None
-        deadline = time.monotonic() + 60
-        while base is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            match = re.search(r"demo:\s+(http://127\.0\.0\.1:\d+/)", line)
-            base = match.group(1) if match else None
-        assert base, f"no URL printed; stderr: {proc.stderr.read() if proc.poll() is not None else ''}"
+        base = _served_url(proc, r"demo:\s+(http://127\.0\.0\.1:\d+/)")
         for path, local in (("", "index.html"), ("tester.html", "tester.html"), ("model/model.json", "model/model.json")):
             with urllib.request.urlopen(base + path, timeout=30) as response:
                 assert response.status == 200
@@ -234,15 +239,7 @@ def test_every_doc_a_hint_names_is_installed_and_the_studio_serves_the_guide(ven
     proc = subprocess.Popen([str(venv["cli"]), "studio", str(workdir), "--port", "0"], cwd=workdir, env=venv["env"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        base = None
-        deadline = time.monotonic() + 60
-        while base is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            match = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
-            base = match.group(1) if match else None
-        assert base, f"no URL printed; stderr: {proc.stderr.read() if proc.poll() is not None else ''}"
+        base = _served_url(proc, r"(http://127\.0\.0\.1:\d+/)")
         with urllib.request.urlopen(base + "troubleshooting", timeout=30) as response:
             page = response.read().decode("utf-8")
         assert 'id="foreign_package"' in page and 'id="bad_option"' in page and "does not include" not in page
