@@ -186,12 +186,14 @@ def _convert(source: Any, out_dir: str | Path, options: ConvertOptions, module: 
                               options.step, notices, options.fix, options.full_hash)
     try:
         if options.format != "layers-model":
-            graphdef, inputs = choose_format(resolved, options, notices, stream)
+            graphdef, inputs, traced = choose_format(resolved, options, notices, stream)
             if graphdef is not None:
                 stream.stage("write")
                 return write_graph_model(graphdef, resolved, out_dir, options, notices, started, inputs, progress,
                                          stream)
-        graph, kind = build_graph(resolved, options, notices, stream)
+        else:
+            traced = None
+        graph, kind = build_graph(resolved, options, notices, stream, traced)
         stream.stage("write")
         return write_model(graph, resolved, out_dir, options, notices, started, kind, progress, stream)
     finally:
@@ -199,17 +201,19 @@ def _convert(source: Any, out_dir: str | Path, options: ConvertOptions, module: 
 
 
 def choose_format(resolved: Source, options: ConvertOptions, notices: Notices,
-                  events: EventStream | None = None) -> tuple[GraphDef | None, list[InputSpec]]:
+                  events: EventStream | None = None) -> tuple[GraphDef | None, list[InputSpec], LayerGraph | None]:
     """The GraphDef to write for ``--format graph-model``, or for ``auto`` when the layers emitter
-    refuses the model (with a notice saying why); ``(None, inputs)`` when ``auto`` keeps the LayersModel.
+    refuses the model (with a notice saying why); ``(None, inputs, traced)`` when ``auto`` keeps the
+    LayersModel, ``traced`` being the layer graph it traced (for :func:`build_graph`, which then neither
+    fits nor traces again; None without model code).
 
     Example:
-        >>> graphdef, inputs = choose_format(resolve_source(...), ConvertOptions(format="auto"), Notices())  # doctest: +SKIP
+        >>> graphdef, inputs, traced = choose_format(resolve_source(...), ConvertOptions(format="auto"), Notices())  # doctest: +SKIP
     """
     stream = events or EventStream(None)
     if resolved.module is None:
         if options.format == "auto":
-            return None, []
+            return None, [], None
         raise ConversionError(
             "GRAPH_MODEL_NEEDS_MODULE", f"--format graph-model traces the model code, and none was given for {resolved.name}",
             "pass --module path/to/model.py:Model (or use --format layers-model, which can infer small CNNs and MLPs)",
@@ -221,13 +225,13 @@ def choose_format(resolved: Source, options: ConvertOptions, notices: Notices,
     inputs = _named_by_call(inputs, resolved.call)
     if options.format == "auto":
         try:
-            trace_graph(resolved.module, inputs, resolved.variables.collections or None, resolved.call)
-            return None, inputs
+            return None, inputs, trace_graph(resolved.module, inputs, resolved.variables.collections or None,
+                                             resolved.call)
         except ConversionError as refused:
             notices.warn("FORMAT_AUTO", f"writing a GraphModel: the LayersModel emitter refused the model "
                                         f"(error[{refused.code}]: {refused.message})")
     return trace_graphdef(resolved.module, inputs, resolved.variables.collections or None, options.optimize,
-                          notices, call=resolved.call), inputs
+                          notices, call=resolved.call), inputs, None
 
 
 def fit_inputs(resolved: Source, options: ConvertOptions, notices: Notices) -> list[InputSpec]:
@@ -262,9 +266,10 @@ def hf_folder_source(path: Path, options: ConvertOptions) -> tuple[Path, Any, Co
 
 
 def build_graph(resolved: Source, options: ConvertOptions, notices: Notices,
-                events: EventStream | None = None) -> tuple[LayerGraph, str]:
+                events: EventStream | None = None, traced: LayerGraph | None = None) -> tuple[LayerGraph, str]:
     """The layer graph to write (fixes applied, then ``--optimize``'s rewrites) and "inferred" or
-    "traced"; ``events`` hears the ``fix`` and ``graph`` stages.
+    "traced"; ``events`` hears the ``fix`` and ``graph`` stages. ``traced``: the graph
+    :func:`choose_format` already traced from the fitted variables (``--format auto``), used as is.
 
     ``resolved.variables`` is replaced by the fitted variables the weights are bound to.
 
@@ -286,13 +291,14 @@ def build_graph(resolved: Source, options: ConvertOptions, notices: Notices,
         graph = infer_graph(resolved.variables, template, notices)
         kind = "inferred"
     else:
-        resolved.call = options.call_spec()
-        stream.stage("fix")
-        inputs = fit_inputs(resolved, options, notices)
-        stream.stage("graph")
-        inputs = _named_by_call(inputs, resolved.call)
-        graph = trace_graph(resolved.module, inputs, resolved.variables.collections or None, resolved.call)
-        kind = "traced"
+        if traced is None:
+            resolved.call = options.call_spec()
+            stream.stage("fix")
+            inputs = fit_inputs(resolved, options, notices)
+            stream.stage("graph")
+            inputs = _named_by_call(inputs, resolved.call)
+            traced = trace_graph(resolved.module, inputs, resolved.variables.collections or None, resolved.call)
+        graph, kind = traced, "traced"
         if graph.unused:
             names = ", ".join(dict.fromkeys(graph.unused))
             notices.warn("UNUSED_RESULT", f"{len(graph.unused)} layer(s) computed a result the model never uses "

@@ -221,11 +221,12 @@ def inspect_checkpoint(path: str | Path, options: ConvertOptions | None = None) 
             source = Source(checkpoint.path.name, checkpoint.format, variables, module, checkpoint.step,
                             checkpoint.path, checkpoint=checkpoint)
             try:
-                graphdef = choose_format(source, options, notices)[0] if options.format != "layers-model" else None
+                graphdef, _, traced = (choose_format(source, options, notices) if options.format != "layers-model"
+                                       else (None, [], None))
                 if graphdef is not None:
                     report.graph_model = graph_model_summary(graphdef)
                 else:
-                    report.graph, report.topology = build_graph(source, options, notices)
+                    report.graph, report.topology = build_graph(source, options, notices, traced=traced)
             except ConversionError as err:
                 report.graph_error = err
         report.notices = list(notices.items)
