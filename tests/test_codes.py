@@ -1,7 +1,7 @@
 """Error and notice codes are declared once (topology/vocabulary/codes.py), raised only when declared, documented.
 
 Three checks hold the registry, the code base and docs/troubleshooting.md in step:
-- statically, every code handed to ``ConversionError``/``VerificationFailed``/``Notices.warn|fixed|assume``
+- statically (writer/, topology/, examples/, scripts/, bench/ and the launcher), every code handed to ``ConversionError``/``VerificationFailed``/``Notices.warn|fixed|assume``
   (or a fix's declaration ``FixFamily(...).fixed``), as a literal, inside an expression, through a
   module-level dict, or printed as ``error[CODE]``, is declared with that kind;
 - the registry and the docs' ``### `CODE``` headings name the same codes, both ways;
@@ -42,7 +42,8 @@ class Use:
 
 
 def source_files() -> list[Path]:
-    files = [path for folder in ("writer", "topology", "examples") for path in sorted((ROOT / folder).rglob("*.py"))]
+    folders = ("writer", "topology", "examples", "scripts", "bench")
+    files = [path for folder in folders for path in sorted((ROOT / folder).rglob("*.py"))]
     return files + [ROOT / "flax2tfjs.py"]  # the launcher prints error[FOREIGN_PACKAGE] itself
 
 

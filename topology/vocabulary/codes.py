@@ -3,7 +3,7 @@
 Each :class:`Code` names its code, the kinds of message that carry it, a one-line meaning and its
 section in ``docs/troubleshooting.md`` (:attr:`Code.anchor`). Notices are codes users see too, so
 they are declared here beside the errors. Tests hold the three in step: every code raised in
-``writer/``, ``topology/`` and ``examples/`` is declared (an AST scan, ``tests/test_codes.py``),
+``writer/``, ``topology/``, ``examples/``, ``scripts/`` and ``bench/`` is declared (an AST scan, ``tests/test_codes.py``),
 every declared code has its ``### `CODE``` section in the docs and every section a declaration;
 and with ``FLAX2TFJS_CHECK_CODES=1`` (set by the test suite) :class:`ConversionError` and
 :class:`Notices` refuse an undeclared code at run time.
