@@ -214,7 +214,7 @@ def commands(results: dict, invocation: str) -> list[str]:
     if "command" in (results.get("chunked") or {}):
         lines.append(results["chunked"]["command"])
     if "function" in (results.get("all_steps") or {}):
-        lines.append("python -c 'from writer.all_steps import convert_all_steps; convert_all_steps(\"manager\", \"out\")'")
+        lines.append("python -c 'from writer.commands.convert.all_steps import convert_all_steps; convert_all_steps(\"manager\", \"out\")'")
     for mode in ((results.get("official") or {}).get("modes") or {}).values():
         lines.append(mode["command"])
     for model in ((results.get("optimize") or {}).get("models") or {}).values():

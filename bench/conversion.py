@@ -279,7 +279,7 @@ def bench_all_steps(ctx: Context) -> dict:
     ctx.log(f"--all-steps: making a CheckpointManager folder with {steps} steps")
     info = json.loads(ctx.run_ok([ctx.python, "-m", "bench.checkpoints", "manager", str(root), "--width", str(width),
                                   "--layers", "3", "--steps", str(steps)], "making the manager folder").stdout)
-    code = ("import sys\nfrom writer.all_steps import convert_all_steps\n"
+    code = ("import sys\nfrom writer.commands.convert.all_steps import convert_all_steps\n"
             "convert_all_steps(sys.argv[1], sys.argv[2])\n")
     one, separate, checks = [], [], {}
     for i in range(ctx.runs(5)):
@@ -300,7 +300,7 @@ def bench_all_steps(ctx: Context) -> dict:
             "one_process": {"wall_s": stats_of(one, "seconds"), "peak_rss_bytes": stats_of(one, "peak_rss")},
             "separate_processes_wall_s": summarize(separate).to_json(),
             "check": {"ok": all(c["ok"] for c in checks.values()), "steps": checks},
-            "function": "writer.all_steps.convert_all_steps(CKPT_DIR, OUT)"}
+            "function": "writer.commands.convert.all_steps.convert_all_steps(CKPT_DIR, OUT)"}
 
 
 def shown_command(cmd: list[str]) -> str:

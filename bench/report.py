@@ -364,7 +364,7 @@ def _changes() -> list[str]:
             "* `writer/quantize.py` `_affine_blocks`: uint8/uint16 quantization works on 1 Mi-element blocks; "
             "the same float64 arithmetic (identical bytes) without four tensor-sized float64 temporaries "
             "(1 GB model with `--quantize uint8`: peak RSS 512 MB before, ~130 MB after).",
-            "* `writer/all_steps.py`: `convert_all_steps` (the `--all-steps` option).",
+            "* `writer/commands/convert/all_steps.py`: `convert_all_steps` (the `--all-steps` option).",
             "* Issue 13 (writer/weights.py, writer/shards.py, readers): no ml_dtypes/jsonschema import unless "
             "needed (bfloat16 widened by bit shifts; model.json checked by a few built-in rules, the full "
             "schema check in tests); float32 msgpack tensors kernel-copied into shards (`copy_file_range`, "

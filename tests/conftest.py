@@ -14,6 +14,8 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Conversions check model.json with a few built-in rules; in tests also against the JSON schema.
 os.environ.setdefault("FLAX2TFJS_SCHEMA_CHECK", "1")
+# An undeclared error or notice code fails loudly (topology/vocabulary/codes.py), here and in the CLI runs tests start.
+os.environ.setdefault("FLAX2TFJS_CHECK_CODES", "1")
 
 # float32 sums in a different order: differences of a few ulps, scaled by the output size.
 RTOL = 1e-5

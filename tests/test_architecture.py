@@ -13,6 +13,7 @@ Run ``python -m tests.test_architecture`` for the full report.
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,12 @@ MAX_MODULE_LINES = 600
 MAX_LOCAL_IMPORTS = 25
 # The floors, top first: a module may import its own floor and the floors below it, never above.
 FLOORS = ("bench", "writer", "topology", "topology.vocabulary")
+# Each CLI command has one home, writer/commands/<name> (a module or a package): its parser and its body.
+COMMANDS = "writer.commands"
+PARSER_BUILDER = re.compile(r"build(_\w+)?_parser")
+# The only modules outside the homes that may load a command: the dispatcher and a launcher by module name.
+COMMAND_LOADERS = {"writer.cli": "imports the one command that runs",
+                   "writer.demo": "`python -m writer.demo`, the spelling docs/web_demo.md gives"}
 
 
 @dataclass(frozen=True)
@@ -211,6 +218,47 @@ def test_function_local_imports_only_where_they_keep_start_up_fast():
 
 def test_no_module_over_the_size_limit():
     assert not long_modules(), f"modules over {MAX_MODULE_LINES} lines: {long_modules()}"
+
+
+def parser_builders(modules: dict[str, Path]) -> dict[str, list[str]]:
+    """Module -> the parser-building functions it defines at top level (``build_parser``, ``build_x_parser``)."""
+    found = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = [node.name for node in tree.body if isinstance(node, ast.FunctionDef) and PARSER_BUILDER.fullmatch(node.name)]
+        if names:
+            found[name] = names
+    return found
+
+
+def command_home_violations(imports: list[Import], builders: dict[str, list[str]]) -> list[str]:
+    """Where a command's parser or body lives, or is loaded, outside its one home under writer/commands/."""
+    problems = [f"{module} defines {names}: a command's parser belongs in its home, writer/commands/<name>"
+                for module, names in builders.items() if not module.startswith(COMMANDS + ".")]
+    dispatched = {imp.target for imp in imports if imp.importer == "writer.cli" and imp.local}
+    problems += [f"writer.cli runs {target}, which is not a command home under writer/commands/"
+                 for target in sorted(dispatched) if not target.startswith(COMMANDS + ".")]
+    problems += [f"{home} is dispatched by writer.cli but defines no parser (build_parser / build_<name>_parser)"
+                 for home in sorted(dispatched) if home.startswith(COMMANDS + ".") and home not in builders]
+    problems += [f"{imp.importer}:{imp.line} imports the command {imp.target}: a command is loaded only by "
+                 f"{sorted(COMMAND_LOADERS)}, its body lives in its home"
+                 for imp in imports if imp.target.startswith(COMMANDS + ".") and imp.importer.split(".")[0] in PACKAGES
+                 and not imp.importer.startswith(COMMANDS + ".") and imp.importer not in COMMAND_LOADERS]
+    return problems
+
+
+def test_every_command_has_one_home():
+    imports, builders = all_imports(), parser_builders(module_files(PACKAGES))
+    problems = command_home_violations(imports, builders)
+    assert not problems, "\n".join(problems)
+    dispatched = {imp.target for imp in imports if imp.importer == "writer.cli" and imp.local}
+    assert dispatched == {f"{COMMANDS}.{name}" for name in ("convert", "inspect", "verify", "export", "demo", "studio")}
+
+
+def test_the_checker_sees_a_command_split_in_two():
+    planted = [Import("writer.cli", "writer.inspect_tree", (), 1, True), Import("writer.convert", "writer.commands.demo", (), 1, False)]
+    problems = command_home_violations(planted, {"writer.inspect_tree": ["build_inspect_parser"]})
+    assert len(problems) == 3 and "writer.inspect_tree defines" in problems[0] and "writer.convert:1" in problems[2]
 
 
 def test_the_checker_sees_a_planted_cycle_and_a_private_import():

@@ -4,7 +4,7 @@ No timing assertions (``--quick`` takes ~40 s on an idle 2-core machine; the tim
 catches hangs): these tests check that ``python -m bench --quick`` finishes and writes
 every expected key, that its synthetic Flax msgpack files are byte-identical to
 ``flax.serialization.to_bytes`` (chunked arrays included), that the performance changes keep
-outputs identical, and that ``writer.all_steps`` converts every step.
+outputs identical, and that ``writer.commands.convert.all_steps`` converts every step.
 """
 from __future__ import annotations
 
@@ -209,7 +209,7 @@ def manager(tmp_path_factory) -> Path:
 
 def test_all_steps_converts_every_step(manager, tmp_path):
     from bench import checkpoints, verify
-    from writer.all_steps import convert_all_steps
+    from writer.commands.convert.all_steps import convert_all_steps
 
     report = convert_all_steps(manager, tmp_path / "out")
     assert sorted(report.reports) == [10, 20, 30]
@@ -224,7 +224,7 @@ def test_all_steps_converts_every_step(manager, tmp_path):
 
 
 def test_all_steps_checks_every_destination_first(manager, tmp_path):
-    from writer.all_steps import convert_all_steps
+    from writer.commands.convert.all_steps import convert_all_steps
     from topology.vocabulary.errors import ConversionError
 
     (tmp_path / "out" / "step_30").mkdir(parents=True)
@@ -238,7 +238,7 @@ def test_all_steps_checks_every_destination_first(manager, tmp_path):
 def test_all_steps_skips_unfinished_saves(manager, tmp_path):
     import shutil
 
-    from writer.all_steps import convert_all_steps
+    from writer.commands.convert.all_steps import convert_all_steps
 
     root = tmp_path / "run"
     shutil.copytree(manager, root)
@@ -248,7 +248,7 @@ def test_all_steps_skips_unfinished_saves(manager, tmp_path):
 
 
 def test_all_steps_refuses_a_single_checkpoint(tmp_path):
-    from writer.all_steps import convert_all_steps
+    from writer.commands.convert.all_steps import convert_all_steps
     from topology.vocabulary.errors import ConversionError
 
     for source in (ROOT / "examples" / "mnist_ckpt", ROOT / "README.md"):
@@ -261,7 +261,7 @@ def test_all_steps_refuses_a_single_checkpoint(tmp_path):
 
 
 def test_all_steps_excludes_step(manager, tmp_path):
-    from writer.all_steps import convert_all_steps
+    from writer.commands.convert.all_steps import convert_all_steps
     from writer.convert import ConvertOptions
     from topology.vocabulary.errors import ConversionError
 
@@ -274,7 +274,7 @@ def test_all_steps_legacy_checkpoint_files(tmp_path):
     from flax import serialization
 
     from bench import checkpoints
-    from writer.all_steps import convert_all_steps
+    from writer.commands.convert.all_steps import convert_all_steps
 
     root = tmp_path / "legacy"
     root.mkdir()

@@ -95,7 +95,7 @@ def test_pages_work_under_the_servers_csp_in_chromium(tmp_path):
         pytest.fail(f"Chromium is not installed at {CHROMIUM}: run `bash scripts/setup.sh --dev`")
     import threading
 
-    from writer.demo import make_server
+    from writer.commands.demo import make_server
 
     server = make_server(None, 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -166,7 +166,7 @@ def test_inspect_reports_the_graph_model_it_would_write(tmp_path):
     import jsonschema
 
     from writer.convert import ConvertOptions
-    from writer.inspect_tree import inspect_checkpoint
+    from writer.commands.inspect import inspect_checkpoint
 
     module, shape, dtype, _ = MODELS["roberta"]
     checkpoint = tmp_path / "roberta.msgpack"

@@ -130,7 +130,7 @@ def test_all_steps_json_quiet_and_refusals(tmp_path, capsys):
 
 
 def test_all_steps_progress_is_one_bar_across_steps(tmp_path):
-    from writer.all_steps import convert_all_steps
+    from writer.commands.convert.all_steps import convert_all_steps
 
     calls = []
     convert_all_steps(_legacy_steps(tmp_path / "ckpts"), tmp_path / "out",

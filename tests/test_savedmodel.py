@@ -21,7 +21,7 @@ MNIST = ROOT / "examples" / "mnist_ckpt"
 needs_tf = pytest.mark.skipif(not TF_PYTHON.exists() or os.environ.get("FLAX2TFJS_SKIP_OFFICIAL") == "1",
                               reason="no .venv-tfjs with TensorFlow (run scripts/setup_tfjs_venv.sh)")
 
-# Run a SavedModel on x.npy in TensorFlow, independently of writer/savedmodel.py.
+# Run a SavedModel on x.npy in TensorFlow, independently of writer/commands/export/savedmodel.py.
 RUN_SAVED = """
 import sys, numpy as np, tensorflow as tf
 loaded = tf.saved_model.load(sys.argv[1])

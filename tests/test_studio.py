@@ -76,7 +76,7 @@ def studio_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(studio_root):
-    from writer.studio import make_server
+    from writer.commands.studio import make_server
 
     srv = make_server(studio_root, 0, max_upload_bytes=1 << 20)
     threading.Thread(target=srv.serve_forever, daemon=True).start()

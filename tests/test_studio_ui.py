@@ -16,10 +16,10 @@ import pytest
 
 from tests.conftest import ROOT
 from topology.vocabulary.errors import ConversionError
-from writer.studio.classes import module_classes
-from writer.studio.page_hints import CONTROLS, controls_named, page_text
-from writer.studio.paths import Root
-from writer.studio.present import Presenter
+from writer.commands.studio.classes import module_classes
+from writer.commands.studio.page_hints import CONTROLS, controls_named, page_text
+from writer.commands.studio.paths import Root
+from writer.commands.studio.present import Presenter
 from writer.term import human_bytes
 
 SIZES = [0, 1, 512, 1023, 1024, 1075, 1126, 1280, 1331, 1536, 10 * 1024 - 1, 824_458, 1_048_575, 1_048_576,

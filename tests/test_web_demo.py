@@ -30,7 +30,7 @@ import pytest
 
 from tests.conftest import ROOT, assert_close
 from writer import to_tensorflowjs
-from writer.demo import make_server
+from writer.commands.demo import make_server
 from topology.vocabulary.errors import ConversionError
 
 WEB = ROOT / "web_demo"

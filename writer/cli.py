@@ -76,13 +76,13 @@ def run_export(argv: Sequence[str]) -> int:
 
 
 def run_demo(argv: Sequence[str]) -> int:
-    """``demo``: handed to :func:`writer.demo.main`.
+    """``demo``: handed to :func:`writer.commands.demo.main`.
 
     Example:
         >>> run_demo(["out/", "--port", "0"])   # doctest: +SKIP
     """
     try:
-        from writer import demo  # an HTTP server: loaded only for this command
+        from writer.commands import demo  # an HTTP server: loaded only for this command
     except ImportError as exc:
         raise ConversionError("DEMO_UNAVAILABLE", f"the demo command is not available in this installation ({exc})",
                               "reinstall the package: pip install --force-reinstall flax2tfjs") from None
@@ -90,12 +90,12 @@ def run_demo(argv: Sequence[str]) -> int:
 
 
 def run_studio(argv: Sequence[str]) -> int:
-    """``studio``: handed to :func:`writer.studio.main`.
+    """``studio``: handed to :func:`writer.commands.studio.main`.
 
     Example:
         >>> run_studio([".", "--port", "0"])   # doctest: +SKIP
     """
-    from writer import studio  # the pipeline and an HTTP server: loaded only for this command
+    from writer.commands import studio  # the pipeline and an HTTP server: loaded only for this command
 
     return studio.main(list(argv), prog=f"{PROG} studio")
 

@@ -8,7 +8,7 @@ JSON-ready dict per event, in order:
 * ``{"type": "tensor", "name": "Dense_0/kernel", "index": 1, "count": 8, "bytes": ..., "total_bytes": ..., "seconds": t}``
 
 The terminal progress bar (:meth:`writer.progress.ProgressBar.on_event`) and the
-studio's Server-Sent Events (:mod:`writer.studio`) both consume them. A listener
+studio's Server-Sent Events (:mod:`writer.commands.studio`) both consume them. A listener
 may raise to stop the conversion: the staged output folder is then removed, so
 nothing is left behind (the studio's Cancel works this way).
 

@@ -2,7 +2,7 @@
 
 Converting a checkpoint needs only the core dependencies. Tracing a module
 (``--module``) and ``verify`` run JAX/Flax: the ``[jax]`` extra. ``export-savedmodel``
-runs TensorFlow: the ``[tensorflow]`` extra (writer/savedmodel.py checks that one,
+runs TensorFlow: the ``[tensorflow]`` extra (writer/commands/export/savedmodel.py checks that one,
 since it may also use another interpreter).
 
 Example:

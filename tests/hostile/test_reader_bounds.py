@@ -11,7 +11,7 @@ from tests.hostile import builders
 from topology.vocabulary.errors import ConversionError
 from writer.readers import read_checkpoint
 from writer.readers.bounds import FREE_BYTES, MAX_INFLATION, check_claim
-from writer.savedmodel import savedmodel_foreign_entry
+from writer.commands.export.savedmodel import savedmodel_foreign_entry
 
 
 def test_fortran_ordered_npz_members_still_load(tmp_path):

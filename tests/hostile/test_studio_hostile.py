@@ -43,7 +43,7 @@ def mlp_npz(path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
-    from writer.studio import make_server
+    from writer.commands.studio import make_server
 
     base = tmp_path_factory.mktemp("studio-hostile")
     root = base / "root"
@@ -325,7 +325,7 @@ def test_stalled_connections_do_not_lock_others_out(studio):
 
 
 def test_every_slot_busy_gets_a_coded_503(studio):
-    from writer.studio.connections import ConnectionGate
+    from writer.commands.studio.connections import ConnectionGate
 
     real, studio.gate = studio.gate, ConnectionGate(limit=0, header_seconds=10)
     try:
@@ -335,7 +335,7 @@ def test_every_slot_busy_gets_a_coded_503(studio):
 
 
 def test_a_stalled_request_times_out_with_a_coded_408(studio, monkeypatch):
-    from writer.studio import handler
+    from writer.commands.studio import handler
 
     monkeypatch.setattr(handler.StudioHandler, "timeout", 0.5)
     with socket.create_connection(("127.0.0.1", port(studio)), timeout=10) as conn:
@@ -407,7 +407,7 @@ def fuzz_job(studio):
 
 def test_a_dribbled_json_body_times_out_with_a_coded_408(studio, monkeypatch):
     from tests.hostile.studio_client import parse
-    from writer.studio import handler
+    from writer.commands.studio import handler
 
     monkeypatch.setattr(handler, "READ_TIMEOUT_SECONDS", 1.0)  # the whole body's deadline
     head = request(port(studio), "POST", "/api/inspect", {**{k: v for k, v in JSON.items() if v is not TOKEN},
@@ -447,7 +447,7 @@ def test_a_dribbled_upload_is_cut_off(studio):
 
 
 def test_only_the_last_finished_jobs_are_kept(studio, monkeypatch):
-    from writer.studio import jobs
+    from writer.commands.studio import jobs
 
     monkeypatch.setattr(jobs, "KEEP_FINISHED", 1)
     first, second, third = (converted(studio, f"kept_{i}") for i in range(3))

@@ -2,13 +2,31 @@
 
 The CLI prints ``error[CODE]: message`` then ``hint: ...`` and exits with
 :attr:`ConversionError.exit_status`; nothing else ever reaches the user as a
-traceback unless ``--debug`` is given. Every code is documented in
-``docs/troubleshooting.md`` (a test checks it).
+traceback unless ``--debug`` is given. Every code is declared once in
+:mod:`topology.vocabulary.codes` and documented in ``docs/troubleshooting.md`` (tests check both);
+with ``FLAX2TFJS_CHECK_CODES=1`` (the test suite sets it) an undeclared code fails loudly.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Callable
+
+from topology.vocabulary.codes import ERROR, undeclared
+
+
+def check_declared(code: str, kind: str) -> None:
+    """Under ``FLAX2TFJS_CHECK_CODES=1`` (tests), refuse a code :mod:`topology.vocabulary.codes` does not declare.
+
+    Off otherwise: a user's run never stops on this check (the tests keep every raised code declared).
+
+    Example:
+        >>> check_declared("CHECKPOINT_NOT_FOUND", "error")
+    """
+    if os.environ.get("FLAX2TFJS_CHECK_CODES") == "1":
+        problem = undeclared(code, kind)
+        if problem is not None:
+            raise AssertionError(f"{problem}; declare it there and document it in docs/troubleshooting.md")
 
 
 class ConversionError(Exception):
@@ -23,6 +41,7 @@ class ConversionError(Exception):
     exit_status = 2  # bad input or usage; internal faults exit with 1
 
     def __init__(self, code: str, message: str, hint: str = "") -> None:
+        check_declared(code, ERROR)
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
@@ -70,6 +89,7 @@ class Notices:
     listener: Callable[[Notice], None] | None = field(default=None, repr=False, compare=False)
 
     def _add(self, notice: Notice) -> None:
+        check_declared(notice.code, notice.kind)
         self.items.append(notice)
         if self.listener is not None:
             self.listener(notice)

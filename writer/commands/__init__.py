@@ -1,4 +1,8 @@
-"""The CLI's commands, one module each: its parser (flags from :mod:`writer.flags`) and what it runs.
+"""The CLI's commands, one home each (a module or a package): its parser (flags from :mod:`writer.flags`) and its body.
+
+``convert`` (+ ``all_steps``), ``inspect``, ``verify`` (the checks themselves are the library
+:mod:`writer.verify`, shared with ``convert --verify``, export and the studio), ``export`` (the
+``export-savedmodel`` command: ``savedmodel`` + the isolated ``worker``), ``demo`` and ``studio``.
 
 :mod:`writer.cli` imports a command's module only when that command runs, so ``--help`` and
 ``--version`` load none of them, and a conversion never loads verify or the SavedModel export.

@@ -62,10 +62,10 @@ def apply(fix: Fix, message: str, notices: Notices, enabled: bool) -> None:
     ``message`` says what was wrong and what it became, naming tensor paths.
 
     Example:
-        >>> n = Notices(); f = Fix("DOC_FIX", "shapes", "x", "transpose it yourself")
+        >>> n = Notices(); f = Fix("TRANSPOSED_KERNEL", "shapes", "x", "transpose it yourself")
         >>> apply(f, "params/d/kernel (3, 2) transposed to (2, 3)", n, True)
         >>> n.items[0].render()
-        'fixed[DOC_FIX]: params/d/kernel (3, 2) transposed to (2, 3)'
+        'fixed[TRANSPOSED_KERNEL]: params/d/kernel (3, 2) transposed to (2, 3)'
         >>> apply(f, "params/d/kernel (3, 2) is transposed", n, False)
         Traceback (most recent call last):
         ...
@@ -90,7 +90,7 @@ def rename_paths(tree: Tree, renamed: dict[TreePath, TreePath], fix: Fix, messag
     Example:
         >>> import numpy as np
         >>> t = {("d", "kernel.value"): TensorRef(("d", "kernel.value"), (2,), np.dtype("float32"), None)}
-        >>> f = Fix("DOC_RENAME", "keys", "x", "rename it yourself")
+        >>> f = Fix("VALUE_SUFFIX", "keys", "x", "rename it yourself")
         >>> list(rename_paths(t, {("d", "kernel.value"): ("d", "kernel")}, f, "'.value' dropped", Notices(), True))
         [('d', 'kernel')]
         >>> list(rename_paths(t, {("d", "kernel.value"): ()}, f, "emptied", Notices(), True))

@@ -3,7 +3,8 @@
 Supported: Flax msgpack (``flax.serialization.to_bytes``, also TrainStates and
 legacy ``checkpoint_<step>`` files), Orbax folders (StandardCheckpointer,
 CheckpointManager, legacy ``checkpoint_<step>`` folders) and ``.npz`` archives
-with ``/``-joined keys. Pickle files are refused: unpickling runs code.
+with ``/``-joined keys, each declared in :data:`writer.readers.formats.FORMATS` (how it is
+recognised, what reads it). Pickle files are refused: unpickling runs code.
 """
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ from pathlib import Path
 
 from topology.vocabulary.errors import ConversionError
 from topology.vocabulary.tensors import Checkpoint
-from writer.readers.flax_msgpack import read_flax_msgpack
-from writer.readers.npz import read_npz
+from writer.readers.formats import folder_format, format_of_head
 from writer.readers.steps import LEGACY_STEP, choose_step, legacy_steps, step_number
 from writer.regular_files import require_regular_file
 
@@ -62,9 +62,7 @@ def _read_directory(path: Path, step: int | None) -> Checkpoint:
         checkpoint = read_checkpoint(chosen)
         checkpoint.step = checkpoint.step if checkpoint.step is not None else step_number(chosen.name, LEGACY_STEP)
         return checkpoint
-    from writer.readers.orbax import read_orbax  # imports tensorstore (~1 s): only for Orbax folders
-
-    return read_orbax(path, step)
+    return folder_format().read(path, step)
 
 
 def _read_file(path: Path) -> Checkpoint:
@@ -81,16 +79,15 @@ def _read_file(path: Path) -> Checkpoint:
             f"{path} is a pickle file; loading it would run arbitrary code",
             "save the parameters with flax.serialization.to_bytes, Orbax, or numpy.savez instead",
         )
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
-        return read_npz(path)
-    for magic, what in _IMAGE_MAGIC.items():
+    for magic, what in _IMAGE_MAGIC.items():  # before the formats: a PNG's 0x89 is also a msgpack map's first byte
         if head.startswith(magic):
             raise ConversionError(
                 "NOT_A_CHECKPOINT", f"{path} is {what}, not a checkpoint",
                 "pass a Flax msgpack file, an Orbax checkpoint folder or an .npz file",
             )
-    if _looks_like_msgpack_map(head):
-        return read_flax_msgpack(path)
+    checkpoint_format = format_of_head(head)
+    if checkpoint_format is not None:
+        return checkpoint_format.read(path)
     raise ConversionError(
         "NOT_A_CHECKPOINT",
         f"{path} is not a checkpoint format flax2tfjs knows (first bytes {head[:4].hex()})",
@@ -102,8 +99,3 @@ def _looks_like_pickle(head: bytes) -> bool:
     # Protocol 2+ starts with PROTO (0x80) then the version; 0x80 alone is also an
     # empty msgpack map, so the version byte decides.
     return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
-
-
-def _looks_like_msgpack_map(head: bytes) -> bool:
-    first = head[0]
-    return 0x80 <= first <= 0x8F or first in (0xDE, 0xDF)

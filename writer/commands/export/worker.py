@@ -1,7 +1,7 @@
 """The export-savedmodel worker: builds, saves, reloads and runs the SavedModel inside TensorFlow's interpreter.
 
-:mod:`writer.savedmodel` runs it by path, isolated (``python -I writer/savedmodel_worker.py --worker
-JOB``), so nothing of this environment leaks into TensorFlow's: it imports only the standard
+:mod:`writer.commands.export.savedmodel` runs it by path, isolated (``python -I
+writer/commands/export/worker.py --worker JOB``), so nothing of this environment leaks into TensorFlow's: it imports only the standard
 library, numpy, tensorflow and keras, and loads the one TF.js weight reader,
 :mod:`writer.tfjs_files` (numpy only), from its file. It prints one JSON line: the result, or
 ``{"ok": false, "error": ...}`` for the parent to report.
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-_READER_FILE = Path(__file__).resolve().with_name("tfjs_files.py")
+_READER_FILE = Path(__file__).resolve().parents[2] / "tfjs_files.py"  # writer/tfjs_files.py, from writer/commands/export/
 
 
 def _tfjs_files() -> Any:

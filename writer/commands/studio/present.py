@@ -6,7 +6,7 @@ uploaded file becomes its ``upload:ID/NAME`` handle, and any other absolute path
 parts keeps only its last one (``…/site.py``), so no error banner, notice or report leaks where
 the studio runs (a short one such as ``/etc/passwd`` is kept: it is what the user typed). A dict with a
 ``hint`` gains ``page_hint`` and ``controls``, a notice (``kind``, ``code``, ``message``) gains
-``page_message`` (see :mod:`writer.studio.page_hints`); the CLI wording stays in ``hint`` and
+``page_message`` (see :mod:`writer.commands.studio.page_hints`); the CLI wording stays in ``hint`` and
 ``message``.
 
 Example:
@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from writer.studio.page_hints import controls_named, page_text
+from writer.commands.studio.page_hints import controls_named, page_text
 
 _UNIX_PATH = re.compile(r"(?<![\w.:/#-])/(?:[^\s'\",;:()\[\]]+/)*[^\s'\",;:()\[\]/]+")
 _KEEP = ("doc",)  # links into the studio itself (/troubleshooting#code)

@@ -25,16 +25,16 @@ from topology.infer import POOL_CHOICES, TEMPLATE_ACTIVATIONS
 from topology.vocabulary.errors import ConversionError
 from writer.convert import ConvertOptions
 from writer.flags import default_of
-from writer.inspect_tree import inspect_checkpoint
+from writer.commands.inspect import inspect_checkpoint
 from writer.presets import PRESETS
-from writer.studio import site
-from writer.studio.classes import file_classes
-from writer.studio.archive import write_zip
-from writer.studio.jobs import error_event
-from writer.studio.model_files import open_regular, served_names
-from writer.studio.options import convert_options, verify_options
-from writer.studio.paths import UPLOAD_PREFIX
-from writer.studio.request_rules import (MAX_JSON_BYTES, attachment, content_length, folder_name, json_object,
+from writer.commands.studio import site
+from writer.commands.studio.classes import file_classes
+from writer.commands.studio.archive import write_zip
+from writer.commands.studio.jobs import error_event
+from writer.commands.studio.model_files import open_regular, served_names
+from writer.commands.studio.options import convert_options, verify_options
+from writer.commands.studio.paths import UPLOAD_PREFIX
+from writer.commands.studio.request_rules import (MAX_JSON_BYTES, attachment, content_length, folder_name, json_object,
                                          last_event_id)
 from writer.verify import verify
 

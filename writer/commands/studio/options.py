@@ -15,8 +15,8 @@ from topology.infer import POOL_CHOICES, TEMPLATE_ACTIVATIONS
 from topology.vocabulary.errors import ConversionError
 from writer.convert import ConvertOptions
 from writer.flags import default_of
-from writer.studio.classes import file_classes
-from writer.studio.paths import Root
+from writer.commands.studio.classes import file_classes
+from writer.commands.studio.paths import Root
 from writer.verify import VerifyOptions
 
 MIN_SHARD_BYTES = 4096
@@ -37,7 +37,7 @@ def module_spec(text: Any, root: Root) -> str | None:
     """``FILE.py:Name`` with FILE resolved inside ROOT (the model code runs, so it must be the user's own).
 
     A spec without a usable class name (``model.py:`` or ``model.py``) is refused with the classes
-    the file defines, read with :mod:`ast` (see :mod:`writer.studio.classes`), in the hint.
+    the file defines, read with :mod:`ast` (see :mod:`writer.commands.studio.classes`), in the hint.
     """
     if not text:
         return None

@@ -34,12 +34,12 @@ from typing import Any, Sequence
 
 from topology.vocabulary.errors import ConversionError
 from writer.option_parser import OptionParser
-from writer.studio.connections import ConnectionGate
-from writer.studio.handler import StudioHandler, error_body
-from writer.studio.jobs import Jobs
-from writer.studio.paths import Root, Uploads
-from writer.studio.present import Presenter
-from writer.studio.site import STATIC_FILES, web_demo_dir
+from writer.commands.studio.connections import ConnectionGate
+from writer.commands.studio.handler import StudioHandler, error_body
+from writer.commands.studio.jobs import Jobs
+from writer.commands.studio.paths import Root, Uploads
+from writer.commands.studio.present import Presenter
+from writer.commands.studio.site import STATIC_FILES, web_demo_dir
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8100

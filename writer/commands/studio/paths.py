@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 from topology.vocabulary.errors import ConversionError
+from writer.readers.formats import file_suffixes, folder_markers
 
-CHECKPOINT_SUFFIXES = (".msgpack", ".npz")  # files; Orbax checkpoints are folders
-ORBAX_MARKERS = ("_CHECKPOINT_METADATA", "_METADATA", "manifest.ocdbt", "checkpoint")
+CHECKPOINT_SUFFIXES = file_suffixes()  # files; Orbax checkpoints are folders
+ORBAX_MARKERS = folder_markers()
 UPLOAD_PREFIX = "upload:"
 UPLOAD_TOTAL_FACTOR = 4  # all uploads together: 4 x --max-upload-mb
 UPLOAD_TTL_SECONDS = 3600.0  # an upload unused for an hour is taken as abandoned

@@ -126,7 +126,7 @@ def folder_name(text: Any, what: str = "output folder") -> str:
     At most 1024 bytes; each ``/``-separated name is non-empty, printable (no control characters, no line or
     paragraph separators, no lone surrogates), has no backslash or colon (separators on
     Windows) and fits in 255 UTF-8 bytes. Whether the path stays inside ROOT is checked
-    afterwards, by :meth:`writer.studio.paths.Root.resolve`.
+    afterwards, by :meth:`writer.commands.studio.paths.Root.resolve`.
 
     Example:
         >>> folder_name("models/模型_out")

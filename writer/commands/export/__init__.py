@@ -16,7 +16,7 @@ from writer.flags import (
     add_tolerance_option, command_parser, verify_fields,
 )
 from writer.option_parser import PROG
-from writer.savedmodel import export_savedmodel
+from writer.commands.export.savedmodel import export_savedmodel
 from writer.verify import VerifyOptions
 
 EXPORT_DEFAULTS = {name: p.default for name, p in inspect.signature(export_savedmodel).parameters.items()}

@@ -1,7 +1,7 @@
 """The ``export-savedmodel`` command: a TensorFlow SavedModel built from our model.json (optional path).
 
 TensorFlow is not a dependency of flax2tfjs. The export runs a small worker
-(:mod:`writer.savedmodel_worker`, ``python -I writer/savedmodel_worker.py --worker JOB``: isolated,
+(:mod:`writer.commands.export.worker`, ``python -I writer/commands/export/worker.py --worker JOB``: isolated,
 so nothing of this environment leaks into TensorFlow's) in an interpreter that has
 TensorFlow with Keras 2 (``tf_keras``, or ``tf.keras`` before TF 2.16): the
 current one if it can import tensorflow, else ``--tf-python``, else
@@ -43,8 +43,8 @@ from writer.tfjs_node import TfjsError, TfjsRunner
 from writer.verify import (DEFAULT_TOLERANCE, ModelFiles, VerificationFailed, VerifyOptions, build_reference,
                            compare, finite_or_none, metric_text, random_inputs, read_model)
 
-WORKER_FILE = Path(__file__).resolve().with_name("savedmodel_worker.py")  # run by path, isolated
-PACKAGE_PARENT = Path(__file__).resolve().parent.parent  # holds the `writer` package
+WORKER_FILE = Path(__file__).resolve().with_name("worker.py")  # run by path, isolated
+PACKAGE_PARENT = Path(__file__).resolve().parents[3]  # holds the `writer` package (writer/commands/export/ here)
 TF_VENV_PYTHON = PACKAGE_PARENT / ".venv-tfjs" / "bin" / "python"
 _INSTALL_HINT = ("install the extra: pip install 'flax2tfjs[tensorflow]' (tensorflow and tf-keras), or give an "
                  "interpreter that has them with --tf-python, e.g. python -m venv tfenv && tfenv/bin/pip install "

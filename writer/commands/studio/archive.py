@@ -21,7 +21,7 @@ import zipfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from writer.studio.model_files import open_regular
+from writer.commands.studio.model_files import open_regular
 
 CHUNK = 1 << 20
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)

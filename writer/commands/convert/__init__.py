@@ -12,7 +12,7 @@ import sys
 from typing import Sequence
 
 from topology.vocabulary.errors import ConversionError
-from writer.all_steps import convert_all_steps
+from writer.commands.convert.all_steps import convert_all_steps
 from writer.convert import ConvertOptions, convert
 from writer.flags import (
     add_format_option, add_model_options, add_optimize_option, add_output_options, add_verify_options, add_weight_options,
