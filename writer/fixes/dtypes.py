@@ -23,6 +23,9 @@ DTYPE_CONVERTED = DTYPES.fixed(
     "were converted to float32, the dtype of tfjs layer weights",
     "cast the weights to float32 before saving",
 )
+INPUT_DTYPE = DTYPES.fixed(
+    "INPUT_DTYPE", "a float input of a model whose first layer is an embedding becomes int32 token ids",
+    "pass --input-dtype int32")
 FLOAT32 = np.dtype("<f4")
 EXACT_INT = 2 ** 24  # the largest integer range float32 holds exactly
 INT32 = np.iinfo(np.int32)

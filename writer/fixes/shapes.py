@@ -23,8 +23,9 @@ from typing import Callable
 import numpy as np
 
 from topology.vocabulary.errors import ConversionError, Notices
+from topology.vocabulary.misfit import Misfit
 from writer.fixes.base import Fix, FixFamily, apply, listing
-from writer.fixes.expected import ExpectedLeaf
+from writer.fixes.leaf import ExpectedLeaf
 from topology.vocabulary.tensors import TensorRef, TreePath, path_str
 
 SHAPES = FixFamily("shapes")
@@ -134,7 +135,7 @@ def fit_shapes(pairs: list[tuple[ExpectedLeaf, TensorRef]], source: str, notices
                for (leaf, ref), found in zip(pairs, options) if not found]
     if misfits:
         more = f"; and {len(misfits) - 4} more" if len(misfits) > 4 else ""
-        raise ConversionError(
+        raise Misfit(
             "SHAPE_MISMATCH", f"{source}: " + "; ".join(misfits[:4]) + more,
             "check --input-shape, and that the checkpoint was saved from this model "
             "(same features and kernel sizes)",
