@@ -92,7 +92,7 @@ def _convert(source: Any, out_dir: str | Path, options: ConvertOptions, module: 
         notices.assume("HF_FOLDER", hf_notice)
     stream.stage("read")
     resolved = resolve_source(source, module if module is not None else options.module, variables,
-                              options.step, notices, options.fix, options.full_hash)
+                              options.step, notices, options.fix, options.full_hash, select=False)
     try:
         stream.stage("fix")
         fitted = fit(resolved, options, notices)

@@ -1,6 +1,7 @@
 """The fit stage: the checkpoint read, made to fit the model it is converted with.
 
-One entry, :func:`fit`, between reading and building the graph. It owns every
+One entry, :func:`fit`, between reading and building the graph. It selects the
+model's variables from the tensors read (with the key fixes), and owns every
 decision about the model's inputs (the shapes and dtypes given, solved from the
 parameters or corrected) and every repair of the variables (names, layouts,
 dtypes; :mod:`writer.fixes` declares them), with the retries: another input
@@ -20,6 +21,7 @@ from topology.vocabulary.errors import ConversionError, Notices
 from topology.vocabulary.variables import Variables
 from writer.fit.module import fit_module
 from writer.fit.template import fit_template, template_options, template_solution
+from writer.variables import select_variables
 
 if TYPE_CHECKING:
     from writer.sources import Source
@@ -54,12 +56,18 @@ def fit(source: "Source", options: Any, notices: Notices) -> Fitted:
     """Fit ``source``'s variables to its model for ``options`` (a :class:`writer.options.ConvertOptions`);
     ``source.variables`` is replaced by the fitted variables, ``source.call`` set from ``--call``.
 
+    A source read with ``select=False`` has its variables selected here first (wrappers stripped,
+    keys normalised: :func:`writer.variables.select_variables`).
+
     Example:
         >>> fitted = fit(resolve_source("examples/mnist_ckpt", None, None, None, Notices()),
         ...              ConvertOptions(), Notices())                                   # doctest: +SKIP
         >>> fitted.front_end, fitted.template.input_shape                              # doctest: +SKIP
         ('template', (28, 28, 1))
     """
+    if source.unselected is not None:
+        source.variables = select_variables(source.unselected, notices, options.fix)
+        source.unselected = None
     if source.module is None:
         if options.format == "graph-model":
             raise ConversionError(

@@ -72,7 +72,7 @@ def fan_in_candidates(given: tuple[int, ...], kernels: list) -> list[tuple[int, 
     Example:
         >>> import numpy as np
         >>> fan_in_candidates((20,), [np.zeros((784, 32))])
-        [(784,), (20, 784)]
+        [(784,), (20, 784), (32,), (20, 32)]
     """
     shapes = []
     for kernel in kernels:
