@@ -176,16 +176,16 @@ def _ambiguous_layout(square: list[TensorRef], others: list[TensorRef], source: 
 def _apply_layouts(pairs: list[tuple[ExpectedLeaf, TensorRef]], chosen: list[Layout], source: str,
                    notices: Notices, enabled: bool) -> list[TensorRef]:
     out = []
-    applied: dict[str, list[str]] = {}
+    applied: dict[Fix, list[str]] = {}  # by the fix declared, reported in the order of _LAYOUT_MESSAGES
     for (leaf, ref), layout in zip(pairs, chosen):
         if layout.fix is None:
             out.append(ref)
             continue
-        applied.setdefault(layout.fix.code, []).append(f"{path_str(ref.path)} {tuple(ref.shape)} -> {leaf.shape}")
+        applied.setdefault(layout.fix, []).append(f"{path_str(ref.path)} {tuple(ref.shape)} -> {leaf.shape}")
         out.append(reshaped(ref, leaf.shape, layout.to_flax))
     for fix, what in _LAYOUT_MESSAGES:
-        if fix.code in applied:
-            apply(fix, f"{source}: {what}: {listing(applied[fix.code], 6)}", notices, enabled)
+        if fix in applied:
+            apply(fix, f"{source}: {what}: {listing(applied[fix], 6)}", notices, enabled)
     return out
 
 
