@@ -6,7 +6,7 @@ import re
 from tests.conftest import ROOT
 
 _CODE_USE = re.compile(
-    r"""(?:(?:ConversionError|VerificationFailed)\(\s*|\.(?:warn|fixed|assume)\(\s*|error\[)["']?([A-Z][A-Z0-9_]{2,})["'\]]"""
+    r"""(?:(?:ConversionError|VerificationFailed|Misfit)\(\s*|\.(?:warn|fixed|assume)\(\s*|error\[)["']?([A-Z][A-Z0-9_]{2,})["'\]]"""
 )
 
 
