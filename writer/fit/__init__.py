@@ -12,7 +12,7 @@ input. The front end is the parameter-tree template (no model code,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from topology.graph import InputSpec
 from topology.infer import TemplateOptions
@@ -21,6 +21,7 @@ from topology.vocabulary.errors import ConversionError, Notices
 from topology.vocabulary.variables import Variables
 from writer.fit.module import fit_module
 from writer.fit.template import fit_template, template_options, template_solution
+from writer.options import ConvertOptions
 from writer.variables import select_variables
 
 if TYPE_CHECKING:
@@ -52,8 +53,8 @@ class Fitted:
         return "template" if self.template is not None else "module"
 
 
-def fit(source: "Source", options: Any, notices: Notices) -> Fitted:
-    """Fit ``source``'s variables to its model for ``options`` (a :class:`writer.options.ConvertOptions`);
+def fit(source: "Source", options: ConvertOptions, notices: Notices) -> Fitted:
+    """Fit ``source``'s variables to its model for ``options``;
     ``source.variables`` is replaced by the fitted variables, ``source.call`` set from ``--call``.
 
     A source read with ``select=False`` has its variables selected here first (wrappers stripped,
@@ -87,7 +88,7 @@ def fit(source: "Source", options: Any, notices: Notices) -> Fitted:
     return Fitted(source.variables, inputs)
 
 
-def fit_inputs(source: "Source", options: Any, notices: Notices) -> list[InputSpec]:
+def fit_inputs(source: "Source", options: ConvertOptions, notices: Notices) -> list[InputSpec]:
     """The model inputs (given, or solved), after fitting the variables to the model code;
     ``source.variables`` is replaced by the fitted variables.
 

@@ -9,8 +9,6 @@ stage to report.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
-
 from topology.infer import TemplateOptions, infer_graph
 from topology.vocabulary.errors import ConversionError, Notices
 from topology.vocabulary.variables import Variables
@@ -18,13 +16,13 @@ from writer.fit.candidates import Rejected, changes, fan_in_candidates, shape_te
 from writer.fixes.base import apply
 from writer.fixes.dtypes import refuse_unless_float32
 from writer.fixes.shapes import INPUT_SHAPE_CORRECTED, fit_chain
+from writer.options import ConvertOptions
 
 
-def template_options(options: Any) -> TemplateOptions:
-    """The template's options from a :class:`writer.options.ConvertOptions`: one input shape at most.
+def template_options(options: ConvertOptions) -> TemplateOptions:
+    """The template's options from the conversion's: one input shape at most.
 
     Example:
-        >>> from writer.options import ConvertOptions
         >>> template_options(ConvertOptions(input_shape=(784,))).input_shape
         (784,)
     """
