@@ -13,7 +13,9 @@ Run ``python -m tests.test_architecture`` for the full report.
 from __future__ import annotations
 
 import ast
+import os
 import re
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,12 @@ PARSER_BUILDER = re.compile(r"build(_\w+)?_parser")
 # The only modules outside the homes that may load a command: the dispatcher and a launcher by module name.
 COMMAND_LOADERS = {"writer.cli": "imports the one command that runs",
                    "writer.demo": "`python -m writer.demo`, the spelling docs/web_demo.md gives"}
+# Where writer/ may test a code or a message: rendering what the user sees, never deciding what to do.
+RENDERING_MODULES = {
+    "writer.savedmodel": "its report lists the assumptions apart from COMPARED_WITH_TFJS (a notice's code, shown apart)",
+}
+SELECT_MODULE = "writer.variables"  # the select step: reading a checkpoint must not load the model engine
+ENGINE_MODULES = ("topology.infer", "topology.trace", "topology.layers")
 
 
 @dataclass(frozen=True)
@@ -269,6 +277,65 @@ def test_the_checker_sees_a_planted_cycle_and_a_private_import():
     assert layering_violations(planted) == [planted[2], planted[3]]
 
 
+@dataclass(frozen=True)
+class CodeTest:
+    """A comparison that reads an error's (or notice's) ``.code`` or ``.message``: control flow by wording."""
+
+    module: str
+    line: int
+    text: str
+
+
+def code_tests_in(module: str, source: str) -> list[CodeTest]:
+    """``x.code == ...``, ``x.code != ...``, ``x.code in ...``, ``... in x.message`` (any comparison
+    with ``.code`` or ``.message`` as an operand) in ``source``.
+
+    Example:
+        >>> [t.text for t in code_tests_in("m", "if err.code != 'A' or 'b' in err.message: pass")]
+        ["err.code != 'A'", "'b' in err.message"]
+    """
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare) and any(
+                isinstance(o, ast.Attribute) and o.attr in ("code", "message") for o in (node.left, *node.comparators)):
+            found.append(CodeTest(module, node.lineno, ast.unparse(node)))
+    return sorted(found, key=lambda t: t.line)
+
+
+def code_tests(package: str = "writer") -> list[CodeTest]:
+    """Every code or message test in ``package`` outside :data:`RENDERING_MODULES`."""
+    return [test for name, path in module_files((package,)).items() if name not in RENDERING_MODULES
+            for test in code_tests_in(name, path.read_text(encoding="utf-8"))]
+
+
+def modules_loaded_by(module: str) -> list[str]:
+    """The project modules that importing ``module`` loads, in a fresh interpreter."""
+    script = (f"import sys, {module}; print(' '.join(sorted(m for m in sys.modules "
+              f"if m.split('.')[0] in {PACKAGES!r})))")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT, check=True)
+    return done.stdout.split()
+
+
+def test_no_error_code_or_message_decides_control_flow_in_writer():
+    found = code_tests()
+    assert not found, ("writer/ tests error codes or messages to decide what to do (raise a typed error, e.g. "
+                       "topology.vocabulary.misfit.Misfit, or return a reason object instead):\n" +
+                       "\n".join(f"  {t.module}:{t.line}: {t.text}" for t in found))
+
+
+def test_the_checker_sees_planted_code_tests_and_the_rendering_modules_exist():
+    planted = code_tests_in("writer.x", "if err.code in {'A'}: pass\nok = 'Input type' in err.message\nerr.render()")
+    assert [(t.line, t.text) for t in planted] == [(1, "err.code in {'A'}"), (2, "'Input type' in err.message")]
+    assert set(RENDERING_MODULES) <= set(module_files(("writer",))), "an allowed rendering module has moved"
+
+
+def test_select_loads_no_topology_engine():
+    loaded = modules_loaded_by(SELECT_MODULE)
+    engine = [m for m in loaded if m.startswith(tuple(f"{e}." for e in ENGINE_MODULES) + ENGINE_MODULES)]
+    assert SELECT_MODULE in loaded and not engine, f"importing {SELECT_MODULE} loads {engine}"
+
+
 def _report() -> None:
     imports = all_imports()
     local = local_imports(imports)
@@ -282,6 +349,12 @@ def _report() -> None:
     print(f"function-local project imports: {len(local)}")
     print(_show(local))
     print(f"modules over {MAX_MODULE_LINES} lines: {long_modules()}")
+    found = code_tests()
+    print(f"code/message tests in writer/ outside rendering ({', '.join(RENDERING_MODULES)}): {len(found)}")
+    print("\n".join(f"  {t.module}:{t.line}: {t.text}" for t in found))
+    loaded = modules_loaded_by(SELECT_MODULE)
+    engine = [m for m in loaded if m.startswith(tuple(f"{e}." for e in ENGINE_MODULES) + ENGINE_MODULES)]
+    print(f"importing {SELECT_MODULE} loads {len(loaded)} project modules, {len(engine)} of the engine {engine}")
 
 
 if __name__ == "__main__":

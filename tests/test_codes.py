@@ -1,7 +1,7 @@
 """Error and notice codes are declared once (topology/vocabulary/codes.py), raised only when declared, documented.
 
 Three checks hold the registry, the code base and docs/troubleshooting.md in step:
-- statically (writer/, topology/, examples/, scripts/, bench/ and the launcher), every code handed to ``ConversionError``/``VerificationFailed``/``Notices.warn|fixed|assume``
+- statically (writer/, topology/, examples/, scripts/, bench/ and the launcher), every code handed to ``ConversionError``/``VerificationFailed``/``Misfit``/``Notices.warn|fixed|assume``
   (or a fix's declaration ``FixFamily(...).fixed``), as a literal, inside an expression, through a
   module-level dict, or printed as ``error[CODE]``, is declared with that kind;
 - the registry and the docs' ``### `CODE``` headings name the same codes, both ways;
@@ -24,7 +24,7 @@ from topology.vocabulary.errors import ConversionError, Notices
 CODE = re.compile(r"[A-Z][A-Z0-9_]{2,}")
 PRINTED = re.compile(r"\b(error|warning|fixed|assumption)\[([A-Z][A-Z0-9_]{2,})\]")
 # A call whose first argument (or ``code=``) is a code, and the kind of message it makes.
-RAISERS = {"ConversionError": ERROR, "VerificationFailed": ERROR}
+RAISERS = {"ConversionError": ERROR, "VerificationFailed": ERROR, "Misfit": ERROR}
 NOTICE_METHODS = {"warn": "warning", "fixed": "fixed", "assume": "assumption"}
 # Sites that pass a code along rather than name it, and where the codes they pass are declared.
 PASSED_ALONG = {

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from topology.graph import InputSpec, LayerGraph, LayerNode
 from topology.layers import kind
 from topology.vocabulary.errors import ConversionError, Notices
+from topology.vocabulary.misfit import Misfit
 from topology.vocabulary.tensors import TensorRef, TreePath, path_str
 from topology.vocabulary.variables import Variables
 
@@ -233,27 +234,27 @@ def _check_given_shape(shape: tuple[int, ...], convs: list[_Layer], denses: list
     if convs:
         spatial = len(convs[0].kernel.shape) - 2
         if len(shape) != spatial + 1 or shape[-1] != convs[0].fan_in:
-            raise ConversionError(
+            raise Misfit(
                 "INPUT_SHAPE_MISMATCH",
                 f"--input-shape {_fmt(shape)} does not fit params/{convs[0].name}/kernel {convs[0].kernel.shape}, "
                 f"which expects {spatial} spatial axes and {convs[0].fan_in} channels",
-                f"pass a shape like {_fmt((28,) * spatial + (convs[0].fan_in,))}",
+                f"pass a shape like {_fmt((28,) * spatial + (convs[0].fan_in,))}", refused_by="input",
             )
         if denses:
             cells = math.prod(_pooled(d, len(convs), options.pool) for d in shape[:-1])
             if cells * convs[-1].fan_out != denses[0].fan_in:
-                raise ConversionError(
+                raise Misfit(
                     "INPUT_SHAPE_MISMATCH",
                     f"--input-shape {_fmt(shape)} gives {cells * convs[-1].fan_out} features before "
                     f"params/{denses[0].name}, whose kernel {denses[0].kernel.shape} takes {denses[0].fan_in}",
-                    "leave --input-shape out to have it solved, or check --pool",
+                    "leave --input-shape out to have it solved, or check --pool", refused_by="input",
                 )
     elif math.prod(shape) != denses[0].fan_in:
-        raise ConversionError(
+        raise Misfit(
             "INPUT_SHAPE_MISMATCH",
             f"--input-shape {_fmt(shape)} has {math.prod(shape)} values but params/{denses[0].name}/kernel "
             f"{denses[0].kernel.shape} takes {denses[0].fan_in}",
-            f"pass --input-shape {denses[0].fan_in} or leave it out",
+            f"pass --input-shape {denses[0].fan_in} or leave it out", refused_by="input",
         )
 
 

@@ -1,132 +1,41 @@
-"""The conversion pipeline: read -> select variables -> layer graph -> topology -> weights -> model.json."""
+"""The conversion pipeline, one stage after the other: read -> fit -> graph -> optimize -> write.
+
+read (:mod:`writer.sources`): the checkpoint's variables; fit (:mod:`writer.fit`): the variables
+and inputs made to fit the model; graph: the layer graph inferred or traced (or a GraphDef);
+optimize (:mod:`topology.optimize`): exact rewrites; write: weights, then model.json.
+"""
 from __future__ import annotations
 
 import contextlib
 import gc
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from topology.graph import InputSpec, LayerGraph
 from topology.graphdef import function_graphdef, trace_graphdef
 from topology.graphdef.nodes import GraphDef
-from topology.infer import TemplateOptions, infer_graph
+from topology.infer import infer_graph
 from topology.keras_json import model_topology
 from topology.optimize import optimize_graph
 from topology.trace import trace_graph
-from topology.trace.call_spec import CallSpec, as_call_spec
 from topology.vocabulary.errors import ConversionError, Notices
 from writer.budget import check_free_space, check_output_budget, input_bytes
 from writer.events import EventSink, EventStream
-from writer.fixes import fit_module, fit_template
+from writer.fit import Fitted, fit
 from writer.graph_model import FunctionSource, write_graph_model
 from writer.hf_folder import hf_folder_config, open_hf_folder
 from writer.layer_names import sanitize_layer_names
 from writer.module_loader import user_code
 from writer.model_json import assemble_model_json, check_model_json, write_model_json
+from writer.options import FORMATS, INPUT_DTYPES, MIN_SHARD_BYTES, ConvertOptions  # noqa: F401  (their home was here)
 from writer.weight_targets import check_weight_targets
 from writer.output import check_destination, staged_output
-from writer.provenance import check_metadata
-from writer.quantize import QUANTIZE_DTYPES, QuantizeOptions
+from writer.quantize import QuantizeOptions
 from writer.report import LayerRow, Report
-from writer.shards import DEFAULT_SHARD_BYTES
 from writer.sources import Source, resolve_source
 from writer.version import __version__
 from writer.weights import Progress, write_weights
-
-
-INPUT_DTYPES = ("float32", "int32")  # model inputs: values, or token ids
-MIN_SHARD_BYTES = 4096  # a shard per 1 byte made a file per byte; 4 KiB is one file-system block
-FORMATS = ("layers-model", "graph-model", "auto")  # what is written (docs/graph-model.md)
-
-
-@dataclass(frozen=True)
-class ConvertOptions:
-    """Every option of a conversion (the CLI flags, by the same names).
-
-    Example:
-        >>> ConvertOptions(quantize="uint8").weight_shard_size_bytes
-        4194304
-    """
-
-    input_shape: Any = None  # a shape (28, 28, 1), or a list of shapes for several inputs
-    # "float32" | "int32", or one per input. None: float32, or int32 token ids where an nn.Embed reads the
-    # input (fixed[INPUT_DTYPE]); a dtype given is never replaced.
-    input_dtype: Any = None
-    module: Any = None  # model code: "file.py:Name", "pkg.mod:Name", or a module/class object
-    call: Any = None  # how the module is called: --call text ("encode(*, train=False)"), a CallSpec, or None
-    activation: str = "relu"
-    pool: str = "avg"
-    quantize: str | None = None
-    quantize_weights: tuple[str, ...] = ()
-    weight_shard_size_bytes: int = DEFAULT_SHARD_BYTES
-    metadata: dict = field(default_factory=dict)
-    force: bool = False
-    step: int | None = None
-    allow_nonfinite: bool = False
-    allow_sparse: bool = False  # lift the output budget (writer/budget.py) for legitimately sparse checkpoints
-    fix: bool = True  # automatic fixes of keys, shapes, dtypes and the input shape (--no-fix: off)
-    full_hash: bool = False  # provenance: the full sha256 of checkpoints over 64 MiB too (else a sampled fingerprint)
-    optimize: bool = True  # exact graph rewrites (topology/optimize/): fold BatchNorm, drop identities, ...
-    preset: dict | None = None  # --preset applied: {"name", "set": {option: value}, "overridden": [option]}
-    format: str = "layers-model"  # "layers-model" | "graph-model" (any JAX ops, from the jaxpr) | "auto"
-
-    def call_spec(self) -> CallSpec:
-        """``call`` as a CallSpec (BAD_CALL_SPEC for text that is not a call)."""
-        return as_call_spec(self.call)
-
-    def check(self) -> None:
-        if self.format not in FORMATS:
-            raise ConversionError("BAD_OPTION", f"--format {self.format}", f"choose one of {', '.join(FORMATS)}")
-        if self.call is not None and self.module is None and not isinstance(self.call, CallSpec):
-            self.call_spec()  # parse errors first; whether a module is needed is decided by the source
-        if self.quantize is not None and self.quantize not in QUANTIZE_DTYPES:
-            raise ConversionError("BAD_OPTION", f"--quantize {self.quantize}", f"choose one of {', '.join(QUANTIZE_DTYPES)}")
-        if self.quantize_weights and self.quantize is None:
-            raise ConversionError("BAD_OPTION", "--quantize-weights needs --quantize", "add e.g. --quantize uint8")
-        if self.weight_shard_size_bytes < MIN_SHARD_BYTES:
-            raise ConversionError(
-                "BAD_OPTION", f"--weight-shard-size-bytes {self.weight_shard_size_bytes} is below the minimum of "
-                f"{MIN_SHARD_BYTES} bytes (smaller shards would write one file per few bytes)",
-                "use at least 4096, e.g. 4194304 (4 MiB, the default)")
-        check_metadata(self.metadata)
-        for shape in self.input_shapes():
-            if shape and min(shape) < 1:  # () is a per-example scalar input
-                raise ConversionError("BAD_OPTION", f"input shape {shape}", "give positive sizes without the batch axis, e.g. 28,28,1")
-        for dtype in self.input_dtypes(max(1, len(self.input_shapes()))):
-            if dtype not in INPUT_DTYPES:
-                raise ConversionError("BAD_OPTION", f"--input-dtype {dtype}", f"choose {' or '.join(INPUT_DTYPES)}")
-
-    def input_shapes(self) -> list[tuple[int, ...]]:
-        """Every input shape given (empty when none was)."""
-        if self.input_shape is None:
-            return []
-        shape = list(self.input_shape)
-        if not shape:  # () or "": one number per example (a length, a scalar feature), given explicitly
-            return [()]
-        if shape and all(isinstance(d, (int, np.integer)) for d in shape):
-            return [tuple(int(d) for d in shape)]
-        return [tuple(int(d) for d in s) for s in shape]
-
-    def single_input_shape(self) -> tuple[int, ...] | None:
-        shapes = self.input_shapes()
-        if len(shapes) > 1:
-            raise ConversionError("BAD_OPTION", "several input shapes need the model code (--module)",
-                                  "pass --module path/to/model.py:Model")
-        return shapes[0] if shapes else None
-
-    def input_dtypes(self, count: int) -> list[str]:
-        if self.input_dtype is None:
-            return ["float32"] * count
-        dtypes = [self.input_dtype] * count if isinstance(self.input_dtype, str) else list(self.input_dtype)
-        if len(dtypes) == 1 and count > 1:
-            dtypes *= count
-        if len(dtypes) != count:
-            raise ConversionError("BAD_OPTION", f"{len(dtypes)} input dtypes for {count} inputs", "give one per --input-shape")
-        return [str(d) for d in dtypes]
 
 
 def convert(source: Any, out_dir: str | Path, options: ConvertOptions = ConvertOptions(), *,
@@ -183,70 +92,106 @@ def _convert(source: Any, out_dir: str | Path, options: ConvertOptions, module: 
         notices.assume("HF_FOLDER", hf_notice)
     stream.stage("read")
     resolved = resolve_source(source, module if module is not None else options.module, variables,
-                              options.step, notices, options.fix, options.full_hash)
+                              options.step, notices, options.fix, options.full_hash, select=False)
     try:
-        if options.format != "layers-model":
-            graphdef, inputs, traced = choose_format(resolved, options, notices, stream)
-            if graphdef is not None:
-                stream.stage("write")
-                return write_graph_model(graphdef, resolved, out_dir, options, notices, started, inputs, progress,
-                                         stream)
-        else:
-            traced = None
-        graph, kind = build_graph(resolved, options, notices, stream, traced)
+        stream.stage("fix")
+        fitted = fit(resolved, options, notices)
+        stream.stage("graph")
+        graph = graph_stage(fitted, resolved, options, notices)
+        if not isinstance(graph, LayerGraph):  # a GraphDef: --format graph-model, or auto refused by the layers
+            stream.stage("write")
+            return write_graph_model(graph, resolved, out_dir, options, notices, started, fitted.inputs, progress,
+                                     stream)
+        if options.optimize:
+            graph = optimize_graph(graph)
         stream.stage("write")
-        return write_model(graph, resolved, out_dir, options, notices, started, kind, progress, stream)
+        return write_model(graph, resolved, out_dir, options, notices, started, topology_kind(fitted), progress,
+                           stream)
     finally:
         resolved.close()
 
 
-def choose_format(resolved: Source, options: ConvertOptions, notices: Notices,
-                  events: EventStream | None = None) -> tuple[GraphDef | None, list[InputSpec], LayerGraph | None]:
-    """The GraphDef to write for ``--format graph-model``, or for ``auto`` when the layers emitter
-    refuses the model (with a notice saying why); ``(None, inputs, traced)`` when ``auto`` keeps the
-    LayersModel, ``traced`` being the layer graph it traced (for :func:`build_graph`, which then neither
-    fits nor traces again; None without model code).
+def graph_stage(fitted: Fitted, source: Source, options: ConvertOptions, notices: Notices) -> LayerGraph | GraphDef:
+    """The graph of the fitted model: the template's layer graph inferred from the parameters, or
+    the model code traced into a layer graph (``--format layers-model``, or ``auto`` when the layers
+    emitter takes it) or into a GraphDef (``graph-model``, or ``auto`` with a notice saying why).
+    ``--optimize``'s rewrites of a layer graph are the next stage's.
+
+    Example:
+        >>> graph = graph_stage(fit(source, ConvertOptions(), Notices()), source, ConvertOptions(), Notices())  # doctest: +SKIP
+    """
+    if fitted.template is not None:
+        return infer_graph(fitted.variables, fitted.template, notices)
+    if options.format == "layers-model":
+        return traced_layers(source, fitted.inputs, notices)
+    if options.format == "auto":
+        try:
+            return traced_layers(source, fitted.inputs, notices)
+        except ConversionError as refused:
+            notices.warn("FORMAT_AUTO", f"writing a GraphModel: the LayersModel emitter refused the model "
+                                        f"(error[{refused.code}]: {refused.message})")
+    return trace_graphdef(source.module, fitted.inputs, source.variables.collections or None, options.optimize,
+                          notices, call=source.call)
+
+
+def traced_layers(source: Source, inputs: list[InputSpec], notices: Notices) -> LayerGraph:
+    """The model code traced into layers, on the fitted variables (layers whose result is never used
+    are left out, with a warning).
+
+    Example:
+        >>> traced_layers(source, [InputSpec("input", (4,))], Notices()).layers[0].class_name   # doctest: +SKIP
+        'InputLayer'
+    """
+    graph = trace_graph(source.module, inputs, source.variables.collections or None, source.call)
+    if graph.unused:
+        names = ", ".join(dict.fromkeys(graph.unused))
+        notices.warn("UNUSED_RESULT", f"{len(graph.unused)} layer(s) computed a result the model never uses "
+                                      f"and were left out: {names}")
+    return graph
+
+
+def topology_kind(fitted: Fitted) -> str:
+    """How the layer graph was made, as the provenance says: ``"inferred"`` or ``"traced"``."""
+    return "inferred" if fitted.front_end == "template" else "traced"
+
+
+def choose_format(resolved: Source, options: ConvertOptions,
+                  notices: Notices) -> tuple[GraphDef | None, list[InputSpec], LayerGraph | None]:
+    """For ``inspect``: the GraphDef that ``--format graph-model`` (or ``auto``, when the layers emitter
+    refuses the model) writes, or ``(None, inputs, traced)`` when ``auto`` keeps the LayersModel,
+    ``traced`` being the layer graph it traced (for :func:`build_graph`; None without model code).
 
     Example:
         >>> graphdef, inputs, traced = choose_format(resolve_source(...), ConvertOptions(format="auto"), Notices())  # doctest: +SKIP
     """
-    stream = events or EventStream(None)
-    if resolved.module is None:
-        if options.format == "auto":
-            return None, [], None
-        raise ConversionError(
-            "GRAPH_MODEL_NEEDS_MODULE", f"--format graph-model traces the model code, and none was given for {resolved.name}",
-            "pass --module path/to/model.py:Model (or use --format layers-model, which can infer small CNNs and MLPs)",
-        )
-    resolved.call = options.call_spec()
-    stream.stage("fix")
-    inputs = fit_inputs(resolved, options, notices)
-    stream.stage("graph")
-    inputs = _named_by_call(inputs, resolved.call)
-    if options.format == "auto":
-        try:
-            return None, inputs, trace_graph(resolved.module, inputs, resolved.variables.collections or None,
-                                             resolved.call)
-        except ConversionError as refused:
-            notices.warn("FORMAT_AUTO", f"writing a GraphModel: the LayersModel emitter refused the model "
-                                        f"(error[{refused.code}]: {refused.message})")
-    return trace_graphdef(resolved.module, inputs, resolved.variables.collections or None, options.optimize,
-                          notices, call=resolved.call), inputs, None
+    if resolved.module is None and options.format == "auto":
+        return None, [], None
+    fitted = fit(resolved, options, notices)
+    graph = graph_stage(fitted, resolved, options, notices)
+    if isinstance(graph, LayerGraph):
+        return None, fitted.inputs or [], graph
+    return graph, fitted.inputs or [], None
 
 
-def fit_inputs(resolved: Source, options: ConvertOptions, notices: Notices) -> list[InputSpec]:
-    """The model inputs (given, or solved), after fitting the variables to the model code;
-    ``resolved.variables`` is replaced by the fitted variables."""
-    try:  # given, or solved by the template; fit_module checks them against the model
-        inputs, solved = _input_specs(resolved, options, Notices()), not options.input_shapes()
-    except ConversionError as err:
-        if err.code != "INPUT_SHAPE_REQUIRED":
-            raise
-        inputs, solved = None, True
-    solved_dtype = None if inputs else options.input_dtypes(1)[0]  # only read when no inputs are known
-    resolved.variables, inputs = fit_module(resolved, inputs, notices, solved, enabled=options.fix,
-                                            input_dtype=solved_dtype, dtype_given=options.input_dtype is not None)
-    return inputs
+def build_graph(resolved: Source, options: ConvertOptions, notices: Notices,
+                traced: LayerGraph | None = None) -> tuple[LayerGraph, str]:
+    """For ``inspect`` and ``verify``: the fit, graph and optimize stages of a LayersModel, giving the
+    layer graph and "inferred" or "traced". ``traced``: the graph :func:`choose_format` already
+    traced from the fitted variables (``--format auto``), used as is.
+
+    ``resolved.variables`` is replaced by the fitted variables the weights are bound to.
+
+    Example:
+        >>> graph, kind = build_graph(resolve_source(...), ConvertOptions(), Notices())   # doctest: +SKIP
+        >>> graph.rewrites[0]["rewrite"]                                                  # doctest: +SKIP
+        'fold_batchnorm'
+    """
+    if traced is not None:
+        graph, kind = traced, "traced"
+    else:
+        fitted = fit(resolved, options, notices)
+        graph, kind = graph_stage(fitted, resolved, options, notices), topology_kind(fitted)
+    return (optimize_graph(graph) if options.optimize else graph), kind
 
 
 def hf_folder_source(path: Path, options: ConvertOptions) -> tuple[Path, Any, ConvertOptions, str | None]:
@@ -263,73 +208,6 @@ def hf_folder_source(path: Path, options: ConvertOptions) -> tuple[Path, Any, Co
         return path, None, options, None
     model = open_hf_folder(path, config, options)
     return model.weights, model.module, model.options, model.notice
-
-
-def build_graph(resolved: Source, options: ConvertOptions, notices: Notices,
-                events: EventStream | None = None, traced: LayerGraph | None = None) -> tuple[LayerGraph, str]:
-    """The layer graph to write (fixes applied, then ``--optimize``'s rewrites) and "inferred" or
-    "traced"; ``events`` hears the ``fix`` and ``graph`` stages. ``traced``: the graph
-    :func:`choose_format` already traced from the fitted variables (``--format auto``), used as is.
-
-    ``resolved.variables`` is replaced by the fitted variables the weights are bound to.
-
-    Example:
-        >>> graph, kind = build_graph(resolve_source(...), ConvertOptions(), Notices())   # doctest: +SKIP
-        >>> graph.rewrites[0]["rewrite"]                                                  # doctest: +SKIP
-        'fold_batchnorm'
-    """
-    stream = events or EventStream(None)
-    if resolved.module is None and options.call is not None:
-        raise ConversionError("BAD_OPTION", f"--call/--method {options.call_spec().text()} without model code: the "
-                              f"template inferred from {resolved.name} has no methods",
-                              "pass the model with --module FILE.py:NAME (or convert a Hugging Face folder)")
-    if resolved.module is None:
-        template = TemplateOptions(options.single_input_shape(), options.activation, options.pool)
-        stream.stage("fix")
-        resolved.variables, template = fit_template(resolved.variables, template, resolved.name, notices, options.fix)
-        stream.stage("graph")
-        graph = infer_graph(resolved.variables, template, notices)
-        kind = "inferred"
-    else:
-        if traced is None:
-            resolved.call = options.call_spec()
-            stream.stage("fix")
-            inputs = fit_inputs(resolved, options, notices)
-            stream.stage("graph")
-            inputs = _named_by_call(inputs, resolved.call)
-            traced = trace_graph(resolved.module, inputs, resolved.variables.collections or None, resolved.call)
-        graph, kind = traced, "traced"
-        if graph.unused:
-            names = ", ".join(dict.fromkeys(graph.unused))
-            notices.warn("UNUSED_RESULT", f"{len(graph.unused)} layer(s) computed a result the model never uses "
-                                          f"and were left out: {names}")
-    if options.optimize:
-        graph = optimize_graph(graph)
-    return graph, kind
-
-
-def _named_by_call(inputs: list[InputSpec], call: CallSpec) -> list[InputSpec]:
-    """Inputs passed by keyword are named after it in model.json (``input_ids``, ``attention_mask``)."""
-    names = call.input_names(len(inputs))
-    return [InputSpec(name or spec.name, spec.shape, spec.dtype) for spec, name in zip(inputs, names)]
-
-
-def _input_specs(source: Source, options: ConvertOptions, notices: Notices) -> list[InputSpec]:
-    shapes = options.input_shapes()
-    if not shapes:
-        try:
-            solved = infer_graph(source.variables, TemplateOptions(), Notices()).inputs[0].shape
-        except ConversionError:
-            raise ConversionError(
-                "INPUT_SHAPE_REQUIRED", f"the input shape of {source.name} cannot be read from its parameters",
-                "pass --input-shape (without the batch axis), e.g. --input-shape 28,28,1",
-            ) from None
-        notices.assume("INPUT_SHAPE", f"input shape {','.join(map(str, solved))} solved from the parameter shapes "
-                                      "(override with --input-shape)")
-        shapes = [solved]
-    dtypes = options.input_dtypes(len(shapes))
-    names = ["input"] if len(shapes) == 1 else [f"input_{i + 1}" for i in range(len(shapes))]
-    return [InputSpec(name, tuple(shape), dtype) for name, shape, dtype in zip(names, shapes, dtypes)]
 
 
 def _refuse_empty_weights(graph: LayerGraph) -> None:

@@ -36,6 +36,9 @@ class Source:
     digest: Callable[[], dict] = field(default=lambda: {"sha256": ""}, repr=False)  # the provenance source fields
     checkpoint: Checkpoint | None = field(default=None, repr=False)
     call: CallSpec = CallSpec()  # how the module is called (--call / --method)
+    # The tensors as read, when the model's variables are still to be selected from them (by the fit
+    # stage, :func:`writer.fit.fit`; ``resolve_source(..., select=False)``); None once selected.
+    unselected: Checkpoint | None = field(default=None, repr=False)
 
     def close(self) -> None:
         if self.checkpoint is not None:
@@ -43,11 +46,13 @@ class Source:
 
 
 def resolve_source(source: Any, module: Any, variables: Any, step: int | None, notices: Notices,
-                   fix: bool = True, full_hash: bool = False) -> Source:
+                   fix: bool = True, full_hash: bool = False, select: bool = True) -> Source:
     """Detect the kind of ``source`` and gather module and variables.
 
     ``full_hash`` names a checkpoint of any size by its full sha256 (see :mod:`writer.provenance`).
     ``fix`` turns the key fixes of :func:`writer.variables.select_variables` on (the default) or off.
+    ``select=False`` leaves the selection of the variables (and its key fixes) to the fit stage: the
+    tensors read wait in ``Source.unselected``.
 
     Example:
         >>> src = resolve_source("examples/mnist_ckpt", None, None, None, Notices())   # doctest: +SKIP
@@ -59,11 +64,11 @@ def resolve_source(source: Any, module: Any, variables: Any, step: int | None, n
     elif module is not None:
         module = instantiate(module)
     if isinstance(source, (str, Path)):
-        return _from_checkpoint(Path(source), module, step, notices, fix, full_hash)
+        return _from_checkpoint(Path(source), module, step, notices, fix, full_hash, select)
     if variables is not None:
         if _is_linen_module(source) or _is_nnx_module(source):
             module = source
-        return _from_tree(variables, module, "variables", notices, fix=fix)
+        return _from_tree(variables, module, "variables", notices, fix=fix, select=select)
     if _is_nnx_module(source):
         return Source(f"{type(source).__name__} (NNX module)", "nnx-module", Variables(), module=source,
                       digest=lambda: {"sha256": _digest_nnx(source)})
@@ -80,19 +85,22 @@ def resolve_source(source: Any, module: Any, variables: Any, step: int | None, n
         if getattr(source, "batch_stats", None) is not None:
             tree["batch_stats"] = source.batch_stats
         return _from_tree(tree, module, "TrainState", notices, fmt="train-state", step=_int_or_none(source.step),
-                          fix=fix)
+                          fix=fix, select=select)
     if hasattr(source, "items"):  # a variables dict, FrozenDict or nnx.State, with module=
-        return _from_tree(source, module, type(source).__name__, notices, fix=fix)
+        return _from_tree(source, module, type(source).__name__, notices, fix=fix, select=select)
     raise ConversionError("UNKNOWN_SOURCE", f"cannot convert a {type(source).__name__}",
                           "pass a checkpoint path, a Linen module with variables=, an NNX module, or a TrainState")
 
 
 def _from_checkpoint(path: Path, module: Any, step: int | None, notices: Notices, fix: bool = True,
-                     full_hash: bool = False) -> Source:
+                     full_hash: bool = False, select: bool = True) -> Source:
     checkpoint = read_checkpoint(path, step)
     # A full hash runs on the second core while the weights are converted (perf: bench/, issues 7 and 22).
     digest, cancel = source_identity(checkpoint.path, full_hash)
     checkpoint.closers.append(cancel)
+    if not select:
+        return Source(checkpoint.path.name, checkpoint.format, Variables(), module, checkpoint.step, checkpoint.path,
+                      digest, checkpoint, unselected=checkpoint)
     try:
         variables = select_variables(checkpoint, notices, fix)
     except BaseException:
@@ -103,15 +111,17 @@ def _from_checkpoint(path: Path, module: Any, step: int | None, notices: Notices
 
 
 def _from_tree(tree: Any, module: Any, name: str, notices: Notices, fmt: str = "variables",
-               step: int | None = None, fix: bool = True) -> Source:
+               step: int | None = None, fix: bool = True, select: bool = True) -> Source:
     flat = flatten_arrays(tree)
     checkpoint = Checkpoint(fmt, Path(name), flat)
-    variables = select_variables(checkpoint, notices, fix)
+    deferred = not select and module is not None  # without a module, a selection error comes before MODULE_REQUIRED
+    variables = Variables() if deferred else select_variables(checkpoint, notices, fix)
     if module is None:
         raise ConversionError("MODULE_REQUIRED", f"variables ({name}) were given without the module that uses them",
                               "pass module=YourModule() as well")
     label = f"{type(module).__name__} ({'NNX' if _is_nnx_module(module) else 'Linen'} module)"
-    return Source(label, fmt, variables, module, step, digest=lambda: {"sha256": _digest_refs(flat)})
+    return Source(label, fmt, variables, module, step, digest=lambda: {"sha256": _digest_refs(flat)},
+                  unselected=checkpoint if deferred else None)
 
 
 def flatten_arrays(tree: Any, prefix: TreePath = ()) -> dict[TreePath, TensorRef]:

@@ -30,9 +30,9 @@ import numpy as np
 
 from topology.graph import WeightBinding
 from topology.vocabulary.errors import ConversionError, Notices
-from writer.fixes.dtypes import convert
 from writer.quantize import QuantizeOptions, affine_blocks, quantize, quantized_meta, stored_itemsize
 from writer.shards import ShardWriter
+from writer.weight_dtypes import convert
 
 Progress = Callable[[str, int], None]  # (weight name, bytes written so far)
 
@@ -417,7 +417,7 @@ class _Prefetch:
 def to_float32(values: np.ndarray, origin: str, converted: set[str], notices: Notices, allow_nonfinite: bool) -> np.ndarray:
     """Little-endian float32 values, refusing NaN/Inf unless allowed.
 
-    Other dtypes follow the rules of :mod:`writer.fixes.dtypes` (floats cast,
+    Other dtypes follow the rules of :mod:`writer.weight_dtypes` (floats cast,
     int64 range-checked, integers and bools converted only when exact), each
     source dtype reported once as ``fixed[DTYPE_CONVERTED]``.
 

@@ -2,7 +2,7 @@
 
 One module per fix family (:mod:`~writer.fixes.keys`, :mod:`~writer.fixes.shapes`,
 :mod:`~writer.fixes.dtypes`); each fix is declared there with a stable code and
-reported as ``fixed[CODE]``. :mod:`~writer.fixes.fit` applies them for a
+reported as ``fixed[CODE]``. The fit stage (:mod:`writer.fit`) applies them for a
 conversion; ``fix=False`` (``--no-fix``) turns every repair into an
 ``error[FIX_DISABLED]`` that names it.
 
@@ -13,6 +13,5 @@ Example:
 """
 from writer.fixes import dtypes, keys, shapes  # noqa: F401  (registers every fix)
 from writer.fixes.base import REGISTRY, Fix
-from writer.fixes.fit import fit_module, fit_template
 
-__all__ = ["REGISTRY", "Fix", "fit_module", "fit_template"]
+__all__ = ["REGISTRY", "Fix"]

@@ -8,43 +8,17 @@ result would sort the keys, so the order is recorded while ``init`` runs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from topology.graph import InputSpec
 from topology.trace.call_spec import CallSpec
 from topology.trace.signature import signature_error
 from topology.vocabulary.errors import ConversionError
-from topology.vocabulary.tensors import TreePath, path_str
+from topology.vocabulary.misfit import Misfit
+from writer.fixes.leaf import ExpectedLeaf
+from topology.vocabulary.tensors import TreePath
 
 MODEL_COLLECTIONS = ("params", "batch_stats")
-
-
-@dataclass(frozen=True)
-class ExpectedLeaf:
-    """One variable the model needs.
-
-    Example:
-        >>> leaf = ExpectedLeaf("params", ("Dense_0", "kernel"), (784, 32))
-        >>> leaf.name, leaf.layer, leaf.where
-        ('kernel', ('Dense_0',), 'params/Dense_0/kernel')
-    """
-
-    collection: str
-    path: TreePath  # inside the collection
-    shape: tuple[int, ...]
-
-    @property
-    def name(self) -> str:
-        return self.path[-1]
-
-    @property
-    def layer(self) -> TreePath:
-        return self.path[:-1]
-
-    @property
-    def where(self) -> str:
-        return path_str((self.collection, *self.path))
 
 
 def linen_expected(module: Any, inputs: list[InputSpec], call: CallSpec = CallSpec()) -> list[ExpectedLeaf]:
@@ -208,9 +182,29 @@ def _cannot_take(module: Any, inputs: list[InputSpec], exc: Exception, call: Cal
     shapes = " and ".join(f"({', '.join(map(str, (1, *s.shape)))}) {s.dtype}" for s in inputs)
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     detail = detail.split(" (https://")[0][:300]
-    return ConversionError(
+    return Misfit(
         "INPUT_SHAPE_INVALID",
         f"{type(module).__name__} cannot be called on an input of shape {shapes}: {type(exc).__name__}: {detail}",
         "check --input-shape (without the batch axis) and --input-dtype; if they are right, "
         "the model code itself fails: call it in Python on an input of that shape",
+        refused_by="model", wants_integers=raised_by_embedding(exc),
     )
+
+
+def raised_by_embedding(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by an embedding layer's own call (Linen or NNX ``Embed``), the one
+    thing it refuses being an input that is not integer ids. A structural fact (where the error was
+    raised), not a reading of JAX's or Flax's wording.
+
+    Example:
+        >>> raised_by_embedding(ValueError("raised here, not in a layer"))
+        False
+    """
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None or tb.tb_frame.f_code.co_name != "__call__":
+        return False
+    layer = tb.tb_frame.f_locals.get("self")
+    return any(cls.__name__ == "Embed" and cls.__module__.startswith(("flax.linen", "flax.nnx"))
+               for cls in type(layer).__mro__)

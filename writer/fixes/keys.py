@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from topology.vocabulary.errors import ConversionError, Notices
+from topology.vocabulary.misfit import Misfit
 from writer.fixes.base import FixFamily, Tree, apply, listing, rename_paths
-from writer.fixes.expected import ExpectedLeaf
+from writer.fixes.leaf import ExpectedLeaf
 from topology.vocabulary.tensors import TensorRef, TreePath, path_str
 
 KEYS = FixFamily("keys")
@@ -413,7 +414,7 @@ def _ambiguous(wanted_group: list[TreePath], candidates: dict[TreePath, list[Tre
     why = ("these layers have the same shapes and nothing tells their order (the checkpoint's storage order "
            "is not the model's and their names carry no numbers)" if order else
            "several stored layers have the shapes of one model layer")
-    return ConversionError(
+    return Misfit(
         "AMBIGUOUS_LAYER_MATCH",
         f"the checkpoint {source} names its layers differently from the model and {why}: {listing(lines, 6)}",
         "rename the checkpoint's layers to the model's names, or drop extra copies (e.g. EMA) before saving",
@@ -446,7 +447,7 @@ def _missing(missing: list[TreePath], wanted: dict[TreePath, list[ExpectedLeaf]]
     if stored.get(first) is not None:
         held = [f"{path_str((c, *first, n))} {tuple(r.shape)}" for (c, n), r in stored[first].leaves.items()]
         have = f" (under {path_str(first)} it has {listing(held, 4)})"
-    return ConversionError(
+    return Misfit(
         "MISSING_PARAMETER",
         f"the model needs {listing(needed, 6)}, which {source} does not have{have}",
         "check that the checkpoint was saved from this model (same layers, names, use_bias, features)",

@@ -23,8 +23,9 @@ from typing import Callable
 import numpy as np
 
 from topology.vocabulary.errors import ConversionError, Notices
+from topology.vocabulary.misfit import Misfit
 from writer.fixes.base import Fix, FixFamily, apply, listing
-from writer.fixes.expected import ExpectedLeaf
+from writer.fixes.leaf import ExpectedLeaf
 from topology.vocabulary.tensors import TensorRef, TreePath, path_str
 
 SHAPES = FixFamily("shapes")
@@ -134,7 +135,7 @@ def fit_shapes(pairs: list[tuple[ExpectedLeaf, TensorRef]], source: str, notices
                for (leaf, ref), found in zip(pairs, options) if not found]
     if misfits:
         more = f"; and {len(misfits) - 4} more" if len(misfits) > 4 else ""
-        raise ConversionError(
+        raise Misfit(
             "SHAPE_MISMATCH", f"{source}: " + "; ".join(misfits[:4]) + more,
             "check --input-shape, and that the checkpoint was saved from this model "
             "(same features and kernel sizes)",
@@ -175,16 +176,16 @@ def _ambiguous_layout(square: list[TensorRef], others: list[TensorRef], source: 
 def _apply_layouts(pairs: list[tuple[ExpectedLeaf, TensorRef]], chosen: list[Layout], source: str,
                    notices: Notices, enabled: bool) -> list[TensorRef]:
     out = []
-    applied: dict[str, list[str]] = {}
+    applied: dict[Fix, list[str]] = {}  # by the fix declared, reported in the order of _LAYOUT_MESSAGES
     for (leaf, ref), layout in zip(pairs, chosen):
         if layout.fix is None:
             out.append(ref)
             continue
-        applied.setdefault(layout.fix.code, []).append(f"{path_str(ref.path)} {tuple(ref.shape)} -> {leaf.shape}")
+        applied.setdefault(layout.fix, []).append(f"{path_str(ref.path)} {tuple(ref.shape)} -> {leaf.shape}")
         out.append(reshaped(ref, leaf.shape, layout.to_flax))
     for fix, what in _LAYOUT_MESSAGES:
-        if fix.code in applied:
-            apply(fix, f"{source}: {what}: {listing(applied[fix.code], 6)}", notices, enabled)
+        if fix in applied:
+            apply(fix, f"{source}: {what}: {listing(applied[fix], 6)}", notices, enabled)
     return out
 
 

@@ -13,7 +13,8 @@ from topology.graph import LayerGraph
 from topology.keras_json import model_topology
 from topology.trace import is_nnx_module
 from topology.vocabulary.errors import ConversionError, Notices
-from writer.convert import ConvertOptions, build_graph, fit_inputs, hf_folder_source
+from writer.convert import ConvertOptions, build_graph, hf_folder_source
+from writer.fit import fit_inputs
 from writer.extras import require_jax
 from writer.sources import resolve_source
 from writer.term import shape_text

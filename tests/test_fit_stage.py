@@ -1,0 +1,85 @@
+"""Issue 23: fitting is one stage (writer/fit/), deciding by the kind of an error, never by its wording.
+
+The key fixes of the select step run in the fit stage, after its event; a retry with int32 ids
+follows from where the error was raised (an embedding layer), not from JAX's or Flax's message;
+tries of an input are plain results.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax.serialization import to_bytes
+
+from topology.graph import InputSpec
+from topology.vocabulary.errors import ConversionError
+from topology.vocabulary.misfit import Misfit
+from writer import to_tensorflowjs
+from writer.convert import ConvertOptions, convert
+from writer.fit.candidates import Rejected
+from writer.fixes.expected import linen_expected, raised_by_embedding
+
+
+class EmbedThenDense(nn.Module):
+    @nn.compact
+    def __call__(self, ids):
+        return nn.Dense(2)(nn.Embed(10, 4)(ids).reshape((ids.shape[0], -1)))
+
+
+class SaysWhatEmbedSays(nn.Module):  # the same words as Flax's Embed, raised by the model's own code
+    @nn.compact
+    def __call__(self, x):
+        if not jnp.issubdtype(x.dtype, jnp.integer):
+            raise ValueError("Input type must be an integer or unsigned integer.")
+        return nn.Dense(2)(x.astype(jnp.float32))
+
+
+def test_key_fixes_are_reported_after_the_fit_stage_starts(tmp_path):
+    rng = np.random.default_rng(0)
+    dense = lambda i, o: {"kernel": rng.normal(size=(i, o)).astype("float32"), "bias": np.zeros(o, "float32")}
+    nested = {"params": {"params": {"Dense_0": dense(6, 4), "Dense_1": dense(4, 2)}}}  # fixed[NESTED_PARAMS]
+    (tmp_path / "mlp.msgpack").write_bytes(to_bytes(nested))
+    events = []
+    report = convert(tmp_path / "mlp.msgpack", tmp_path / "out", ConvertOptions(), events=events.append)
+    order = [e.get("stage") or e.get("code") for e in events if e["type"] in ("stage", "notice")]
+    assert "NESTED_PARAMS" in [n.code for n in report.notices]
+    assert order.index("fix") < order.index("NESTED_PARAMS") < order.index("graph"), order
+    assert order[:2] == ["read", "fix"] and order.index("write") > order.index("graph")
+
+
+def test_an_embedding_refusing_floats_is_told_by_where_it_raised_not_by_its_words():
+    ids = [InputSpec("input", (3,), "float32")]
+    with pytest.raises(Misfit) as embed:
+        linen_expected(EmbedThenDense(), ids)
+    with pytest.raises(Misfit) as own:
+        linen_expected(SaysWhatEmbedSays(), ids)
+    assert embed.value.code == own.value.code == "INPUT_SHAPE_INVALID"  # the same error to the user...
+    assert "Input type must be an integer" in own.value.message
+    assert embed.value.wants_integers and not own.value.wants_integers  # ...but only Embed asks for ids
+    assert embed.value.refused_by == own.value.refused_by == "model"
+    assert not raised_by_embedding(ValueError("Input type must be an integer"))
+
+
+def test_only_an_embedding_gets_int32_ids(tmp_path):
+    module = SaysWhatEmbedSays()
+    variables = module.init(jax.random.PRNGKey(0), jnp.zeros((1, 3), jnp.int32))
+    with pytest.raises(ConversionError) as err:  # before, the message alone made it retry with int32 ids
+        to_tensorflowjs(module, tmp_path / "own", variables=variables, input_shape=(3,))
+    assert err.value.code == "INPUT_SHAPE_INVALID" and not (tmp_path / "own").exists()
+    embed = EmbedThenDense()
+    report = to_tensorflowjs(embed, tmp_path / "embed", variables=embed.init(jax.random.PRNGKey(0), jnp.zeros((1, 3), jnp.int32)),
+                             input_shape=(3,))
+    assert report.inputs[0].dtype == "int32" and [n.code for n in report.notices if n.kind == "fixed"] == ["INPUT_DTYPE"]
+
+
+def test_a_rejection_says_by_its_kind_whether_another_input_may_fit():
+    misfit = Rejected(Misfit("SHAPE_MISMATCH", "m", refused_by="parameters"))
+    refused = Rejected(Misfit("INPUT_SHAPE_INVALID", "m", refused_by="model", wants_integers=True))
+    given = Rejected(Misfit("INPUT_SHAPE_MISMATCH", "m", refused_by="input"))
+    final = Rejected(ConversionError("SHAPE_MISMATCH", "m"))  # the same code, not a misfit: nothing retried
+    assert [r.input_dependent for r in (misfit, refused, given, final)] == [True, True, True, False]
+    assert [r.refused_by_model for r in (misfit, refused, given, final)] == [False, True, False, False]
+    assert [r.wants_integers for r in (misfit, refused, given, final)] == [False, True, False, False]
+    assert [r.given_shape_misfit for r in (misfit, refused, given, final)] == [False, False, True, False]
