@@ -35,7 +35,7 @@ COMMAND_LOADERS = {"writer.cli": "imports the one command that runs",
                    "writer.demo": "`python -m writer.demo`, the spelling docs/web_demo.md gives"}
 # Where writer/ may test a code or a message: rendering what the user sees, never deciding what to do.
 RENDERING_MODULES = {
-    "writer.savedmodel": "its report lists the assumptions apart from COMPARED_WITH_TFJS (a notice's code, shown apart)",
+    "writer.commands.export.savedmodel": "its report lists the assumptions apart from COMPARED_WITH_TFJS (a notice's code, shown apart)",
 }
 SELECT_MODULE = "writer.variables"  # the select step: reading a checkpoint must not load the model engine
 ENGINE_MODULES = ("topology.infer", "topology.trace", "topology.layers")
