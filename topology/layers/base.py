@@ -12,7 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from topology.graph import LayerNode, Shape, WeightBinding
-from topology.trace.call_context import CallContext
+from topology.trace_kit.call_context import CallContext
 from topology.vocabulary.tensors import TensorRef
 
 # Initializers are deserialized by tfjs even when every weight is loaded, so

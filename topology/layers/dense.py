@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from topology.layers.base import ZEROS, Case, LayerKind, ParamMap, layer_base
-from topology.trace.call_context import CallContext
+from topology.trace_kit.call_context import CallContext
 
 
 def dense_config(units: int, use_bias: bool = True, activation: str = "linear") -> dict:

@@ -28,8 +28,8 @@ from topology.layers.base import ONES, ZEROS, Case, LayerKind, ParamMap, bind, l
 from topology.layers.batchnorm import channel_affine
 from topology.layers.layernorm_tilefree import tile_free_applies, tile_free_layer_norm
 from topology.layers.views import reshaped
-from topology.trace.call_context import CallContext
-from topology.trace.errors import unsupported
+from topology.trace_kit.call_context import CallContext
+from topology.trace_kit.errors import unsupported
 
 
 def layer_norm_config(axis: Any = -1, epsilon: float = 1e-6, center: bool = True, scale: bool = True) -> dict:

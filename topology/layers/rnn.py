@@ -34,8 +34,8 @@ import numpy as np
 from topology.graph import LayerNode, WeightBinding, tensor_ref
 from topology.layers.base import ZEROS, Case, LayerKind, layer_base
 from topology.layers.views import permuted
-from topology.trace.call_context import CallContext
-from topology.trace.errors import unsupported
+from topology.trace_kit.call_context import CallContext
+from topology.trace_kit.errors import unsupported
 from topology.vocabulary.errors import ConversionError
 from topology.vocabulary.tensors import TensorRef
 

@@ -36,9 +36,9 @@ from topology.layers.batchnorm import batch_norm_config
 from topology.layers.dense import dense_config
 from topology.ops.catalog import probes
 from topology.ops.ranges import take_range
-from topology.trace.builder import Builder
-from topology.trace.errors import unsupported
-from topology.trace.values import Const, Pending, Tensor, as_function, root_of
+from topology.trace_kit.builder import Builder
+from topology.trace_kit.errors import unsupported
+from topology.trace_kit.values import Const, Pending, Tensor, as_function, root_of
 from topology.vocabulary.errors import ConversionError
 from topology.vocabulary.tensors import TensorRef
 

@@ -34,9 +34,9 @@ import numpy as np
 
 from topology.layers.base import Case
 from topology.ops.constants import constant_tensor
-from topology.trace.builder import Builder
-from topology.trace.errors import unsupported
-from topology.trace.values import Const, Pending, Tensor
+from topology.trace_kit.builder import Builder
+from topology.trace_kit.errors import unsupported
+from topology.trace_kit.values import Const, Pending, Tensor
 
 IDENTITY = ("copy", "copy_p", "stop_gradient", "reduce_precision")
 _ACTIVATIONS = {"tanh": "tanh", "logistic": "sigmoid"}

@@ -20,9 +20,9 @@ import numpy as np
 
 from topology.layers.base import Case
 from topology.ops import handles
-from topology.trace.builder import Builder
-from topology.trace.errors import unsupported
-from topology.trace.values import Const, Inside, Pending, Tensor
+from topology.trace_kit.builder import Builder
+from topology.trace_kit.errors import unsupported
+from topology.trace_kit.values import Const, Inside, Pending, Tensor
 from topology.vocabulary.tensors import TensorRef
 
 

@@ -24,9 +24,9 @@ from topology.layers.dense import dense_config
 from topology.ops import handles
 from topology.ops.constants import constant_tensor
 from topology.ops.ranges import reshape_to, take_range
-from topology.trace.builder import Builder
-from topology.trace.errors import unsupported
-from topology.trace.values import Const, Tensor
+from topology.trace_kit.builder import Builder
+from topology.trace_kit.errors import unsupported
+from topology.trace_kit.values import Const, Tensor
 
 
 @handles("pad")

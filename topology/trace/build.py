@@ -18,11 +18,11 @@ from topology.layers.base import layer_base
 from topology.ops import handler_for
 from topology.ops.constants import fold_lazy, param_const
 from topology.ops.materialize import materialize
-from topology.trace.capture import Trace
-from topology.trace.errors import unsupported
-from topology.trace.builder import Deferred
-from topology.trace.merged_batch import MergedBatch
-from topology.trace.values import Const, Inside, Pending, Tensor
+from topology.trace_kit.traced import Trace
+from topology.trace_kit.errors import unsupported
+from topology.trace_kit.builder import Deferred
+from topology.trace_kit.merged_batch import MergedBatch
+from topology.trace_kit.values import Const, Inside, Pending, Tensor
 from topology.vocabulary.errors import ConversionError
 from topology.vocabulary.tensors import TensorRef
 
@@ -32,7 +32,7 @@ CALL_PARAMS = ("jaxpr", "call_jaxpr", "fun_jaxpr")  # where call-like primitives
 
 class GraphBuilder:
     """Accumulates layers while the jaxpr is walked; op handlers use it through
-    :class:`topology.trace.builder.Builder`."""
+    :class:`topology.trace_kit.builder.Builder`."""
 
     def __init__(self, trace: Trace):
         self.trace = trace

@@ -6,16 +6,14 @@ builder's module nor each other at import time.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from topology.graph import LayerNode, WeightBinding
-from topology.trace.merged_batch import MergedBatch
-from topology.trace.values import Const, Pending, Tensor
-
-if TYPE_CHECKING:
-    from topology.trace.capture import Trace
+from topology.trace_kit.merged_batch import MergedBatch
+from topology.trace_kit.traced import Trace
+from topology.trace_kit.values import Const, Pending, Tensor
 
 
 @runtime_checkable
