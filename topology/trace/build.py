@@ -16,9 +16,10 @@ import numpy as np
 from topology.graph import LayerGraph, LayerNode, WeightBinding, prune_unused
 from topology.layers.base import layer_base
 from topology.ops import handler_for
-from topology.ops.constants import fold_lazy, param_const
 from topology.ops.materialize import materialize
 from topology.trace_kit.traced import Trace
+from topology.trace.constant_tensors import ConstantTensors
+from topology.trace.constants import as_const, fold_constants, param_const
 from topology.trace_kit.errors import unsupported
 from topology.trace_kit.builder import Deferred
 from topology.trace_kit.merged_batch import MergedBatch
@@ -40,8 +41,7 @@ class GraphBuilder:
         self.names: set[str] = set()
         self.call_inputs: dict[int, list[Tensor]] = {}
         self.counters: dict[str, int] = {}
-        self.constant_tensors: dict[int, tuple[Const, Tensor]] = {}  # see topology.ops.constants
-        self.constant_carriers: dict[str, Tensor] = {}
+        self.constants = ConstantTensors(self)  # constants made tensors (constant_tensors.py)
         self.constant_calls: set[int] = set()  # layer calls applied to a constant (folded)
         self.multi_output_calls: dict[int, list[str]] = {}  # call -> its output refs, once emitted
         self.merged = MergedBatch()
@@ -106,6 +106,14 @@ class GraphBuilder:
         raise unsupported("a constant or parameter used on its own as a layer input or model output", where,
                           "combine it with activations (+, *, concatenate), or compute it inside a layer")
 
+    def constant_tensor(self, const: Const, carrier: Tensor, where: str) -> Tensor:
+        """``const`` (traced shape (batch, *S)) as a layer output, read off one element of ``carrier``."""
+        return self.constants.tensor(const, carrier, where)
+
+    def as_tensors(self, values: list, where: str) -> list[Tensor]:
+        """Every value as a tensor; constants are read off the first activation among them."""
+        return self.constants.as_tensors(values, where)
+
     # -- walking (scan walks its body once per step) ------------------------
     def walk(self, jaxpr: Any, env: dict, outer_where: str = "") -> None:
         """Walk the equations of ``jaxpr`` with ``env`` (jaxpr variable -> value), adding layers."""
@@ -143,7 +151,7 @@ def build_graph(trace: Trace) -> LayerGraph:
     jaxpr = closed.jaxpr
     env: dict[Any, Any] = {}
     for var, value in zip(jaxpr.constvars, closed.consts):
-        env[var] = _const(value)
+        env[var] = as_const(value)
     n_inputs = len(trace.inputs)
     variable_vars = jaxpr.invars[: len(jaxpr.invars) - n_inputs]
     refs = list(trace.param_refs) or [None] * len(variable_vars)
@@ -205,7 +213,7 @@ def _walk(builder: GraphBuilder, jaxpr: Any, env: dict, outer_where: str = "") -
                 env[out] = Inside(next(iter(insides)))
             continue
         if all(isinstance(v, Const) for v in values):
-            for out, value in zip(eqn.outvars, _fold_constants(eqn, values)):
+            for out, value in zip(eqn.outvars, fold_constants(eqn, values)):
                 env[out] = value
             continue
         body = next((eqn.params[p] for p in CALL_PARAMS if p in eqn.params), None)
@@ -213,7 +221,7 @@ def _walk(builder: GraphBuilder, jaxpr: Any, env: dict, outer_where: str = "") -
             inner = body.jaxpr if hasattr(body, "jaxpr") else body
             inner_env = {var: value for var, value in zip(inner.invars, values)}
             for var, const in zip(inner.constvars, getattr(body, "consts", [])):
-                inner_env[var] = _const(const)
+                inner_env[var] = as_const(const)
             _walk(builder, inner, inner_env, where)
             for out, inner_out in zip(eqn.outvars, inner.outvars):
                 env[out] = _read(inner_env, inner_out)
@@ -225,29 +233,6 @@ def _walk(builder: GraphBuilder, jaxpr: Any, env: dict, outer_where: str = "") -
         results = results if isinstance(results, list) else [results]
         for out, result in zip(eqn.outvars, results):
             env[out] = result
-
-
-def _fold_constants(eqn: Any, values: list[Const]) -> list[Const]:
-    """Evaluate an operation on known constants (e.g. pooling window counts); parameters stay unknown."""
-    lazy = fold_lazy(eqn, values)
-    if lazy is not None:
-        return lazy
-    if not all(v.known for v in values):
-        return [Const(None)] * len(eqn.outvars)
-    try:
-        result = eqn.primitive.bind(*[v.value for v in values], **eqn.params)
-    except Exception:
-        return [Const(None)] * len(eqn.outvars)
-    results = result if eqn.primitive.multiple_results else [result]
-    return [_const(r) for r in results]
-
-
-def _const(value: Any) -> Const:
-    """A constant as numpy; JAX arrays numpy cannot hold (PRNG keys, e.g. nn.RNN's default init key) stay JAX arrays."""
-    try:
-        return Const(np.asarray(value))
-    except TypeError:
-        return Const(value)
 
 
 def _computed_variable(builder: GraphBuilder, eqn: Any, value: Any, where: str) -> None:
