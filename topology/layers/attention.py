@@ -252,5 +252,6 @@ KIND = LayerKind(
     flax_classes=("flax.linen:MultiHeadDotProductAttention", "flax.nnx:MultiHeadAttention"),
     read_attrs=_read_attrs,
     expand=_expand,
+    side_keywords=("mask",),
     cases=_cases,
 )

@@ -462,5 +462,7 @@ KIND = LayerKind(
     read_attrs=_read_attrs,
     expand=_expand,
     output_refs=_output_refs,
+    # seq_lengths= does not change the outputs when the RNN runs forward (_read_attrs refuses it reversed).
+    side_keywords=("seq_lengths",),
     cases=_cases,
 )

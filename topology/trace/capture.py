@@ -65,7 +65,7 @@ class _Recorder:
         for (collection, name), value in computed.items():  # the builder computes them from the checkpoint
             variable(value, index, collection, name)
         marked = tuple(enter(a, index) if _is_array(a) else a for a in args)
-        kwargs = mark_keywords(layer_kind.key, kwargs, index)
+        kwargs = mark_keywords(layer_kind.side_keywords, kwargs, index)
         self.depth += 1
         try:
             out = run(*marked, **kwargs)
