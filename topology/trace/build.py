@@ -21,13 +21,14 @@ from topology.trace_kit.traced import Trace
 from topology.trace.constant_tensors import ConstantTensors
 from topology.trace.constants import as_const, fold_constants, param_const
 from topology.trace_kit.errors import unsupported
+from topology.trace_kit.markers import ENTER, EXIT, SIDE, VARIABLE
 from topology.trace_kit.builder import Deferred
 from topology.trace_kit.merged_batch import MergedBatch
 from topology.trace_kit.values import Const, Inside, Pending, Tensor
 from topology.vocabulary.errors import ConversionError
 from topology.vocabulary.tensors import TensorRef
 
-MARKERS = ("flax2tfjs_enter", "flax2tfjs_exit")
+MARKERS = (ENTER, EXIT)
 CALL_PARAMS = ("jaxpr", "call_jaxpr", "fun_jaxpr")  # where call-like primitives keep their body
 
 
@@ -187,20 +188,20 @@ def _walk(builder: GraphBuilder, jaxpr: Any, env: dict, outer_where: str = "") -
         where = source_of(eqn) or outer_where
         if name in MARKERS and _constant_call(builder, eqn, values, env, where):
             continue  # a layer applied to a constant (nn.Embed of arange) is a constant
-        if name == "flax2tfjs_enter":
+        if name == ENTER:
             call = eqn.params["call"]
             builder.call_inputs.setdefault(call, []).append(builder.tensor(values[0], where))
             env[eqn.outvars[0]] = Inside(call)
             continue
-        if name == "flax2tfjs_exit":
+        if name == EXIT:
             env[eqn.outvars[0]] = _emit_output(builder, eqn.params["call"], eqn.params.get("output"),
                                                eqn.outvars[0].aval)
             continue
-        if name == "flax2tfjs_variable":  # a parameter the model computed and passed to a layer's apply
+        if name == VARIABLE:  # a parameter the model computed and passed to a layer's apply
             _computed_variable(builder, eqn, values[0], where)
             env[eqn.outvars[0]] = values[0]
             continue
-        if name == "flax2tfjs_side":  # e.g. attention's mask=: the layer kind composes it (side_inputs.py)
+        if name == SIDE:  # e.g. attention's mask=: the layer kind composes it (side_inputs.py)
             builder.trace.calls[eqn.params["call"]].attrs.setdefault("_side", {})[eqn.params["name"]] = values[0]
             env[eqn.outvars[0]] = Inside(eqn.params["call"])
             continue
@@ -269,13 +270,13 @@ def _constant_call(builder: GraphBuilder, eqn: Any, values: list, env: dict, whe
     """A marker of a layer call whose inputs are constants: the call's body is folded like any constant."""
     call = eqn.params["call"]
     constant_calls = builder.constant_calls
-    if eqn.primitive.name == "flax2tfjs_enter" and isinstance(values[0], Const):
+    if eqn.primitive.name == ENTER and isinstance(values[0], Const):
         if call in builder.call_inputs:
             raise unsupported("a layer applied to both activations and a constant", where,
                               "pass the constant to the layer as its own call")
         constant_calls.add(call)
     elif call in constant_calls and not isinstance(values[0], Const):
-        if eqn.primitive.name == "flax2tfjs_enter":
+        if eqn.primitive.name == ENTER:
             raise unsupported("a layer applied to both activations and a constant", where,
                               "pass the constant to the layer as its own call")
         return False

@@ -22,7 +22,9 @@ from topology.trace.call_spec import INFERENCE_FLAGS, CallSpec, inference_kwargs
 from topology.trace.model_errors import flax_error_to_conversion_error, model_error
 from topology.trace.nnx_lifted import place
 from topology.trace.params import linen_refs, nnx_refs
+from topology.trace.side_inputs import mark_keywords
 from topology.trace_kit.call_context import CallContext, user_line
+from topology.trace_kit.markers import enter, exit_, variable
 from topology.trace_kit.traced import LayerCall, Trace
 from topology.vocabulary.errors import ConversionError
 from topology.vocabulary.tensors import TensorRef, TreePath
@@ -40,10 +42,6 @@ class _Recorder:
         self.lookup_variables = lookup_variables
 
     def call(self, module: Any, path: TreePath, run: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
-        # Both define JAX primitives at import time; this module stays importable without JAX.
-        from topology.trace.markers import enter, exit_, variable  # noqa: PLC0415
-        from topology.trace.side_inputs import mark_keywords  # noqa: PLC0415
-
         layer_kind = kind_for_module(module) if self.depth == 0 else None
         if layer_kind is None:
             self.depth += bool(self.depth)

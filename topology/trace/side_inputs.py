@@ -2,7 +2,7 @@
 
 A layer's positional arrays become its tfjs inputs (``markers.enter``). Some
 layers also read an array through a keyword — an attention mask — that is not
-a tensor flowing through the layer but a modifier of it. ``side`` marks such
+a tensor flowing through the layer but a modifier of it. ``markers.side`` marks such
 a value with the call and the keyword; the builder records what the value is
 (a known constant, or a function of a model input) in the call's attributes
 under ``_side`` so the layer kind can compose it exactly, and the layer's own
@@ -11,16 +11,7 @@ use of it stays inside the layer. A kind declares the keywords it composes
 """
 from __future__ import annotations
 
-from jax.extend.core import Primitive
-
-side_p = Primitive("flax2tfjs_side")
-side_p.def_impl(lambda x, *, call, name: x)
-side_p.def_abstract_eval(lambda aval, *, call, name: aval)
-
-
-def side(x, call: int, name: str):
-    """Mark ``x`` as the ``name=`` keyword of layer call ``call`` (identity)."""
-    return side_p.bind(x, call=call, name=name)
+from topology.trace_kit.markers import side
 
 
 def mark_keywords(names: tuple[str, ...], kwargs: dict, call: int) -> dict:
