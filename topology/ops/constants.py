@@ -1,6 +1,10 @@
-"""Constant arrays and parameters meeting activations in element-wise operations (`x + pe[:, :L]`,
-a learned position embedding, a cls token, `nn.Embed` of `jnp.arange(L)`, per-channel
-`(x - mean) / std`): the element-wise handler's hook (:func:`with_constants`).
+"""Constant arrays and parameters used outside a layer (`x + pe[:, :L]`, a learned position
+embedding, a cls token, `nn.Embed` of `jnp.arange(L)`, per-channel `(x - mean) / std`): a
+constant C is a Dense with a zero kernel and bias C applied to one element of the activation it
+meets (`0 * x + C`, exact for finite x; NaN where that element is inf or NaN), then Add, Multiply,
+Maximum, Minimum or Concatenate; a known a x + b per channel is one BatchNormalization.
+
+This family is the element-wise handler's hook for them (:func:`with_constants`).
 
 A known constant array in ``+ - * /`` with one activation (per-channel
 ``(x - mean) / std`` preprocessing) stays an element-wise function; it is
