@@ -6,6 +6,10 @@ The pipeline reads top-down::
       -> topology (layer graphs, tracing)
         -> topology.vocabulary (tensor references, tree paths, variables, errors, notices)
 
+Inside topology, tracing points one way too: the engine (``topology.trace``) imports the plugins
+(``topology.layers``, ``topology.ops``), and they import the kit (``topology.trace_kit``); neither
+the kit nor a plugin may load the engine.
+
 Every import of the project's own modules counts, at module level and inside
 functions alike (a function-local import only hides a circle until it runs).
 Run ``python -m tests.test_architecture`` for the full report.

@@ -83,7 +83,7 @@ def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variable
         return rms_norm_nodes(name, in_shape, reduce, attrs, inputs, variables, origin)
     use_scale, use_bias, epsilon = attrs["_use_scale"], attrs["_use_bias"], attrs["epsilon"]
     axis: Any = -1 if reduce == (rank - 1,) else (reduce[0] if len(reduce) == 1 else list(reduce))
-    # On a merged batch (OPT's (B*S, H), trace/merged_batch.py) only per-token layers apply: the tile-free
+    # On a merged batch (OPT's (B*S, H), trace_kit/merged_batch.py) only per-token layers apply: the tile-free
     # composition reads whole rows of the traced rank, so tfjs' own LayerNormalization is used there.
     if features == reduce == (rank - 1,) and tile_free_applies(in_shape[-1], epsilon, rank) \
             and not attrs.get("_merged_batch"):

@@ -309,7 +309,7 @@ def _emit_nodes(builder: GraphBuilder, call_index: int, aval: Any) -> tuple[str,
     name = builder.unique(".".join(call.path) or call.kind.key)
     origin = "/".join(call.path) or call.kind.key
     attrs = dict(call.attrs, _input_shapes=[t.shape for t in inputs], _output_shape=tuple(aval.shape),
-                 _merged_batch=any(t.layer in builder.merged.lead for t in inputs))  # see trace/merged_batch.py
+                 _merged_batch=any(t.layer in builder.merged.lead for t in inputs))  # see trace_kit/merged_batch.py
     try:
         nodes = call.kind.nodes(name, attrs, [t.layer for t in inputs], call.variables, origin,
                                 tuple(aval.shape[1:]))
