@@ -250,7 +250,7 @@ class _Recorder:
         self.layers: list[str] = []
 
     def add_layer(self, op: str, class_name: str, config: dict, inputs: list, shape: tuple, **_: Any) -> Any:
-        from topology.trace.values import Tensor
+        from topology.trace_kit.values import Tensor
 
         detail = config.get("activation") or ("max " + str(config["max_value"]) if config.get("max_value") else "")
         self.layers.append(f"{class_name}({detail})" if detail else class_name)
@@ -260,7 +260,7 @@ class _Recorder:
 def _emitted(function: Any) -> str:
     import numpy as np
 
-    from topology.trace.values import Tensor
+    from topology.trace_kit.values import Tensor
 
     recorder = _Recorder()
     function.emit(recorder, Tensor("x", (1, 4), np.dtype("float32")))

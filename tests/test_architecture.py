@@ -6,6 +6,10 @@ The pipeline reads top-down::
       -> topology (layer graphs, tracing)
         -> topology.vocabulary (tensor references, tree paths, variables, errors, notices)
 
+Inside topology, tracing points one way too: the engine (``topology.trace``) imports the plugins
+(``topology.layers``, ``topology.ops``), and they import the kit (``topology.trace_kit``); neither
+the kit nor a plugin may load the engine.
+
 Every import of the project's own modules counts, at module level and inside
 functions alike (a function-local import only hides a circle until it runs).
 Run ``python -m tests.test_architecture`` for the full report.
@@ -39,6 +43,11 @@ RENDERING_MODULES = {
 }
 SELECT_MODULE = "writer.variables"  # the select step: reading a checkpoint must not load the model engine
 ENGINE_MODULES = ("topology.infer", "topology.trace", "topology.layers")
+# Tracing: the engine imports every plugin (layer kind, op family); the plugins and the kit they
+# import must never load the engine, or the engine's imports would run into half-imported plugins.
+TRACE_ENGINE = "topology.trace"
+TRACE_KIT = "topology.trace_kit"
+TRACE_PLUGINS = ("topology.layers", "topology.ops")
 
 
 @dataclass(frozen=True)
@@ -194,6 +203,45 @@ def long_modules() -> dict[str, int]:
     return {name: n for name, n in sizes.items() if n > MAX_MODULE_LINES}
 
 
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def engine_reached(imports: list[Import]) -> dict[str, list[str]]:
+    """For each module of the trace kit and the plugins that loads the tracing engine: the import chain.
+
+    Every import counts (module-level, function-local, typing-only), and so do the packages an import
+    runs first (``import a.b.c`` runs ``a/__init__`` and ``a/b/__init__``).
+
+    Example:
+        >>> planted = [Import("topology.trace_kit.v", "topology.graph", (), 1, False),
+        ...            Import("topology.graph", "topology.trace.build", (), 1, True)]
+        >>> engine_reached(planted)
+        {'topology.trace_kit.v': ['topology.trace_kit.v', 'topology.graph', 'topology.trace']}
+    """
+    graph: dict[str, set[str]] = {}
+    for imp in imports:
+        parts = imp.target.split(".")
+        for n in range(1, len(parts) + 1):
+            graph.setdefault(imp.importer, set()).add(".".join(parts[:n]))
+    starts = sorted({imp.importer for imp in imports
+                     if any(_within(imp.importer, p) for p in (TRACE_KIT, *TRACE_PLUGINS))})
+    found = {}
+    for start in starts:
+        chains = {start: [start]}
+        queue = [start]
+        while queue:
+            module = queue.pop(0)
+            if _within(module, TRACE_ENGINE):
+                found[start] = chains[module]
+                break
+            for nxt in sorted(graph.get(module, ())):
+                if nxt not in chains:
+                    chains[nxt] = chains[module] + [nxt]
+                    queue.append(nxt)
+    return found
+
+
 def _show(items: list[Import]) -> str:
     return "\n".join(f"  {i.importer}:{i.line} imports {i.target} {list(i.names) or ''}" for i in items)
 
@@ -207,6 +255,12 @@ def test_no_import_cycles():
     found = cycles(all_imports())
     assert not found, "import circles (module-level and function-local imports both count):\n" + "\n".join(
         "  " + " <-> ".join(group) for group in found)
+
+
+def test_the_trace_kit_and_the_plugins_never_import_the_tracing_engine():
+    bad = engine_reached(all_imports())
+    assert not bad, "the trace kit or a plugin loads the engine (topology/trace/):\n" + "\n".join(
+        "  " + " -> ".join(chain) for chain in bad.values())
 
 
 def test_no_private_names_imported_across_modules():
@@ -275,6 +329,11 @@ def test_the_checker_sees_a_planted_cycle_and_a_private_import():
     assert cycles(planted) == [["writer.a", "writer.b"]]
     assert private_imports(planted) == [planted[1]]
     assert layering_violations(planted) == [planted[2], planted[3]]
+    kit_to_engine = [Import("topology.trace_kit.values", "topology.layers.base", (), 1, False, True),
+                     Import("topology.layers.base", "topology.trace", ("trace_graph",), 1, True)]
+    assert engine_reached(kit_to_engine) == {
+        "topology.trace_kit.values": ["topology.trace_kit.values", "topology.layers.base", "topology.trace"],
+        "topology.layers.base": ["topology.layers.base", "topology.trace"]}
 
 
 @dataclass(frozen=True)
@@ -344,6 +403,10 @@ def _report() -> None:
     print(f"cycles: {len(cycles(imports))}")
     for group in cycles(imports):
         print("  " + " <-> ".join(group))
+    reached = engine_reached(imports)
+    print(f"trace kit and plugins loading the tracing engine: {len(reached)}")
+    for chain in reached.values():
+        print("  " + " -> ".join(chain))
     print(f"private cross-module imports: {len(private_imports(imports))}")
     print(_show(private_imports(imports)))
     print(f"function-local project imports: {len(local)}")

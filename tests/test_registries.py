@@ -1,6 +1,7 @@
 """The plugin registries find their modules by listing the package and refuse a key registered twice."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 
@@ -11,6 +12,7 @@ import topology.ops as ops_pkg
 from topology.layers import REGISTRY, register
 from topology.ops import HANDLERS, families, handles
 from topology.optimize import ORDER
+from topology.optimize.affine import fold_targets
 from topology.optimize import REGISTRY as REWRITES
 from topology.registry import Registry
 
@@ -60,3 +62,25 @@ def test_registry_names_both_owners():
     with pytest.raises(ValueError, match="thing 'a' is registered twice: by first.module and by second.module"):
         registry.add("a", 2, "second.module")
     assert registry == {"a": 1}
+
+
+def test_fold_targets_and_side_keywords_are_declared_by_the_layer_kinds():
+    # The engine holds no table of its own: what --optimize folds into and which call keywords the
+    # tracer marks come from the kinds' declarations.
+    targets = fold_targets()
+    assert {cls: (t.kernel, t.channel_axes, targets.owners[cls]) for cls, t in targets.items()} == {
+        "Conv1D": ("kernel", 1, "conv"), "Conv2D": ("kernel", 1, "conv"), "Conv3D": ("kernel", 1, "conv"),
+        "DepthwiseConv2D": ("depthwise_kernel", 2, "conv"), "Dense": ("kernel", 1, "dense")}
+    assert {key: k.side_keywords for key, k in REGISTRY.items() if k.side_keywords} == {
+        "attention": ("mask",), "rnn": ("seq_lengths",)}
+
+
+def test_a_keras_class_declared_as_fold_target_by_two_kinds_is_refused():
+    plugin = dataclasses.replace(REGISTRY["dense"], key="my_dense")
+    register(plugin, "my.plugin")
+    try:
+        with pytest.raises(ValueError, match="fold target 'Dense' is registered twice: by dense and by my_dense"):
+            fold_targets()
+    finally:
+        REGISTRY.pop("my_dense")
+        REGISTRY.owners.pop("my_dense")

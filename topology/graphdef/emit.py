@@ -26,7 +26,7 @@ from topology.vocabulary.tensors import TensorRef
 INLINED = {"pjit": "jaxpr", "jit": "jaxpr", "closed_call": "call_jaxpr", "core_call": "call_jaxpr",
            "custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr", "custom_vjp_call_jaxpr": "fun_jaxpr",
            "remat": "jaxpr", "checkpoint": "jaxpr", "remat2": "jaxpr", "custom_lin": None}
-# The layers tracer's markers (topology/trace/markers.py, side_inputs.py) are identities here: a graph
+# The layers tracer's markers (topology/trace_kit/markers.py) are identities here: a graph
 # needs no layer boundaries, and a computed parameter (a tied head's embedding.T) is just its expression.
 IDENTITY = {"flax2tfjs_enter", "flax2tfjs_exit", "flax2tfjs_variable", "flax2tfjs_side", "stop_gradient", "copy",
             "copy_p", "reduce_precision", "optimization_barrier", "name"}

@@ -17,7 +17,7 @@ A ``mask=`` (constant, or a padding mask from one input) and ``is_causal=True``
 mask each head's scores before the softmax (``topology/layers/attention_mask.py``).
 
 The module's submodule weights (query/key/value/out) and its call keywords
-(mask, decode, ...) come from the tracer's :func:`topology.trace.call_context.call_context`.
+(mask, decode, ...) come from the tracer's :func:`topology.trace_kit.call_context.call_context`.
 """
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ from topology.layers.attention_mask import MaskPlan, apply_mask, mask_nodes, pla
 from topology.layers.attention_merged import MAX_KV_HEADS, merged_heads_attention
 from topology.layers.base import Case, LayerKind, keras_shape, layer_base
 from topology.layers.dense import dense_config
-from topology.trace.call_context import CallContext
-from topology.trace.errors import unsupported
+from topology.trace_kit.call_context import CallContext
+from topology.trace_kit.errors import unsupported
 from topology.vocabulary.tensors import TensorRef
 
 
@@ -252,5 +252,6 @@ KIND = LayerKind(
     flax_classes=("flax.linen:MultiHeadDotProductAttention", "flax.nnx:MultiHeadAttention"),
     read_attrs=_read_attrs,
     expand=_expand,
+    side_keywords=("mask",),
     cases=_cases,
 )

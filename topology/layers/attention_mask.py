@@ -34,8 +34,8 @@ from topology.graph import LayerNode, WeightBinding
 from topology.layers.base import layer_base
 from topology.layers.batchnorm import batch_norm_config
 from topology.layers.views import reshape_node
-from topology.trace.builder import Builder
-from topology.trace.values import Const, Pending, Tensor
+from topology.trace_kit.builder import Builder
+from topology.trace_kit.values import Const, Pending, Tensor
 
 # Flax uses finfo.min; any value whose exp underflows below the row's real scores gives the same
 # softmax. 3e4 stays finite (and exact) when the weights are stored as float16.

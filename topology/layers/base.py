@@ -12,7 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from topology.graph import LayerNode, Shape, WeightBinding
-from topology.trace.call_context import CallContext
+from topology.trace_kit.call_context import CallContext
 from topology.vocabulary.tensors import TensorRef
 
 # Initializers are deserialized by tfjs even when every weight is loaded, so
@@ -68,6 +68,22 @@ class ParamMap:
 
 
 @dataclass(frozen=True)
+class FoldTarget:
+    """A Keras layer a kind writes into which a following per-channel affine map folds (``--optimize``:
+    BatchNormalization, Rescaling): ``kernel`` is the weight whose last ``channel_axes`` axes are the output
+    channel (DepthwiseConv2D: (C, m), output channel c*m + j); the layer's bias is that channel's too.
+
+    Example:
+        >>> FoldTarget("DepthwiseConv2D", "depthwise_kernel", channel_axes=2).kernel
+        'depthwise_kernel'
+    """
+
+    keras_class: str
+    kernel: str = "kernel"
+    channel_axes: int = 1
+
+
+@dataclass(frozen=True)
 class LayerKind:
     """A Flax layer kind and its tfjs counterpart.
 
@@ -93,6 +109,11 @@ class LayerKind:
     # For calls that return a tuple (read_attrs sets attrs["_multi_output"]): (name, attrs) -> the
     # tensor reference (topology.graph.tensor_ref) of each flattened leaf, e.g. an RNN's carry.
     output_refs: Callable[[str, dict], list[str]] | None = None
+    # Array keyword arguments of a call that the kind composes (attention's mask=): the tracer marks them
+    # and the builder records what they are under attrs["_side"]. Other array keywords are refused.
+    side_keywords: tuple[str, ...] = ()
+    # The Keras layers of this kind a following per-channel affine map folds into (topology/optimize/affine.py).
+    fold_targets: tuple[FoldTarget, ...] = ()
     # () -> the kind's test cases (a function, so flax is imported only by the tests).
     cases: Callable[[], tuple[Case, ...]] = field(default=lambda: (), compare=False)
 

@@ -23,8 +23,8 @@ import numpy as np
 from topology.graph import LayerNode, WeightBinding
 from topology.layers.base import ONES, ZEROS, Case, LayerKind, ParamMap, bind, layer_base
 from topology.layers.views import reshape_node
-from topology.trace.call_context import CallContext
-from topology.trace.errors import unsupported
+from topology.trace_kit.call_context import CallContext
+from topology.trace_kit.errors import unsupported
 from topology.vocabulary.errors import ConversionError
 
 

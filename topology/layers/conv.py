@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from topology.graph import LayerNode, WeightBinding
-from topology.layers.base import ZEROS, Case, LayerKind, ParamMap, keras_shape, layer_base
+from topology.layers.base import ZEROS, Case, FoldTarget, LayerKind, ParamMap, keras_shape, layer_base
 from topology.layers.convolution import bias_variable, bias_weight, padding_pairs, per_axis
-from topology.trace.call_context import CallContext
-from topology.trace.errors import unsupported
+from topology.trace_kit.call_context import CallContext
+from topology.trace_kit.errors import unsupported
 
 
 def _config(
@@ -208,5 +208,7 @@ KIND = LayerKind(
     flax_classes=("flax.linen:Conv", "flax.nnx:Conv"),
     read_attrs=_read_attrs,
     expand=_expand,
+    fold_targets=(FoldTarget("Conv1D"), FoldTarget("Conv2D"), FoldTarget("Conv3D"),
+                  FoldTarget("DepthwiseConv2D", "depthwise_kernel", channel_axes=2)),
     cases=_cases,
 )

@@ -24,8 +24,8 @@ import numpy as np
 from topology.graph import LayerNode, WeightBinding
 from topology.layers.base import ONES, ZEROS, Case, LayerKind, ParamMap, keras_shape, layer_base
 from topology.layers.convolution import bias_variable, bias_weight, padding_pairs, per_axis
-from topology.trace.call_context import CallContext
-from topology.trace.errors import unsupported
+from topology.trace_kit.call_context import CallContext
+from topology.trace_kit.errors import unsupported
 
 
 def _config(filters: int, kernel_size: tuple[int, ...], strides: tuple[int, ...] | None = None,

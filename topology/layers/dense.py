@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from topology.layers.base import ZEROS, Case, LayerKind, ParamMap, layer_base
-from topology.trace.call_context import CallContext
+from topology.layers.base import ZEROS, Case, FoldTarget, LayerKind, ParamMap, layer_base
+from topology.trace_kit.call_context import CallContext
 
 
 def dense_config(units: int, use_bias: bool = True, activation: str = "linear") -> dict:
@@ -82,5 +82,6 @@ KIND = LayerKind(
     summary="fully connected layer; kernel (in, out) kept as is",
     flax_classes=("flax.linen:Dense", "flax.nnx:Linear"),
     read_attrs=_read_attrs,
+    fold_targets=(FoldTarget("Dense"),),  # every Dense, whichever kind or op wrote it
     cases=_cases,
 )

@@ -11,7 +11,7 @@ from typing import Any
 
 from topology.layers.base import Case, LayerKind, layer_base
 from topology.layers.batchnorm import training_mode_error
-from topology.trace.call_context import CallContext
+from topology.trace_kit.call_context import CallContext
 
 
 def _config(rate: float) -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from topology.layers.base import ZEROS, Case, LayerKind, ParamMap, layer_base
-from topology.trace.call_context import CallContext
+from topology.trace_kit.call_context import CallContext
 
 
 def _config(input_dim: int, output_dim: int) -> dict:

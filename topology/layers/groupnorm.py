@@ -18,8 +18,8 @@ from topology.layers.base import Case, LayerKind, ParamMap
 from topology.layers.batchnorm import channel_affine
 from topology.layers.layernorm import canonical_axes, layer_norm_config
 from topology.layers.views import reshape_node
-from topology.trace.call_context import CallContext
-from topology.trace.errors import unsupported
+from topology.trace_kit.call_context import CallContext
+from topology.trace_kit.errors import unsupported
 
 
 def _read_attrs(module: Any, context: CallContext) -> dict:

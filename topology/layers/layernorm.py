@@ -28,8 +28,8 @@ from topology.layers.base import ONES, ZEROS, Case, LayerKind, ParamMap, bind, l
 from topology.layers.batchnorm import channel_affine
 from topology.layers.layernorm_tilefree import tile_free_applies, tile_free_layer_norm
 from topology.layers.views import reshaped
-from topology.trace.call_context import CallContext
-from topology.trace.errors import unsupported
+from topology.trace_kit.call_context import CallContext
+from topology.trace_kit.errors import unsupported
 
 
 def layer_norm_config(axis: Any = -1, epsilon: float = 1e-6, center: bool = True, scale: bool = True) -> dict:
@@ -83,7 +83,7 @@ def _expand(kind: LayerKind, name: str, attrs: dict, inputs: list[str], variable
         return rms_norm_nodes(name, in_shape, reduce, attrs, inputs, variables, origin)
     use_scale, use_bias, epsilon = attrs["_use_scale"], attrs["_use_bias"], attrs["epsilon"]
     axis: Any = -1 if reduce == (rank - 1,) else (reduce[0] if len(reduce) == 1 else list(reduce))
-    # On a merged batch (OPT's (B*S, H), trace/merged_batch.py) only per-token layers apply: the tile-free
+    # On a merged batch (OPT's (B*S, H), trace_kit/merged_batch.py) only per-token layers apply: the tile-free
     # composition reads whole rows of the traced rank, so tfjs' own LayerNormalization is used there.
     if features == reduce == (rank - 1,) and tile_free_applies(in_shape[-1], epsilon, rank) \
             and not attrs.get("_merged_batch"):

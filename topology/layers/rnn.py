@@ -34,8 +34,8 @@ import numpy as np
 from topology.graph import LayerNode, WeightBinding, tensor_ref
 from topology.layers.base import ZEROS, Case, LayerKind, layer_base
 from topology.layers.views import permuted
-from topology.trace.call_context import CallContext
-from topology.trace.errors import unsupported
+from topology.trace_kit.call_context import CallContext
+from topology.trace_kit.errors import unsupported
 from topology.vocabulary.errors import ConversionError
 from topology.vocabulary.tensors import TensorRef
 
@@ -462,5 +462,7 @@ KIND = LayerKind(
     read_attrs=_read_attrs,
     expand=_expand,
     output_refs=_output_refs,
+    # seq_lengths= does not change the outputs when the RNN runs forward (_read_attrs refuses it reversed).
+    side_keywords=("seq_lengths",),
     cases=_cases,
 )

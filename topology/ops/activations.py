@@ -19,9 +19,9 @@ import numpy as np
 from topology.layers.base import Case
 from topology.ops import handles
 from topology.ops.constants import with_constants
-from topology.trace.errors import unsupported
-from topology.trace.builder import Builder, Deferred
-from topology.trace.values import Const, Pending, Tensor, as_function, root_of
+from topology.trace_kit.errors import unsupported
+from topology.trace_kit.builder import Builder, Deferred
+from topology.trace_kit.values import Const, Pending, Tensor, as_function, root_of
 
 # Operations that keep a value a function of the same root tensor.
 ELEMENTWISE = (

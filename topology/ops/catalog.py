@@ -16,8 +16,8 @@ from typing import Callable
 
 import numpy as np
 
-from topology.trace.builder import Builder
-from topology.trace.values import Tensor
+from topology.trace_kit.builder import Builder
+from topology.trace_kit.values import Tensor
 
 ATOL, RTOL = 1e-6, 1e-5
 

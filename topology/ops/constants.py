@@ -4,28 +4,22 @@ constant C is a Dense with a zero kernel and bias C applied to one element of th
 meets (`0 * x + C`, exact for finite x; NaN where that element is inf or NaN), then Add, Multiply,
 Maximum, Minimum or Concatenate; a known a x + b per channel is one BatchNormalization.
 
-tfjs 4.22 has no constant layer, and every layer needs a batch. So a constant C
-(one value per example, shape S) is read off an activation it meets: one element
-of that activation (Flatten, crop) goes through a Dense with a zero kernel and
-bias C, which gives ``0 * x + C = C`` exactly for every finite x; a Reshape
-restores S. Add, Multiply, Maximum, Minimum and Concatenate then take it as any
-other tensor. So ``x + pe[:, :L]`` (a fixed table), ``x + self.pos_embedding``
-(a learned Param), ``concatenate([cls_token, patches])`` and
-``nn.Embed(...)(jnp.arange(L))`` (the embedding of a constant is a constant: the
-table's first L rows) all convert. A Param is read lazily from the checkpoint
-(:class:`Lazy`), like a layer's weights. If the activation holds inf or NaN,
-the constant becomes NaN (0 * inf is NaN); such outputs are inf or NaN in JAX too.
+This family is the element-wise handler's hook for them (:func:`with_constants`).
 
 A known constant array in ``+ - * /`` with one activation (per-channel
 ``(x - mean) / std`` preprocessing) stays an element-wise function; it is
 identified as ``a x + b`` and becomes one BatchNormalization(mean 0, var 1,
 epsilon 0, gamma a, beta b) when a and b vary along the channels only, else
-Multiply and Add with constants.
+Multiply and Add with constants. A per-channel parameter vector in ``+ - * /``
+is one BatchNormalization too; any other constant array becomes a constant
+tensor (``builder.constant_tensor``: a Dense with a zero kernel and bias C read
+off one element of the activation, ``topology/trace/constant_tensors.py``) and
+Add, Multiply, Maximum or Minimum. How the walk folds constants and keeps
+parameters lazy is the engine's (``topology/trace/constants.py``); this
+family's cases test all of it end to end.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -33,99 +27,16 @@ import numpy as np
 from topology.graph import WeightBinding
 from topology.layers.base import Case
 from topology.layers.batchnorm import batch_norm_config
-from topology.layers.dense import dense_config
 from topology.ops.catalog import probes
-from topology.ops.ranges import take_range
-from topology.trace.builder import Builder
-from topology.trace.errors import unsupported
-from topology.trace.values import Const, Pending, Tensor, as_function, root_of
+from topology.trace_kit.builder import Builder
+from topology.trace_kit.errors import unsupported
+from topology.trace_kit.values import Const, Lazy, Pending, Tensor, as_function, one_example, root_of
 from topology.vocabulary.errors import ConversionError
 from topology.vocabulary.tensors import TensorRef
 
 AFFINE_STEPS = ("add", "sub", "mul", "div", "neg", "convert_element_type", "copy", "copy_p")
 _BOOLEAN = ("and", "or", "not", "eq", "ne", "gt", "ge", "lt", "le")
 _MERGE = {"add": "Add", "mul": "Multiply", "max": "Maximum", "min": "Minimum"}
-
-
-@dataclass(frozen=True)
-class Lazy:
-    """A constant computed from checkpoint tensors only when its layer's weights are written.
-
-    Example:
-        >>> Lazy(lambda: np.ones(2, "float32"), (2,), np.dtype("float32"), "params/pe").compute().tolist()
-        [1.0, 1.0]
-    """
-
-    compute: Callable[[], np.ndarray]
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    origin: str  # the parameters it comes from, for names and messages
-    channels: int | None = None  # C when the value is a length-C vector broadcast along the last axis
-
-
-# Operations that keep a per-channel vector per channel (when the other operands are numbers).
-_CHANNELWISE = ("add", "sub", "mul", "div", "neg", "rsqrt", "sqrt", "convert_element_type", "copy", "copy_p", "exp",
-                "log", "abs", "integer_pow", "square", "max", "min", "pow", "reshape", "broadcast_in_dim")
-
-
-def _channels(eqn: Any, values: list[Const], shape: tuple[int, ...]) -> int | None:
-    """The vector length when ``eqn`` on per-channel parameters gives a per-channel value."""
-    lazies = [v.lazy for v in values if v.lazy is not None]
-    sizes = {lazy.channels for lazy in lazies}
-    if len(sizes) != 1 or None in sizes or not shape or eqn.primitive.name not in _CHANNELWISE:
-        return None
-    channels = sizes.pop()
-    if shape[-1] != channels or any(np.size(v.value) != 1 for v in values if v.known):
-        return None
-    if eqn.primitive.name == "broadcast_in_dim":
-        dims = eqn.params["broadcast_dimensions"]
-        return channels if dims and dims[-1] == len(shape) - 1 and math.prod(lazies[0].shape[:-1]) == 1 else None
-    if eqn.primitive.name == "reshape":
-        return channels if math.prod(shape[:-1]) == 1 else None
-    return channels
-
-
-def param_const(ref: TensorRef | None) -> Const:
-    """The traced value of a variable: unknown, but computable from ``ref`` when there is one.
-
-    Example:
-        >>> ref = TensorRef(("params", "pe"), (2,), np.dtype("float32"), lambda: np.zeros(2, "float32"))
-        >>> param_const(ref).lazy.origin
-        'params/pe'
-    """
-    if ref is None:
-        return Const(None)
-
-    def load(ref: TensorRef = ref) -> np.ndarray:
-        array = ref.load()
-        return np.asarray(array, np.float32) if ref.dtype.kind == "f" or ref.dtype.name == "bfloat16" else array
-
-    shape = tuple(ref.shape)
-    channels = shape[-1] if shape and math.prod(shape[:-1]) == 1 and shape[-1] > 1 else None
-    return Const(None, Lazy(load, shape, np.dtype(ref.dtype), "/".join(ref.path), channels))
-
-
-def fold_lazy(eqn: Any, values: list[Const]) -> list[Const] | None:
-    """An operation on constants some of which are parameters: lazy results (None when no parameter is involved).
-
-    Example:
-        >>> fold_lazy(eqn, [param_const(ref), Const(np.float32(2))])   # doctest: +SKIP
-    """
-    if not any(v.lazy is not None for v in values):
-        return None
-    if not all(v.known or v.lazy is not None for v in values):
-        return [Const(None)] * len(eqn.outvars)
-    primitive, params = eqn.primitive, eqn.params
-
-    def run(index: int) -> np.ndarray:
-        args = [v.value if v.known else v.lazy.compute() for v in values]
-        result = primitive.bind(*args, **params)
-        return np.asarray(result[index] if primitive.multiple_results else result)
-
-    origin = "+".join(dict.fromkeys(v.lazy.origin for v in values if v.lazy is not None))
-    return [Const(None, Lazy(lambda i=i: run(i), tuple(out.aval.shape), np.dtype(out.aval.dtype), origin,
-                             _channels(eqn, values, tuple(out.aval.shape))))
-            for i, out in enumerate(eqn.outvars)]
 
 
 def is_array(value: Any) -> bool:
@@ -141,77 +52,6 @@ def is_array(value: Any) -> bool:
         return True
     v = value.value
     return isinstance(v, np.ndarray) and v.size > 1 and v.dtype != object and bool(np.any(v != v.flat[0]))
-
-
-def _shape(const: Const) -> tuple[int, ...]:
-    return tuple(const.lazy.shape if const.lazy is not None else np.shape(const.value))
-
-
-def _one_example(array: np.ndarray, origin: str) -> np.ndarray:
-    """Row 0 of a constant traced with a batch axis, after checking every row is the same."""
-    array = np.asarray(array)
-    if array.shape[0] > 1 and not np.array_equal(array, np.broadcast_to(array[:1], array.shape), equal_nan=True):
-        raise ConversionError("UNSUPPORTED_OPERATION",
-                              f"the constant {origin} differs from one example of the batch to the next",
-                              "a constant used with activations must be the same for every example")
-    return array[0]
-
-
-def constant_tensor(builder: Builder, const: Const, carrier: Tensor, where: str) -> Tensor:
-    """``const`` (traced shape (batch, *S)) as a layer output, read off one element of ``carrier``.
-
-    Example:
-        >>> pe = constant_tensor(builder, Const(table), x, "model.py:9")   # doctest: +SKIP
-    """
-    cache = builder.constant_tensors
-    if id(const) in cache:
-        return cache[id(const)][1]
-    shape = _shape(const)
-    if len(shape) < 2 or shape[0] not in (1, carrier.shape[0]):
-        raise unsupported(f"a constant of shape {shape} used with activations of shape {carrier.shape}", where,
-                          "give the constant the activations' batch axis, e.g. table[None, :L] broadcast to x")
-    if carrier.dtype.kind != "f":
-        raise unsupported("a constant combined with an integer tensor", where,
-                          "combine constants with float activations (e.g. after an nn.Embed)")
-    origin = const.lazy.origin if const.lazy is not None else "constant"
-    if const.lazy is not None:
-        loader = lambda lazy=const.lazy: _one_example(lazy.compute(), origin).astype(np.float32).ravel()  # noqa: E731
-    else:
-        value = _one_example(const.value, "array").astype(np.float32).ravel()
-        loader = lambda value=value: value  # noqa: E731
-    batch, features = carrier.shape[0], shape[1:]
-    units = math.prod(features)
-    ones = builder.constant_carriers
-    if carrier.layer not in ones:  # one element per example of the carrier, shared by its constants
-        flat = carrier
-        if len(carrier.shape) != 2:
-            flat = builder.add_layer("constant_flatten", "Flatten", {"data_format": "channels_last"}, [carrier],
-                                     (batch, math.prod(carrier.shape[1:])))
-        ones[carrier.layer] = take_range(builder, flat, 1, 0, 1)
-    one = ones[carrier.layer]
-    weights = [WeightBinding("kernel", (1, units), constant=np.zeros((1, units), np.float32)),
-               WeightBinding("bias", (units,), TensorRef(("constant", origin), (units,), np.dtype("float32"), loader,
-                                                         "computed from the checkpoint"))]
-    out = builder.add_layer("constant", "Dense", dense_config(units), [one], (batch, units), weights,
-                            origin=f"constant {origin}")
-    if len(features) != 1:
-        out = builder.add_layer("constant_reshape", "Reshape", {"target_shape": list(features)}, [out],
-                                (batch, *features))
-    cache[id(const)] = (const, out)  # keep const alive so that its id stays unique
-    return out
-
-
-def as_tensors(builder: Builder, values: list, where: str) -> list[Tensor]:
-    """Every value as a tensor; constants are read off the first activation among them.
-
-    Example:
-        >>> cls, patches = as_tensors(builder, [Const(None, lazy), patches], "vit.py:30")   # doctest: +SKIP
-    """
-    carrier = next((builder.tensor(v, where) for v in values if not isinstance(v, Const)), None)
-    if carrier is None:
-        raise unsupported("an operation on constants only", where, "compute it inside a layer")
-    return [constant_tensor(builder, v, carrier, where) if isinstance(v, Const) else builder.tensor(v, where)
-            for v in values]
 
 
 def _holds_arrays(value: Any) -> bool:
@@ -264,7 +104,7 @@ def with_constants(builder: Builder, eqn: Any, values: list, where: str) -> tupl
     if name == "div":  # x / C = x * (1 / C): within one rounding of JAX
         values = [values[0], _reciprocal(values[1])]
         name = "mul"
-    tensors = as_tensors(builder, values, where)
+    tensors = builder.as_tensors(values, where)
     shape = tuple(eqn.outvars[0].aval.shape)
     if name == "sub":
         negated = builder.add_layer("negate", "Rescaling", {"scale": -1.0, "offset": 0.0}, [tensors[1]], shape)
@@ -355,7 +195,7 @@ def materialize_affine(builder: Builder, pending: Pending) -> Tensor:
         if not np.allclose(y, a * x + b, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(y).max()))):
             raise unsupported("an element-wise function of activations and a constant array that is not a x + b",
                               pending.where, "only + - * / with constant arrays convert")
-    a, b = _one_example(a, "scale"), _one_example(b, "offset")
+    a, b = one_example(a, "scale"), one_example(b, "offset")
     shape, channels = tuple(root.shape), root.shape[-1]
     per_channel = lambda v: len(shape) >= 2 and bool(np.all(v == v.reshape(-1, channels)[:1]))  # noqa: E731
     x = root
@@ -373,11 +213,11 @@ def materialize_affine(builder: Builder, pending: Pending) -> Tensor:
         if per_channel(b):
             return x
     elif not np.all(a == 1):
-        scale = constant_tensor(builder, Const(np.broadcast_to(a.astype(np.float32), shape)), root, pending.where)
+        scale = builder.constant_tensor(Const(np.broadcast_to(a.astype(np.float32), shape)), root, pending.where)
         x = builder.add_layer("scale", "Multiply", {}, [root, scale], shape)
     if np.all(b == 0):
         return x
-    offset = constant_tensor(builder, Const(np.broadcast_to(b.astype(np.float32), shape)), root, pending.where)
+    offset = builder.constant_tensor(Const(np.broadcast_to(b.astype(np.float32), shape)), root, pending.where)
     return builder.add_layer("offset", "Add", {}, [x, offset], shape)
 
 

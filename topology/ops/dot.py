@@ -23,9 +23,9 @@ from topology.graph import WeightBinding
 from topology.layers.base import ZEROS, Case
 from topology.ops import handles
 from topology.ops.ranges import reshape_to, take_range
-from topology.trace.builder import Builder
-from topology.trace.errors import unsupported
-from topology.trace.values import Const, Pending, Tensor, as_function, root_of
+from topology.trace_kit.builder import Builder
+from topology.trace_kit.errors import unsupported
+from topology.trace_kit.values import Const, Pending, Tensor, as_function, root_of
 from topology.vocabulary.tensors import TensorRef
 
 

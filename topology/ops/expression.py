@@ -33,10 +33,9 @@ from typing import Any
 import numpy as np
 
 from topology.layers.base import Case
-from topology.ops.constants import constant_tensor
-from topology.trace.builder import Builder
-from topology.trace.errors import unsupported
-from topology.trace.values import Const, Pending, Tensor
+from topology.trace_kit.builder import Builder
+from topology.trace_kit.errors import unsupported
+from topology.trace_kit.values import Const, Pending, Tensor
 
 IDENTITY = ("copy", "copy_p", "stop_gradient", "reduce_precision")
 _ACTIVATIONS = {"tanh": "tanh", "logistic": "sigmoid"}
@@ -120,7 +119,7 @@ def _operation(builder: Builder, name: str, params: dict, values: list, pending:
         if name == "max" and numbers == [0.0]:
             return builder.add_layer("relu", "ReLU", {"max_value": None, "negative_slope": 0.0, "threshold": 0.0},
                                      [x], shape)
-        bound = constant_tensor(builder, Const(np.full(shape, numbers[0], np.float32)), x, where)
+        bound = builder.constant_tensor(Const(np.full(shape, numbers[0], np.float32)), x, where)
         return builder.add_layer(name + "imum", _MERGE[name], {}, [x, bound], shape)
     if name == "clamp" and len(numbers) == 2 and isinstance(values[1], Tensor):
         low = _operation(builder, "max", {}, [x, numbers[0]], pending, shape)

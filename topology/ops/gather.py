@@ -23,9 +23,9 @@ from topology.graph import WeightBinding
 from topology.layers.base import Case
 from topology.layers.dense import dense_config
 from topology.ops import handles
-from topology.trace.builder import Builder
-from topology.trace.errors import unsupported
-from topology.trace.values import Pending, Tensor
+from topology.trace_kit.builder import Builder
+from topology.trace_kit.errors import unsupported
+from topology.trace_kit.values import Pending, Tensor
 
 _HINT = "pick one position per example with an index computed from a (batch,) integer input, e.g. lengths - 1"
 

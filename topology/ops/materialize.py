@@ -20,9 +20,9 @@ from topology.ops.norms import normalization
 from topology.ops.constants import materialize_affine
 from topology.ops.reduce import materialize_reduction
 from topology.ops.sequence_mask import length_mask
-from topology.trace.builder import Builder
-from topology.trace.errors import unsupported
-from topology.trace.values import Pending, Tensor
+from topology.trace_kit.builder import Builder
+from topology.trace_kit.errors import unsupported
+from topology.trace_kit.values import Pending, Tensor
 
 
 def materialize(builder: Builder, pending: Pending) -> Tensor:

@@ -3,7 +3,7 @@
 ``add``/``mul``/``max``/``min`` of two different tensors map to
 Add/Multiply/Maximum/Minimum (the element-wise handler, ``activations.py``);
 ``concatenate`` maps to Concatenate here, a constant among its operands (a cls
-token) read off the others (``constants.as_tensors``).
+token) read off the others (``builder.as_tensors``).
 """
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ from typing import Any
 
 from topology.layers.base import Case
 from topology.ops import handles
-from topology.ops.constants import as_tensors
-from topology.trace.builder import Builder
-from topology.trace.errors import unsupported
-from topology.trace.values import Tensor
+from topology.trace_kit.builder import Builder
+from topology.trace_kit.errors import unsupported
+from topology.trace_kit.values import Tensor
 
 
 @handles("concatenate")
@@ -22,7 +21,7 @@ def concatenate(builder: Builder, eqn: Any, values: list, where: str) -> Tensor:
     axis = eqn.params["dimension"]
     if axis == 0:
         raise unsupported("concatenation along the batch axis", where, "concatenate along a feature axis")
-    tensors = as_tensors(builder, values, where)  # a constant (e.g. a cls token) is read off the others
+    tensors = builder.as_tensors(values, where)  # a constant (e.g. a cls token) is read off the others
     return builder.add_layer("concatenate", "Concatenate", {"axis": axis}, tensors, tuple(eqn.outvars[0].aval.shape))
 
 
@@ -38,7 +37,7 @@ def stack(builder: Builder, eqn: Any, values: list, where: str) -> Tensor:
     axis = eqn.params["axis"]
     if axis == 0:
         raise unsupported("stacking along the batch axis", where, "stack along a feature axis")
-    tensors = as_tensors(builder, values, where)
+    tensors = builder.as_tensors(values, where)
     shape = tuple(eqn.outvars[0].aval.shape)
     one = (*shape[:axis], 1, *shape[axis + 1:])
     expanded = [builder.add_layer("stack_expand", "Reshape", {"target_shape": list(one[1:])}, [t], one, dtype=t.dtype)

@@ -20,8 +20,8 @@ import numpy as np
 from topology.layers.base import Case, layer_base
 from topology.layers.layernorm import layer_norm_config, rms_norm_nodes
 from topology.ops.catalog import close, probes
-from topology.trace.builder import Builder
-from topology.trace.values import Pending, Tensor
+from topology.trace_kit.builder import Builder
+from topology.trace_kit.values import Pending, Tensor
 
 SCALES = tuple(10.0 ** k for k in range(-5, 2))  # input magnitudes at which epsilon is solved and checked
 

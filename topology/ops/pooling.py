@@ -19,9 +19,9 @@ import numpy as np
 
 from topology.layers.base import Case
 from topology.ops import handles
-from topology.trace.errors import unsupported
-from topology.trace.builder import Builder, Deferred
-from topology.trace.values import Const, Pending, Tensor
+from topology.trace_kit.errors import unsupported
+from topology.trace_kit.builder import Builder, Deferred
+from topology.trace_kit.values import Const, Pending, Tensor
 
 
 @dataclass(eq=False)

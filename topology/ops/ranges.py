@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 
-from topology.trace.builder import Builder
-from topology.trace.values import Tensor
+from topology.trace_kit.builder import Builder
+from topology.trace_kit.values import Tensor
 
 
 def _as(builder: Builder, x: Tensor, op: str, class_name: str, config: dict, shape: tuple) -> Tensor:

@@ -17,9 +17,9 @@ import numpy as np
 
 from topology.layers.base import Case
 from topology.ops.catalog import CATALOG, close, probes
-from topology.trace.builder import Builder
-from topology.trace.errors import unsupported
-from topology.trace.values import Pending, Tensor
+from topology.trace_kit.builder import Builder
+from topology.trace_kit.errors import unsupported
+from topology.trace_kit.values import Pending, Tensor
 
 _GLOBAL = {"mean": "GlobalAveragePooling{n}D", "max": "GlobalMaxPooling{n}D"}
 _REDUCTIONS = (("mean", np.mean), ("max", np.max), ("min", np.min), ("sum", np.sum))

@@ -20,9 +20,10 @@ import numpy as np
 
 from topology.layers.base import Case
 from topology.ops import handles
-from topology.trace.builder import Builder
-from topology.trace.errors import unsupported
-from topology.trace.values import Const, Inside, Pending, Tensor
+from topology.trace_kit.builder import Builder
+from topology.trace_kit.errors import unsupported
+from topology.trace_kit.markers import ENTER, EXIT
+from topology.trace_kit.values import Const, Inside, Pending, Tensor
 from topology.vocabulary.tensors import TensorRef
 
 
@@ -30,7 +31,7 @@ def _calls_in(jaxpr: Any) -> set[int]:
     """Indices of the layer calls marked anywhere inside ``jaxpr`` (nested bodies included)."""
     found = set()
     for eqn in jaxpr.eqns:
-        if eqn.primitive.name in ("flax2tfjs_enter", "flax2tfjs_exit"):
+        if eqn.primitive.name in (ENTER, EXIT):
             found.add(eqn.params["call"])
         for param in eqn.params.values():
             inner = getattr(param, "jaxpr", param)

@@ -16,8 +16,8 @@ import numpy as np
 
 from topology.graph import WeightBinding
 from topology.layers.dense import dense_config
-from topology.trace.builder import Builder
-from topology.trace.values import Pending, Tensor
+from topology.trace_kit.builder import Builder
+from topology.trace_kit.values import Pending, Tensor
 
 
 def length_mask(builder: Builder, pending: Pending) -> Tensor | None:

@@ -8,10 +8,10 @@ import numpy as np
 
 from topology.layers.base import Case
 from topology.ops import handles
-from topology.trace.builder import Builder
-from topology.trace.errors import unsupported
-from topology.trace.merged_batch import SPLIT
-from topology.trace.values import Pending, Tensor
+from topology.trace_kit.builder import Builder
+from topology.trace_kit.errors import unsupported
+from topology.trace_kit.merged_batch import SPLIT
+from topology.trace_kit.values import Pending, Tensor
 
 
 @handles("reshape", "squeeze", "expand_dims")
@@ -42,7 +42,7 @@ def reshape(builder: Builder, eqn: Any, values: list, where: str) -> Tensor | Pe
 
 def _merge_or_split(builder: Builder, x: Tensor, shape: tuple[int, ...], where: str) -> Tensor | None:
     """A reshape (B, S, ..., H) -> (B*S*..., H) that folds leading axes into the batch, or the one that
-    unfolds them: an identity on the TF.js tensor (see ``topology.trace.merged_batch``); None for others."""
+    unfolds them: an identity on the TF.js tensor (see ``topology.trace_kit.merged_batch``); None for others."""
     lead = builder.merged.lead.get(x.layer)
     identity = {"scale": 1.0, "offset": 0.0}
     if lead is not None:  # the traced (B*S, ...) is (B, S, ...) in TF.js

@@ -10,9 +10,9 @@ from typing import Any
 from topology.layers.base import Case
 from topology.ops import handles
 from topology.ops.ranges import take_range
-from topology.trace.builder import Builder
-from topology.trace.errors import unsupported
-from topology.trace.values import Tensor
+from topology.trace_kit.builder import Builder
+from topology.trace_kit.errors import unsupported
+from topology.trace_kit.values import Tensor
 
 
 @handles("slice")

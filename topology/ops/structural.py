@@ -22,11 +22,10 @@ from topology.graph import WeightBinding
 from topology.layers.base import Case, layer_base
 from topology.layers.dense import dense_config
 from topology.ops import handles
-from topology.ops.constants import constant_tensor
 from topology.ops.ranges import reshape_to, take_range
-from topology.trace.builder import Builder
-from topology.trace.errors import unsupported
-from topology.trace.values import Const, Tensor
+from topology.trace_kit.builder import Builder
+from topology.trace_kit.errors import unsupported
+from topology.trace_kit.values import Const, Tensor
 
 
 @handles("pad")
@@ -64,7 +63,7 @@ def pad(builder: Builder, eqn: Any, values: list, where: str) -> Tensor:
     pads = [(max(0, low), max(0, high)) for low, high, _ in config[1:]]
     fill_mask = np.pad(np.zeros_like(cropped), pads, constant_values=fill)[None]
     shape = tuple(eqn.outvars[0].aval.shape)
-    filler = constant_tensor(builder, Const(fill_mask), zero_padded, where)
+    filler = builder.constant_tensor(Const(fill_mask), zero_padded, where)
     return builder.add_layer("pad_value", "Add", {}, [zero_padded, filler], shape)
 
 

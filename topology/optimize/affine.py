@@ -9,15 +9,33 @@ tensors when the writer reaches them, then cast to float32, deterministically.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
 
 from topology.graph import Derived, LayerNode, WeightBinding
+from topology.layers import REGISTRY
+from topology.layers.base import FoldTarget
+from topology.registry import Registry
 
-# The layers whose output channel is the kernel's last axis (DepthwiseConv2D: channel c*m + j).
-FOLDABLE = {"Dense": "kernel", "Conv1D": "kernel", "Conv2D": "kernel", "Conv3D": "kernel",
-            "DepthwiseConv2D": "depthwise_kernel"}
+
+def fold_targets() -> Registry[FoldTarget]:
+    """The Keras layers an affine map folds into, by class, as the layer kinds declare them (``fold_targets``);
+    a class declared twice is refused.
+
+    Example:
+        >>> fold_targets()["DepthwiseConv2D"].kernel, fold_targets().owners["Dense"]
+        ('depthwise_kernel', 'dense')
+    """
+    targets: Registry[FoldTarget] = Registry("fold target")
+    for layer_kind in REGISTRY.values():
+        for target in layer_kind.fold_targets:
+            targets.add(target.keras_class, target, layer_kind.key)
+    return targets
+
+
+FOLDABLE = fold_targets()
 
 # (named source arrays) -> (scale, shift), each broadcastable to (channels,), in float64.
 AffineFn = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
@@ -30,16 +48,15 @@ def foldable(layer: LayerNode) -> bool:
         >>> foldable(LayerNode("d", "Dense", {"activation": "relu"}))
         False
     """
-    kernel = FOLDABLE.get(layer.class_name)
-    return kernel is not None and layer.config.get("activation", "linear") == "linear" \
-        and any(w.name == kernel for w in layer.weights)
+    target = FOLDABLE.get(layer.class_name)
+    return target is not None and layer.config.get("activation", "linear") == "linear" \
+        and any(w.name == target.kernel for w in layer.weights)
 
 
 def out_channels(layer: LayerNode) -> int:
     """How many output channels ``layer`` (a foldable one) has."""
-    kernel = _binding(layer, FOLDABLE[layer.class_name])
-    shape = kernel.shape
-    return int(shape[-1] * shape[-2]) if layer.class_name == "DepthwiseConv2D" else int(shape[-1])
+    target = FOLDABLE[layer.class_name]
+    return int(math.prod(_binding(layer, target.kernel).shape[-target.channel_axes:]))
 
 
 def fold_affine(layer: LayerNode, label: str, sources: dict[str, WeightBinding], affine: AffineFn) -> None:
@@ -54,12 +71,13 @@ def fold_affine(layer: LayerNode, label: str, sources: dict[str, WeightBinding],
         >>> [(w.name, w.materialize().tolist()) for w in d.weights]
         [('kernel', [[2.0, 0.0], [0.0, 3.0]]), ('bias', [1.0, 0.0])]
     """
-    kernel_name = FOLDABLE[layer.class_name]
+    target = FOLDABLE[layer.class_name]
+    kernel_name = target.kernel
     kernel = _binding(layer, kernel_name)
     bias = next((w for w in layer.weights if w.name == "bias"), None)
     names = tuple(sources)
     channels = out_channels(layer)
-    depthwise = kernel.shape[-2:] if layer.class_name == "DepthwiseConv2D" else None
+    depthwise = kernel.shape[-target.channel_axes:] if target.channel_axes > 1 else None
 
     def scale_shift(arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
         scale, shift = affine({n: np.asarray(a, np.float64) for n, a in zip(names, arrays)})

@@ -1,15 +1,18 @@
-"""Tracing Flax modules (Linen and NNX) into a layer graph, with JAX.
+"""Tracing Flax modules (Linen and NNX) into a layer graph, with JAX: the engine.
 
 ``capture`` runs the module under ``jax.make_jaxpr`` with every call of a known
 layer module wrapped in enter/exit marker primitives; ``build`` walks the
 resulting jaxpr, turning marked calls into layers and the operations between
-them (activations, pooling, reshapes, merges) into more layers.
+them (activations, pooling, reshapes, merges) into more layers. The engine imports every layer
+kind and op family; they import only the plugin kit (``topology/trace_kit/``), never this package.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from topology.graph import InputSpec, LayerGraph
+from topology.trace.build import build_graph
+from topology.trace.capture import CallSpec, trace_linen, trace_nnx
 from topology.vocabulary.tensors import TensorRef, TreePath
 
 
@@ -28,11 +31,6 @@ def trace_graph(module: Any, inputs: list[InputSpec],
         >>> [layer.class_name for layer in graph.layers]                                          # doctest: +SKIP
         ['Dense']
     """
-    # Local: every topology.trace submodule import runs this package first, and these two load every
-    # layer kind and op handler (which import topology.trace submodules themselves).
-    from topology.trace.build import build_graph  # noqa: PLC0415
-    from topology.trace.capture import CallSpec, trace_linen, trace_nnx  # noqa: PLC0415
-
     call = call or CallSpec()
     if is_nnx_module(module):
         return build_graph(trace_nnx(module, inputs, variables, call=call))

@@ -16,23 +16,25 @@ import numpy as np
 from topology.graph import LayerGraph, LayerNode, WeightBinding, prune_unused
 from topology.layers.base import layer_base
 from topology.ops import handler_for
-from topology.ops.constants import fold_lazy, param_const
 from topology.ops.materialize import materialize
-from topology.trace.capture import Trace
-from topology.trace.errors import unsupported
-from topology.trace.builder import Deferred
-from topology.trace.merged_batch import MergedBatch
-from topology.trace.values import Const, Inside, Pending, Tensor
+from topology.trace_kit.traced import Trace
+from topology.trace.constant_tensors import ConstantTensors
+from topology.trace.constants import as_const, fold_constants, param_const
+from topology.trace_kit.errors import unsupported
+from topology.trace_kit.markers import ENTER, EXIT, SIDE, VARIABLE
+from topology.trace_kit.builder import Deferred
+from topology.trace_kit.merged_batch import MergedBatch
+from topology.trace_kit.values import Const, Inside, Pending, Tensor
 from topology.vocabulary.errors import ConversionError
 from topology.vocabulary.tensors import TensorRef
 
-MARKERS = ("flax2tfjs_enter", "flax2tfjs_exit")
+MARKERS = (ENTER, EXIT)
 CALL_PARAMS = ("jaxpr", "call_jaxpr", "fun_jaxpr")  # where call-like primitives keep their body
 
 
 class GraphBuilder:
     """Accumulates layers while the jaxpr is walked; op handlers use it through
-    :class:`topology.trace.builder.Builder`."""
+    :class:`topology.trace_kit.builder.Builder`."""
 
     def __init__(self, trace: Trace):
         self.trace = trace
@@ -40,8 +42,7 @@ class GraphBuilder:
         self.names: set[str] = set()
         self.call_inputs: dict[int, list[Tensor]] = {}
         self.counters: dict[str, int] = {}
-        self.constant_tensors: dict[int, tuple[Const, Tensor]] = {}  # see topology.ops.constants
-        self.constant_carriers: dict[str, Tensor] = {}
+        self.constants = ConstantTensors(self)  # constants made tensors (constant_tensors.py)
         self.constant_calls: set[int] = set()  # layer calls applied to a constant (folded)
         self.multi_output_calls: dict[int, list[str]] = {}  # call -> its output refs, once emitted
         self.merged = MergedBatch()
@@ -106,6 +107,14 @@ class GraphBuilder:
         raise unsupported("a constant or parameter used on its own as a layer input or model output", where,
                           "combine it with activations (+, *, concatenate), or compute it inside a layer")
 
+    def constant_tensor(self, const: Const, carrier: Tensor, where: str) -> Tensor:
+        """``const`` (traced shape (batch, *S)) as a layer output, read off one element of ``carrier``."""
+        return self.constants.tensor(const, carrier, where)
+
+    def as_tensors(self, values: list, where: str) -> list[Tensor]:
+        """Every value as a tensor; constants are read off the first activation among them."""
+        return self.constants.as_tensors(values, where)
+
     # -- walking (scan walks its body once per step) ------------------------
     def walk(self, jaxpr: Any, env: dict, outer_where: str = "") -> None:
         """Walk the equations of ``jaxpr`` with ``env`` (jaxpr variable -> value), adding layers."""
@@ -143,7 +152,7 @@ def build_graph(trace: Trace) -> LayerGraph:
     jaxpr = closed.jaxpr
     env: dict[Any, Any] = {}
     for var, value in zip(jaxpr.constvars, closed.consts):
-        env[var] = _const(value)
+        env[var] = as_const(value)
     n_inputs = len(trace.inputs)
     variable_vars = jaxpr.invars[: len(jaxpr.invars) - n_inputs]
     refs = list(trace.param_refs) or [None] * len(variable_vars)
@@ -179,20 +188,20 @@ def _walk(builder: GraphBuilder, jaxpr: Any, env: dict, outer_where: str = "") -
         where = source_of(eqn) or outer_where
         if name in MARKERS and _constant_call(builder, eqn, values, env, where):
             continue  # a layer applied to a constant (nn.Embed of arange) is a constant
-        if name == "flax2tfjs_enter":
+        if name == ENTER:
             call = eqn.params["call"]
             builder.call_inputs.setdefault(call, []).append(builder.tensor(values[0], where))
             env[eqn.outvars[0]] = Inside(call)
             continue
-        if name == "flax2tfjs_exit":
+        if name == EXIT:
             env[eqn.outvars[0]] = _emit_output(builder, eqn.params["call"], eqn.params.get("output"),
                                                eqn.outvars[0].aval)
             continue
-        if name == "flax2tfjs_variable":  # a parameter the model computed and passed to a layer's apply
+        if name == VARIABLE:  # a parameter the model computed and passed to a layer's apply
             _computed_variable(builder, eqn, values[0], where)
             env[eqn.outvars[0]] = values[0]
             continue
-        if name == "flax2tfjs_side":  # e.g. attention's mask=: the layer kind composes it (side_inputs.py)
+        if name == SIDE:  # e.g. attention's mask=: the layer kind composes it (side_inputs.py)
             builder.trace.calls[eqn.params["call"]].attrs.setdefault("_side", {})[eqn.params["name"]] = values[0]
             env[eqn.outvars[0]] = Inside(eqn.params["call"])
             continue
@@ -205,7 +214,7 @@ def _walk(builder: GraphBuilder, jaxpr: Any, env: dict, outer_where: str = "") -
                 env[out] = Inside(next(iter(insides)))
             continue
         if all(isinstance(v, Const) for v in values):
-            for out, value in zip(eqn.outvars, _fold_constants(eqn, values)):
+            for out, value in zip(eqn.outvars, fold_constants(eqn, values)):
                 env[out] = value
             continue
         body = next((eqn.params[p] for p in CALL_PARAMS if p in eqn.params), None)
@@ -213,7 +222,7 @@ def _walk(builder: GraphBuilder, jaxpr: Any, env: dict, outer_where: str = "") -
             inner = body.jaxpr if hasattr(body, "jaxpr") else body
             inner_env = {var: value for var, value in zip(inner.invars, values)}
             for var, const in zip(inner.constvars, getattr(body, "consts", [])):
-                inner_env[var] = _const(const)
+                inner_env[var] = as_const(const)
             _walk(builder, inner, inner_env, where)
             for out, inner_out in zip(eqn.outvars, inner.outvars):
                 env[out] = _read(inner_env, inner_out)
@@ -225,29 +234,6 @@ def _walk(builder: GraphBuilder, jaxpr: Any, env: dict, outer_where: str = "") -
         results = results if isinstance(results, list) else [results]
         for out, result in zip(eqn.outvars, results):
             env[out] = result
-
-
-def _fold_constants(eqn: Any, values: list[Const]) -> list[Const]:
-    """Evaluate an operation on known constants (e.g. pooling window counts); parameters stay unknown."""
-    lazy = fold_lazy(eqn, values)
-    if lazy is not None:
-        return lazy
-    if not all(v.known for v in values):
-        return [Const(None)] * len(eqn.outvars)
-    try:
-        result = eqn.primitive.bind(*[v.value for v in values], **eqn.params)
-    except Exception:
-        return [Const(None)] * len(eqn.outvars)
-    results = result if eqn.primitive.multiple_results else [result]
-    return [_const(r) for r in results]
-
-
-def _const(value: Any) -> Const:
-    """A constant as numpy; JAX arrays numpy cannot hold (PRNG keys, e.g. nn.RNN's default init key) stay JAX arrays."""
-    try:
-        return Const(np.asarray(value))
-    except TypeError:
-        return Const(value)
 
 
 def _computed_variable(builder: GraphBuilder, eqn: Any, value: Any, where: str) -> None:
@@ -284,13 +270,13 @@ def _constant_call(builder: GraphBuilder, eqn: Any, values: list, env: dict, whe
     """A marker of a layer call whose inputs are constants: the call's body is folded like any constant."""
     call = eqn.params["call"]
     constant_calls = builder.constant_calls
-    if eqn.primitive.name == "flax2tfjs_enter" and isinstance(values[0], Const):
+    if eqn.primitive.name == ENTER and isinstance(values[0], Const):
         if call in builder.call_inputs:
             raise unsupported("a layer applied to both activations and a constant", where,
                               "pass the constant to the layer as its own call")
         constant_calls.add(call)
     elif call in constant_calls and not isinstance(values[0], Const):
-        if eqn.primitive.name == "flax2tfjs_enter":
+        if eqn.primitive.name == ENTER:
             raise unsupported("a layer applied to both activations and a constant", where,
                               "pass the constant to the layer as its own call")
         return False
@@ -323,7 +309,7 @@ def _emit_nodes(builder: GraphBuilder, call_index: int, aval: Any) -> tuple[str,
     name = builder.unique(".".join(call.path) or call.kind.key)
     origin = "/".join(call.path) or call.kind.key
     attrs = dict(call.attrs, _input_shapes=[t.shape for t in inputs], _output_shape=tuple(aval.shape),
-                 _merged_batch=any(t.layer in builder.merged.lead for t in inputs))  # see trace/merged_batch.py
+                 _merged_batch=any(t.layer in builder.merged.lead for t in inputs))  # see trace_kit/merged_batch.py
     try:
         nodes = call.kind.nodes(name, attrs, [t.layer for t in inputs], call.variables, origin,
                                 tuple(aval.shape[1:]))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import itertools
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -19,37 +18,18 @@ import numpy as np
 from topology.graph import InputSpec
 from topology.layers import REGISTRY, kind_for_module
 from topology.layers.base import LayerKind
-from topology.trace.call_context import CallContext, user_line
-from topology.trace.errors import flax_error_to_conversion_error, model_error
+from topology.trace.call_spec import INFERENCE_FLAGS, CallSpec, inference_kwargs  # noqa: F401  (re-exported)
+from topology.trace.model_errors import flax_error_to_conversion_error, model_error
 from topology.trace.nnx_lifted import place
 from topology.trace.params import linen_refs, nnx_refs
-from topology.trace.call_spec import INFERENCE_FLAGS, CallSpec, inference_kwargs  # noqa: F401  (re-exported)
+from topology.trace.side_inputs import mark_keywords
+from topology.trace_kit.call_context import CallContext, user_line
+from topology.trace_kit.markers import enter, exit_, variable
+from topology.trace_kit.traced import LayerCall, Trace
 from topology.vocabulary.errors import ConversionError
 from topology.vocabulary.tensors import TensorRef, TreePath
 
 TRACE_BATCH = 2  # >1 so that an op mixing the batch axis is noticed
-
-
-@dataclass
-class LayerCall:
-    """One marked call of a layer module."""
-
-    index: int
-    kind: LayerKind
-    path: TreePath  # the module's path, e.g. ("Block_0", "Conv_0")
-    attrs: dict
-    variables: dict[tuple[str, str], TensorRef] = field(default_factory=dict)
-    line: str = ""  # the user's file:line of the call, for messages
-
-
-@dataclass
-class Trace:
-    """The jaxpr of one inference call and the layer calls marked in it."""
-
-    jaxpr: Any  # jax.extend.core.ClosedJaxpr
-    calls: dict[int, LayerCall]
-    inputs: list[InputSpec]
-    param_refs: list = field(default_factory=list)  # TensorRef (or None) per variable input, in jaxpr order
 
 
 class _Recorder:
@@ -62,10 +42,6 @@ class _Recorder:
         self.lookup_variables = lookup_variables
 
     def call(self, module: Any, path: TreePath, run: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
-        # Both define JAX primitives at import time; this module stays importable without JAX.
-        from topology.trace.markers import enter, exit_, variable  # noqa: PLC0415
-        from topology.trace.side_inputs import mark_keywords  # noqa: PLC0415
-
         layer_kind = kind_for_module(module) if self.depth == 0 else None
         if layer_kind is None:
             self.depth += bool(self.depth)
@@ -87,7 +63,7 @@ class _Recorder:
         for (collection, name), value in computed.items():  # the builder computes them from the checkpoint
             variable(value, index, collection, name)
         marked = tuple(enter(a, index) if _is_array(a) else a for a in args)
-        kwargs = mark_keywords(layer_kind.key, kwargs, index)
+        kwargs = mark_keywords(layer_kind.side_keywords, kwargs, index)
         self.depth += 1
         try:
             out = run(*marked, **kwargs)

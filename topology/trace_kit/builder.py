@@ -6,16 +6,14 @@ builder's module nor each other at import time.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from topology.graph import LayerNode, WeightBinding
-from topology.trace.merged_batch import MergedBatch
-from topology.trace.values import Const, Pending, Tensor
-
-if TYPE_CHECKING:
-    from topology.trace.capture import Trace
+from topology.trace_kit.merged_batch import MergedBatch
+from topology.trace_kit.traced import Trace
+from topology.trace_kit.values import Const, Pending, Tensor
 
 
 @runtime_checkable
@@ -31,8 +29,6 @@ class Builder(Protocol):
     trace: Trace  # the traced jaxpr and its marked layer calls (scan replaces calls per step)
     layers: list[LayerNode]  # the layers so far, in order
     call_inputs: dict[int, list[Tensor]]  # layer call index -> the tensors entering it
-    constant_tensors: dict[int, tuple[Const, Tensor]]  # id(constant) -> its tensor (see ops.constants)
-    constant_carriers: dict[str, Tensor]  # activation layer -> the one element constants are read off
     merged: MergedBatch  # layer outputs whose batch axis the trace merged with others (OPT's (B*S, H))
 
     def add_layer(self, op: str, class_name: str, config: dict, inputs: list[Tensor], shape: tuple[int, ...],
@@ -41,6 +37,13 @@ class Builder(Protocol):
 
     def tensor(self, value: Any, where: str = "") -> Tensor:
         """The value as a layer output, identifying a pending function first."""
+
+    def constant_tensor(self, const: Const, carrier: Tensor, where: str) -> Tensor:
+        """``const`` (traced shape (batch, *S)) as a layer output, read off one element of ``carrier``
+        (each constant once: ``topology/trace/constant_tensors.py``)."""
+
+    def as_tensors(self, values: list, where: str) -> list[Tensor]:
+        """Every value as a tensor; constants are read off the first activation among them."""
 
     def walk(self, jaxpr: Any, env: dict, outer_where: str = "") -> None:
         """Walk the equations of ``jaxpr`` with ``env`` (jaxpr variable -> value), adding layers."""

@@ -6,6 +6,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from topology.vocabulary.errors import ConversionError
+
 
 @dataclass(frozen=True, eq=False)
 class Tensor:
@@ -47,14 +49,30 @@ class Inside:
     call: int
 
 
+@dataclass(frozen=True)
+class Lazy:
+    """A constant computed from checkpoint tensors only when its layer's weights are written.
+
+    Example:
+        >>> Lazy(lambda: np.ones(2, "float32"), (2,), np.dtype("float32"), "params/pe").compute().tolist()
+        [1.0, 1.0]
+    """
+
+    compute: Callable[[], np.ndarray]
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    origin: str  # the parameters it comes from, for names and messages
+    channels: int | None = None  # C when the value is a length-C vector broadcast along the last axis
+
+
 @dataclass(frozen=True, eq=False)
 class Const:
     """A value that does not depend on the inputs. ``value`` is None when it comes from the
     (abstract) parameters and so is unknown at trace time; ``lazy`` then says how to compute it
-    from the checkpoint when a layer needs it (``topology.ops.constants.Lazy``)."""
+    from the checkpoint when a layer needs it (a :class:`Lazy`)."""
 
     value: Any = None
-    lazy: Any = None
+    lazy: Lazy | None = None
 
     @property
     def known(self) -> bool:
@@ -84,3 +102,18 @@ def as_function(value: Any) -> Callable[[Any], Any]:
     if isinstance(value, Tensor):
         return lambda r: r
     return lambda r, v=value.value: v
+
+
+def one_example(array: np.ndarray, origin: str) -> np.ndarray:
+    """Row 0 of a constant traced with a batch axis, after checking every row is the same.
+
+    Example:
+        >>> one_example(np.ones((2, 3)), "params/pe").tolist()
+        [1.0, 1.0, 1.0]
+    """
+    array = np.asarray(array)
+    if array.shape[0] > 1 and not np.array_equal(array, np.broadcast_to(array[:1], array.shape), equal_nan=True):
+        raise ConversionError("UNSUPPORTED_OPERATION",
+                              f"the constant {origin} differs from one example of the batch to the next",
+                              "a constant used with activations must be the same for every example")
+    return array[0]

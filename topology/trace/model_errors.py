@@ -1,5 +1,5 @@
-"""The tracer's errors: an operation with no TF.js equivalent, and Flax's own errors turned into
-ConversionErrors naming the variable path."""
+"""Errors met while a module is traced, turned into ConversionErrors: Flax's own scope errors (naming
+the variable path) and the model's own shape or dtype errors (naming the user's line)."""
 from __future__ import annotations
 
 import re
@@ -9,17 +9,6 @@ from topology.vocabulary.errors import ConversionError
 
 _CONVERTER_PATHS = ("/topology/", "/writer/")
 _LIBRARY_PATHS = ("/jax/", "/jaxlib/", "/flax/", "/numpy/", "/optax/", "/transformers/")
-
-
-def unsupported(what: str, where: str, hint: str) -> ConversionError:
-    """UNSUPPORTED_OPERATION naming ``what`` and the user's ``where`` (file:line, or a layer path).
-
-    Example:
-        >>> unsupported("operation `cumsum`", "model.py:7", "use a layer").message
-        'operation `cumsum` at model.py:7 has no TF.js layer equivalent'
-    """
-    at = f" at {where}" if where else ""
-    return ConversionError("UNSUPPORTED_OPERATION", f"{what}{at} has no TF.js layer equivalent", hint)
 
 
 def flax_error_to_conversion_error(exc: Exception) -> ConversionError | None:

@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 from topology.graph import LayerNode, split_ref
-from topology.trace.errors import unsupported
+from topology.trace_kit.errors import unsupported
 
 # Layers that compute each position of the last axis' vectors alone (with an ``axis``: on the last one only).
 PER_TOKEN = frozenset({"Dense", "Activation", "ReLU", "LeakyReLU", "ELU", "Rescaling", "Dropout", "Add", "Multiply",

@@ -13,7 +13,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Callable
 
-from topology.trace.errors import unsupported
+from topology.trace_kit.errors import unsupported
 from topology.vocabulary.tensors import TensorRef, TreePath
 
 _INTERNAL = ("/flax/", "/jax/", "/jaxlib/", "/topology/", "/writer/")
