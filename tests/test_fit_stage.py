@@ -6,6 +6,8 @@ tries of an input are plain results.
 """
 from __future__ import annotations
 
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -13,14 +15,17 @@ import numpy as np
 import pytest
 from flax.serialization import to_bytes
 
+from tests.conftest import ROOT
 from topology.graph import InputSpec, WeightBinding
 from topology.vocabulary.errors import ConversionError, Notices
 from topology.vocabulary.misfit import Misfit
 from writer import to_tensorflowjs
 from writer.convert import ConvertOptions, convert
+from writer.events import STAGES
 from writer.fit import fit
 from writer.fit.candidates import Rejected
 from writer.fixes.expected import linen_expected, raised_by_embedding
+from writer.progress import MODULE_STAGE_TEXT, STAGE_TEXT
 from writer.quantize import QuantizeOptions
 from writer.sources import resolve_source
 from writer.weight_dtypes import DtypePolicy
@@ -131,3 +136,11 @@ def test_each_stage_announces_itself_and_no_fix_refuses_dtypes_in_the_fit_stage(
     assert err.value.code == "FIX_DISABLED" and "float64" in err.value.message
     assert [e["stage"] for e in events if e["type"] == "stage"] == ["read", "fix"]  # refused before any graph
     assert not (tmp_path / "no-fix").exists()
+
+
+def test_every_place_that_lists_the_stages_lists_the_same_ones():
+    studio = (ROOT / "web_demo" / "studio.js").read_text(encoding="utf-8")
+    listed = re.search(r"const STAGES = \[([^\]]*)\]", studio).group(1)
+    assert [s.strip(" '") for s in listed.split(",")] == [*STAGES, "verify"]
+    assert set(STAGE_TEXT) == set(MODULE_STAGE_TEXT) == set(STAGES)  # the CLI's line for each stage
+    assert "fix" in STAGES and "optimize" in STAGES  # "fix": the fit stage's documented event name
