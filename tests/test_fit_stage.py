@@ -2,7 +2,8 @@
 
 The key fixes of the select step run in the fit stage, after its event; a retry with int32 ids
 follows from where the error was raised (an embedding layer), not from JAX's or Flax's message;
-tries of an input are plain results.
+tries of an input are plain results. The fit stage decides what each stored dtype is written as (the
+write stage applies it), and every stage, optimize included, announces itself when it starts.
 """
 from __future__ import annotations
 
