@@ -2,9 +2,12 @@
 
 The key fixes of the select step run in the fit stage, after its event; a retry with int32 ids
 follows from where the error was raised (an embedding layer), not from JAX's or Flax's message;
-tries of an input are plain results.
+tries of an input are plain results. The fit stage decides what each stored dtype is written as (the
+write stage applies it), and every stage, optimize included, announces itself when it starts.
 """
 from __future__ import annotations
+
+import re
 
 import flax.linen as nn
 import jax
@@ -13,13 +16,21 @@ import numpy as np
 import pytest
 from flax.serialization import to_bytes
 
-from topology.graph import InputSpec
-from topology.vocabulary.errors import ConversionError
+from tests.conftest import ROOT
+from topology.graph import InputSpec, WeightBinding
+from topology.vocabulary.errors import ConversionError, Notices
 from topology.vocabulary.misfit import Misfit
 from writer import to_tensorflowjs
 from writer.convert import ConvertOptions, convert
+from writer.events import STAGES
+from writer.fit import fit
 from writer.fit.candidates import Rejected
 from writer.fixes.expected import linen_expected, raised_by_embedding
+from writer.progress import MODULE_STAGE_TEXT, STAGE_TEXT
+from writer.quantize import QuantizeOptions
+from writer.sources import resolve_source
+from writer.weight_dtypes import DtypePolicy
+from writer.weights import write_weights
 
 
 class EmbedThenDense(nn.Module):
@@ -83,3 +94,54 @@ def test_a_rejection_says_by_its_kind_whether_another_input_may_fit():
     assert [r.refused_by_model for r in (misfit, refused, given, final)] == [False, True, False, False]
     assert [r.wants_integers for r in (misfit, refused, given, final)] == [False, True, False, False]
     assert [r.given_shape_misfit for r in (misfit, refused, given, final)] == [False, False, True, False]
+
+
+def _mixed_dtypes_mlp(path):
+    rng = np.random.default_rng(1)
+    params = {"Dense_0": {"kernel": rng.normal(size=(6, 4)), "bias": np.arange(4, dtype=np.int64)},  # float64, int64
+              "Dense_1": {"kernel": rng.normal(size=(4, 2)).astype("float32"), "bias": np.zeros(2, "float32")}}
+    path.write_bytes(to_bytes({"params": params}))
+    return path
+
+
+def test_the_fit_stage_decides_the_dtype_policy_and_the_write_stage_applies_it(tmp_path):
+    source = resolve_source(_mixed_dtypes_mlp(tmp_path / "mixed.msgpack"), None, None, None, Notices(), select=False)
+    try:
+        fitted = fit(source, ConvertOptions(), Notices())
+    finally:
+        source.close()
+    assert fitted.dtype_policy.describe() == {"float32": "as is", "float64": "float", "int64": "integer"}
+    ints = [("d/bias", WeightBinding("bias", (2,), constant=np.array([1, 2], np.int64)))]
+    notices = Notices()
+    write_weights(ints, tmp_path, 1024, QuantizeOptions(), notices, dtype_policy=fitted.dtype_policy)
+    assert [n.code for n in notices.items] == ["DTYPE_CONVERTED"] and "int64" in notices.items[0].message
+    refusing = DtypePolicy({**fitted.dtype_policy.written_as, "int64": None})  # the writer follows, never decides
+    with pytest.raises(ConversionError) as err:
+        write_weights(ints, tmp_path, 1024, QuantizeOptions(), Notices(), dtype_policy=refusing)
+    assert err.value.code == "UNSUPPORTED_DTYPE"
+
+
+def test_each_stage_announces_itself_and_no_fix_refuses_dtypes_in_the_fit_stage(tmp_path):
+    path = _mixed_dtypes_mlp(tmp_path / "mixed.msgpack")
+    events = []
+    convert(path, tmp_path / "layers", ConvertOptions(optimize=True), events=events.append)
+    assert [e["stage"] for e in events if e["type"] == "stage"] == ["read", "fix", "graph", "optimize", "write"]
+    module = EmbedThenDense()
+    events = []
+    convert(module, tmp_path / "graph", ConvertOptions(format="graph-model", input_shape=(3,)),
+            variables=module.init(jax.random.PRNGKey(0), jnp.zeros((1, 3), jnp.int32)), events=events.append)
+    assert [e["stage"] for e in events if e["type"] == "stage"] == ["read", "fix", "graph", "optimize", "write"]
+    events = []
+    with pytest.raises(ConversionError) as err:
+        convert(path, tmp_path / "no-fix", ConvertOptions(fix=False), events=events.append)
+    assert err.value.code == "FIX_DISABLED" and "float64" in err.value.message
+    assert [e["stage"] for e in events if e["type"] == "stage"] == ["read", "fix"]  # refused before any graph
+    assert not (tmp_path / "no-fix").exists()
+
+
+def test_every_place_that_lists_the_stages_lists_the_same_ones():
+    studio = (ROOT / "web_demo" / "studio.js").read_text(encoding="utf-8")
+    listed = re.search(r"const STAGES = \[([^\]]*)\]", studio).group(1)
+    assert [s.strip(" '") for s in listed.split(",")] == [*STAGES, "verify"]
+    assert set(STAGE_TEXT) == set(MODULE_STAGE_TEXT) == set(STAGES)  # the CLI's line for each stage
+    assert "fix" in STAGES and "optimize" in STAGES  # "fix": the fit stage's documented event name

@@ -107,7 +107,7 @@ def test_convert_emits_stages_notices_and_tensors_in_order(tmp_path):
     events = []
     report = convert(MNIST, tmp_path / "out", ConvertOptions(quantize="uint8"), events=events.append)
     stages = [e["stage"] for e in events if e["type"] == "stage"]
-    assert stages == ["read", "fix", "graph", "write"]
+    assert stages == ["read", "fix", "graph", "optimize", "write"]
     tensors = [e for e in events if e["type"] == "tensor"]
     assert [e["index"] for e in tensors] == list(range(1, 9)) and {e["count"] for e in tensors} == {8}
     assert tensors[-1]["bytes"] == tensors[-1]["total_bytes"] == (tmp_path / "out" / "group1-shard1of1.bin").stat().st_size
@@ -420,13 +420,13 @@ def test_page_converts_with_live_events_in_order(page, studio_root):
     assert conv["state"] == "converted", conv
     events = conv["events"]
     assert [e["seq"] for e in events] == list(range(len(events)))  # every event, once, in order
-    assert [e["stage"] for e in events if e["type"] == "stage"] == ["read", "fix", "graph", "write"]
+    assert [e["stage"] for e in events if e["type"] == "stage"] == ["read", "fix", "graph", "optimize", "write"]
     tensors = [e for e in events if e["type"] == "tensor"]
     assert [e["index"] for e in tensors] == list(range(1, 9))
     assert events[-1]["type"] == "done"
     out = studio_root / "ckpts" / "mnist_tfjs"
     assert tensors[-1]["bytes"] == (out / "group1-shard1of1.bin").stat().st_size
-    assert conv["stages"][:4] == [[s, "done"] for s in ("read", "fix", "graph", "write")]
+    assert conv["stages"][:5] == [[s, "done"] for s in ("read", "fix", "graph", "optimize", "write")]
     assert [n.split("[")[0] for n in conv["notices"]] == ["assumption"] * 5
     text = " ".join(conv["notices"])  # the overrides are named by the page's controls, not CLI flags
     assert "--" not in text and "“Activation” under “Model code and input”" in text and "“Pooling”" in text, text

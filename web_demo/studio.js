@@ -5,7 +5,7 @@
 (function () {
   const {el} = F2T;
   const $ = (id) => document.getElementById(id);
-  const STAGES = ['read', 'fix', 'graph', 'write', 'verify'];
+  const STAGES = ['read', 'fix', 'graph', 'optimize', 'write', 'verify'];
   const ITEMSIZE = {'': 4, float16: 2, uint16: 2, uint8: 1};
   const MIB = 1024 * 1024;
 

@@ -1,8 +1,10 @@
 """The conversion pipeline, one stage after the other: read -> fit -> graph -> optimize -> write.
 
 read (:mod:`writer.sources`): the checkpoint's variables; fit (:mod:`writer.fit`): the variables
-and inputs made to fit the model; graph: the layer graph inferred or traced (or a GraphDef);
-optimize (:mod:`topology.optimize`): exact rewrites; write: weights, then model.json.
+and inputs made to fit the model, and the dtype each weight is written as; graph: the layer graph
+inferred or traced (or a GraphDef); optimize (:mod:`topology.optimize`): exact rewrites of a layer
+graph (a GraphDef's run as it is emitted, in the graph stage); write: weights, then model.json.
+Each stage sends its event when it starts (:data:`writer.events.STAGES`; the fit stage's is "fix").
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from writer.quantize import QuantizeOptions
 from writer.report import LayerRow, Report
 from writer.sources import Source, resolve_source
 from writer.version import __version__
+from writer.weight_dtypes import DtypePolicy
 from writer.weights import Progress, write_weights
 
 
@@ -98,15 +101,16 @@ def _convert(source: Any, out_dir: str | Path, options: ConvertOptions, module: 
         fitted = fit(resolved, options, notices)
         stream.stage("graph")
         graph = graph_stage(fitted, resolved, options, notices)
-        if not isinstance(graph, LayerGraph):  # a GraphDef: --format graph-model, or auto refused by the layers
-            stream.stage("write")
+        stream.stage("optimize")  # every format announces it: the same stages whatever is written
+        if not isinstance(graph, LayerGraph):  # a GraphDef (--format graph-model, or auto refused by the layers):
+            stream.stage("write")             # its exact rewrites run as it is emitted (topology/graphdef/emit.py)
             return write_graph_model(graph, resolved, out_dir, options, notices, started, fitted.inputs, progress,
-                                     stream)
+                                     stream, fitted.dtype_policy)
         if options.optimize:
             graph = optimize_graph(graph)
         stream.stage("write")
         return write_model(graph, resolved, out_dir, options, notices, started, topology_kind(fitted), progress,
-                           stream)
+                           stream, fitted.dtype_policy)
     finally:
         resolved.close()
 
@@ -222,8 +226,9 @@ def _refuse_empty_weights(graph: LayerGraph) -> None:
 
 def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: ConvertOptions,
                 notices: Notices, started: float, topology_kind: str, progress: Progress | None = None,
-                events: EventStream | None = None) -> Report:
-    """Write ``graph`` with its weights as a complete model folder, atomically."""
+                events: EventStream | None = None, dtype_policy: DtypePolicy | None = None) -> Report:
+    """Write ``graph`` with its weights as a complete model folder, atomically; each weight's dtype is
+    written as ``dtype_policy`` (the fit stage's) says."""
     quantization = QuantizeOptions(options.quantize, tuple(options.quantize_weights))
     _refuse_empty_weights(graph)
     sanitize_layer_names(graph, notices)
@@ -235,7 +240,7 @@ def write_model(graph: LayerGraph, source: Source, out_dir: Path, options: Conve
         if events is not None:  # one event per tensor, with the exact totals up front
             progress = events.tensor_progress(len(bindings), planned, progress)
         written = write_weights(bindings, staging, options.weight_shard_size_bytes,
-                                quantization, notices, options.allow_nonfinite, progress)
+                                quantization, notices, options.allow_nonfinite, progress, dtype_policy)
         provenance = {
             "version": __version__,
             "source": {"name": source.name, "format": source.format, **source.digest(), "step": source.step},

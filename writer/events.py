@@ -3,7 +3,7 @@
 :func:`writer.convert.convert` accepts ``events=``, a callable that receives one
 JSON-ready dict per event, in order:
 
-* ``{"type": "stage", "stage": "read" | "fix" | "graph" | "write", "seconds": t}``
+* ``{"type": "stage", "stage": "read" | "fix" | "graph" | "optimize" | "write", "seconds": t}``
 * ``{"type": "notice", "kind": "warning" | "fixed" | "assumption", "code": ..., "message": ...}``
 * ``{"type": "tensor", "name": "Dense_0/kernel", "index": 1, "count": 8, "bytes": ..., "total_bytes": ..., "seconds": t}``
 
@@ -29,7 +29,8 @@ from typing import Callable
 from topology.vocabulary.errors import Notice
 
 EventSink = Callable[[dict], None]
-STAGES = ("read", "fix", "graph", "write")  # the studio adds "verify" after these
+# "fix" is the fit stage (writer/fit/); its event keeps the name documented in docs/api.md.
+STAGES = ("read", "fix", "graph", "optimize", "write")  # the studio adds "verify" after these
 
 
 class EventStream:

@@ -26,6 +26,7 @@ from writer.report import LayerRow, Report
 from writer.resources import files
 from writer.shards import ShardWriter
 from writer.version import __version__
+from writer.weight_dtypes import DtypePolicy
 from writer.weights import Progress, planned_bytes, write_weights
 
 
@@ -153,8 +154,9 @@ def _write_exact_group(graph: GraphDef, folder: Path, shard_bytes: int) -> tuple
 
 def write_graph_model(graph: GraphDef, source: Any, out_dir: Path, options: Any, notices: Notices,
                       started: float, inputs: list[InputSpec], progress: Progress | None = None,
-                      events: Any = None) -> Report:
-    """Write ``graph`` with its constants as a complete GraphModel folder, atomically.
+                      events: Any = None, dtype_policy: DtypePolicy | None = None) -> Report:
+    """Write ``graph`` with its constants as a complete GraphModel folder, atomically; the parameters'
+    dtypes are written as ``dtype_policy`` (the fit stage's) says.
 
     Example:
         >>> report = write_graph_model(trace_graphdef(...), source, Path("out"), ConvertOptions(), Notices(), 0.0, [])  # doctest: +SKIP
@@ -165,7 +167,7 @@ def write_graph_model(graph: GraphDef, source: Any, out_dir: Path, options: Any,
         if events is not None:
             progress = events.tensor_progress(len(bindings), planned_bytes(bindings, quantization), progress)
         written = write_weights(bindings, staging, options.weight_shard_size_bytes, quantization, notices,
-                                options.allow_nonfinite, progress) if bindings else None
+                                options.allow_nonfinite, progress, dtype_policy) if bindings else None
         groups = [written.manifest_group] if written else []
         exact, exact_bytes = _write_exact_group(graph, staging, options.weight_shard_size_bytes)
         if exact is not None:

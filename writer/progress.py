@@ -27,7 +27,8 @@ _REDRAW_SECONDS = 0.1
 # What a conversion is doing before its first tensor is written (writer.events stages); with
 # --module, reading imports JAX and the model code and the graph stage traces it: seconds long.
 STAGE_TEXT = {"read": "reading the checkpoint", "fix": "matching the weights to the model",
-              "graph": "building the layer graph", "write": "writing weights"}
+              "graph": "building the layer graph", "optimize": "optimizing the graph",
+              "write": "writing weights"}
 MODULE_STAGE_TEXT = {**STAGE_TEXT, "read": "reading the checkpoint, importing JAX and the model code",
                      "fix": "running the model code on abstract inputs", "graph": "tracing the model with JAX"}
 _CLEAR_LINE = "\r\x1b[K"

@@ -32,7 +32,7 @@ from topology.graph import WeightBinding
 from topology.vocabulary.errors import ConversionError, Notices
 from writer.quantize import QuantizeOptions, affine_blocks, quantize, quantized_meta, stored_itemsize
 from writer.shards import ShardWriter
-from writer.weight_dtypes import convert
+from writer.weight_dtypes import DtypePolicy
 
 Progress = Callable[[str, int], None]  # (weight name, bytes written so far)
 
@@ -67,8 +67,12 @@ def write_weights(
     notices: Notices,
     allow_nonfinite: bool = False,
     progress: Progress | None = None,
+    dtype_policy: DtypePolicy | None = None,
 ) -> WrittenWeights:
     """Write every weight in order into ``folder`` and return the manifest group.
+
+    ``dtype_policy`` (the fit stage's, :class:`writer.weight_dtypes.DtypePolicy`) says what each
+    stored dtype is written as; it is applied here, never decided (None: the rules alone).
 
     Example:
         >>> import tempfile
@@ -80,7 +84,7 @@ def write_weights(
     total = planned_bytes(bindings, quantization)
     specs = []
     shapes: dict[tuple[int, ...], list[int]] = {}  # one list per distinct shape: 100,000s of weights share few
-    state = _State(notices, allow_nonfinite)
+    state = _State(notices, allow_nonfinite, dtype_policy or DtypePolicy())
     with state, ShardWriter(folder, total, shard_bytes) as shards, _Prefetch(_pieces(_plan(bindings, quantization))) as pieces:
         for name, binding, qdtype, kind in _plan(bindings, quantization):
             shape = shapes.get(binding.shape) or shapes.setdefault(binding.shape, list(binding.shape))
@@ -148,11 +152,13 @@ def _pieces(plan) -> Iterator[np.ndarray]:
 
 
 class _State:
-    """What the checks carry from weight to weight: dtypes reported, NaN/Inf policy, open source files."""
+    """What the checks carry from weight to weight: the dtype policy and the dtypes reported, NaN/Inf
+    policy, open source files."""
 
-    def __init__(self, notices: Notices, allow_nonfinite: bool) -> None:
+    def __init__(self, notices: Notices, allow_nonfinite: bool, dtype_policy: DtypePolicy) -> None:
         self.notices = notices
         self.allow_nonfinite = allow_nonfinite
+        self.dtype_policy = dtype_policy
         self.converted: set[str] = set()
         # One descriptor per source file for the whole write: a model of 100,000 tiny tensors in one
         # msgpack file would otherwise open and close that file 100,000 times.
@@ -173,7 +179,7 @@ class _State:
 
     def to_float32(self, values: np.ndarray, binding: WeightBinding, count_only: bool = False) -> np.ndarray:
         stored = binding.tensor.stored_dtype if binding.tensor is not None else ""
-        values = convert(values, binding.origin, self.converted, self.notices, stored)
+        values = self.dtype_policy.apply(values, binding.origin, self.converted, self.notices, stored)
         if not count_only:
             self.refuse_nonfinite(binding, nonfinite(values), values.size)
         return values
@@ -414,18 +420,19 @@ class _Prefetch:
         self._thread.join()
 
 
-def to_float32(values: np.ndarray, origin: str, converted: set[str], notices: Notices, allow_nonfinite: bool) -> np.ndarray:
+def to_float32(values: np.ndarray, origin: str, converted: set[str], notices: Notices, allow_nonfinite: bool,
+               dtype_policy: DtypePolicy | None = None) -> np.ndarray:
     """Little-endian float32 values, refusing NaN/Inf unless allowed.
 
-    Other dtypes follow the rules of :mod:`writer.weight_dtypes` (floats cast,
-    int64 range-checked, integers and bools converted only when exact), each
-    source dtype reported once as ``fixed[DTYPE_CONVERTED]``.
+    Other dtypes are written as ``dtype_policy`` says (the fit stage's; None: the rules of
+    :mod:`writer.weight_dtypes` alone: floats cast, int64 range-checked, integers and bools converted
+    only when exact), each source dtype reported once as ``fixed[DTYPE_CONVERTED]``.
 
     Example:
         >>> to_float32(np.ones(2, np.float64), "params/d/bias", set(), Notices(), False).dtype
         dtype('float32')
     """
-    values = convert(values, origin, converted, notices)
+    values = (dtype_policy or DtypePolicy()).apply(values, origin, converted, notices)
     if not allow_nonfinite:
         bad = nonfinite(values)
         if bad:

@@ -11,18 +11,21 @@ input. The front end is the parameter-tree template (no model code,
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from topology.graph import InputSpec
 from topology.infer import TemplateOptions
 from topology.trace.call_spec import CallSpec
 from topology.vocabulary.errors import ConversionError, Notices
+from topology.vocabulary.tensors import TensorRef
 from topology.vocabulary.variables import Variables
 from writer.fit.module import fit_module
 from writer.fit.template import fit_template, template_options, template_solution
+from writer.fixes.dtypes import decide_dtype_policy
 from writer.options import ConvertOptions
 from writer.variables import select_variables
+from writer.weight_dtypes import DtypePolicy
 
 if TYPE_CHECKING:
     from writer.sources import Source
@@ -32,7 +35,8 @@ __all__ = ["Fitted", "fit", "fit_inputs"]
 
 @dataclass
 class Fitted:
-    """What the fit stage decided: the variables the weights are bound to and the model's inputs.
+    """What the fit stage decided: the variables the weights are bound to, the model's inputs and
+    what each stored dtype is written as (``dtype_policy``, applied by the write stage).
 
     ``template`` is set when the front end is the parameter-tree template (no model code; its
     options carry the input shape), ``inputs`` when it is the model code (named as the call passes
@@ -46,6 +50,7 @@ class Fitted:
     variables: Variables
     inputs: list[InputSpec] | None = None
     template: TemplateOptions | None = None
+    dtype_policy: DtypePolicy = field(default_factory=DtypePolicy)  # what each stored dtype is written as
 
     @property
     def front_end(self) -> str:
@@ -82,10 +87,23 @@ def fit(source: "Source", options: ConvertOptions, notices: Notices) -> Fitted:
                                   "pass the model with --module FILE.py:NAME (or convert a Hugging Face folder)")
         source.variables, template = fit_template(source.variables, template_options(options), source.name,
                                                   notices, options.fix)
-        return Fitted(source.variables, template=template)
+        return Fitted(source.variables, template=template, dtype_policy=dtype_policy(source, options, notices))
     source.call = options.call_spec()
     inputs = named_by_call(fit_inputs(source, options, notices), source.call)
-    return Fitted(source.variables, inputs)
+    return Fitted(source.variables, inputs, dtype_policy=dtype_policy(source, options, notices))
+
+
+def dtype_policy(source: "Source", options: ConvertOptions, notices: Notices) -> DtypePolicy:
+    """What each dtype of the fitted variables is written as, decided once, after they are fitted
+    (with ``--no-fix``, a weight that is not float32 is refused).
+
+    Example:
+        >>> dtype_policy(source, ConvertOptions(), Notices()).describe()   # doctest: +SKIP
+        {'bfloat16': 'float', 'float32': 'as is'}
+    """
+    refs = (ref for tensors in source.variables.collections.values() for ref in tensors.values()
+            if isinstance(ref, TensorRef))
+    return decide_dtype_policy(refs, source.name, notices, options.fix)
 
 
 def fit_inputs(source: "Source", options: ConvertOptions, notices: Notices) -> list[InputSpec]:

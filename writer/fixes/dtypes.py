@@ -1,8 +1,11 @@
 """Dtype fixes: tfjs layer weights are float32, and model inputs read by an embedding are int32 ids.
 
-The conversion rules of every number type to float32 are :mod:`writer.weight_dtypes`' (applied while
-the weights are written); each source dtype converted is reported as ``fixed[DTYPE_CONVERTED]``,
-declared here. With fixes off, :func:`refuse_unless_float32` refuses such weights up front.
+The conversion rules of every number type to float32 are :mod:`writer.weight_dtypes`'. The fit stage
+decides once, from the fitted variables, what each stored dtype is written as
+(:func:`decide_dtype_policy`: a :class:`~writer.weight_dtypes.DtypePolicy`, which the write stage
+applies, reporting each source dtype converted as ``fixed[DTYPE_CONVERTED]``, declared here). With
+fixes off, :func:`refuse_unless_float32` refuses such weights up front (also while the fit stage tries
+inputs, so that the refusal is the first error, as the user expects).
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import numpy as np
 from topology.vocabulary.errors import Notices
 from writer.fixes.base import FixFamily, apply
 from topology.vocabulary.tensors import TensorRef, path_str
-from writer.weight_dtypes import FLOAT32
+from writer.weight_dtypes import FLOAT32, DtypePolicy
 
 DTYPES = FixFamily("dtypes")
 DTYPE_CONVERTED = DTYPES.fixed(
@@ -38,3 +41,22 @@ def refuse_unless_float32(refs: Iterable[TensorRef], source: str, notices: Notic
         if ref.stored_dtype or np.dtype(ref.dtype).newbyteorder("<") != FLOAT32:
             apply(DTYPE_CONVERTED, f"{source}: {path_str(ref.path)} is {ref.dtype_name}, not float32",
                   notices, enabled)
+
+
+def decide_dtype_policy(refs: Iterable[TensorRef], source: str, notices: Notices, enabled: bool) -> DtypePolicy:
+    """What each dtype of ``refs`` (the fitted variables) is written as; with fixes off (``--no-fix``)
+    a weight that is not float32 is refused here (FIX_DISABLED), before anything is written.
+
+    Example:
+        >>> ref = TensorRef(("w",), (2,), np.dtype("float64"), None)
+        >>> decide_dtype_policy([ref], "ck", Notices(), True).describe()
+        {'float64': 'float'}
+    """
+    refs = list(refs)
+    refuse_unless_float32(refs, source, notices, enabled)
+    dtypes: set = set()
+    for ref in refs:
+        dtypes.add(ref.dtype)
+        if ref.stored_dtype:
+            dtypes.add(ref.stored_dtype)
+    return DtypePolicy.for_dtypes(dtypes)
