@@ -9,6 +9,8 @@
 3. ``relu``: ``max(x, 0)`` (how JAX spells ReLU) becomes a ``Relu`` op: TF.js's wasm backend runs a
    binary op against a broadcast scalar several times slower (ResNet-18: 34 -> 24 ms in Node wasm).
 4. ``fuse_activation``: a ReLU or sigmoid right after a fused op joins it.
+5. ``fold_transpose``: a Transpose of a Transpose becomes one Transpose (none when the two cancel);
+   attention's products leave one where their output order is swapped back (ops/linalg.py).
 
 Each applied rewrite is one record ``{"rewrite", "removed", "into"}`` in ``graph.rewrites``, shown
 like ``--optimize``'s.
@@ -255,6 +257,39 @@ def fuse_activation(graph: GraphDef) -> None:
     graph.nodes = [n for n in graph.nodes if n["name"] not in dropped]
 
 
+def fold_transpose(graph: GraphDef) -> None:
+    index = _Index(graph)
+    dropped, count = set(), 0
+    for node in graph.nodes:
+        if node["op"] != "Transpose":
+            continue
+        inner = index.by_name.get(node_name(node["input"][0]))
+        if inner is None or inner["op"] != "Transpose" or ":" in node["input"][0] or index.only_reader(inner["name"]) is not node:
+            continue
+        outer_perm, inner_perm = index.const(node["input"][1]), index.const(inner["input"][1])
+        if outer_perm is None or inner_perm is None or outer_perm.array is None or inner_perm.array is None:
+            continue
+        perm = inner_perm.array.reshape(-1)[outer_perm.array.reshape(-1)]  # out[i] = x[inner[outer[i]]]
+        dropped.add(inner["name"])
+        count += 1
+        if (perm == np.arange(perm.size)).all():
+            index.replace_reads(node["name"], inner["input"][0])
+            _rename_outputs(graph, node["name"], inner["input"][0])
+            dropped.add(node["name"])
+            continue
+        perm_name = f"{node['name']}/perm"
+        graph.consts[perm_name] = dataclasses.replace(
+            outer_perm, name=perm_name, binding=WeightBinding(perm_name, outer_perm.shape, constant=perm.astype("int32")))
+        const_node = index.by_name[outer_perm.name]
+        graph.nodes.insert(graph.nodes.index(const_node), {**const_node, "name": perm_name, "attr": dict(const_node["attr"])})
+        node["input"] = [inner["input"][0], perm_name]
+    if count:
+        graph.rewrites.append({"rewrite": "fold_transpose", "removed": f"{count} Transpose of a Transpose",
+                               "into": "one Transpose each, or none where they cancel"})
+    graph.nodes = [n for n in graph.nodes if n["name"] not in dropped]
+    prune_unread(graph)
+
+
 def prune_unread(graph: GraphDef) -> None:
     """Drop constants nothing reads any more (a kernel replaced by its folded copy)."""
     read = {node_name(ref) for node in graph.nodes for ref in node["input"]}
@@ -263,7 +298,7 @@ def prune_unread(graph: GraphDef) -> None:
     graph.consts = {name: c for name, c in graph.consts.items() if name in keep}
 
 
-ORDER = (fold_reshape, relu, fold_affine, fuse_activation)
+ORDER = (fold_reshape, relu, fold_affine, fuse_activation, fold_transpose)
 
 
 def rewrite_graph(graph: GraphDef) -> None:
