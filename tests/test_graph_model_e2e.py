@@ -244,17 +244,20 @@ def test_rewrites_cancel_pooling_scale_and_fold_a_heads_shaped_bias_and_scale(tm
 class NormedProjection(nn.Module):
     @nn.compact
     def __call__(self, x):
-        return nn.Dense(3)(nn.LayerNorm()(x * 3.0 + 5.0))  # an offset mean: the variance formula matters
+        h = nn.LayerNorm()(x * 3.0 + 5.0)  # an offset mean: the variance formula matters
+        return nn.Dense(3)(h) - nn.Dense(3)(h)  # both flatten h to 2-D the same way: one Reshape
 
 
-def test_layernorm_statistics_become_mean_of_squared_deviation(tmp_path, tfjs):
+def test_layernorm_becomes_mean_of_squared_deviation_with_its_affine_in_the_matmuls(tmp_path, tfjs):
     module = NormedProjection()
     x = _inputs((4, 6), "float32", 3)
     variables = random_variables(module, x)
     report = to_tensorflowjs(module, tmp_path / "out", variables=variables, input_shape=(4, 6), format="graph-model")
     ops = [n["op"] for n in read_model_json(tmp_path / "out")["modelTopology"]["node"]]
     assert ops.count("Mean") == 2 and not {"Sum", "Relu", "Maximum"} & set(ops), ops
-    assert "layernorm_stats" in {r["rewrite"] for r in report.rewrites}
+    assert {"layernorm_stats", "merge_duplicates", "fold_norm_affine"} <= {r["rewrite"] for r in report.rewrites}
+    assert ops.count("Mul") == 2 and ops.count("AddV2") == 2, ops  # x * 3 + 5, centered * rsqrt, var + eps
+    assert ops.count("_FusedMatMul") == 2 and ops.count("Reshape") == 3, ops  # h to 2-D once, each product back
     assert_close(tfjs.predict(tmp_path / "out", [x]).outputs[0], np.asarray(module.apply(variables, x)))
 
 

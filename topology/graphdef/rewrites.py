@@ -2,19 +2,25 @@
 
 1. ``fold_reshape``: a Reshape of a constant becomes the constant in the new shape (same bytes);
    a Reshape of a Reshape becomes one Reshape.
-2. ``fold_affine``: a MatMul/Conv2D/DepthwiseConv2dNative followed by per-channel constant
-   ``+ - * /`` (a bias, an inference BatchNorm ``(x - mean) * scale * rsqrt(var + eps) + bias``) becomes
-   one ``_FusedMatMul``/``_FusedConv2D``/``FusedDepthwiseConv2dNative`` whose kernel is scaled and
-   whose bias is the offset, both computed when the weights are written.
+2. ``layernorm_stats``: LayerNorm's statistics as JAX writes them (``max(0, mean(x²) - mean(x)²)``:
+   Square, Sum, RealDiv, Sum, RealDiv, Square, Sub, Maximum, two Reshapes) become
+   ``Mean(Square(x - Mean(x)))`` with kept dims (4 ops instead of 10; equal up to float rounding).
 3. ``relu``: ``max(x, 0)`` (how JAX spells ReLU) becomes a ``Relu`` op: TF.js's wasm backend runs a
    binary op against a broadcast scalar several times slower (ResNet-18: 34 -> 24 ms in Node wasm).
-4. ``fuse_activation``: a ReLU or sigmoid right after a fused op joins it.
-5. ``cancel_scale``: ``x * c / c`` (a scalar constant, as a window sum times its size then divided
+4. ``cancel_scale``: ``x * c / c`` (a scalar constant, as a window sum times its size then divided
    by it: average pooling) becomes ``x``.
-6. ``layernorm_stats`` (runs second, before ``relu``): LayerNorm's statistics as JAX writes them (``mean(x²) - mean(x)²``: Square,
-   Sum, RealDiv, Sum, RealDiv, Square, Sub, Relu, two Reshapes) become ``Mean(Square(x - Mean(x)))``
-   with kept dims (4 ops instead of 10; the same value up to float rounding, never negative).
-7. ``fold_transpose``: a Transpose of a Transpose becomes one Transpose (none when the two cancel);
+5. ``merge_duplicates``: nodes with the same op, inputs and attributes become one (the three
+   Reshapes feeding q, k and v; an attention mask each layer rebuilds from the same input).
+6. ``fold_affine``: a MatMul/Conv2D/DepthwiseConv2dNative followed by per-channel constant
+   ``+ - * /`` (a bias, an inference BatchNorm ``(x - mean) * scale * rsqrt(var + eps) + bias``, a
+   bias shaped like the heads, attention's 1/sqrt(d)) becomes one
+   ``_FusedMatMul``/``_FusedConv2D``/``FusedDepthwiseConv2dNative`` whose kernel is scaled and
+   whose bias is the offset, both computed when the weights are written.
+7. ``fuse_activation``: a ReLU or sigmoid right after a fused op joins it.
+8. ``fold_norm_affine``: a LayerNorm's ``* gamma + beta`` whose output only feeds ``_FusedMatMul``s
+   (pre-LN transformers: q, k, v; the MLP) goes into their kernels (``gamma`` scales the rows)
+   and biases (``+ beta·W``): two full-size ops fewer per LayerNorm.
+9. ``fold_transpose``: a Transpose of a Transpose becomes one Transpose (none when the two cancel);
    attention's products leave one where their output order is swapped back (ops/linalg.py).
 
 Each applied rewrite is one record ``{"rewrite", "removed", "into"}`` in ``graph.rewrites``, shown
@@ -23,6 +29,7 @@ like ``--optimize``'s.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any, Callable
 
 import numpy as np
@@ -398,6 +405,109 @@ def _drop_unread(graph: GraphDef) -> None:
     graph.consts = {name: c for name, c in graph.consts.items() if any(n["name"] == name for n in graph.nodes)}
 
 
+def _norm_affine(index: _Index, add: dict) -> tuple | None:
+    """(centered·rsqrt node, its Mul by gamma, gamma, beta, the matmuls) for ``centered * (rsqrt * gamma) + beta``."""
+    betas = [index.const(ref) for ref in add["input"]]
+    if add["op"] != "AddV2" or len([b for b in betas if b is not None]) != 1:
+        return None
+    beta = next(b for b in betas if b is not None)
+    scaled = _producer(index, next(ref for ref, b in zip(add["input"], betas) if b is None), "Mul")
+    if scaled is None or index.only_reader(scaled["name"]) is not add:
+        return None
+    factors = [_producer(index, ref, "Mul") for ref in scaled["input"]]
+    for scale in factors:
+        gammas = [index.const(ref) for ref in scale["input"]] if scale is not None else []
+        if scale is None or len([g for g in gammas if g is not None]) != 1 or index.only_reader(scale["name"]) is not scaled:
+            continue
+        if _producer(index, next(ref for ref, g in zip(scale["input"], gammas) if g is None), "Rsqrt") is None:
+            continue
+        gamma = next(g for g in gammas if g is not None)
+        channels = int(np.prod(gamma.shape))
+        if gamma.shape[-1] != channels or beta.shape[-1] != channels or int(np.prod(beta.shape)) != channels:
+            return None
+        flats = index.readers.get(add["name"], [])
+        if add["name"] in index.outputs or not flats or any(f["op"] != "Reshape" or f["name"] in index.outputs for f in flats):
+            return None
+        users = [u for f in flats for u in index.readers.get(f["name"], [])]
+        for user in users:
+            kernel = index.const(user["input"][1]) if user["op"] == "_FusedMatMul" else None
+            if kernel is None or kernel.dtype != "float32" or user["input"][0] not in {f["name"] for f in flats} \
+                    or user["attr"].get("transpose_a", {}).get("b") \
+                    or user["attr"].get("transpose_b", {}).get("b") or kernel.shape[0] != channels \
+                    or user["attr"]["fused_ops"]["list"]["s"][0] not in ("BiasAdd", "Qmlhc0FkZA==") or len(user["input"]) != 3:
+                return None
+        return scaled, scale, gamma, beta, users
+    return None
+
+
+def _scale_rows(w: np.ndarray, gamma: np.ndarray) -> np.ndarray:
+    return (np.asarray(w, "float32") * np.asarray(gamma, "float32").reshape(-1, 1)).astype("float32")
+
+
+def _shift_bias(bias: np.ndarray, beta: np.ndarray, w: np.ndarray) -> np.ndarray:
+    return (np.asarray(bias, "float64") + np.asarray(beta, "float64").reshape(-1) @ np.asarray(w, "float64")).astype("float32")
+
+
+def fold_norm_affine(graph: GraphDef) -> None:
+    count = 0
+    for add in [n for n in graph.nodes if n["op"] == "AddV2"]:
+        index = _Index(graph)
+        match = _norm_affine(index, add)
+        if match is None:
+            continue
+        scaled, scale, gamma, beta, users = match
+        for user in users:
+            kernel, bias = index.const(user["input"][1]), index.const(user["input"][2])
+            kernel_name, bias_name = f"{kernel.name}/norm_{user['name']}", f"{bias.name}/norm"
+            scaled_rows = Derived("fold_norm_affine", (kernel.binding, gamma.binding), _scale_rows)
+            shifted = Derived("fold_norm_affine", (bias.binding, beta.binding, kernel.binding), _shift_bias)
+            graph.consts[kernel_name] = dataclasses.replace(
+                kernel, name=kernel_name, binding=WeightBinding("kernel", kernel.shape, derived=scaled_rows))
+            graph.consts[bias_name] = dataclasses.replace(
+                bias, name=bias_name, binding=WeightBinding("bias", bias.shape, derived=shifted))
+            for name, old in ((kernel_name, kernel.name), (bias_name, bias.name)):
+                const_node = index.by_name[old]
+                graph.nodes.insert(graph.nodes.index(const_node) + 1, {**const_node, "name": name, "attr": dict(const_node["attr"])})
+            user["input"][1:3] = [kernel_name, bias_name]
+        rsqrt_ref = next(ref for ref in scale["input"] if index.const(ref) is None)
+        scaled["input"] = [rsqrt_ref if ref == scale["name"] else ref for ref in scaled["input"]]
+        index.replace_reads(add["name"], scaled["name"])
+        graph.nodes = [n for n in graph.nodes if n["name"] not in (scale["name"], add["name"])]
+        count += 1
+    if count:
+        graph.rewrites.append({"rewrite": "fold_norm_affine", "removed": f"{count}x LayerNorm * gamma + beta",
+                               "into": "the kernels and biases of the matmuls reading them"})
+    prune_unread(graph)
+
+
+def merge_duplicates(graph: GraphDef) -> None:
+    seen: dict[str, str] = {}
+    renamed: dict[str, str] = {}  # a dropped node -> the node it duplicates
+    kept, count = [], 0
+    keep_apart = {name for name, _, _ in graph.outputs} | {name for name, _, _ in graph.inputs}
+
+    def rename(ref: str) -> str:
+        name, _, port = ref.partition(":")
+        return renamed.get(name, name) + (f":{port}" if port else "")
+
+    for node in graph.nodes:
+        node["input"] = [rename(ref) for ref in node["input"]]
+        if node["op"] in ("Const", "Placeholder") or node["name"] in keep_apart:
+            kept.append(node)
+            continue
+        key = json.dumps([node["op"], node["input"], node["attr"]], sort_keys=True)
+        if key in seen:
+            renamed[node["name"]] = seen[key]
+            count += 1
+            continue
+        seen[key] = node["name"]
+        kept.append(node)
+    graph.nodes = kept
+    if count:
+        graph.rewrites.append({"rewrite": "merge_duplicates", "removed": f"{count} repeated nodes",
+                               "into": "the first of each"})
+
+
 def fold_transpose(graph: GraphDef) -> None:
     index = _Index(graph)
     dropped, count = set(), 0
@@ -439,7 +549,8 @@ def prune_unread(graph: GraphDef) -> None:
     graph.consts = {name: c for name, c in graph.consts.items() if name in keep}
 
 
-ORDER = (fold_reshape, layernorm_stats, relu, cancel_scale, fold_affine, fuse_activation, fold_transpose)
+ORDER = (fold_reshape, layernorm_stats, relu, cancel_scale, merge_duplicates, fold_affine, fuse_activation,
+         fold_norm_affine, fold_transpose)
 
 
 def rewrite_graph(graph: GraphDef) -> None:
