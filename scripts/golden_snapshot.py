@@ -45,6 +45,7 @@ def _files(folder: Path) -> dict[str, str]:
 def _scrub(text: str, *folders: Path) -> str:
     for folder in folders:
         text = text.replace(str(folder), "<TMP>")
+    text = text.replace(str(ROOT), "<ROOT>")  # the checkout (module paths in messages)
     return re.sub(r"\d+(\.\d+)? ?(s|ms|MiB|MB)\b", "<N>", text)  # timings and sizes printed by progress
 
 

@@ -56,7 +56,7 @@ def test_batched_gather_runs_in_wasm(tmp_path, tfjs, case_id, case):
     np.testing.assert_allclose(got, np.asarray(case.fn(*xs)), atol=case.tolerance, err_msg=case_id)
 
 
-def test_attention_runs_one_plain_product_per_head(tmp_path):
+def test_attention_runs_one_plain_product_per_head_and_a_native_softmax(tmp_path):
     # TF.js 4.22's wasm backend runs only batch-1 products without adjoint flags on XNNPACK
     case = dict(CASES)["linalg:attention_per_head"]
     specs = [InputSpec(f"input_{i + 1}", shape, dtype) for i, (shape, dtype) in enumerate(case.inputs)]
@@ -67,6 +67,8 @@ def test_attention_runs_one_plain_product_per_head(tmp_path):
     assert not any(n["attr"]["adj_x"]["b"] or n["attr"]["adj_y"]["b"] for n in products)
     by_name = {n["name"]: n for n in nodes}
     assert not any(n["op"] == "Transpose" and by_name[n["input"][0].split(":")[0]]["op"] == "Transpose" for n in nodes)
+    # jax.nn.softmax's 8 ops are TF.js's Softmax (the wasm test above checks the values)
+    assert [n["op"] for n in nodes].count("Softmax") == 1 and not {"Exp", "Max", "Sum"} & {n["op"] for n in nodes}
 
 
 def test_every_case_names_primitives_that_have_a_handler():

@@ -2,7 +2,7 @@
 
 1. ``fold_reshape``: a Reshape of a constant becomes the constant in the new shape (same bytes);
    a Reshape of a Reshape becomes one Reshape.
-2. ``layernorm_stats``: LayerNorm's statistics as JAX writes them (``max(0, mean(x²) - mean(x)²)``:
+2. ``layernorm_stats`` (rewrites_norm.py): LayerNorm's statistics as JAX writes them (``max(0, mean(x²) - mean(x)²)``:
    Square, Sum, RealDiv, Sum, RealDiv, Square, Sub, Maximum, two Reshapes) become
    ``Mean(Square(x - Mean(x)))`` with kept dims (4 ops instead of 10; equal up to float rounding).
 3. ``relu``: ``max(x, 0)`` (how JAX spells ReLU) becomes a ``Relu`` op: TF.js's wasm backend runs a
@@ -17,11 +17,14 @@
    ``_FusedMatMul``/``_FusedConv2D``/``FusedDepthwiseConv2dNative`` whose kernel is scaled and
    whose bias is the offset, both computed when the weights are written.
 7. ``fuse_activation``: a ReLU or sigmoid right after a fused op joins it.
-8. ``fold_norm_affine``: a LayerNorm's ``* gamma + beta`` whose output only feeds ``_FusedMatMul``s
+8. ``fold_norm_affine`` (rewrites_norm.py): a LayerNorm's ``* gamma + beta`` whose output only feeds ``_FusedMatMul``s
    (pre-LN transformers: q, k, v; the MLP) goes into their kernels (``gamma`` scales the rows)
    and biases (``+ beta·W``): two full-size ops fewer per LayerNorm.
 9. ``fold_transpose``: a Transpose of a Transpose becomes one Transpose (none when the two cancel);
    attention's products leave one where their output order is swapped back (ops/linalg.py).
+10. ``fold_reshape`` again: ``fold_affine`` leaves Reshape pairs where it removed a bias between them.
+
+``softmax`` (rewrites_softmax.py) runs third: JAX's last-axis softmax in 8 ops becomes TF.js's ``Softmax``.
 
 Each applied rewrite is one record ``{"rewrite", "removed", "into"}`` in ``graph.rewrites``, shown
 like ``--optimize``'s.
@@ -35,40 +38,14 @@ from typing import Any, Callable
 import numpy as np
 
 from topology.graph import Derived, WeightBinding
+from topology.graphdef.graph_index import GraphIndex, is_zero, prune_unread, rename_outputs, scalar_value
 from topology.graphdef.nodes import GraphDef, attr_i, attr_shape, attr_strs
 from topology.graphdef.prune import node_name
+from topology.graphdef.rewrites_norm import fold_norm_affine, layernorm_stats
+from topology.graphdef.rewrites_softmax import softmax
 
 FUSABLE = {"MatMul": "_FusedMatMul", "Conv2D": "_FusedConv2D", "DepthwiseConv2dNative": "FusedDepthwiseConv2dNative"}
 ACTIVATIONS = {"Relu": "Relu", "Sigmoid": "Sigmoid"}
-
-
-class _Index:
-    """Nodes by name and who reads each node output."""
-
-    def __init__(self, graph: GraphDef) -> None:
-        self.graph = graph
-        self.by_name = {n["name"]: n for n in graph.nodes}
-        self.readers: dict[str, list[dict]] = {}
-        for node in graph.nodes:
-            for ref in node["input"]:
-                self.readers.setdefault(node_name(ref), []).append(node)
-        self.outputs = {name for name, _, _ in graph.outputs}
-
-    def only_reader(self, name: str) -> dict | None:
-        readers = self.readers.get(name, [])
-        if len(readers) != 1 or name in self.outputs:
-            return None
-        return readers[0]
-
-    def const(self, ref: str) -> Any:
-        node = self.by_name.get(node_name(ref))
-        if node is None or node["op"] != "Const" or ":" in ref:
-            return None
-        return self.graph.consts.get(node["name"])
-
-    def replace_reads(self, old: str, new: str) -> None:
-        for node in self.graph.nodes:
-            node["input"] = [new if ref == old else ref for ref in node["input"]]
 
 
 def _set_const_shape(graph: GraphDef, name: str, shape: tuple) -> None:
@@ -84,7 +61,7 @@ def _set_const_shape(graph: GraphDef, name: str, shape: tuple) -> None:
 
 
 def fold_reshape(graph: GraphDef) -> None:
-    index = _Index(graph)
+    index = GraphIndex(graph)
     dropped = set()
     for node in graph.nodes:
         if node["op"] != "Reshape":
@@ -126,7 +103,7 @@ def _channel_vector(const: Any, channels: int, split: tuple = ()) -> Callable[[n
     return None
 
 
-def _split_channels(index: _Index, reshape: dict | None, channels: int) -> tuple:
+def _split_channels(index: GraphIndex, reshape: dict | None, channels: int) -> tuple:
     """The trailing axes a Reshape after a MatMul splits its ``channels`` into ((): none or unknown)."""
     target = index.const(reshape["input"][1]) if reshape is not None else None
     if target is None or target.array is None:
@@ -142,7 +119,7 @@ def _split_channels(index: _Index, reshape: dict | None, channels: int) -> tuple
 
 def fold_affine(graph: GraphDef) -> None:
     for node in list(graph.nodes):
-        index = _Index(graph)  # fresh: each absorption rewires readers
+        index = GraphIndex(graph)  # fresh: each absorption rewires readers
         if node["op"] not in FUSABLE or node["name"] not in index.by_name:
             continue
         kernel = index.const(node["input"][1])
@@ -174,7 +151,7 @@ def fold_affine(graph: GraphDef) -> None:
     prune_unread(graph)
 
 
-def _absorb(graph: GraphDef, index: _Index, node: dict, kernel: Any, steps: list, channels: int, transpose_b: bool,
+def _absorb(graph: GraphDef, index: GraphIndex, node: dict, kernel: Any, steps: list, channels: int, transpose_b: bool,
             reshape: dict | None, last: dict) -> None:
     def affine(*arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         a, c = np.ones(channels, "float32"), np.zeros(channels, "float32")
@@ -227,10 +204,10 @@ def _absorb(graph: GraphDef, index: _Index, node: dict, kernel: Any, steps: list
     graph.rewrites.append({"rewrite": "fold_affine", "removed": " ".join(r["op"] for r in chain), "into": node["name"]})
     removed = {r["name"] for r in chain}
     graph.nodes = [n for n in graph.nodes if n["name"] not in removed]
-    _rename_outputs(graph, last["name"], end["name"])
+    rename_outputs(graph, last["name"], end["name"])
 
 
-def _chain(index: _Index, start: dict, last: dict) -> list[dict]:
+def _chain(index: GraphIndex, start: dict, last: dict) -> list[dict]:
     out, current = [], start
     while current is not last:
         current = index.only_reader(current["name"])
@@ -240,21 +217,13 @@ def _chain(index: _Index, start: dict, last: dict) -> list[dict]:
     return out
 
 
-def _rename_outputs(graph: GraphDef, old: str, new: str) -> None:
-    graph.outputs = [(new if name == old else name, shape, dtype) for name, shape, dtype in graph.outputs]
-
-
-def _is_zero(const: Any) -> bool:
-    return const is not None and const.array is not None and const.array.size == 1 and float(const.array.reshape(-1)[0]) == 0.0
-
-
 def relu(graph: GraphDef) -> None:
-    index = _Index(graph)
+    index = GraphIndex(graph)
     count = 0
     for node in graph.nodes:
         if node["op"] != "Maximum" or node["attr"].get("T", {}).get("type", "DT_FLOAT") != "DT_FLOAT":
             continue
-        zeros = [i for i, ref in enumerate(node["input"]) if _is_zero(index.const(ref))]
+        zeros = [i for i, ref in enumerate(node["input"]) if is_zero(index.const(ref))]
         if len(zeros) != 1:
             continue
         node["op"] = "Relu"
@@ -266,7 +235,7 @@ def relu(graph: GraphDef) -> None:
 
 
 def fuse_activation(graph: GraphDef) -> None:
-    index = _Index(graph)
+    index = GraphIndex(graph)
     dropped = set()
     for node in graph.nodes:
         if node["op"] not in FUSABLE.values() or len(node["attr"]["fused_ops"]["list"]["s"]) != 1:
@@ -284,199 +253,34 @@ def fuse_activation(graph: GraphDef) -> None:
             continue
         node["attr"]["fused_ops"] = attr_strs(["BiasAdd", activation])
         index.replace_reads(reader["name"], node["name"])
-        _rename_outputs(graph, reader["name"], node["name"])
+        rename_outputs(graph, reader["name"], node["name"])
         dropped.add(reader["name"])
         graph.rewrites.append({"rewrite": "fuse_activation", "removed": reader["op"], "into": node["name"]})
     graph.nodes = [n for n in graph.nodes if n["name"] not in dropped]
 
 
-def _scalar(const: Any) -> float | None:
-    if const is None or const.array is None or const.array.size != 1 or const.dtype != "float32":
-        return None
-    return float(const.array.reshape(-1)[0])
-
-
 def cancel_scale(graph: GraphDef) -> None:
-    index = _Index(graph)
+    index = GraphIndex(graph)
     dropped, count = set(), 0
     for node in graph.nodes:
         if node["op"] != "Mul" or node["name"] in dropped:
             continue
-        scalars = [_scalar(index.const(ref)) for ref in node["input"]]
+        scalars = [scalar_value(index.const(ref)) for ref in node["input"]]
         if len(scalars) != 2 or (scalars[0] is None) == (scalars[1] is None):
             continue
         factor, source = (scalars[0], node["input"][1]) if scalars[0] is not None else (scalars[1], node["input"][0])
         reader = index.only_reader(node["name"])
         if reader is None or reader["op"] != "RealDiv" or node_name(reader["input"][0]) != node["name"] \
-                or _scalar(index.const(reader["input"][1])) != factor or factor == 0.0:
+                or scalar_value(index.const(reader["input"][1])) != factor or factor == 0.0:
             continue
         index.replace_reads(reader["name"], source)
-        _rename_outputs(graph, reader["name"], source)
+        rename_outputs(graph, reader["name"], source)
         dropped |= {node["name"], reader["name"]}
         count += 1
     if count:
         graph.rewrites.append({"rewrite": "cancel_scale", "removed": f"{count} Mul RealDiv by the same scalar",
                                "into": "nothing"})
     graph.nodes = [n for n in graph.nodes if n["name"] not in dropped]
-    prune_unread(graph)
-
-
-def _producer(index: _Index, ref: str, op: str | tuple) -> dict | None:
-    node = index.by_name.get(node_name(ref))
-    ops = (op,) if isinstance(op, str) else op
-    return node if node is not None and ":" not in ref and node["op"] in ops else None
-
-
-def _mean_of(index: _Index, graph: GraphDef, ref: str) -> tuple[str, str] | None:
-    """(x, axes) when ``ref`` is ``Sum(x, axes) / n`` with n the number of elements summed."""
-    div = _producer(index, ref, "RealDiv")
-    total = _producer(index, div["input"][0], "Sum") if div is not None else None
-    if total is None or total["attr"].get("keep_dims", {}).get("b", False):
-        return None
-    n, axes = _scalar(index.const(div["input"][1])), index.const(total["input"][1])
-    shape = graph.shapes.get(node_name(total["input"][0]))
-    if n is None or axes is None or axes.array is None or shape is None:
-        return None
-    dims = [shape[int(a)] for a in axes.array.reshape(-1)]
-    if not all(isinstance(d, int) for d in dims) or float(np.prod(dims)) != n:
-        return None
-    return total["input"][0], total["input"][1]
-
-
-def _layernorm(index: _Index, graph: GraphDef, rsqrt: dict) -> tuple | None:
-    shift = _producer(index, rsqrt["input"][0], "AddV2")
-    if shift is None:
-        return None
-    slots = [i for i, ref in enumerate(shift["input"]) if _scalar(index.const(ref)) is None]
-    if len(slots) != 1:
-        return None
-    kept = _producer(index, shift["input"][slots[0]], "Reshape")
-    clamp = _producer(index, kept["input"][0], ("Relu", "Maximum")) if kept is not None else None
-    if clamp is not None and clamp["op"] == "Maximum":  # max(0, v): JAX's spelling, before the relu rewrite
-        others = [ref for ref in clamp["input"] if not _is_zero(index.const(ref))]
-        clamp = {"input": others} if len(others) == 1 else None
-    diff = _producer(index, clamp["input"][0], "Sub") if clamp is not None else None
-    square = _producer(index, diff["input"][1], "Square") if diff is not None else None
-    if square is None:
-        return None
-    mean, mean_sq = _mean_of(index, graph, square["input"][0]), _mean_of(index, graph, diff["input"][0])
-    x_sq = _producer(index, mean_sq[0], "Square") if mean_sq is not None else None
-    if mean is None or x_sq is None or x_sq["input"][0] != mean[0] or index.const(mean_sq[1]) is None \
-            or not np.array_equal(index.const(mean_sq[1]).array, index.const(mean[1]).array):
-        return None
-    centers = [c for r in index.readers.get(node_name(square["input"][0]), []) if r["op"] == "Reshape"
-               and graph.shapes.get(r["name"]) == graph.shapes.get(kept["name"])
-               for c in index.readers.get(r["name"], []) if c["op"] == "Sub" and c["input"] == [mean[0], r["name"]]]
-    if not centers or graph.nodes.index(centers[0]) > graph.nodes.index(shift):
-        return None
-    return mean[0], mean[1], centers[0], shift, slots[0]
-
-
-def layernorm_stats(graph: GraphDef) -> None:
-    count = 0
-    for rsqrt in [n for n in graph.nodes if n["op"] == "Rsqrt"]:
-        match = _layernorm(_Index(graph), graph, rsqrt)
-        if match is None:
-            continue
-        x, axes, center, shift, slot = match
-        keep = {"keep_dims": {"b": True}, "T": {"type": "DT_FLOAT"}, "Tidx": {"type": "DT_INT32"}}
-        mean, square, var = (f"{center['name']}/{part}" for part in ("mean", "square", "variance"))
-        graph.nodes.insert(graph.nodes.index(center), {"name": mean, "op": "Mean", "input": [x, axes], "attr": dict(keep)})
-        center["input"][1] = mean
-        at = graph.nodes.index(shift)
-        graph.nodes[at:at] = [{"name": square, "op": "Square", "input": [center["name"]], "attr": {"T": {"type": "DT_FLOAT"}}},
-                              {"name": var, "op": "Mean", "input": [square, axes], "attr": dict(keep)}]
-        shift["input"][slot] = var
-        count += 1
-    if count:
-        graph.rewrites.append({"rewrite": "layernorm_stats", "removed": f"{count}x mean(x²) - mean(x)² in 10 ops",
-                               "into": f"{count}x Mean(Square(x - Mean(x))) in 4 ops"})
-        _drop_unread(graph)
-
-
-def _drop_unread(graph: GraphDef) -> None:
-    outputs = {name for name, _, _ in graph.outputs}
-    while True:
-        read = {node_name(ref) for node in graph.nodes for ref in node["input"]} | outputs
-        dead = {n["name"] for n in graph.nodes if n["name"] not in read and n["op"] not in ("Placeholder",)}
-        if not dead:
-            break
-        graph.nodes = [n for n in graph.nodes if n["name"] not in dead]
-    graph.consts = {name: c for name, c in graph.consts.items() if any(n["name"] == name for n in graph.nodes)}
-
-
-def _norm_affine(index: _Index, add: dict) -> tuple | None:
-    """(centered·rsqrt node, its Mul by gamma, gamma, beta, the matmuls) for ``centered * (rsqrt * gamma) + beta``."""
-    betas = [index.const(ref) for ref in add["input"]]
-    if add["op"] != "AddV2" or len([b for b in betas if b is not None]) != 1:
-        return None
-    beta = next(b for b in betas if b is not None)
-    scaled = _producer(index, next(ref for ref, b in zip(add["input"], betas) if b is None), "Mul")
-    if scaled is None or index.only_reader(scaled["name"]) is not add:
-        return None
-    factors = [_producer(index, ref, "Mul") for ref in scaled["input"]]
-    for scale in factors:
-        gammas = [index.const(ref) for ref in scale["input"]] if scale is not None else []
-        if scale is None or len([g for g in gammas if g is not None]) != 1 or index.only_reader(scale["name"]) is not scaled:
-            continue
-        if _producer(index, next(ref for ref, g in zip(scale["input"], gammas) if g is None), "Rsqrt") is None:
-            continue
-        gamma = next(g for g in gammas if g is not None)
-        channels = int(np.prod(gamma.shape))
-        if gamma.shape[-1] != channels or beta.shape[-1] != channels or int(np.prod(beta.shape)) != channels:
-            return None
-        flats = index.readers.get(add["name"], [])
-        if add["name"] in index.outputs or not flats or any(f["op"] != "Reshape" or f["name"] in index.outputs for f in flats):
-            return None
-        users = [u for f in flats for u in index.readers.get(f["name"], [])]
-        for user in users:
-            kernel = index.const(user["input"][1]) if user["op"] == "_FusedMatMul" else None
-            if kernel is None or kernel.dtype != "float32" or user["input"][0] not in {f["name"] for f in flats} \
-                    or user["attr"].get("transpose_a", {}).get("b") \
-                    or user["attr"].get("transpose_b", {}).get("b") or kernel.shape[0] != channels \
-                    or user["attr"]["fused_ops"]["list"]["s"][0] not in ("BiasAdd", "Qmlhc0FkZA==") or len(user["input"]) != 3:
-                return None
-        return scaled, scale, gamma, beta, users
-    return None
-
-
-def _scale_rows(w: np.ndarray, gamma: np.ndarray) -> np.ndarray:
-    return (np.asarray(w, "float32") * np.asarray(gamma, "float32").reshape(-1, 1)).astype("float32")
-
-
-def _shift_bias(bias: np.ndarray, beta: np.ndarray, w: np.ndarray) -> np.ndarray:
-    return (np.asarray(bias, "float64") + np.asarray(beta, "float64").reshape(-1) @ np.asarray(w, "float64")).astype("float32")
-
-
-def fold_norm_affine(graph: GraphDef) -> None:
-    count = 0
-    for add in [n for n in graph.nodes if n["op"] == "AddV2"]:
-        index = _Index(graph)
-        match = _norm_affine(index, add)
-        if match is None:
-            continue
-        scaled, scale, gamma, beta, users = match
-        for user in users:
-            kernel, bias = index.const(user["input"][1]), index.const(user["input"][2])
-            kernel_name, bias_name = f"{kernel.name}/norm_{user['name']}", f"{bias.name}/norm"
-            scaled_rows = Derived("fold_norm_affine", (kernel.binding, gamma.binding), _scale_rows)
-            shifted = Derived("fold_norm_affine", (bias.binding, beta.binding, kernel.binding), _shift_bias)
-            graph.consts[kernel_name] = dataclasses.replace(
-                kernel, name=kernel_name, binding=WeightBinding("kernel", kernel.shape, derived=scaled_rows))
-            graph.consts[bias_name] = dataclasses.replace(
-                bias, name=bias_name, binding=WeightBinding("bias", bias.shape, derived=shifted))
-            for name, old in ((kernel_name, kernel.name), (bias_name, bias.name)):
-                const_node = index.by_name[old]
-                graph.nodes.insert(graph.nodes.index(const_node) + 1, {**const_node, "name": name, "attr": dict(const_node["attr"])})
-            user["input"][1:3] = [kernel_name, bias_name]
-        rsqrt_ref = next(ref for ref in scale["input"] if index.const(ref) is None)
-        scaled["input"] = [rsqrt_ref if ref == scale["name"] else ref for ref in scaled["input"]]
-        index.replace_reads(add["name"], scaled["name"])
-        graph.nodes = [n for n in graph.nodes if n["name"] not in (scale["name"], add["name"])]
-        count += 1
-    if count:
-        graph.rewrites.append({"rewrite": "fold_norm_affine", "removed": f"{count}x LayerNorm * gamma + beta",
-                               "into": "the kernels and biases of the matmuls reading them"})
     prune_unread(graph)
 
 
@@ -509,7 +313,7 @@ def merge_duplicates(graph: GraphDef) -> None:
 
 
 def fold_transpose(graph: GraphDef) -> None:
-    index = _Index(graph)
+    index = GraphIndex(graph)
     dropped, count = set(), 0
     for node in graph.nodes:
         if node["op"] != "Transpose":
@@ -525,7 +329,7 @@ def fold_transpose(graph: GraphDef) -> None:
         count += 1
         if (perm == np.arange(perm.size)).all():
             index.replace_reads(node["name"], inner["input"][0])
-            _rename_outputs(graph, node["name"], inner["input"][0])
+            rename_outputs(graph, node["name"], inner["input"][0])
             dropped.add(node["name"])
             continue
         perm_name = f"{node['name']}/perm"
@@ -541,16 +345,8 @@ def fold_transpose(graph: GraphDef) -> None:
     prune_unread(graph)
 
 
-def prune_unread(graph: GraphDef) -> None:
-    """Drop constants nothing reads any more (a kernel replaced by its folded copy)."""
-    read = {node_name(ref) for node in graph.nodes for ref in node["input"]}
-    keep = read | {name for name, _, _ in graph.outputs} | {name for name, _, _ in graph.inputs}
-    graph.nodes = [n for n in graph.nodes if n["op"] != "Const" or n["name"] in keep]
-    graph.consts = {name: c for name, c in graph.consts.items() if name in keep}
-
-
-ORDER = (fold_reshape, layernorm_stats, relu, cancel_scale, merge_duplicates, fold_affine, fuse_activation,
-         fold_norm_affine, fold_transpose)
+ORDER = (fold_reshape, layernorm_stats, softmax, relu, cancel_scale, merge_duplicates, fold_affine, fuse_activation,
+         fold_norm_affine, fold_transpose, fold_reshape)
 
 
 def rewrite_graph(graph: GraphDef) -> None:
