@@ -162,9 +162,11 @@ def render(d: dict) -> list[str]:
         "product (topology/layers/attention_merged.py) instead of one Dense per head and projection. The GraphModel "
         "(issue 21, docs/graph-model.md) has neither cost by construction: broadcasting arithmetic, "
         "`_FusedMatMul`/`_FusedConv2D` with bias and activation inside.", "",
-        "What changed in the GraphModel (issue 22; topology/graphdef/ops/linalg.py, rewrites.py, rewrites_norm.py): "
+        "What changed in the GraphModel (issue 22; topology/graphdef/ops/linalg.py, rewrites.py, rewrites_norm.py, "
+        "rewrites_softmax.py): "
         "TF.js 4.22's wasm backend hands a matrix product to XNNPACK only with batch 1 and both transpose flags "
-        "off; every other product runs in a plain loop (`node bench/matmul_wasm.mjs`, 128 tokens × 64: 0.25 ms "
+        "off; every other product runs in a plain loop (`node bench/matmul_wasm.mjs` on the quiet machine, load "
+        "1.8; 128 tokens × 64: 0.25 ms "
         "at batch 1 without flags, 1.1 ms with `transpose_b`, 1.8 ms at batch 2). `BatchMatMulV2` is now written "
         "without adjoint flags (the operands swapped, (Bᵀ·Aᵀ)ᵀ, when that needs fewer transposes), and products "
         "of at least 2¹⁸ multiply-adds per head over a (batch, heads) pair of axes run one per head (`Unpack`, "
