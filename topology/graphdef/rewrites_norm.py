@@ -56,8 +56,11 @@ def _layernorm(index: GraphIndex, graph: GraphDef, rsqrt: dict) -> tuple | None:
     centers = [c for r in index.readers.get(node_name(square["input"][0]), []) if r["op"] == "Reshape"
                and graph.shapes.get(r["name"]) == graph.shapes.get(kept["name"])
                for c in index.readers.get(r["name"], []) if c["op"] == "Sub" and c["input"] == [mean[0], r["name"]]]
-    if not centers or graph.nodes.index(centers[0]) > graph.nodes.index(shift):
-        return None
+    x_shape, axes = graph.shapes.get(node_name(mean[0])), index.const(mean[1]).array.reshape(-1)
+    reduced = {int(a) % len(x_shape) for a in axes} if x_shape else set()
+    kept_shape = tuple(1 if i in reduced else d for i, d in enumerate(x_shape or ()))
+    if not centers or graph.shapes.get(kept["name"]) != kept_shape or graph.nodes.index(centers[0]) > graph.nodes.index(shift):
+        return None  # the reshaped statistics must be exactly what Mean with kept dims gives
     return mean[0], mean[1], centers[0], shift, slots[0]
 
 
