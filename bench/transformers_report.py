@@ -160,6 +160,24 @@ def render(d: dict) -> list[str]:
         "(the wasm Tile took about half of BERT-tiny's time); it is composed from layers that broadcast "
         "(topology/layers/layernorm_tilefree.py). Attention with up to 4 key/value heads runs all heads in one "
         "product (topology/layers/attention_merged.py) instead of one Dense per head and projection. The GraphModel "
-        "(issue 21, docs/graph-model.md) has neither cost by construction: broadcasting arithmetic, one "
-        "`BatchMatMulV2` over the heads axis, `_FusedMatMul`/`_FusedConv2D` with bias and activation inside.", ""]
+        "(issue 21, docs/graph-model.md) has neither cost by construction: broadcasting arithmetic, "
+        "`_FusedMatMul`/`_FusedConv2D` with bias and activation inside.", "",
+        "What changed in the GraphModel (issue 22; topology/graphdef/ops/linalg.py, rewrites.py, rewrites_norm.py, "
+        "rewrites_softmax.py): "
+        "TF.js 4.22's wasm backend hands a matrix product to XNNPACK only with batch 1 and both transpose flags "
+        "off; every other product runs in a plain loop (`node bench/matmul_wasm.mjs` on the quiet machine, load "
+        "1.8; 128 tokens × 64: 0.25 ms "
+        "at batch 1 without flags, 1.1 ms with `transpose_b`, 1.8 ms at batch 2). `BatchMatMulV2` is now written "
+        "without adjoint flags (the operands swapped, (Bᵀ·Aᵀ)ᵀ, when that needs fewer transposes), and products "
+        "of at least 2¹⁸ multiply-adds per head over a (batch, heads) pair of axes run one per head (`Unpack`, "
+        "a product over the batch alone, `Pack`), so batch 1 takes the fast path: BERT-tiny's 4 attention products "
+        "went from 5.1 to 0.7 ms of kernel time in Node wasm (ViT-Ti's 37-token products stay one "
+        "`BatchMatMulV2`: there the extra ops cost more than they save). Fewer ops per call: LayerNorm's "
+        "statistics in 4 ops instead of 10 (`layernorm_stats`), its gamma and beta folded into the matmuls "
+        "reading it (`fold_norm_affine`, pre-LN ViT), `jax.nn.softmax`'s 8 ops as TF.js's `Softmax`, heads-shaped q/k/v biases and the 1/√d scale folded into "
+        "their `_FusedMatMul` (ViT-Ti's 36 q/k/v projections had stayed MatMul + Add), repeated nodes merged "
+        "(`merge_duplicates`: the Reshapes feeding q, k, v; BERT's per-layer mask), average pooling's `x·4/4` "
+        "dropped (`cancel_scale`: MNIST's two `Multiply`), Transpose pairs folded. Graph ops per call (constants "
+        "and inputs aside), before -> after: MNIST 12 -> 8, BERT-tiny 195 -> 149 (12 of them the per-head "
+        "`Unpack`/`Pack`), ViT-Ti 940 -> 561.", ""]
     return lines

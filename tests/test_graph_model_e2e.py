@@ -222,6 +222,45 @@ def test_rewrites_fold_batchnorm_and_fuse_bias_and_relu(tmp_path, tfjs):
         assert_close(tfjs.predict(out, [x]).outputs[0], want)
 
 
+class PoolThenHeads(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.avg_pool(x, (2, 2), strides=(2, 2))  # a window sum times 4, divided by 4
+        q = nn.DenseGeneral((2, 4))(x.reshape(x.shape[0], 9, 2))  # the bias has the heads' shape (2, 4)
+        return q / 2.0  # attention's 1/sqrt(d)
+
+
+def test_rewrites_cancel_pooling_scale_and_fold_a_heads_shaped_bias_and_scale(tmp_path, tfjs):
+    module = PoolThenHeads()
+    x = _inputs((6, 6, 2), "float32", 3)
+    variables = random_variables(module, x)
+    report = to_tensorflowjs(module, tmp_path / "out", variables=variables, input_shape=(6, 6, 2), format="graph-model")
+    ops = [n["op"] for n in read_model_json(tmp_path / "out")["modelTopology"]["node"]]
+    assert "_FusedMatMul" in ops and not {"Mul", "RealDiv", "AddV2"} & set(ops), ops
+    assert {r["rewrite"] for r in report.rewrites} == {"cancel_scale", "fold_affine"}
+    assert_close(tfjs.predict(tmp_path / "out", [x]).outputs[0], np.asarray(module.apply(variables, x)))
+
+
+class NormedProjection(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        h = nn.LayerNorm()(x * 3.0 + 5.0)  # an offset mean: the variance formula matters
+        return nn.Dense(3)(h) - nn.Dense(3)(h)  # both flatten h to 2-D the same way: one Reshape
+
+
+def test_layernorm_becomes_mean_of_squared_deviation_with_its_affine_in_the_matmuls(tmp_path, tfjs):
+    module = NormedProjection()
+    x = _inputs((4, 6), "float32", 3)
+    variables = random_variables(module, x)
+    report = to_tensorflowjs(module, tmp_path / "out", variables=variables, input_shape=(4, 6), format="graph-model")
+    ops = [n["op"] for n in read_model_json(tmp_path / "out")["modelTopology"]["node"]]
+    assert ops.count("Mean") == 2 and not {"Sum", "Relu", "Maximum"} & set(ops), ops
+    assert {"layernorm_stats", "merge_duplicates", "fold_norm_affine"} <= {r["rewrite"] for r in report.rewrites}
+    assert ops.count("Mul") == 2 and ops.count("AddV2") == 2, ops  # x * 3 + 5, centered * rsqrt, var + eps
+    assert ops.count("_FusedMatMul") == 2 and ops.count("Reshape") == 3, ops  # h to 2-D once, each product back
+    assert_close(tfjs.predict(tmp_path / "out", [x]).outputs[0], np.asarray(module.apply(variables, x)))
+
+
 class BatchBranching(nn.Module):
     @nn.compact
     def __call__(self, x):

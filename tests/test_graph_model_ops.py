@@ -3,6 +3,8 @@ written as GraphModels and run in real TF.js against JAX, with batch 1 and batch
 batch axis is dynamic)."""
 from __future__ import annotations
 
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -40,17 +42,34 @@ def test_case_matches_jax_in_tfjs(tmp_path, tfjs, case_id, case):
                                        err_msg=case_id)
 
 
-WASM_CASES = [(cid, case) for cid, case in CASES if cid in ("shape:take_along_axis", "shape:take_along_middle_axis")]
+WASM_CASES = [(cid, case) for cid, case in CASES if cid in ("shape:take_along_axis", "shape:take_along_middle_axis",
+                                                            "linalg:attention_per_head")]
 
 
 @pytest.mark.parametrize("case_id, case", WASM_CASES, ids=[c[0] for c in WASM_CASES])
-def test_batched_gather_runs_in_wasm(tmp_path, tfjs, case_id, case):
-    # take_along_axis must avoid GatherV2's batch_dims, on which TF.js 4.22's wasm backend traps.
+def test_wasm_sensitive_cases_run_in_wasm(tmp_path, tfjs, case_id, case):
+    # take_along_axis must avoid GatherV2's batch_dims, on which TF.js 4.22's wasm backend traps;
+    # attention's per-head products (Unpack, batch-1 BatchMatMulV2, Pack) take the wasm fast path.
     specs = [InputSpec(f"input_{i + 1}", shape, dtype) for i, (shape, dtype) in enumerate(case.inputs)]
     convert_function(case.fn, tmp_path / "out", specs)
     xs = _inputs(case, 3, seed=7)
     got = tfjs.predict(tmp_path / "out", xs, backend="wasm").outputs[0]
     np.testing.assert_allclose(got, np.asarray(case.fn(*xs)), atol=case.tolerance, err_msg=case_id)
+
+
+def test_attention_runs_one_plain_product_per_head_and_a_native_softmax(tmp_path):
+    # TF.js 4.22's wasm backend runs only batch-1 products without adjoint flags on XNNPACK
+    case = dict(CASES)["linalg:attention_per_head"]
+    specs = [InputSpec(f"input_{i + 1}", shape, dtype) for i, (shape, dtype) in enumerate(case.inputs)]
+    convert_function(case.fn, tmp_path / "out", specs)
+    nodes = json.loads((tmp_path / "out" / "model.json").read_text())["modelTopology"]["node"]
+    products = [n for n in nodes if n["op"] == "BatchMatMulV2"]
+    assert len(products) == 4 and [n["op"] for n in nodes].count("Unpack") == 4
+    assert not any(n["attr"]["adj_x"]["b"] or n["attr"]["adj_y"]["b"] for n in products)
+    by_name = {n["name"]: n for n in nodes}
+    assert not any(n["op"] == "Transpose" and by_name[n["input"][0].split(":")[0]]["op"] == "Transpose" for n in nodes)
+    # jax.nn.softmax's 8 ops are TF.js's Softmax (the wasm test above checks the values)
+    assert [n["op"] for n in nodes].count("Softmax") == 1 and not {"Exp", "Max", "Sum"} & {n["op"] for n in nodes}
 
 
 def test_every_case_names_primitives_that_have_a_handler():

@@ -139,6 +139,7 @@ class GraphDef:
     inputs: list[tuple[str, tuple, str]] = field(default_factory=list)  # (name, shape with -1, dtype)
     outputs: list[tuple[str, tuple, str]] = field(default_factory=list)  # (node name, shape with -1, dtype)
     rewrites: list[dict] = field(default_factory=list)
+    shapes: dict[str, tuple] = field(default_factory=dict)  # node output -> its shape when emitted (rewrites read it)
 
     def topology(self) -> dict:
         """The ``modelTopology`` of model.json (a GraphDef in protobuf-JSON form)."""
@@ -184,6 +185,7 @@ class GraphBuilder:
         name = self.fresh(op)
         self.add_node(name, op, [self.ref(v) for v in inputs], attr)
         dtype = np.dtype(tf_dtype(dtype))
+        self.graph.shapes[name] = tuple(shape)
         if outputs == 1:
             return Value(name, tuple(shape), dtype)
         return [Value(f"{name}:{k}" if k else name, tuple(shape), dtype) for k in range(outputs)]

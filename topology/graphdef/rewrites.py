@@ -2,13 +2,29 @@
 
 1. ``fold_reshape``: a Reshape of a constant becomes the constant in the new shape (same bytes);
    a Reshape of a Reshape becomes one Reshape.
-2. ``fold_affine``: a MatMul/Conv2D/DepthwiseConv2dNative followed by per-channel constant
-   ``+ - * /`` (a bias, an inference BatchNorm ``(x - mean) * scale * rsqrt(var + eps) + bias``) becomes
-   one ``_FusedMatMul``/``_FusedConv2D``/``FusedDepthwiseConv2dNative`` whose kernel is scaled and
-   whose bias is the offset, both computed when the weights are written.
+2. ``layernorm_stats`` (rewrites_norm.py): LayerNorm's statistics as JAX writes them (``max(0, mean(x²) - mean(x)²)``:
+   Square, Sum, RealDiv, Sum, RealDiv, Square, Sub, Maximum, two Reshapes) become
+   ``Mean(Square(x - Mean(x)))`` with kept dims (4 ops instead of 10; equal up to float rounding).
 3. ``relu``: ``max(x, 0)`` (how JAX spells ReLU) becomes a ``Relu`` op: TF.js's wasm backend runs a
    binary op against a broadcast scalar several times slower (ResNet-18: 34 -> 24 ms in Node wasm).
-4. ``fuse_activation``: a ReLU or sigmoid right after a fused op joins it.
+4. ``cancel_scale``: ``x * c / c`` (a scalar constant, as a window sum times its size then divided
+   by it: average pooling) becomes ``x``.
+5. ``merge_duplicates``: nodes with the same op, inputs and attributes become one (the three
+   Reshapes feeding q, k and v; an attention mask each layer rebuilds from the same input).
+6. ``fold_affine``: a MatMul/Conv2D/DepthwiseConv2dNative followed by per-channel constant
+   ``+ - * /`` (a bias, an inference BatchNorm ``(x - mean) * scale * rsqrt(var + eps) + bias``, a
+   bias shaped like the heads, attention's 1/sqrt(d)) becomes one
+   ``_FusedMatMul``/``_FusedConv2D``/``FusedDepthwiseConv2dNative`` whose kernel is scaled and
+   whose bias is the offset, both computed when the weights are written.
+7. ``fuse_activation``: a ReLU or sigmoid right after a fused op joins it.
+8. ``fold_norm_affine`` (rewrites_norm.py): a LayerNorm's ``* gamma + beta`` whose output only feeds ``_FusedMatMul``s
+   (pre-LN transformers: q, k, v; the MLP) goes into their kernels (``gamma`` scales the rows)
+   and biases (``+ beta·W``): two full-size ops fewer per LayerNorm.
+9. ``fold_transpose``: a Transpose of a Transpose becomes one Transpose (none when the two cancel);
+   attention's products leave one where their output order is swapped back (ops/linalg.py).
+10. ``fold_reshape`` again: ``fold_affine`` leaves Reshape pairs where it removed a bias between them.
+
+``softmax`` (rewrites_softmax.py) runs third: JAX's last-axis softmax in 8 ops becomes TF.js's ``Softmax``.
 
 Each applied rewrite is one record ``{"rewrite", "removed", "into"}`` in ``graph.rewrites``, shown
 like ``--optimize``'s.
@@ -16,45 +32,20 @@ like ``--optimize``'s.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any, Callable
 
 import numpy as np
 
 from topology.graph import Derived, WeightBinding
+from topology.graphdef.graph_index import GraphIndex, is_zero, prune_unread, rename_outputs, scalar_value
 from topology.graphdef.nodes import GraphDef, attr_i, attr_shape, attr_strs
 from topology.graphdef.prune import node_name
+from topology.graphdef.rewrites_norm import fold_norm_affine, layernorm_stats
+from topology.graphdef.rewrites_softmax import softmax
 
 FUSABLE = {"MatMul": "_FusedMatMul", "Conv2D": "_FusedConv2D", "DepthwiseConv2dNative": "FusedDepthwiseConv2dNative"}
 ACTIVATIONS = {"Relu": "Relu", "Sigmoid": "Sigmoid"}
-
-
-class _Index:
-    """Nodes by name and who reads each node output."""
-
-    def __init__(self, graph: GraphDef) -> None:
-        self.graph = graph
-        self.by_name = {n["name"]: n for n in graph.nodes}
-        self.readers: dict[str, list[dict]] = {}
-        for node in graph.nodes:
-            for ref in node["input"]:
-                self.readers.setdefault(node_name(ref), []).append(node)
-        self.outputs = {name for name, _, _ in graph.outputs}
-
-    def only_reader(self, name: str) -> dict | None:
-        readers = self.readers.get(name, [])
-        if len(readers) != 1 or name in self.outputs:
-            return None
-        return readers[0]
-
-    def const(self, ref: str) -> Any:
-        node = self.by_name.get(node_name(ref))
-        if node is None or node["op"] != "Const" or ":" in ref:
-            return None
-        return self.graph.consts.get(node["name"])
-
-    def replace_reads(self, old: str, new: str) -> None:
-        for node in self.graph.nodes:
-            node["input"] = [new if ref == old else ref for ref in node["input"]]
 
 
 def _set_const_shape(graph: GraphDef, name: str, shape: tuple) -> None:
@@ -70,7 +61,7 @@ def _set_const_shape(graph: GraphDef, name: str, shape: tuple) -> None:
 
 
 def fold_reshape(graph: GraphDef) -> None:
-    index = _Index(graph)
+    index = GraphIndex(graph)
     dropped = set()
     for node in graph.nodes:
         if node["op"] != "Reshape":
@@ -95,20 +86,40 @@ def fold_reshape(graph: GraphDef) -> None:
     graph.nodes = [n for n in graph.nodes if n["name"] not in dropped]
 
 
-def _channel_vector(const: Any, channels: int) -> Callable[[np.ndarray], np.ndarray] | None:
-    """How to read a per-channel vector from ``const`` (shape (..., 1, C), (C,) or a scalar), or None."""
+def _channel_vector(const: Any, channels: int, split: tuple = ()) -> Callable[[np.ndarray], np.ndarray] | None:
+    """How to read a per-channel vector from ``const`` (shape (..., 1, C), (C,) or a scalar), or None.
+
+    ``split``: the trailing axes the channels were reshaped into, e.g. (3, 64) for a query projection
+    reshaped to heads; then a const of shape (..., 1, 3, 64) is per channel too (row-major, as the reshape).
+    """
     shape = tuple(const.shape)
     size = int(np.prod(shape, dtype=np.int64))
     if size == 1:
         return lambda a: np.full(channels, np.float32(a.reshape(-1)[0]), "float32")
-    if size == channels and shape[-1] == channels:
+    trailing = shape[next((i for i, d in enumerate(shape) if d != 1), len(shape)):]
+    if size == channels and (shape[-1] == channels or (split and trailing == tuple(split[-len(trailing):])
+                                                       and int(np.prod(split[-len(trailing):])) == channels)):
         return lambda a: np.asarray(a, "float32").reshape(channels)
     return None
 
 
+def _split_channels(index: GraphIndex, reshape: dict | None, channels: int) -> tuple:
+    """The trailing axes a Reshape after a MatMul splits its ``channels`` into ((): none or unknown)."""
+    target = index.const(reshape["input"][1]) if reshape is not None else None
+    if target is None or target.array is None:
+        return ()
+    dims, size = [], 1
+    for d in reversed([int(v) for v in target.array.reshape(-1)]):
+        if d <= 0 or size * d > channels:
+            break
+        dims.insert(0, d)
+        size *= d
+    return tuple(dims) if size == channels else ()
+
+
 def fold_affine(graph: GraphDef) -> None:
     for node in list(graph.nodes):
-        index = _Index(graph)  # fresh: each absorption rewires readers
+        index = GraphIndex(graph)  # fresh: each absorption rewires readers
         if node["op"] not in FUSABLE or node["name"] not in index.by_name:
             continue
         kernel = index.const(node["input"][1])
@@ -122,11 +133,12 @@ def fold_affine(graph: GraphDef) -> None:
         reader = index.only_reader(node["name"])
         if reader is not None and reader["op"] == "Reshape" and node["op"] == "MatMul":
             reshape, current, reader = reader, reader, index.only_reader(reader["name"])
+        split = _split_channels(index, reshape, channels)
         while reader is not None and reader["op"] in ("AddV2", "Sub", "Mul", "RealDiv"):
             mine = [i for i, ref in enumerate(reader["input"]) if node_name(ref) == current["name"]]
             other = reader["input"][1 - mine[0]] if len(mine) == 1 else None
             const = index.const(other) if other is not None else None
-            vector = _channel_vector(const, channels) if const is not None else None
+            vector = _channel_vector(const, channels, split) if const is not None else None
             if vector is None or (reader["op"] == "RealDiv" and mine[0] != 0):
                 break
             kind = {"AddV2": "add", "Mul": "mul", "RealDiv": "div"}.get(reader["op"]) or ("sub" if mine[0] == 0 else "rsub")
@@ -139,7 +151,7 @@ def fold_affine(graph: GraphDef) -> None:
     prune_unread(graph)
 
 
-def _absorb(graph: GraphDef, index: _Index, node: dict, kernel: Any, steps: list, channels: int, transpose_b: bool,
+def _absorb(graph: GraphDef, index: GraphIndex, node: dict, kernel: Any, steps: list, channels: int, transpose_b: bool,
             reshape: dict | None, last: dict) -> None:
     def affine(*arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         a, c = np.ones(channels, "float32"), np.zeros(channels, "float32")
@@ -192,10 +204,10 @@ def _absorb(graph: GraphDef, index: _Index, node: dict, kernel: Any, steps: list
     graph.rewrites.append({"rewrite": "fold_affine", "removed": " ".join(r["op"] for r in chain), "into": node["name"]})
     removed = {r["name"] for r in chain}
     graph.nodes = [n for n in graph.nodes if n["name"] not in removed]
-    _rename_outputs(graph, last["name"], end["name"])
+    rename_outputs(graph, last["name"], end["name"])
 
 
-def _chain(index: _Index, start: dict, last: dict) -> list[dict]:
+def _chain(index: GraphIndex, start: dict, last: dict) -> list[dict]:
     out, current = [], start
     while current is not last:
         current = index.only_reader(current["name"])
@@ -205,21 +217,13 @@ def _chain(index: _Index, start: dict, last: dict) -> list[dict]:
     return out
 
 
-def _rename_outputs(graph: GraphDef, old: str, new: str) -> None:
-    graph.outputs = [(new if name == old else name, shape, dtype) for name, shape, dtype in graph.outputs]
-
-
-def _is_zero(const: Any) -> bool:
-    return const is not None and const.array is not None and const.array.size == 1 and float(const.array.reshape(-1)[0]) == 0.0
-
-
 def relu(graph: GraphDef) -> None:
-    index = _Index(graph)
+    index = GraphIndex(graph)
     count = 0
     for node in graph.nodes:
         if node["op"] != "Maximum" or node["attr"].get("T", {}).get("type", "DT_FLOAT") != "DT_FLOAT":
             continue
-        zeros = [i for i, ref in enumerate(node["input"]) if _is_zero(index.const(ref))]
+        zeros = [i for i, ref in enumerate(node["input"]) if is_zero(index.const(ref))]
         if len(zeros) != 1:
             continue
         node["op"] = "Relu"
@@ -231,7 +235,7 @@ def relu(graph: GraphDef) -> None:
 
 
 def fuse_activation(graph: GraphDef) -> None:
-    index = _Index(graph)
+    index = GraphIndex(graph)
     dropped = set()
     for node in graph.nodes:
         if node["op"] not in FUSABLE.values() or len(node["attr"]["fused_ops"]["list"]["s"]) != 1:
@@ -249,21 +253,100 @@ def fuse_activation(graph: GraphDef) -> None:
             continue
         node["attr"]["fused_ops"] = attr_strs(["BiasAdd", activation])
         index.replace_reads(reader["name"], node["name"])
-        _rename_outputs(graph, reader["name"], node["name"])
+        rename_outputs(graph, reader["name"], node["name"])
         dropped.add(reader["name"])
         graph.rewrites.append({"rewrite": "fuse_activation", "removed": reader["op"], "into": node["name"]})
     graph.nodes = [n for n in graph.nodes if n["name"] not in dropped]
 
 
-def prune_unread(graph: GraphDef) -> None:
-    """Drop constants nothing reads any more (a kernel replaced by its folded copy)."""
-    read = {node_name(ref) for node in graph.nodes for ref in node["input"]}
-    keep = read | {name for name, _, _ in graph.outputs} | {name for name, _, _ in graph.inputs}
-    graph.nodes = [n for n in graph.nodes if n["op"] != "Const" or n["name"] in keep]
-    graph.consts = {name: c for name, c in graph.consts.items() if name in keep}
+def cancel_scale(graph: GraphDef) -> None:
+    index = GraphIndex(graph)
+    dropped, count = set(), 0
+    for node in graph.nodes:
+        if node["op"] != "Mul" or node["name"] in dropped:
+            continue
+        scalars = [scalar_value(index.const(ref)) for ref in node["input"]]
+        if len(scalars) != 2 or (scalars[0] is None) == (scalars[1] is None):
+            continue
+        factor, source = (scalars[0], node["input"][1]) if scalars[0] is not None else (scalars[1], node["input"][0])
+        reader = index.only_reader(node["name"])
+        if reader is None or reader["op"] != "RealDiv" or node_name(reader["input"][0]) != node["name"] \
+                or scalar_value(index.const(reader["input"][1])) != factor or factor == 0.0:
+            continue
+        index.replace_reads(reader["name"], source)
+        rename_outputs(graph, reader["name"], source)
+        dropped |= {node["name"], reader["name"]}
+        count += 1
+    if count:
+        graph.rewrites.append({"rewrite": "cancel_scale", "removed": f"{count} Mul RealDiv by the same scalar",
+                               "into": "nothing"})
+    graph.nodes = [n for n in graph.nodes if n["name"] not in dropped]
+    prune_unread(graph)
 
 
-ORDER = (fold_reshape, relu, fold_affine, fuse_activation)
+def merge_duplicates(graph: GraphDef) -> None:
+    seen: dict[str, str] = {}
+    renamed: dict[str, str] = {}  # a dropped node -> the node it duplicates
+    kept, count = [], 0
+    keep_apart = {name for name, _, _ in graph.outputs} | {name for name, _, _ in graph.inputs}
+
+    def rename(ref: str) -> str:
+        name, _, port = ref.partition(":")
+        return renamed.get(name, name) + (f":{port}" if port else "")
+
+    for node in graph.nodes:
+        node["input"] = [rename(ref) for ref in node["input"]]
+        if node["op"] in ("Const", "Placeholder") or node["name"] in keep_apart:
+            kept.append(node)
+            continue
+        key = json.dumps([node["op"], node["input"], node["attr"]], sort_keys=True)
+        if key in seen:
+            renamed[node["name"]] = seen[key]
+            count += 1
+            continue
+        seen[key] = node["name"]
+        kept.append(node)
+    graph.nodes = kept
+    if count:
+        graph.rewrites.append({"rewrite": "merge_duplicates", "removed": f"{count} repeated nodes",
+                               "into": "the first of each"})
+
+
+def fold_transpose(graph: GraphDef) -> None:
+    index = GraphIndex(graph)
+    dropped, count = set(), 0
+    for node in graph.nodes:
+        if node["op"] != "Transpose":
+            continue
+        inner = index.by_name.get(node_name(node["input"][0]))
+        if inner is None or inner["op"] != "Transpose" or ":" in node["input"][0] or index.only_reader(inner["name"]) is not node:
+            continue
+        outer_perm, inner_perm = index.const(node["input"][1]), index.const(inner["input"][1])
+        if outer_perm is None or inner_perm is None or outer_perm.array is None or inner_perm.array is None:
+            continue
+        perm = inner_perm.array.reshape(-1)[outer_perm.array.reshape(-1)]  # out[i] = x[inner[outer[i]]]
+        dropped.add(inner["name"])
+        count += 1
+        if (perm == np.arange(perm.size)).all():
+            index.replace_reads(node["name"], inner["input"][0])
+            rename_outputs(graph, node["name"], inner["input"][0])
+            dropped.add(node["name"])
+            continue
+        perm_name = f"{node['name']}/perm"
+        graph.consts[perm_name] = dataclasses.replace(
+            outer_perm, name=perm_name, binding=WeightBinding(perm_name, outer_perm.shape, constant=perm.astype("int32")))
+        const_node = index.by_name[outer_perm.name]
+        graph.nodes.insert(graph.nodes.index(const_node), {**const_node, "name": perm_name, "attr": dict(const_node["attr"])})
+        node["input"] = [inner["input"][0], perm_name]
+    if count:
+        graph.rewrites.append({"rewrite": "fold_transpose", "removed": f"{count} Transpose of a Transpose",
+                               "into": "one Transpose each, or none where they cancel"})
+    graph.nodes = [n for n in graph.nodes if n["name"] not in dropped]
+    prune_unread(graph)
+
+
+ORDER = (fold_reshape, layernorm_stats, softmax, relu, cancel_scale, merge_duplicates, fold_affine, fuse_activation,
+         fold_norm_affine, fold_transpose, fold_reshape)
 
 
 def rewrite_graph(graph: GraphDef) -> None:

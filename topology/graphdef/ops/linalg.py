@@ -1,9 +1,13 @@
 """Contractions: ``dot_general`` to MatMul/BatchMatMulV2, ``conv_general_dilated`` to Conv2D/DepthwiseConv2dNative.
 
 A dot without batch axes is one MatMul over the flattened leading axes (so a bias and an
-activation can later fuse into ``_FusedMatMul``); with batch axes, one BatchMatMulV2 over them
-(attention over a heads axis is one op, not one per head). Transposes are avoided with the
-ops' adjoint flags where the layout allows.
+activation can later fuse into ``_FusedMatMul``); transposes are avoided with its adjoint flags
+where the layout allows. With batch axes, BatchMatMulV2 without adjoint flags, the operands in
+whichever order needs fewer transposes (``A·B`` or ``(Bᵀ·Aᵀ)ᵀ``): TF.js 4.22's wasm backend sends
+only a batch-1 product with both flags off to XNNPACK and runs every other one in a plain loop,
+measured 3-5× slower (bench/matmul_wasm.mjs). For the same reason, attention-sized products over a
+(batch, heads) pair of batch axes run one product per head (``Unpack``, ``BatchMatMulV2`` over the
+batch alone, ``Pack``): batch 1 then takes the fast path; any batch stays correct.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from topology.graphdef.nodes import GraphBuilder, Value, attr_b, attr_ints, attr_s, attr_type, is_static
+from topology.graphdef.nodes import GraphBuilder, Value, attr_b, attr_i, attr_ints, attr_s, attr_type, is_static
 from topology.graphdef.ops import GraphCase, handles
 from topology.graphdef.ops.elementwise import g_unsupported
 from topology.graphdef.ops.shape import strided_slice
@@ -39,22 +43,67 @@ def dot_general(g: GraphBuilder, eqn: Any, values: list[Value]) -> Value:
     batch = tuple(lhs.shape[d] for d in lb)
     m, k = _prod([lhs.shape[d] for d in lfree]), _prod([lhs.shape[d] for d in lc])
     n = _prod([rhs.shape[d] for d in rfree])
+    if batch:
+        return _batched(g, lhs, rhs, (lb, lfree, lc), (rb, rfree, rc), (batch, m, k, n), dtype, out_shape)
     # Prefer the layout the operand already has: (.., M, K) or (.., K, M) [adjoint].
-    lhs_plain, lhs_adj = (*lb, *lfree, *lc), (*lb, *lc, *lfree)
+    lhs_plain, lhs_adj = (*lfree, *lc), (*lc, *lfree)
     adj_x = lhs_adj == tuple(range(lhs.rank)) and lhs_plain != lhs_adj
-    rhs_plain, rhs_adj = (*rb, *rc, *rfree), (*rb, *rfree, *rc)
+    rhs_plain, rhs_adj = (*rc, *rfree), (*rfree, *rc)
     adj_y = rhs_adj == tuple(range(rhs.rank)) and rhs_plain != rhs_adj
-    a = g.transpose(lhs, lhs_adj if adj_x else lhs_plain)
-    b = g.transpose(rhs, rhs_adj if adj_y else rhs_plain)
-    a = g.reshape(a, (*batch, k, m) if adj_x else (*batch, m, k))
-    b = g.reshape(b, (*batch, n, k) if adj_y else (*batch, k, n))
-    if not batch:
-        out = g.op("MatMul", [a, b], {"transpose_a": attr_b(adj_x), "transpose_b": attr_b(adj_y),
-                                      "T": attr_type(dtype)}, (m, n), dtype)
-    else:
-        out = g.op("BatchMatMulV2", [a, b], {"adj_x": attr_b(adj_x), "adj_y": attr_b(adj_y), "T": attr_type(dtype)},
-                   (*batch, m, n), dtype)
+    a = g.reshape(g.transpose(lhs, lhs_adj if adj_x else lhs_plain), (k, m) if adj_x else (m, k))
+    b = g.reshape(g.transpose(rhs, rhs_adj if adj_y else rhs_plain), (n, k) if adj_y else (k, n))
+    out = g.op("MatMul", [a, b], {"transpose_a": attr_b(adj_x), "transpose_b": attr_b(adj_y),
+                                  "T": attr_type(dtype)}, (m, n), dtype)
     return g.reshape(out, out_shape)
+
+
+# Per head when one head's product has at least this many multiply-adds: below it (ViT-Ti's 37
+# tokens: 88 K) the extra Unpack/Pack cost more than the plain loop (measured in Node wasm).
+PER_HEAD_MIN_MACS = 1 << 18
+PER_HEAD_MAX_HEADS = 8
+
+
+def _batched(g: GraphBuilder, lhs: Value, rhs: Value, left: tuple, right: tuple, sizes: tuple, dtype: Any,
+             out_shape: tuple) -> Value:
+    (lb, lfree, lc), (rb, rfree, rc), (batch, m, k, n) = left, right, sizes
+    identity = lambda x, perm: tuple(perm) == tuple(range(x.rank))  # noqa: E731
+    # A·B needs lhs as (batch, M, K) and rhs as (batch, K, N); (Bᵀ·Aᵀ)ᵀ needs rhs as (batch, N, K), lhs as (batch, K, M).
+    direct = [(*lb, *lfree, *lc), (*rb, *rc, *rfree)]
+    swapped = [(*rb, *rfree, *rc), (*lb, *lc, *lfree)]
+    transposes = lambda perms, xs: sum(not identity(x, p) for x, p in zip(xs, perms))  # noqa: E731
+    swap = transposes(swapped, (rhs, lhs)) < transposes(direct, (lhs, rhs))
+    if swap:
+        lhs, rhs, m, n, (lperm, rperm) = rhs, lhs, n, m, swapped
+    else:
+        lperm, rperm = direct
+    a = g.reshape(g.transpose(lhs, lperm), (*batch, m, k))
+    b = g.reshape(g.transpose(rhs, rperm), (*batch, k, n))
+    heads = _prod(batch[1:]) if len(batch) >= 2 and all(is_static(d) for d in batch[1:]) else 1
+    if 2 <= heads <= PER_HEAD_MAX_HEADS and all(is_static(d) for d in (m, n, k)) and m * n * k >= PER_HEAD_MIN_MACS:
+        out = _per_head(g, a, b, (batch[0], heads, m, k, n), dtype)
+    else:
+        out = _batch_matmul(g, a, b, (*batch, m, n), dtype)
+    out = g.reshape(out, (*batch, m, n))
+    if swap:
+        out = g.transpose(out, (*range(len(batch)), len(batch) + 1, len(batch)))
+    return g.reshape(out, out_shape)
+
+
+def _batch_matmul(g: GraphBuilder, a: Value, b: Value, shape: tuple, dtype: Any) -> Value:
+    return g.op("BatchMatMulV2", [a, b], {"adj_x": attr_b(False), "adj_y": attr_b(False), "T": attr_type(dtype)},
+                shape, dtype)
+
+
+def _per_head(g: GraphBuilder, a: Value, b: Value, sizes: tuple, dtype: Any) -> Value:
+    outer, heads, m, k, n = sizes
+    a = g.reshape(a, (outer, heads, m, k))
+    b = g.reshape(b, (outer, heads, k, n))
+    unpack = {"num": attr_i(heads), "axis": attr_i(1), "T": attr_type(dtype)}
+    a_heads = g.op("Unpack", [a], unpack, (outer, m, k), dtype, outputs=heads)
+    b_heads = g.op("Unpack", [b], unpack, (outer, k, n), dtype, outputs=heads)
+    outs = [_batch_matmul(g, x, y, (outer, m, n), dtype) for x, y in zip(a_heads, b_heads)]
+    return g.op("Pack", outs, {"N": attr_i(heads), "axis": attr_i(1), "T": attr_type(dtype)}, (outer, heads, m, n),
+                dtype)
 
 
 def _same_padding(size: int, window: int, stride: int, dilation: int) -> tuple[int, int]:
@@ -174,6 +223,10 @@ CASES = [
               [((4, 3), F)], ("dot_general",)),
     GraphCase("attention_heads", lambda q, k: jax.nn.softmax(jnp.einsum("bthd,bshd->bhts", q, k), axis=-1)
               @ jnp.swapaxes(k, 1, 2), [((4, 2, 3), F), ((4, 2, 3), F)], ("dot_general",)),
+    # big enough per head for the per-head lowering (64·64·64 multiply-adds); the second product's
+    # operands are swapped so it needs no adjoint flag
+    GraphCase("attention_per_head", lambda q, k, v: jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(
+        jnp.einsum("bqhd,bkhd->bhqk", q, k) / 8.0, axis=-1), v), [((64, 2, 64), F)] * 3, ("dot_general",)),
     GraphCase("bilinear", lambda x, y: jnp.einsum("bi,bj,ij->b", x, y, _W[:12].reshape(3, 4)), [((3,), F), ((4,), F)],
               ("dot_general",)),
     GraphCase("conv_same_stride", lambda x: _conv(x, _W[:54].reshape(3, 3, 2, 3), window_strides=(2, 1),
