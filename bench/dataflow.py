@@ -7,7 +7,8 @@ streaming memory bound, and Orbax decode/write overlap. Every number is a whole 
   heavy modules the msgpack conversion imported and what each costs to import alone.
 * 1 GB float32 msgpack against ``cp`` of the same file, alternating, per-pair ratio.
 * The 1.09 GiB single tensor (Flax's chunked layout): peak RSS.
-* 947 MB Orbax against its read floor (a process that opens it and loads every tensor), paired.
+* 947 MB Orbax against its read floor (a process that reads and decodes every tensor as the conversion
+  does: the same reader, the same slices, nothing written), paired.
 """
 from __future__ import annotations
 
@@ -23,14 +24,19 @@ from bench.cells import markdown_table, mbytes, ratio, secs, verdict
 from bench.context import ROOT, Context, folder_bytes, remove
 from bench.conversion import LAYERS, MNIST_CKPT, shown_command, stats_of, measure_pairs
 from bench.measure import MB, summarize
+from writer.weights import SLICE_BYTES
 
 TARGETS = {"mnist_wall_s": 0.3, "mnist_rss": 80 * MB, "msgpack_ratio_to_cp": 1.5, "msgpack_rss": 150 * MB,
            "chunked_rss": 300 * MB, "orbax_ratio_to_read": 1.3}
 HEAVY = ("ml_dtypes", "jsonschema", "tensorstore", "jax")
 _PROBE = ("import sys\nfrom writer.cli import main\nmain([sys.argv[1], sys.argv[2], '--quiet'])\n"
           f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))\n")
+# The read floor: every tensor read and decoded the way the conversion reads it (through the same reader, in
+# slices of writer.weights.SLICE_BYTES where the reader offers them, else whole), and nothing written.
 _READ_ALL = ("import sys\nfrom writer.readers import read_checkpoint\nck = read_checkpoint(sys.argv[1])\n"
-             "for ref in ck.tensors.values():\n    ref.load()\nck.close()\n")
+             "for ref in ck.tensors.values():\n"
+             "    for _ in (ref.slices(int(sys.argv[2])) if ref.slices is not None else [ref.load()]):\n"
+             "        pass\nck.close()\n")
 
 
 def bench_dataflow(ctx: Context) -> dict:
@@ -135,7 +141,7 @@ def _orbax(ctx: Context) -> dict:
         for step in (("read", "convert") if i % 2 else ("convert", "read")):
             os.sync()
             if step == "read":
-                result = ctx.run_ok([ctx.python, "-c", _READ_ALL, str(folder)], "Orbax read floor")
+                result = ctx.run_ok([ctx.python, "-c", _READ_ALL, str(folder), str(SLICE_BYTES)], "Orbax read floor")
                 floor.append(result)
             else:
                 target = ctx.path("orbax13-out")
