@@ -12,6 +12,9 @@ import threading
 from pathlib import Path
 
 DEFAULT_SHARD_BYTES = 4 * 1024 * 1024
+# At most this much per pwrite: measured on the 2-core VM, writing 1 GB of shards in 8 MiB calls cost
+# 0.7-1.7 s of system time against 0.2-0.6 s in 1 MiB calls (the same bytes, the same files).
+WRITE_STEP = 1 << 20
 
 
 def shard_names(total_bytes: int, shard_bytes: int, group: int = 1) -> list[str]:
@@ -88,7 +91,7 @@ class ShardWriter:
         while len(view):
             index, at = divmod(position, self.shard_bytes)
             fd = self._fd(index)
-            n = os.pwrite(fd, view[:self.shard_bytes - at], at)  # a raw write may be short: loop
+            n = os.pwrite(fd, view[:min(self.shard_bytes - at, WRITE_STEP)], at)  # a raw write may be short: loop
             self._release(fd, index, n)
             position += n
             view = view[n:]
