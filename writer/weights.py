@@ -165,7 +165,8 @@ class _State:
     def copy_buffer(self, slot: int) -> tuple[np.ndarray, np.ndarray]:
         """A float32 buffer of :data:`COPY_CHUNK_BYTES` and its bool scratch, one pair per copying thread."""
         if slot not in self._copy_buffers:
-            self._copy_buffers[slot] = (np.empty(COPY_CHUNK_BYTES // 4, _LE_FLOAT32), np.empty(COPY_CHUNK_BYTES // 4, bool))
+            count = COPY_CHUNK_BYTES // 4
+            self._copy_buffers[slot] = (np.empty(count, _LE_FLOAT32), np.empty(count, bool))
         return self._copy_buffers[slot]
 
     def fd(self, ref, file: str) -> int:
