@@ -246,8 +246,9 @@ def _why(d: dict) -> list[str]:
         "`copy_file_range` kernel copy plus a second full read for the check). Above `cp` remain the start-up "
         "(interpreter, numpy and the converter's modules: the MNIST CPU time above) and the check: the CPU "
         f"time less the MNIST conversion's is {_less(g['cpu_s'], m['msgpack']['cpu_s'])} for the copy, against "
-        f"`cp`'s {secs(g['cp_cpu_s'])}. When other jobs hold the cores (load average above), the second "
-        "thread waits for one and the copy runs at one thread's speed after the start-up. The "
+        f"`cp`'s {secs(g['cp_cpu_s'])}. The second thread takes chunks only when it gets a core; measured in "
+        "the process with the load average at 2 (2026-12-05), one thread and two copied 1 GB in the same "
+        "0.30-0.34 s: the copy is bound by the kernel's page-cache writes, as `cp`'s is. The "
         "provenance does not hash a checkpoint over 64 MiB in full (a sampled fingerprint, about 6 MB read; "
         "`--full-hash` for the sha256 of every byte, writer/provenance.py): that sha256 would be a second full "
         "read, about 0.75 s of CPU per GB on this machine.",
