@@ -206,3 +206,58 @@ def test_without_libzstd_tensorstore_reads_the_same(layouts, monkeypatch):
     want = read_orbax(layouts / "ocdbt-f32")
     for path, ref in want.tensors.items():
         assert ref.load().tobytes() == ck.tensors[path].load().tobytes()
+
+
+# ---------------------------------------------------------------- chunks read and decoded in pieces
+
+
+@pytest.mark.parametrize("damage", ["none", "truncated", "flipped"])
+def test_a_chunk_read_in_pieces_ends_like_a_whole_read(layouts, tmp_path, monkeypatch, damage):
+    # slices() decodes a chunk piece by piece (zstd_lib.decompress_pieces); a whole read decodes it at
+    # once. Intact or damaged, both must give the same bytes or the same coded error.
+    from writer.readers import orbax_direct
+
+    streamed = []
+    real = orbax_direct.stream_flat
+
+    def counted(*args):
+        streamed.append(args)
+        yield from real(*args)
+
+    monkeypatch.setattr(orbax_direct, "stream_flat", counted)
+    folder = tmp_path / "ck"
+    shutil.copytree(layouts / "plain-f32", folder)
+    chunk = folder / "params.Dense_0.kernel" / "0.0"
+    data = bytearray(chunk.read_bytes())
+    assert data[:4] == b"\x28\xb5\x2f\xfd"  # zstd
+    if damage == "truncated":
+        data = data[:len(data) // 2]
+    elif damage == "flipped":
+        data[-6] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    ref = read_orbax(folder).tensors[("params", "Dense_0", "kernel")]
+
+    def outcome(read):
+        try:
+            return read()
+        except ConversionError as exc:
+            return exc.code
+
+    whole = outcome(lambda: ref.load().tobytes())
+    pieces = outcome(lambda: np.concatenate(list(ref.slices(64))).tobytes())
+    assert streamed and pieces == whole
+    if damage == "truncated":
+        assert whole == "CORRUPT_CHECKPOINT"
+
+
+def test_decompress_pieces_refuses_frames_of_another_size_and_damage():
+    import io
+
+    from writer.readers import zstd_lib
+
+    frame = bytes.fromhex("28b52ffd0458290000616161616168414513")  # `zstd` of b"aaaaa", with checksum
+    assert [bytes(p) for p in zstd_lib.decompress_pieces(io.BytesIO(frame).read, 5, 3)] == [b"aaa", b"aa"]
+    for data, size, message in [(frame, 4, "expected"), (frame, 6, "expected"), (frame[:-3], 5, "truncated"),
+                                 (frame + b"x", 5, "follow"), (frame[:-1] + b"\x00", 5, "damaged")]:
+        with pytest.raises(zstd_lib.ZstdError, match=message):
+            list(zstd_lib.decompress_pieces(io.BytesIO(data).read, size, 2))

@@ -137,6 +137,67 @@ def test_truncated_file_during_copy_is_a_clear_error(tmp_path):
     assert info.value.code == "TRUNCATED_CHECKPOINT"
 
 
+def _chunked_copy(monkeypatch, chunk: int = 64) -> None:
+    """Every "copy" tensor through the chunked path, shared by two threads, in tiny chunks."""
+    monkeypatch.setattr(weights, "SMALL_COPY_BYTES", 0)
+    monkeypatch.setattr(weights, "PARALLEL_COPY_BYTES", 0)
+    monkeypatch.setattr(weights, "COPY_CHUNK_BYTES", chunk)
+
+
+@pytest.mark.parametrize("allow_nonfinite", [False, True])
+def test_two_thread_chunked_copy_writes_the_same_bytes(tmp_path, checkpoint, monkeypatch, allow_nonfinite):
+    reference = _write(checkpoint, tmp_path / "ref", None)  # small tensors: read whole, one thread
+    _chunked_copy(monkeypatch)
+    threads = []
+    start = weights.threading.Thread.start
+    monkeypatch.setattr(weights.threading.Thread, "start", lambda t: (threads.append(t.name), start(t)))
+    got = _write(checkpoint, tmp_path / "new", None, allow_nonfinite=allow_nonfinite)
+    assert "flax2tfjs-copy" in threads  # the second thread did run
+    assert got[0] == reference[0] and got[1] == reference[1]
+
+
+def test_two_thread_chunked_copy_counts_every_nonfinite_value(tmp_path, monkeypatch):
+    _chunked_copy(monkeypatch, chunk=256)
+    values = np.ones(5000, np.float32)
+    values[[0, 63, 64, 2500, 4999]] = [np.nan, np.inf, -np.inf, np.nan, np.inf]  # in chunks of both threads
+    path = tmp_path / "nan.msgpack"
+    path.write_bytes(fser.to_bytes({"params": {"w": values}}))
+    binding = [("d/w", WeightBinding("w", (5000,), tensor=read_checkpoint(path).tensors[("params", "w")]))]
+    with pytest.raises(ConversionError) as info:
+        weights.write_weights(binding, tmp_path, 1000, QuantizeOptions(), Notices())
+    assert info.value.code == "NONFINITE_WEIGHT" and "5 NaN/Inf value(s) out of 5000" in str(info.value)
+    out = tmp_path / "allowed"
+    out.mkdir()
+    weights.write_weights(binding, out, 1000, QuantizeOptions(), Notices(), allow_nonfinite=True)
+    assert b"".join((out / n).read_bytes() for n in shards.shard_names(20000, 1000)) == values.tobytes()
+
+
+@pytest.mark.parametrize("allow_nonfinite", [False, True])
+def test_truncated_file_during_chunked_copy_is_a_clear_error(tmp_path, monkeypatch, allow_nonfinite):
+    _chunked_copy(monkeypatch, chunk=1024)
+    path = tmp_path / "t.msgpack"
+    path.write_bytes(fser.to_bytes({"params": {"w": np.ones(5000, np.float32)}}))
+    ref = read_checkpoint(path).tensors[("params", "w")]
+    os.truncate(path, path.stat().st_size - 100)
+    with pytest.raises(ConversionError) as info:
+        weights.write_weights([("d/w", WeightBinding("w", (5000,), tensor=ref))], tmp_path, 1 << 20,
+                              QuantizeOptions(), Notices(), allow_nonfinite=allow_nonfinite)
+    assert info.value.code == "TRUNCATED_CHECKPOINT"
+
+
+def test_shard_writer_places_reserved_ranges_written_out_of_order(tmp_path):
+    data = bytes(range(256)) * 4
+    with shards.ShardWriter(tmp_path, len(data), 300) as writer:
+        start = writer.reserve(len(data))
+        for at in reversed(range(0, len(data), 100)):  # backwards, across shard boundaries
+            writer.write_at(start + at, data[at:at + 100])
+    assert b"".join((tmp_path / n).read_bytes() for n in shards.shard_names(len(data), 300)) == data
+    (tmp_path / "half").mkdir()
+    with pytest.raises(ValueError, match="not filled"):
+        with shards.ShardWriter(tmp_path / "half", 10, 300) as writer:
+            writer.write_at(writer.reserve(10), b"12345")  # half of the range never written
+
+
 def test_prefetch_hands_on_errors_and_stops_its_thread():
     def items():
         yield 1

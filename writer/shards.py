@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from pathlib import Path
 
 DEFAULT_SHARD_BYTES = 4 * 1024 * 1024
+# At most this much per pwrite: measured on the 2-core VM, writing 1 GB of shards in 8 MiB calls cost
+# 0.7-1.7 s of system time against 0.2-0.6 s in 1 MiB calls (the same bytes, the same files).
+WRITE_STEP = 1 << 20
 
 
 def shard_names(total_bytes: int, shard_bytes: int, group: int = 1) -> list[str]:
@@ -27,6 +31,10 @@ def shard_names(total_bytes: int, shard_bytes: int, group: int = 1) -> list[str]
 class ShardWriter:
     """Append bytes; files roll over every ``shard_bytes``. Holds no data itself.
 
+    Bytes go to their place with positional writes (``os.pwrite``), so a range handed out by
+    :meth:`reserve` can be filled by several threads at once (:meth:`write_at`); a shard file
+    is opened on its first byte and closed when its last byte is written.
+
     Example:
         >>> import tempfile; folder = Path(tempfile.mkdtemp())
         >>> with ShardWriter(folder, total_bytes=6, shard_bytes=4) as w:
@@ -42,25 +50,50 @@ class ShardWriter:
         self.names = shard_names(total_bytes, shard_bytes, group)
         self.total_bytes = total_bytes
         self.shard_bytes = shard_bytes
-        self.written = 0
-        self._index = 0
-        # Unbuffered: callers write whole tensors or slices, and copy_from() writes through the fd.
-        self._handle = open(self.folder / self.names[0], "wb", buffering=0)
+        self.written = 0  # bytes handed out (by write, copy_from or reserve)
+        self._fds: dict[int, int] = {}  # open shard files: at most the ones a write is under way in
+        self._missing: dict[int, int] = {}  # bytes still to come per open shard
+        self._lock = threading.Lock()
+        if total_bytes == 0:  # no byte will open it: the one (empty) shard is made now
+            self._release(self._fd(0), 0, 0)
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         if view.nbytes == 0:  # an empty tensor (a zero in its shape): memoryview cannot cast it
             return
-        view = view.cast("B")
-        if self.written + len(view) > self.total_bytes:
+        self.write_at(self.reserve(view.nbytes), view)
+
+    def reserve(self, length: int) -> int:
+        """Hand out the next ``length`` bytes of the stream; returns their start for :meth:`write_at`.
+
+        Example:
+            >>> import tempfile; w = ShardWriter(Path(tempfile.mkdtemp()), total_bytes=6, shard_bytes=4)
+            >>> w.reserve(2), w.reserve(4)
+            (0, 2)
+        """
+        if self.written + length > self.total_bytes:
             raise ValueError("more bytes written than announced")
+        start = self.written
+        self.written += length
+        return start
+
+    def write_at(self, position: int, data: bytes | memoryview) -> None:
+        """Write ``data`` at ``position`` of the stream (a range :meth:`reserve` handed out); thread-safe.
+
+        Example:
+            >>> import tempfile; folder = Path(tempfile.mkdtemp())
+            >>> with ShardWriter(folder, total_bytes=4, shard_bytes=4) as w:
+            ...     start = w.reserve(4); w.write_at(start + 2, b"cd"); w.write_at(start, b"ab")
+            >>> (folder / "group1-shard1of1.bin").read_bytes()
+            b'abcd'
+        """
+        view = memoryview(data).cast("B")
         while len(view):
-            room = self.shard_bytes - (self.written - self._index * self.shard_bytes)
-            if room == 0:
-                self._next_file()
-                continue
-            n = self._handle.write(view[:room])  # a raw write may be short: loop
-            self.written += n
+            index, at = divmod(position, self.shard_bytes)
+            fd = self._fd(index)
+            n = os.pwrite(fd, view[:min(self.shard_bytes - at, WRITE_STEP)], at)  # a raw write may be short: loop
+            self._release(fd, index, n)
+            position += n
             view = view[n:]
 
     def copy_from(self, fd: int, offset: int, length: int) -> None:
@@ -77,29 +110,48 @@ class ShardWriter:
             >>> os.close(fd); (folder / "group1-shard1of2.bin").read_bytes()
             b'345'
         """
-        if self.written + length > self.total_bytes:
-            raise ValueError("more bytes written than announced")
+        position = self.reserve(length)
         end = offset + length
         while offset < end:
-            room = self.shard_bytes - (self.written - self._index * self.shard_bytes)
-            if room == 0:
-                self._next_file()
-                continue
-            n = copy_range(fd, self._handle.fileno(), offset, min(room, end - offset))
+            index, at = divmod(position, self.shard_bytes)
+            shard = self._fd(index)
+            os.lseek(shard, at, os.SEEK_SET)  # copy_range writes at the file's position
+            n = copy_range(fd, shard, offset, min(self.shard_bytes - at, end - offset))
             if n <= 0:
                 raise EOFError(f"the source file ended at byte {offset:,} (it changed while being read)")
-            self.written += n
+            self._release(shard, index, n)
+            position += n
             offset += n
 
-    def _next_file(self) -> None:
-        self._handle.close()
-        self._index += 1
-        self._handle = open(self.folder / self.names[self._index], "wb", buffering=0)
+    def _fd(self, index: int) -> int:
+        with self._lock:
+            if index not in self._fds:
+                self._fds[index] = os.open(self.folder / self.names[index], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+                self._missing[index] = min(self.shard_bytes, self.total_bytes - index * self.shard_bytes)
+            return self._fds[index]
+
+    def _release(self, fd: int, index: int, count: int) -> None:
+        """``count`` bytes of shard ``index`` are written; its file is closed once it is full."""
+        with self._lock:
+            self._missing[index] -= count
+            if self._missing[index] <= 0:
+                del self._missing[index], self._fds[index]
+                os.close(fd)
 
     def close(self) -> None:
-        self._handle.close()
+        incomplete = sorted(self._missing)
+        self._close_all()
+        if incomplete:
+            raise ValueError(f"shard file(s) {incomplete} not filled: a reserved range was never written")
         if self.written != self.total_bytes:
             raise ValueError(f"wrote {self.written} bytes, announced {self.total_bytes}")
+
+    def _close_all(self) -> None:
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+            self._missing.clear()
 
     def __enter__(self) -> "ShardWriter":
         return self
@@ -108,7 +160,7 @@ class ShardWriter:
         if exc_type is None:
             self.close()
         else:
-            self._handle.close()
+            self._close_all()
 
 
 # Which kernel copies work here; a failure with one of these errors moves on to the next method.

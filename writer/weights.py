@@ -3,9 +3,9 @@
 Each weight takes one of three routes (:func:`route`), all writing the same bytes:
 
 * ``copy``: float32 little-endian values lying verbatim in the checkpoint file (Flax msgpack)
-  and stored unquantized. They are checked for NaN/Inf through one reused buffer, then the
-  kernel copies the byte range into the shards (:meth:`ShardWriter.copy_from`): the weights
-  never pass through Python objects.
+  and stored unquantized. They are read chunk by chunk into a reused cache-sized buffer,
+  checked for NaN/Inf there and written from there, by two threads for a large tensor
+  (:func:`_copy`): one read of the source, and the weights never pass through Python objects.
 * ``stream``: a tensor the reader can hand out in slices and that needs no transpose is
   converted, checked, quantized and written slice by slice. uint8/uint16 quantization needs
   the tensor's min and max first, so those slices are read twice.
@@ -18,6 +18,7 @@ streamed tensors) are in memory, and a tensor loaded whole is loaded alone.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import queue
@@ -37,7 +38,9 @@ from writer.weight_dtypes import DtypePolicy
 Progress = Callable[[str, int], None]  # (weight name, bytes written so far)
 
 SLICE_BYTES = 8 << 20  # one streamed slice; a few are alive at once (reading, queued, writing)
-SMALL_COPY_BYTES = 1 << 20  # "copy" tensors up to this size are read and written, not kernel-copied
+SMALL_COPY_BYTES = 1 << 20  # "copy" tensors up to this size are read and written whole, in this thread
+COPY_CHUNK_BYTES = 1 << 20  # one read-check-write step of a larger one: fits the CPU's L2 cache
+PARALLEL_COPY_BYTES = 4 << 20  # "copy" tensors from this size are shared by two threads
 _LE_FLOAT32 = np.dtype("<f4")
 
 
@@ -163,6 +166,14 @@ class _State:
         # One descriptor per source file for the whole write: a model of 100,000 tiny tensors in one
         # msgpack file would otherwise open and close that file 100,000 times.
         self.fds: dict[str, int] = {}
+        self._copy_buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def copy_buffer(self, slot: int) -> tuple[np.ndarray, np.ndarray]:
+        """A float32 buffer of :data:`COPY_CHUNK_BYTES` and its bool scratch, one pair per copying thread."""
+        if slot not in self._copy_buffers:
+            count = COPY_CHUNK_BYTES // 4
+            self._copy_buffers[slot] = (np.empty(count, _LE_FLOAT32), np.empty(count, bool))
+        return self._copy_buffers[slot]
 
     def fd(self, ref, file: str) -> int:
         if file not in self.fds:
@@ -205,29 +216,38 @@ def nonfinite(values: np.ndarray, scratch: np.ndarray | None = None) -> int:
 
 
 def _copy(binding: WeightBinding, shards: ShardWriter, state: _State) -> None:
-    """Kernel-copy the float32 bytes into the shards while a thread checks them for NaN/Inf.
+    """Copy the float32 bytes into the shards in one pass, checking them for NaN/Inf on the way.
 
-    The check reads through one reused buffer on the second core (preadv and isfinite release
-    the GIL); a bad value is reported when both are done, and the staged output is discarded.
+    Each chunk of :data:`COPY_CHUNK_BYTES` is read into a buffer that stays in the CPU cache,
+    checked there and written from there: one read of the source, where a kernel copy
+    (``copy_file_range``, which on ext4 copies pages in the kernel as well) needed a second
+    read for the check. A tensor of at least :data:`PARALLEL_COPY_BYTES` is copied by two
+    threads (preadv, isfinite and pwrite release the GIL) taking chunks from one counter, so
+    a thread that gets no core leaves its share to the other. A bad value is reported when
+    all chunks are written; the staged output is then discarded.
     """
     ref = binding.tensor
     if ref.nbytes <= SMALL_COPY_BYTES:
         _copy_small(binding, shards, state)
         return
-    counted: list = []
-    checker = None
-    if not state.allow_nonfinite:
-        checker = threading.Thread(target=_count_nonfinite, args=(ref, counted), name="flax2tfjs-check", daemon=True)
-        checker.start()
+    jobs = _chunks(ref, shards.reserve(ref.nbytes), state)
+    taken = itertools.count()  # next(): atomic in CPython, so each chunk goes to one thread
+    results: list = []
+    helper = None
+    if ref.nbytes >= PARALLEL_COPY_BYTES:
+        helper = threading.Thread(target=_copy_chunks, args=(ref, jobs, taken, shards, state, 1, results),
+                                  name="flax2tfjs-copy", daemon=True)
+        helper.start()
     try:
-        _kernel_copy(ref, shards)
+        _copy_chunks(ref, jobs, taken, shards, state, 0, results)
     finally:
-        if checker is not None:
-            checker.join()
-    if checker is not None:
-        if isinstance(counted[0], BaseException):
-            raise counted[0]
-        state.refuse_nonfinite(binding, counted[0], ref.size)
+        if helper is not None:
+            helper.join()
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    if not state.allow_nonfinite:
+        state.refuse_nonfinite(binding, sum(results), ref.size)
 
 
 def _copy_small(binding: WeightBinding, shards: ShardWriter, state: _State) -> None:
@@ -246,37 +266,37 @@ def _copy_small(binding: WeightBinding, shards: ShardWriter, state: _State) -> N
         shards.write(data)
 
 
-def _count_nonfinite(ref, result: list) -> None:
-    """NaN/Inf count of ``ref``'s bytes read through one reused buffer, into ``result[0]``."""
+def _chunks(ref, position: int, state: _State) -> list[tuple[int, str, int, int, int]]:
+    """(source fd, file, offset, stream position, length) of every chunk of ``ref``, in order."""
+    jobs = []
+    for file, offset, length in ref.extents:
+        fd = state.fd(ref, file)
+        for start in range(0, length, COPY_CHUNK_BYTES):
+            n = min(COPY_CHUNK_BYTES, length - start)
+            jobs.append((fd, file, offset + start, position + start, n))
+        position += length
+    return jobs
+
+
+def _copy_chunks(ref, jobs: list, taken: Iterator[int], shards: ShardWriter, state: _State, slot: int,
+                 results: list) -> None:
+    """Read, check and write chunks until none is left; appends the NaN/Inf count (or the error) to ``results``."""
     try:
-        buffer = np.empty(SLICE_BYTES // 4, _LE_FLOAT32)
-        finite = np.empty(SLICE_BYTES // 4, bool)
+        buffer, finite = state.copy_buffer(slot)
         view = memoryview(buffer.view(np.uint8))
         bad = 0
-        for file, offset, length in ref.extents:
-            fd = _open(ref, file)
-            try:
-                for start in range(0, length, SLICE_BYTES):
-                    n = min(SLICE_BYTES, length - start)
-                    if os.preadv(fd, [view[:n]], offset + start) != n:
-                        _changed(ref, file)
-                    bad += nonfinite(buffer[:n // 4], finite)
-            finally:
-                os.close(fd)
-        result.append(bad)
-    except BaseException as exc:  # raised by the writer thread
-        result.append(exc)
-
-
-def _kernel_copy(ref, shards: ShardWriter) -> None:
-    for file, offset, length in ref.extents:
-        fd = _open(ref, file)
-        try:
-            shards.copy_from(fd, offset, length)
-        except EOFError:
-            _changed(ref, file)
-        finally:
-            os.close(fd)
+        for i in taken:
+            if i >= len(jobs) or any(isinstance(r, BaseException) for r in results):
+                break
+            fd, file, offset, position, n = jobs[i]
+            if os.preadv(fd, [view[:n]], offset) != n:
+                _changed(ref, file)
+            if not state.allow_nonfinite:
+                bad += nonfinite(buffer[:n // 4], finite)
+            shards.write_at(position, view[:n])
+        results.append(bad)
+    except BaseException as exc:  # raised by the calling thread
+        results.append(exc)
 
 
 def _open(ref, file: str) -> int:

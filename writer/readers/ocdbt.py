@@ -18,10 +18,12 @@ Example:
 """
 from __future__ import annotations
 
+import io
 import os
 import stat
 import struct
 from pathlib import Path
+from typing import Callable
 
 from writer.readers import zstd_lib
 
@@ -34,6 +36,41 @@ MAX_HEIGHT = 64
 
 class Unreadable(Exception):
     """This reader cannot (or will not) read the database; tensorstore should try instead."""
+
+
+def file_range_reader(path: Path, offset: int, length: int, name: str) -> Callable[[int], bytes]:
+    """``read(n)``: the next up to ``n`` of the ``length`` bytes at ``offset`` of ``path`` (``b""`` after them).
+
+    Each call opens the file and reads with ``pread`` (a step is a MiB: the open costs nothing
+    next to it), so no descriptor is left open when the consumer stops early. A file that is
+    shorter than promised raises :class:`Unreadable`.
+
+    Example:
+        >>> import tempfile; f = Path(tempfile.mkdtemp()) / "d"; _ = f.write_bytes(b"0123456789")
+        >>> read = file_range_reader(f, 2, 5, "d"); read(3), read(3), read(3)
+        (b'234', b'56', b'')
+    """
+    done = 0
+
+    def read(n: int) -> bytes:
+        nonlocal done
+        n = min(n, length - done)
+        if n <= 0:
+            return b""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                data = os.pread(fd, n, offset + done)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise Unreadable(f"cannot read data file {name}: {exc}") from exc
+        if len(data) != n:
+            raise Unreadable(f"{name} is shorter than its size said")
+        done += n
+        return data
+
+    return read
 
 
 def _crc32c_table() -> list[int]:
@@ -192,6 +229,20 @@ class OcdbtReader:
         if len(data) != length:
             raise Unreadable(f"{relative!r} is shorter than its size said")
         return data
+
+    def value_reader(self, key: bytes) -> tuple[Callable[[int], bytes], int]:
+        """``(read, size)``: the value under ``key`` read ``read(n)`` bytes at a time, and its size.
+
+        A large value (a zarr chunk of tens of MB) is then never whole in memory; ``read``
+        raises :class:`Unreadable` where :meth:`value` would. ``KeyError`` when there is none.
+        """
+        found = self.values[key]
+        if isinstance(found, bytes):
+            return io.BytesIO(found).read, len(found)
+        relative, offset, length = found
+        if offset + length > self._size(relative):
+            raise Unreadable(f"{relative!r}: bytes {offset}..{offset + length} lie past its end")
+        return file_range_reader(self._file(relative), offset, length, repr(relative)), length
 
     def value(self, key: bytes) -> bytes:
         """The value stored under ``key`` (``KeyError`` when there is none)."""

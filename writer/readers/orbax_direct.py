@@ -23,9 +23,9 @@ from typing import Callable, Iterator
 import numpy as np
 
 from writer.readers import zstd_lib
-from writer.readers.ocdbt import OcdbtReader, Unreadable
+from writer.readers.ocdbt import OcdbtReader, Unreadable, file_range_reader
 from topology.vocabulary.errors import ConversionError
-from writer.readers.zarr2 import ForgedArray, ZarrMeta, parse_zarray, read_rows
+from writer.readers.zarr2 import ForgedArray, ZarrMeta, parse_zarray, read_rows, stream_flat, streams_flat
 
 READER_ENV = "FLAX2TFJS_ORBAX_READER"  # "tensorstore" forces the fallback (used by the equality tests)
 
@@ -38,18 +38,28 @@ def direct_enabled() -> bool:
 class DirectArray:
     """One zarr v2 array of an item folder: its metadata, and its rows read on demand."""
 
-    def __init__(self, meta: ZarrMeta, get: Callable[[str], bytes]) -> None:
+    def __init__(self, meta: ZarrMeta, get: Callable[[str], bytes],
+                 open_chunk: Callable[[str], tuple[Callable[[int], bytes], int]] | None = None) -> None:
         self.meta = meta
         self.shape = meta.shape
         self.dtype = meta.dtype
         self._get = get
+        self._open_chunk = open_chunk  # (read in steps, stored size) of a chunk: see slices
 
     def load(self) -> np.ndarray:
         """The whole array (raises ``Unreadable`` when it cannot be read directly)."""
         return read_rows(self.meta, self._get, 0, self.shape[0] if self.shape else 0)
 
     def slices(self, max_bytes: int) -> Iterator[np.ndarray]:
-        """The array flat, in bands of whole chunks along axis 0 of about ``max_bytes`` each."""
+        """The array flat, in pieces of about ``max_bytes``.
+
+        When its chunks hold the values in order (:func:`streams_flat`, as Orbax writes them),
+        each chunk is read and decoded piece by piece; otherwise in bands of whole chunks along
+        axis 0.
+        """
+        if self._open_chunk is not None and streams_flat(self.meta):
+            yield from stream_flat(self.meta, self._open_chunk, max_bytes)
+            return
         shape, rows = self.shape, self.meta.chunks[0] if self.shape else 0
         if not shape or rows >= shape[0]:
             yield self.load().reshape(-1)
@@ -91,12 +101,20 @@ def _from_ocdbt(folder: Path, names: list[str]) -> dict[str, DirectArray]:
             return db.value(full)
         return get
 
+    def opener(name: str) -> Callable[[str], tuple[Callable[[int], bytes], int]]:
+        def open_chunk(key: str) -> tuple[Callable[[int], bytes], int]:
+            full = f"{name}/{key}".encode()
+            if full not in db.values:
+                raise Unreadable(f"no chunk {key} (the fallback decides if it means the fill value)")
+            return db.value_reader(full)
+        return open_chunk
+
     arrays = {}
     for name in names:
         key = f"{name}/.zarray".encode()
         if key not in db.values or db.value_size(key) > 1 << 20:
             raise Unreadable(f"no usable .zarray for {name}")
-        arrays[name] = DirectArray(_parse(name, db.value(key)), getter(name))
+        arrays[name] = DirectArray(_parse(name, db.value(key)), getter(name), opener(name))
     return arrays
 
 
@@ -114,7 +132,12 @@ def _from_folders(folder: Path, names: list[str]) -> dict[str, DirectArray]:
         def get(key: str, array_dir: Path = array_dir, limit: int = limit) -> bytes:
             return _read_file(array_dir / key.replace("/", os.sep), limit)
 
-        arrays[name] = DirectArray(meta, get)
+        def open_chunk(key: str, array_dir: Path = array_dir, limit: int = limit) -> tuple[Callable[[int], bytes], int]:
+            path = array_dir / key.replace("/", os.sep)
+            size = _regular_size(path, limit)
+            return file_range_reader(path, 0, size, str(path)), size
+
+        arrays[name] = DirectArray(meta, get, open_chunk)
     return arrays
 
 
@@ -125,12 +148,21 @@ def _parse(name: str, text: bytes) -> ZarrMeta:
         raise ForgedArray(f"{name}: {exc}") from exc
 
 
-def _read_file(path: Path, limit: int) -> bytes:
-    """A regular file's bytes, refused (``Unreadable``) when absent, special or larger than ``limit``."""
+def _regular_size(path: Path, limit: int) -> int:
+    """The size of a regular file, refused (``Unreadable``) when absent, special or larger than ``limit``."""
     try:
         info = os.stat(path)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:  # a FIFO would block the open
-            raise Unreadable(f"{path} is not a regular file of at most {limit:,} bytes")
+    except OSError as exc:
+        raise Unreadable(f"cannot read {path}: {exc}") from exc
+    if not stat.S_ISREG(info.st_mode) or info.st_size > limit:  # a FIFO would block the open
+        raise Unreadable(f"{path} is not a regular file of at most {limit:,} bytes")
+    return info.st_size
+
+
+def _read_file(path: Path, limit: int) -> bytes:
+    """A regular file's bytes, refused (``Unreadable``) when absent, special or larger than ``limit``."""
+    _regular_size(path, limit)
+    try:
         with open(path, "rb") as handle:
             return handle.read(limit + 1)
     except OSError as exc:

@@ -18,7 +18,7 @@ import itertools
 import json
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -113,6 +113,52 @@ def read_rows(meta: ZarrMeta, get: Callable[[str], bytes], row_start: int, row_s
         source = tuple(slice(0, t.stop - t.start) for t in target)
         out[target] = chunk[source]
     return out
+
+
+def streams_flat(meta: ZarrMeta) -> bool:
+    """Whether the chunks, in key order, hold the array's values in order (bands of whole rows).
+
+    Example:
+        >>> streams_flat(ZarrMeta((10, 4), (3, 4), np.dtype("<f4"), True, "."))
+        True
+    """
+    return bool(meta.shape) and math.prod(meta.shape) > 0 and meta.chunks[1:] == meta.shape[1:]
+
+
+def stream_flat(meta: ZarrMeta, open_chunk: Callable[[str], tuple[Callable[[int], bytes], int]],
+                piece_bytes: int) -> Iterator[np.ndarray]:
+    """The values of a :func:`streams_flat` array, flat, in pieces of about ``piece_bytes``.
+
+    ``open_chunk(key)`` returns ``(read, stored size)`` of a chunk. A zstd chunk is decoded as it is
+    read (:func:`zstd_lib.decompress_pieces`): memory holds a piece, never a chunk, and the pieces
+    are the same bytes :func:`read_rows` returns. The padding of the last chunk (zarr stores edge
+    chunks whole) is decoded, to check the size, but not yielded.
+    """
+    itemsize = meta.dtype.itemsize
+    piece = max(itemsize, piece_bytes // itemsize * itemsize)
+    chunk_bytes = math.prod(meta.chunks) * itemsize
+    left = math.prod(meta.shape) * itemsize
+    for key in chunk_keys(meta, 0, meta.shape[0]):
+        read, stored = open_chunk(key)
+        if meta.compressed:
+            try:
+                pieces: Iterator = zstd_lib.decompress_pieces(read, chunk_bytes, piece)
+                for data in pieces:
+                    take = min(len(data), left)
+                    if take:
+                        left -= take
+                        yield np.frombuffer(data, meta.dtype, take // itemsize)
+            except zstd_lib.ZstdError as exc:
+                raise Unreadable(str(exc)) from exc
+            continue
+        if stored != chunk_bytes:
+            raise Unreadable(f"a chunk holds {stored:,} bytes, not {chunk_bytes:,}")
+        for _ in range(0, chunk_bytes, piece):
+            data = read(piece)
+            take = min(len(data), left)
+            if take:
+                left -= take
+                yield np.frombuffer(data, meta.dtype, take // itemsize)
 
 
 def _decode(meta: ZarrMeta, stored: bytes, chunk_bytes: int, out: np.ndarray | None = None) -> np.ndarray:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+from typing import Callable, Iterator
 
 _UNKNOWN = (1 << 64) - 1  # ZSTD_CONTENTSIZE_UNKNOWN
 _ERROR = (1 << 64) - 2  # ZSTD_CONTENTSIZE_ERROR
@@ -101,6 +102,69 @@ def decompress(frame: bytes, limit: int, into: memoryview | None = None) -> byte
     if lib.ZSTD_isError(got) or got != size:
         raise ZstdError("the zstd frame is damaged")
     return out
+
+
+def decompress_pieces(read: Callable[[int], bytes], size: int, piece_bytes: int) -> Iterator[bytearray]:
+    """Decode one zstd frame that must hold exactly ``size`` bytes, in pieces of ``piece_bytes``.
+
+    ``read(n)`` returns up to ``n`` more bytes of the frame (``b""`` at its end), so neither the
+    frame nor its content is ever whole in memory: a 64 MiB zarr chunk is read 1 MiB and decoded
+    ``piece_bytes`` at a time, and the allocator reuses the freed pieces (a whole chunk would be
+    fresh memory every time, whose page faults cost about as much as the decoding). Every piece
+    is full except the last; a frame that decodes to another size, or is damaged or truncated,
+    raises :class:`ZstdError` (possibly after some pieces were yielded).
+
+    Example:
+        >>> import io
+        >>> frame = bytes.fromhex("28b52ffd0458290000616161616168414513")   # `zstd` of b"aaaaa"
+        >>> [bytes(p) for p in decompress_pieces(io.BytesIO(frame).read, 5, 2)]
+        [b'aa', b'aa', b'a']
+    """
+    lib = _load()
+    if lib is None:
+        raise ZstdError("libzstd is not available")
+    stream = lib.ZSTD_createDStream()
+    if not stream:
+        raise ZstdError("libzstd could not allocate a stream")
+    try:
+        done, chunk, ended = 0, b"", False
+        inbuf = _Buffer(None, 0, 0)
+        while True:
+            piece = bytearray(min(piece_bytes, size - done) or 1)  # 1: room to see bytes past the end
+            target = (ctypes.c_char * len(piece)).from_buffer(piece)
+            outbuf = _Buffer(ctypes.addressof(target), len(piece), 0)
+            while outbuf.pos < outbuf.size:
+                if inbuf.pos == inbuf.size and not ended:
+                    chunk = read(_READ_STEP)
+                    ended = not chunk
+                    source = ctypes.c_char_p(chunk)
+                    inbuf = _Buffer(ctypes.cast(source, ctypes.c_void_p), len(chunk), 0)
+                left = lib.ZSTD_decompressStream(stream, ctypes.byref(outbuf), ctypes.byref(inbuf))
+                if lib.ZSTD_isError(left):
+                    raise ZstdError("the zstd frame is damaged")
+                if left == 0:  # the frame is complete
+                    break
+                if ended and inbuf.pos == inbuf.size and outbuf.pos < outbuf.size:
+                    raise ZstdError("the zstd frame is truncated")
+            del target
+            if done + outbuf.pos > size or (left == 0 and done + outbuf.pos < size):
+                raise ZstdError(f"zstd frame does not decode to the {size:,} bytes expected")
+            if outbuf.pos:
+                done += outbuf.pos
+                if outbuf.pos < len(piece):
+                    del piece[outbuf.pos:]
+                yield piece
+            if left == 0:
+                if inbuf.pos != inbuf.size or read(1):
+                    raise ZstdError("bytes follow the zstd frame")
+                return
+            if done == size:  # all bytes out but the frame not closed: one more step must close it
+                continue
+    finally:
+        lib.ZSTD_freeDStream(stream)
+
+
+_READ_STEP = 1 << 20  # compressed bytes read per step
 
 
 def _stream(lib: ctypes.CDLL, frame: bytes, limit: int) -> bytes:
