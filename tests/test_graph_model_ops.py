@@ -43,7 +43,7 @@ def test_case_matches_jax_in_tfjs(tmp_path, tfjs, case_id, case):
 
 
 WASM_CASES = [(cid, case) for cid, case in CASES if cid in ("shape:take_along_axis", "shape:take_along_middle_axis",
-                                                            "linalg:attention_per_head")]
+                                                            "linalg:attention_per_head", "linalg:mlp_gelu")]
 
 
 @pytest.mark.parametrize("case_id, case", WASM_CASES, ids=[c[0] for c in WASM_CASES])
@@ -70,6 +70,16 @@ def test_attention_runs_one_plain_product_per_head_and_a_native_softmax(tmp_path
     assert not any(n["op"] == "Transpose" and by_name[n["input"][0].split(":")[0]]["op"] == "Transpose" for n in nodes)
     # jax.nn.softmax's 8 ops are TF.js's Softmax (the wasm test above checks the values)
     assert [n["op"] for n in nodes].count("Softmax") == 1 and not {"Exp", "Max", "Sum"} & {n["op"] for n in nodes}
+
+
+def test_gelu_between_matmuls_is_erf_mul_add_with_no_reshape_or_scalar_op(tmp_path):
+    # jax.nn.gelu's 6 ops and the Reshape pair around them: t + t*erf(t), sqrt(1/2) in the kernels
+    case = dict(CASES)["linalg:mlp_gelu"]
+    convert_function(case.fn, tmp_path / "out", [InputSpec("input_1", *case.inputs[0])])
+    nodes = json.loads((tmp_path / "out" / "model.json").read_text())["modelTopology"]["node"]
+    ops = [n["op"] for n in nodes if n["op"] not in ("Const", "Placeholder")]
+    first, second = (i for i, op in enumerate(ops) if op == "_FusedMatMul")
+    assert ops[first + 1:second] == ["Erf", "Mul", "AddV2"], ops
 
 
 def test_every_case_names_primitives_that_have_a_handler():

@@ -227,6 +227,9 @@ CASES = [
     # operands are swapped so it needs no adjoint flag
     GraphCase("attention_per_head", lambda q, k, v: jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(
         jnp.einsum("bqhd,bkhd->bhqk", q, k) / 8.0, axis=-1), v), [((64, 2, 64), F)] * 3, ("dot_general",)),
+    # a transformer MLP on 3-D tokens: the `gelu` rewrite leaves Erf, Mul, AddV2 between the two matmuls
+    GraphCase("mlp_gelu", lambda x: jax.nn.gelu(x @ _W[:24].reshape(4, 6) + _W[24:30], approximate=False)
+              @ _W[30:54].reshape(6, 4) + _W[54:58], [((5, 4), F)], ("dot_general", "erfc")),
     GraphCase("bilinear", lambda x, y: jnp.einsum("bi,bj,ij->b", x, y, _W[:12].reshape(3, 4)), [((3,), F), ((4,), F)],
               ("dot_general",)),
     GraphCase("conv_same_stride", lambda x: _conv(x, _W[:54].reshape(3, 3, 2, 3), window_strides=(2, 1),
