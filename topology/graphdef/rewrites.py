@@ -26,6 +26,11 @@
    Reshape pair) becomes ``t + t·erf(t)`` with ``t = x·√½`` (3 ops); √½ goes into both kernels.
 11. ``fold_reshape`` again: ``fold_affine`` leaves Reshape pairs where it removed a bias between them.
 
+``fold_scale`` (rewrites_heads.py) runs after ``fuse_activation``: a scalar ``*``/``/`` after a plain
+``_FusedMatMul``, through Reshapes, goes into its weights; ``split_heads`` (rewrites_heads.py) after
+``fold_transpose``: the per-head Reshape/Transpose/Unpack and Pack/Transpose/Reshape become
+Reshape/Split and ConcatV2/Reshape, a packed masked Softmax one per head.
+
 ``softmax`` (rewrites_softmax.py) runs third: JAX's last-axis softmax in 8 ops becomes TF.js's ``Softmax``.
 
 Each applied rewrite is one record ``{"rewrite", "removed", "into"}`` in ``graph.rewrites``, shown
@@ -44,6 +49,7 @@ from topology.graphdef.graph_index import GraphIndex, is_zero, prune_unread, ren
 from topology.graphdef.nodes import GraphDef, attr_i, attr_shape, attr_strs
 from topology.graphdef.prune import node_name
 from topology.graphdef.rewrites_gelu import gelu
+from topology.graphdef.rewrites_heads import fold_scale, split_heads
 from topology.graphdef.rewrites_norm import fold_norm_affine, layernorm_stats
 from topology.graphdef.rewrites_softmax import softmax
 
@@ -349,7 +355,7 @@ def fold_transpose(graph: GraphDef) -> None:
 
 
 ORDER = (fold_reshape, layernorm_stats, softmax, relu, cancel_scale, merge_duplicates, fold_affine, fuse_activation,
-         fold_norm_affine, gelu, fold_transpose, fold_reshape)
+         fold_scale, fold_norm_affine, gelu, fold_transpose, split_heads, fold_reshape)
 
 
 def rewrite_graph(graph: GraphDef) -> None:

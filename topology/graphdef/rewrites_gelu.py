@@ -24,8 +24,13 @@ SQRT_HALF = float(np.float32(np.sqrt(0.5)))
 BIAS_ONLY = ("BiasAdd", "Qmlhc0FkZA==")
 
 
-def _plain_fused(index: GraphIndex, node: dict | None) -> bool:
-    """A ``_FusedMatMul`` with a constant float32 kernel and bias, bias only, no transpose flags."""
+def plain_fused_matmul(index: GraphIndex, node: dict | None) -> bool:
+    """A ``_FusedMatMul`` with a constant float32 kernel and bias, bias only, no transpose flags.
+
+    Example:
+        >>> plain_fused_matmul(GraphIndex(GraphDef()), None)
+        False
+    """
     if node is None or node["op"] != "_FusedMatMul" or len(node["input"]) != 3:
         return False
     kernel, bias = index.const(node["input"][1]), index.const(node["input"][2])
@@ -66,7 +71,7 @@ def _match(index: GraphIndex, graph: GraphDef, out: dict) -> tuple | None:
         return None
     before = producer(index, x, "Reshape")
     first = producer(index, before["input"][0] if before is not None else x, "_FusedMatMul")
-    if not _plain_fused(index, first) or (before is not None and index.only_reader(first["name"]) is not before):
+    if not plain_fused_matmul(index, first) or (before is not None and index.only_reader(first["name"]) is not before):
         return None
     after = index.only_reader(out["name"])
     if after is not None and after["op"] == "Reshape":
@@ -80,7 +85,7 @@ def _match(index: GraphIndex, graph: GraphDef, out: dict) -> tuple | None:
         return None
     else:
         second, after = after, None
-    if not _plain_fused(index, second) or node_name(second["input"][0]) != (after or out)["name"]:
+    if not plain_fused_matmul(index, second) or node_name(second["input"][0]) != (after or out)["name"]:
         return None
     return first, before, chain, after, second
 
