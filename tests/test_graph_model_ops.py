@@ -80,9 +80,11 @@ def test_masked_attention_folds_the_scale_and_adds_the_mask_per_head(tmp_path):
     specs = [InputSpec(f"input_{i + 1}", shape, dtype) for i, (shape, dtype) in enumerate(case.inputs)]
     convert_function(case.fn, tmp_path / "out", specs)
     ops = [n["op"] for n in json.loads((tmp_path / "out" / "model.json").read_text())["modelTopology"]["node"]]
-    # projections split into heads by one Split each and merged by one ConcatV2, q's 1/8 in its kernel
-    assert ops.count("Softmax") == 2 and ops.count("Split") == 3 and ops.count("ConcatV2") == 1, ops
-    assert not {"Unpack", "Pack", "RealDiv"} & set(ops) and ops.count("Transpose") == 1, ops
+    # q, k, v projected by one matmul (q's 1/8 in its kernel), split into heads by one Split (a Transpose
+    # per key head), merged by one ConcatV2 (fold_scale, split_heads, merge_qkv)
+    assert ops.count("Softmax") == 2 and ops.count("Split") == 1 and ops.count("ConcatV2") == 1, ops
+    assert ops.count("_FusedMatMul") == 1 and ops.count("Transpose") == 2, ops  # the output projection has no bias
+    assert not {"Unpack", "Pack", "RealDiv"} & set(ops), ops
 
 
 def test_gelu_between_matmuls_is_erf_mul_add_with_no_reshape_or_scalar_op(tmp_path):

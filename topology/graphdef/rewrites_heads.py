@@ -14,6 +14,9 @@ index them):
   ``Reshape(ConcatV2(heads, axis 2))``; ``Unpack(Softmax(Pack(scores) + mask))`` is one
   ``Softmax(scores_h + mask)`` per head (the mask, broadcast over the heads axis, reshaped once
   without it). BERT-tiny: 9 ops fewer per layer.
+- ``merge_qkv``: the q, k and v projections of one input, each split into heads that way, become one
+  ``_FusedMatMul`` (kernels and biases concatenated when written), one Reshape and one Split into all
+  3·H heads, the key heads each transposed: BERT-tiny 5 ops fewer per layer.
 """
 from __future__ import annotations
 
@@ -39,7 +42,13 @@ def _scaled_const(index: GraphIndex, graph: GraphDef, ref: str, factor: float, s
 
 
 def fold_scale(graph: GraphDef) -> None:
-    """Fold a scalar Mul/RealDiv after a plain ``_FusedMatMul`` (and an optional Reshape) into its weights."""
+    """Fold a scalar Mul/RealDiv after a plain ``_FusedMatMul`` (and an optional Reshape) into its weights.
+
+    Example:
+        >>> g = GraphDef()
+        >>> fold_scale(g); g.rewrites  # nothing to rewrite in an empty graph
+        []
+    """
     count = 0
     for node in [n for n in graph.nodes if n["op"] == "_FusedMatMul"]:
         index = GraphIndex(graph)
@@ -188,11 +197,124 @@ def _softmax_per_head(graph: GraphDef) -> int:
 
 
 def split_heads(graph: GraphDef) -> None:
-    """Rewrite the per-head Reshape/Transpose/Unpack and Pack/Transpose/Reshape chains (in place)."""
+    """Rewrite the per-head Reshape/Transpose/Unpack and Pack/Transpose/Reshape chains (in place).
+
+    Example:
+        >>> g = GraphDef()
+        >>> split_heads(g); g.rewrites  # nothing to rewrite in an empty graph
+        []
+    """
     softmaxes = _softmax_per_head(graph)
     inputs, outputs = _split_inputs(graph), _concat_outputs(graph)
     if inputs or outputs or softmaxes:
         graph.rewrites.append({"rewrite": "split_heads", "removed": f"{inputs} Reshape Transpose Unpack, {outputs} Pack "
                                f"Transpose Reshape, {softmaxes} Pack Softmax Unpack",
                                "into": "Reshape Split, ConcatV2 Reshape, a Softmax per head"})
+    prune_unread(graph)
+
+
+def _head_split(index: GraphIndex, matmul: dict) -> tuple | None:
+    """(Reshape, Transpose or None, Split) when ``matmul``'s output is split into heads by ``split_heads``."""
+    reshape = index.only_reader(matmul["name"])
+    if reshape is None or reshape["op"] != "Reshape":
+        return None
+    nxt = index.only_reader(reshape["name"])
+    while nxt is not None and nxt["op"] == "Reshape":  # a pair fold_affine left (the last fold_reshape merges it)
+        reshape, nxt = nxt, index.only_reader(nxt["name"])
+    transpose = nxt if nxt is not None and nxt["op"] == "Transpose" else None
+    split = index.only_reader(transpose["name"]) if transpose is not None else nxt
+    if split is None or split["op"] != "Split":
+        return None
+    axis = index.const(split["input"][0])
+    target = index.const(reshape["input"][1])
+    if axis is None or target is None or target.array is None or target.array.size != 3:
+        return None
+    want = 1 if transpose is not None else 2
+    if int(axis.array.reshape(-1)[0]) != want or (transpose is not None and _perm(index, transpose) != [0, 2, 1]):
+        return None
+    return reshape, transpose, split
+
+
+def _chain_names(index: GraphIndex, start: dict, end: dict) -> list[str]:
+    """The nodes from ``start``'s only reader to ``end``, along only readers."""
+    out, current = [], start
+    while current is not end:
+        current = index.only_reader(current["name"])
+        out.append(current["name"])
+    return out
+
+
+def _concat_columns(*arrays: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.asarray(a, "float32") for a in arrays], axis=-1).astype("float32")
+
+
+def merge_qkv(graph: GraphDef) -> None:
+    """Plain ``_FusedMatMul`` s of one input whose outputs are all split into heads become one matmul and one Split.
+
+    Example:
+        >>> g = GraphDef()
+        >>> merge_qkv(g); g.rewrites  # nothing to rewrite in an empty graph
+        []
+    """
+    count = 0
+    for source in list(dict.fromkeys(n["input"][0] for n in graph.nodes if n["op"] == "_FusedMatMul")):
+        index = GraphIndex(graph)
+        users = [n for n in index.readers.get(node_name(source), []) if n["op"] == "_FusedMatMul" and n["input"][0] == source]
+        parts = [(m, _head_split(index, m)) for m in users if plain_fused_matmul(index, m)]
+        parts = [(m, p) for m, p in parts if p is not None]
+        if len(parts) < 2:
+            continue
+        shapes = {(tuple(index.const(m["input"][1]).shape), int(p[2]["attr"]["num_split"]["i"]),
+                   tuple(int(v) for v in index.const(p[0]["input"][1]).array.reshape(-1)[:2])) for m, p in parts}
+        if len(shapes) != 1:
+            continue
+        (kernel_shape, heads, lead), = shapes
+        first = parts[0][0]
+        position = {n["name"]: i for i, n in enumerate(graph.nodes)}
+        parts.sort(key=lambda mp: position[mp[0]["name"]])
+        first = parts[0][0]  # the merged matmul and Split run where the first ones ran
+        if any(position[r["name"]] < position[parts[0][1][2]["name"]] for _, (_, _, s) in parts for r in index.readers.get(s["name"], [])):
+            continue  # a head is read before the first Split: keep them apart
+        kernels = [index.const(m["input"][1]) for m, _ in parts]
+        biases = [index.const(m["input"][2]) for m, _ in parts]
+        width = kernel_shape[1] * len(parts)
+        kernel_name, bias_name = f"{first['name']}/merged_kernel", f"{first['name']}/merged_bias"
+        graph.consts[kernel_name] = dataclasses.replace(kernels[0], name=kernel_name, shape=(kernel_shape[0], width), binding=WeightBinding(
+            "kernel", (kernel_shape[0], width), derived=Derived("merge_qkv", tuple(k.binding for k in kernels), _concat_columns)))
+        graph.consts[bias_name] = dataclasses.replace(biases[0], name=bias_name, shape=(width,), binding=WeightBinding(
+            "bias", (width,), derived=Derived("merge_qkv", tuple(b.binding for b in biases), _concat_columns)))
+        for name, like, shape in ((kernel_name, kernels[0], (kernel_shape[0], width)), (bias_name, biases[0], (width,))):
+            const_node = index.by_name[like.name]
+            graph.nodes.insert(graph.nodes.index(const_node) + 1, {**const_node, "name": name, "attr": {
+                "dtype": attr_type("float32"), "value": {"tensor": {"dtype": "DT_FLOAT", "tensorShape": attr_shape(shape)["shape"]}}}})
+        first["input"][1:3] = [kernel_name, bias_name]
+        reshape, _, split = next(p for m, p in parts if m is first)
+        reshape["input"][1] = _int_const(graph, f"{first['name']}/merged_rows", [*lead, width])
+        split["input"] = [_int_const(graph, f"{first['name']}/merged_axis", 2), reshape["name"]]
+        split["attr"]["num_split"] = attr_i(heads * len(parts))
+        renamed, added, dropped = {}, [], set()
+        for j, (m, (r, t, s)) in enumerate(parts):
+            if m is not first:
+                dropped |= {m["name"], s["name"], *_chain_names(index, m, r)}
+            if t is not None:
+                dropped.add(t["name"])
+            for i in range(heads):
+                out = f"{split['name']}:{j * heads + i}"
+                if t is not None:  # keys: each head transposed to [b, d, L]
+                    added.append({"name": f"{s['name']}/head_{i}", "op": "Transpose", "input": [out, t["input"][1]],
+                                  "attr": dict(t["attr"])})
+                    out = added[-1]["name"]
+                renamed[f"{s['name']}:{i}"] = out
+                if i == 0:
+                    renamed[s["name"]] = out
+        graph.nodes = [n for n in graph.nodes if n["name"] not in dropped]
+        where = graph.nodes.index(split) + 1
+        graph.nodes[where:where] = added
+        for node in graph.nodes:
+            if node is not split and node not in added:
+                node["input"] = [renamed.get(ref, ref) for ref in node["input"]]
+        count += 1
+    if count:
+        graph.rewrites.append({"rewrite": "merge_qkv", "removed": f"{count}x q, k, v: 3 matmuls, 3 Reshapes, 3 Splits",
+                               "into": "one matmul, one Reshape, one Split (a Transpose per key head)"})
     prune_unread(graph)
