@@ -1,7 +1,7 @@
 """Embedding lookups as ``GatherNd``: TF.js 4.22's wasm ``GatherV2`` copies element by element (BERT-tiny's
 128 word-embedding rows: 0.4 ms a call in Node wasm), its ``GatherNd`` copies rows (0.01 ms).
 
-``GatherV2(table, ids, axis 0)`` of a constant float32 table ``[V, ...]`` becomes
+``GatherV2(table, ids, axis 0)`` of a constant float32 table ``[V, D]`` becomes
 ``GatherNd(table, safe) * where(safe == ids, 1, NaN)`` with ``safe = min(max(ids, 0), V - 1)[..., None]``
 (0.13 ms with its 6 small ops): every id in ``[0, V)`` reads its row exactly as before (times 1); an
 id outside it, which ``GatherV2`` refused with an error and wasm's ``GatherNd`` would read out of
@@ -27,7 +27,7 @@ def _const(graph: GraphDef, name: str, array: np.ndarray) -> str:
 
 
 def gather_rows(graph: GraphDef) -> None:
-    """Rewrite every row lookup in a constant float32 table into a ``GatherNd`` (in place).
+    """Rewrite every row lookup in a constant 2-D float32 table into a ``GatherNd`` (in place).
 
     Example:
         >>> g = GraphDef()
@@ -38,7 +38,7 @@ def gather_rows(graph: GraphDef) -> None:
     for node in [n for n in graph.nodes if n["op"] == "GatherV2"]:
         index = GraphIndex(graph)
         table, axis = index.const(node["input"][0]), index.const(node["input"][2])
-        if table is None or table.dtype != "float32" or len(table.shape) < 1 or axis is None or axis.array is None \
+        if table is None or table.dtype != "float32" or len(table.shape) != 2 or axis is None or axis.array is None \
                 or axis.array.size != 1 or int(axis.array.reshape(-1)[0]) != 0 or int(node["attr"].get("batch_dims", {}).get("i", 0)):
             continue
         rows, name, ids = int(table.shape[0]), node["name"], node["input"][1]
