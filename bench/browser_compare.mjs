@@ -85,15 +85,16 @@ async function measure(env, specs, settings) {
       const inputs = spec.kind === 'graph' ? model.inputs : model.inputs.map((t) => ({shape: t.shape, dtype: t.dtype}));
       const sig = inputs.map((t) => ({shape: t.shape.map((d) => (d == null || d < 0 ? 1 : d)), dtype: t.dtype}));
       signature ??= sig;
-      const xs = sig.map((t) => {
-        const f = fill(t.shape, t.dtype);
-        return tf.tensor(f.data, f.shape, f.dtype);
-      });
+      // A user's call: tensors made from typed arrays (copied into the backend, as ORT copies its feeds in
+      // every session.run), one execute (a GraphModel without control flow; predict for a LayersModel),
+      // the first output read back, everything disposed.
+      const filled = sig.map((t) => fill(t.shape, t.dtype));
       run = async () => {
+        const xs = filled.map((f) => tf.tensor(f.data, f.shape, f.dtype));
         const y = spec.kind === 'graph' ? model.execute(xs.length === 1 ? xs[0] : xs) : model.predict(xs.length === 1 ? xs[0] : xs);
         const first = Array.isArray(y) ? y[0] : y;
         const values = await first.data();
-        tf.dispose(y);
+        tf.dispose([y, xs]);
         return values;
       };
     }

@@ -43,7 +43,9 @@ def test_case_matches_jax_in_tfjs(tmp_path, tfjs, case_id, case):
 
 
 WASM_CASES = [(cid, case) for cid, case in CASES if cid in ("shape:take_along_axis", "shape:take_along_middle_axis",
-                                                            "linalg:attention_per_head")]
+                                                            "linalg:attention_per_head", "linalg:attention_masked",
+                                                            "shape:embedding_take_out_of_range",
+                                                            "linalg:mlp_gelu")]
 
 
 @pytest.mark.parametrize("case_id, case", WASM_CASES, ids=[c[0] for c in WASM_CASES])
@@ -64,12 +66,36 @@ def test_attention_runs_one_plain_product_per_head_and_a_native_softmax(tmp_path
     convert_function(case.fn, tmp_path / "out", specs)
     nodes = json.loads((tmp_path / "out" / "model.json").read_text())["modelTopology"]["node"]
     products = [n for n in nodes if n["op"] == "BatchMatMulV2"]
-    assert len(products) == 4 and [n["op"] for n in nodes].count("Unpack") == 4
+    ops = [n["op"] for n in nodes]
+    # q, k, v come in with a heads axis and the scale is applied to the packed scores: nothing for split_heads
+    assert len(products) == 4 and ops.count("Unpack") == 4
     assert not any(n["attr"]["adj_x"]["b"] or n["attr"]["adj_y"]["b"] for n in products)
     by_name = {n["name"]: n for n in nodes}
     assert not any(n["op"] == "Transpose" and by_name[n["input"][0].split(":")[0]]["op"] == "Transpose" for n in nodes)
     # jax.nn.softmax's 8 ops are TF.js's Softmax (the wasm test above checks the values)
-    assert [n["op"] for n in nodes].count("Softmax") == 1 and not {"Exp", "Max", "Sum"} & {n["op"] for n in nodes}
+    assert ops.count("Softmax") == 1 and not {"Exp", "Max", "Sum"} & set(ops)
+
+
+def test_masked_attention_folds_the_scale_and_adds_the_mask_per_head(tmp_path):
+    case = dict(CASES)["linalg:attention_masked"]
+    specs = [InputSpec(f"input_{i + 1}", shape, dtype) for i, (shape, dtype) in enumerate(case.inputs)]
+    convert_function(case.fn, tmp_path / "out", specs)
+    ops = [n["op"] for n in json.loads((tmp_path / "out" / "model.json").read_text())["modelTopology"]["node"]]
+    # q, k, v projected by one matmul (q's 1/8 in its kernel), split into heads by one Split (a Transpose
+    # per key head), merged by one ConcatV2 (fold_scale, split_heads, merge_qkv)
+    assert ops.count("Softmax") == 2 and ops.count("Split") == 1 and ops.count("ConcatV2") == 1, ops
+    assert ops.count("_FusedMatMul") == 1 and ops.count("Transpose") == 2, ops  # the output projection has no bias
+    assert not {"Unpack", "Pack", "RealDiv"} & set(ops), ops
+
+
+def test_gelu_between_matmuls_is_erf_mul_add_with_no_reshape_or_scalar_op(tmp_path):
+    # jax.nn.gelu's 6 ops and the Reshape pair around them: t + t*erf(t), sqrt(1/2) in the kernels
+    case = dict(CASES)["linalg:mlp_gelu"]
+    convert_function(case.fn, tmp_path / "out", [InputSpec("input_1", *case.inputs[0])])
+    nodes = json.loads((tmp_path / "out" / "model.json").read_text())["modelTopology"]["node"]
+    ops = [n["op"] for n in nodes if n["op"] not in ("Const", "Placeholder")]
+    first, second = (i for i, op in enumerate(ops) if op == "_FusedMatMul")
+    assert ops[first + 1:second] == ["Erf", "Mul", "AddV2"], ops
 
 
 def test_every_case_names_primitives_that_have_a_handler():

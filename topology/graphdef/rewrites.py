@@ -22,7 +22,16 @@
    and biases (``+ beta·W``): two full-size ops fewer per LayerNorm.
 9. ``fold_transpose``: a Transpose of a Transpose becomes one Transpose (none when the two cancel);
    attention's products leave one where their output order is swapped back (ops/linalg.py).
-10. ``fold_reshape`` again: ``fold_affine`` leaves Reshape pairs where it removed a bias between them.
+10. ``gelu`` (rewrites_gelu.py): ``0.5·x·erfc(-x·√½)`` between two ``_FusedMatMul``s (6 ops and a
+   Reshape pair) becomes ``t + t·erf(t)`` with ``t = x·√½`` (3 ops); √½ goes into both kernels.
+11. ``fold_reshape`` again: ``fold_affine`` leaves Reshape pairs where it removed a bias between them.
+
+``fold_scale`` (rewrites_heads.py) runs after ``fuse_activation``: a scalar ``*``/``/`` after a plain
+``_FusedMatMul``, through Reshapes, goes into its weights; ``split_heads`` (rewrites_heads.py) after
+``fold_transpose``: the per-head Reshape/Transpose/Unpack and Pack/Transpose/Reshape become
+Reshape/Split and ConcatV2/Reshape, a packed masked Softmax one per head; then ``merge_qkv``
+(rewrites_heads.py): q, k, v split into heads from one input become one matmul and one Split;
+``gather_rows`` (rewrites_gather.py): an embedding's ``GatherV2`` becomes a guarded ``GatherNd``.
 
 ``softmax`` (rewrites_softmax.py) runs third: JAX's last-axis softmax in 8 ops becomes TF.js's ``Softmax``.
 
@@ -41,6 +50,9 @@ from topology.graph import Derived, WeightBinding
 from topology.graphdef.graph_index import GraphIndex, is_zero, prune_unread, rename_outputs, scalar_value
 from topology.graphdef.nodes import GraphDef, attr_i, attr_shape, attr_strs
 from topology.graphdef.prune import node_name
+from topology.graphdef.rewrites_gather import gather_rows
+from topology.graphdef.rewrites_gelu import gelu
+from topology.graphdef.rewrites_heads import fold_scale, merge_qkv, split_heads
 from topology.graphdef.rewrites_norm import fold_norm_affine, layernorm_stats
 from topology.graphdef.rewrites_softmax import softmax
 
@@ -346,7 +358,7 @@ def fold_transpose(graph: GraphDef) -> None:
 
 
 ORDER = (fold_reshape, layernorm_stats, softmax, relu, cancel_scale, merge_duplicates, fold_affine, fuse_activation,
-         fold_norm_affine, fold_transpose, fold_reshape)
+         fold_scale, fold_norm_affine, gelu, fold_transpose, split_heads, merge_qkv, gather_rows, fold_reshape)
 
 
 def rewrite_graph(graph: GraphDef) -> None:

@@ -216,6 +216,14 @@ def conv_general_dilated(g: GraphBuilder, eqn: Any, values: list[Value]) -> Valu
 
 F = "float32"
 _W = np.linspace(-1, 1, 4 * 3 * 2 * 6, dtype="float32")
+_QKV = np.cos(np.arange(3 * 8 * 128, dtype="float32")).reshape(3, 8, 128) * 0.3
+
+
+def _attention(x: Any, mask: Any) -> Any:
+    q, k, v = ((x @ _QKV[i] + 0.1 * i).reshape(*x.shape[:-1], 2, 64) for i in range(3))
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q / 8.0, k) + jnp.where(mask > 0.5, 0.0, -1e9)[:, None, None, :]
+    out = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(scores, axis=-1), v)
+    return out.reshape(*x.shape[:-1], 128) @ _QKV[0].T
 _conv = lambda x, w, **kw: jax.lax.conv_general_dilated(x, w, dimension_numbers=("NHWC", "HWIO", "NHWC"), **kw)  # noqa: E731
 CASES = [
     GraphCase("matmul", lambda x: x @ _W[:12].reshape(3, 4) + 0.5, [((3,), F)], ("dot_general",)),
@@ -227,6 +235,12 @@ CASES = [
     # operands are swapped so it needs no adjoint flag
     GraphCase("attention_per_head", lambda q, k, v: jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(
         jnp.einsum("bqhd,bkhd->bhqk", q, k) / 8.0, axis=-1), v), [((64, 2, 64), F)] * 3, ("dot_general",)),
+    # BERT's form: q projected then scaled after the split into heads, a padding mask added over every head
+    # (`fold_scale` and `split_heads`: a Split per operand, a masked Softmax per head, one ConcatV2)
+    GraphCase("attention_masked", lambda x, m: _attention(x, m), [((64, 8), F), ((64,), F)], ("dot_general",)),
+    # a transformer MLP on 3-D tokens: the `gelu` rewrite leaves Erf, Mul, AddV2 between the two matmuls
+    GraphCase("mlp_gelu", lambda x: jax.nn.gelu(x @ _W[:24].reshape(4, 6) + _W[24:30], approximate=False)
+              @ _W[30:54].reshape(6, 4) + _W[54:58], [((5, 4), F)], ("dot_general", "erfc")),
     GraphCase("bilinear", lambda x, y: jnp.einsum("bi,bj,ij->b", x, y, _W[:12].reshape(3, 4)), [((3,), F), ((4,), F)],
               ("dot_general",)),
     GraphCase("conv_same_stride", lambda x: _conv(x, _W[:54].reshape(3, 3, 2, 3), window_strides=(2, 1),

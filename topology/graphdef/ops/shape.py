@@ -344,6 +344,9 @@ CASES = [
               int_range=(0, 5)),
     GraphCase("embedding_take", lambda ids: jnp.take(jnp.asarray(_TABLE), ids, axis=0), [((5,), I)], ("gather",),
               int_range=(0, 10)),
+    # ids out of the table (JAX fills NaN; negative ids from -10 wrap): the gather_rows rewrite's GatherNd
+    GraphCase("embedding_take_out_of_range", lambda ids: jnp.take(jnp.asarray(_TABLE), ids, axis=0), [((5,), I)],
+              ("gather",), int_range=(-13, 13)),
     GraphCase("take_axis1", lambda x, ids: jnp.take(x, ids[0], axis=1), [((4, 3), F), ((2,), I)], ("gather",),
               int_range=(0, 4)),
     GraphCase("take_along_axis", lambda x, ids: jnp.take_along_axis(x, ids, axis=-1), [((3, 5), F), ((3, 2), I)],
