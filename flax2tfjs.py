@@ -15,8 +15,8 @@ Example:
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
-import importlib.metadata
 import importlib.util
 import sys
 from pathlib import Path
@@ -25,15 +25,18 @@ OWN_PACKAGES = ("writer", "topology")
 DISTRIBUTION = "flax2tfjs"
 
 
-def _installed_files() -> dict[Path, str | None]:
-    """The ``__init__.py`` files the flax2tfjs distribution installed, with their RECORD sha256 (empty when
-    it is not installed)."""
-    try:
-        dist = importlib.metadata.distribution(DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        return {}
-    return {Path(dist.locate_file(f)).resolve(): f.hash.value if f.hash else None
-            for f in dist.files or [] if str(f).endswith("__init__.py")}
+def _installed_files(site: Path) -> dict[Path, str | None]:
+    """The ``__init__.py`` files the flax2tfjs distribution installed into ``site``, with their RECORD
+    sha256 (empty when it is not installed there). Its RECORD is read directly: importing
+    importlib.metadata and scanning every distribution would cost every run about 10 ms."""
+    for info in sorted(site.glob(f"{DISTRIBUTION}-*.dist-info")):
+        try:
+            rows = list(csv.reader((info / "RECORD").read_text(encoding="utf-8").splitlines()))
+        except OSError:
+            continue
+        return {(site / row[0]).resolve(): row[1].split("=", 1)[1] if len(row) > 1 and "=" in row[1] else None
+                for row in rows if row and row[0].endswith("__init__.py")}
+    return {}
 
 
 def _unchanged(path: Path, recorded: str | None) -> bool:
@@ -58,6 +61,8 @@ def _in_source_checkout(init: Path) -> bool:
 
 def _owner(init: Path, skip: str) -> str | None:
     """The installed distribution (name and version) other than ``skip`` whose RECORD lists ``init``, if any."""
+    import importlib.metadata  # only when something is wrong: scanning every distribution is slow
+
     for dist in importlib.metadata.distributions():
         if (dist.metadata["Name"] or "").lower() == skip:
             continue
@@ -74,7 +79,6 @@ def foreign_packages() -> list[str]:
         >>> foreign_packages()
         []
     """
-    installed = _installed_files()
     problems = []
     for name in OWN_PACKAGES:
         spec = importlib.util.find_spec(name) if name not in sys.modules else sys.modules[name].__spec__
@@ -85,7 +89,10 @@ def foreign_packages() -> list[str]:
                                                                    if where else ""))
             continue
         init = Path(origin).resolve()
-        if (init in installed and _unchanged(init, installed[init])) or _in_source_checkout(init):
+        if _in_source_checkout(init):
+            continue
+        installed = _installed_files(init.parent.parent if init.name == "__init__.py" else init.parent)
+        if init in installed and _unchanged(init, installed[init]):
             continue
         owner = _owner(init, skip=DISTRIBUTION)
         location = init.parent if init.name == "__init__.py" else init
