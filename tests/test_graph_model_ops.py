@@ -44,6 +44,7 @@ def test_case_matches_jax_in_tfjs(tmp_path, tfjs, case_id, case):
 
 WASM_CASES = [(cid, case) for cid, case in CASES if cid in ("shape:take_along_axis", "shape:take_along_middle_axis",
                                                             "linalg:attention_per_head", "linalg:attention_masked",
+                                                            "linalg:attention_block_diagonal",
                                                             "shape:embedding_take_out_of_range",
                                                             "linalg:mlp_gelu")]
 
