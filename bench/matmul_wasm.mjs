@@ -8,7 +8,11 @@
 // Shapes: BERT-tiny's attention (128 tokens, 2 heads of 64) and ViT-Ti's (37 tokens, 3 heads of 64).
 // On a quiet machine (load 1.8, 2026-12-05): 0.25 ms at batch 1 without flags, 1.1 ms with transpose_b,
 // 1.8 ms at batch 2; 128 tokens: 1.4 ms over the heads, 0.6 ms per head; 37 tokens: 0.19 ms over the
-// heads, 0.6 ms per head. Under load every number grows, the order stays.
+// heads, 0.6 ms per head. Under load every number grows, the order stays. The block-diagonal line (all
+// heads in one batch-1 product, load 2.8): 0.41 ms at 128 tokens, 0.31 ms at 37; in the whole models
+// (bench/browser_compare.mjs, Node profile) it wins for ViT-Ti (24 products 4.4 -> 2.1 ms) and loses
+// for BERT-tiny (kernels 4.6 -> 4.9 ms: its per-head form gets q/k/v merged into one matmul), so
+// topology/graphdef/ops/linalg.py uses it only below PER_HEAD_MIN_MACS.
 import {createRequire} from 'node:module';
 import path from 'node:path';
 import {fileURLToPath} from 'node:url';
@@ -47,4 +51,11 @@ for (const [tokens, heads] of [[128, 2], [37, 3]]) {
     const qs = tf.unstack(tf.transpose(q, [0, 2, 1, 3]), 1), ks = tf.unstack(tf.transpose(k, [0, 2, 3, 1]), 1);
     return tf.stack(qs.map((x, i) => tf.matMul(x, ks[i])), 1);
   });
+  // every head in one batch-1 product against a block-diagonal operand: Kᵀ [H·d, L] times a 0/1
+  // mask [H·d, H, L] by one broadcasting Mul (TF.js's Tile is ~0.8 ms in wasm, the Mul ~0.04 ms)
+  const eye = Array.from({length: heads * d * heads}, (_, i) => (Math.floor(Math.floor(i / heads) / d) === i % heads ? 1 : 0));
+  const mask = tf.tensor(eye, [1, heads * d, heads, 1]);
+  time(`${label} block-diagonal, one batch-1 product`, () => tf.matMul(tf.reshape(q, [1, tokens, heads * d]),
+      tf.reshape(tf.mul(tf.reshape(tf.transpose(tf.reshape(k, [1, tokens, heads * d]), [0, 2, 1]), [1, heads * d, 1, tokens]),
+                        mask), [1, heads * d, heads * tokens])));
 }

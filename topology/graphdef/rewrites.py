@@ -33,7 +33,9 @@ Reshape/Split and ConcatV2/Reshape, a packed masked Softmax one per head; then `
 (rewrites_heads.py): q, k, v split into heads from one input become one matmul and one Split;
 ``gather_rows`` (rewrites_gather.py): an embedding's ``GatherV2`` becomes a guarded ``GatherNd``.
 
-``softmax`` (rewrites_softmax.py) runs third: JAX's last-axis softmax in 8 ops becomes TF.js's ``Softmax``.
+``softmax`` (rewrites_softmax.py) runs third: JAX's last-axis softmax in 8 ops becomes TF.js's ``Softmax``;
+``softmax_transposed`` (rewrites_softmax.py) just before ``fold_transpose``: a cancelling Transpose pair
+around a Softmax (the block-diagonal attention products' scores) goes.
 
 Each applied rewrite is one record ``{"rewrite", "removed", "into"}`` in ``graph.rewrites``, shown
 like ``--optimize``'s.
@@ -54,7 +56,7 @@ from topology.graphdef.rewrites_gather import gather_rows
 from topology.graphdef.rewrites_gelu import gelu
 from topology.graphdef.rewrites_heads import fold_scale, merge_qkv, split_heads
 from topology.graphdef.rewrites_norm import fold_norm_affine, layernorm_stats
-from topology.graphdef.rewrites_softmax import softmax
+from topology.graphdef.rewrites_softmax import softmax, softmax_transposed
 
 FUSABLE = {"MatMul": "_FusedMatMul", "Conv2D": "_FusedConv2D", "DepthwiseConv2dNative": "FusedDepthwiseConv2dNative"}
 ACTIVATIONS = {"Relu": "Relu", "Sigmoid": "Sigmoid"}
@@ -358,7 +360,7 @@ def fold_transpose(graph: GraphDef) -> None:
 
 
 ORDER = (fold_reshape, layernorm_stats, softmax, relu, cancel_scale, merge_duplicates, fold_affine, fuse_activation,
-         fold_scale, fold_norm_affine, gelu, fold_transpose, split_heads, merge_qkv, gather_rows, fold_reshape)
+         fold_scale, fold_norm_affine, gelu, softmax_transposed, fold_transpose, split_heads, merge_qkv, gather_rows, fold_reshape)
 
 
 def rewrite_graph(graph: GraphDef) -> None:

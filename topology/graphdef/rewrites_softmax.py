@@ -1,8 +1,14 @@
 """Softmax as TF.js's own op: JAX's ``jax.nn.softmax`` over the last axis is 8 graph ops
 (Max, Maximum with -inf, Reshape, Sub, Exp, Sum, Reshape, RealDiv); ``Softmax`` is one and computes
 the same ``exp(x - max) / sum(exp(x - max))``. ViT-Ti: 84 ops fewer per call.
+
+``softmax_transposed``: ``Transpose(Softmax(Transpose(x, p)), p⁻¹)`` with ``p`` keeping the last axis
+is ``Softmax(x)`` (each row is normalised on its own, wherever it sits): the block-diagonal attention
+lowering (ops/linalg.py) leaves its scores as [b, L, H, L] and jax's softmax reads them as [b, H, L, L].
 """
 from __future__ import annotations
+
+import numpy as np
 
 from topology.graphdef.graph_index import GraphIndex, producer, prune_unread, rename_outputs, scalar_value
 from topology.graphdef.nodes import GraphDef
@@ -51,4 +57,36 @@ def softmax(graph: GraphDef) -> None:
         graph.rewrites.append({"rewrite": "softmax", "removed": f"{count}x exp(x - max) / sum in 8 ops",
                                "into": f"{count} Softmax"})
         prune(graph)
+    prune_unread(graph)
+
+
+def softmax_transposed(graph: GraphDef) -> None:
+    """Drop a Transpose pair around a ``Softmax`` when the pair cancels and keeps the last axis (in place).
+
+    Example:
+        >>> g = GraphDef()
+        >>> softmax_transposed(g); g.rewrites  # nothing to rewrite in an empty graph
+        []
+    """
+    index, dropped = GraphIndex(graph), set()
+    for node in [n for n in graph.nodes if n["op"] == "Softmax"]:
+        inner, outer = producer(index, node["input"][0], "Transpose"), index.only_reader(node["name"])
+        if inner is None or outer is None or outer["op"] != "Transpose" or index.only_reader(inner["name"]) is not node:
+            continue
+        perms = [index.const(t["input"][1]) for t in (inner, outer)]
+        if any(p is None or p.array is None for p in perms):
+            continue
+        inner_perm, outer_perm = (p.array.reshape(-1).astype("int64") for p in perms)
+        if inner_perm[-1] != inner_perm.size - 1 or not (inner_perm[outer_perm] == np.arange(inner_perm.size)).all():
+            continue
+        node["input"] = [inner["input"][0]]
+        if node_name(inner["input"][0]) in graph.shapes:
+            graph.shapes[node["name"]] = graph.shapes[node_name(inner["input"][0])]
+        index.replace_reads(outer["name"], node["name"])
+        rename_outputs(graph, outer["name"], node["name"])
+        dropped |= {inner["name"], outer["name"]}
+    if dropped:
+        graph.nodes = [n for n in graph.nodes if n["name"] not in dropped]
+        graph.rewrites.append({"rewrite": "softmax_transposed", "removed": f"{len(dropped)} Transpose around a Softmax",
+                               "into": "the Softmax alone"})
     prune_unread(graph)

@@ -7,7 +7,9 @@ whichever order needs fewer transposes (``A·B`` or ``(Bᵀ·Aᵀ)ᵀ``): TF.js 
 only a batch-1 product with both flags off to XNNPACK and runs every other one in a plain loop,
 measured 3-5× slower (bench/matmul_wasm.mjs). For the same reason, attention-sized products over a
 (batch, heads) pair of batch axes run one product per head (``Unpack``, ``BatchMatMulV2`` over the
-batch alone, ``Pack``): batch 1 then takes the fast path; any batch stays correct.
+batch alone, ``Pack``): batch 1 then takes the fast path; any batch stays correct. Smaller ones
+(ViT-Ti's 37 tokens) run all heads in one product of the batch alone against a block-diagonal
+operand (``_block_diagonal``): H× the multiply-adds, on the fast path at batch 1.
 """
 from __future__ import annotations
 
@@ -58,7 +60,8 @@ def dot_general(g: GraphBuilder, eqn: Any, values: list[Value]) -> Value:
 
 
 # Per head when one head's product has at least this many multiply-adds: below it (ViT-Ti's 37
-# tokens: 88 K) the extra Unpack/Pack cost more than the plain loop (measured in Node wasm).
+# tokens: 88 K) the extra Unpack/Pack cost more than the plain loop (measured in Node wasm), and the
+# heads go block-diagonal instead (ViT-Ti in Node wasm: 24 products 4.4 -> 2.1 ms, the model 0.90×).
 PER_HEAD_MIN_MACS = 1 << 18
 PER_HEAD_MAX_HEADS = 8
 
@@ -67,6 +70,9 @@ def _batched(g: GraphBuilder, lhs: Value, rhs: Value, left: tuple, right: tuple,
              out_shape: tuple) -> Value:
     (lb, lfree, lc), (rb, rfree, rc), (batch, m, k, n) = left, right, sizes
     identity = lambda x, perm: tuple(perm) == tuple(range(x.rank))  # noqa: E731
+    if len(batch) == 2 and is_static(batch[1]) and 2 <= batch[1] <= PER_HEAD_MAX_HEADS \
+            and all(is_static(d) for d in (m, n, k)) and m * n * k < PER_HEAD_MIN_MACS:
+        return _block_diagonal(g, lhs, rhs, left, right, sizes, dtype, out_shape)
     # A·B needs lhs as (batch, M, K) and rhs as (batch, K, N); (Bᵀ·Aᵀ)ᵀ needs rhs as (batch, N, K), lhs as (batch, K, M).
     direct = [(*lb, *lfree, *lc), (*rb, *rc, *rfree)]
     swapped = [(*rb, *rfree, *rc), (*lb, *lc, *lfree)]
@@ -87,6 +93,44 @@ def _batched(g: GraphBuilder, lhs: Value, rhs: Value, left: tuple, right: tuple,
     if swap:
         out = g.transpose(out, (*range(len(batch)), len(batch) + 1, len(batch)))
     return g.reshape(out, out_shape)
+
+
+def _block_diagonal(g: GraphBuilder, lhs: Value, rhs: Value, left: tuple, right: tuple, sizes: tuple, dtype: Any,
+                    out_shape: tuple) -> Value:
+    """Every head's product in one product of batch ``outer``: ``[outer, M, H·K] · [outer, H·K, H·N]``.
+
+    The right operand is block diagonal (head h's K rows meet only head h's N columns), built by one
+    broadcasting Mul with a 0/1 mask; the masked terms are exact zeros for finite operands. The
+    operands go in whichever order needs fewer transposes (``A·B`` or ``(Bᵀ·Aᵀ)ᵀ``).
+    """
+    (lb, lfree, lc), (rb, rfree, rc), ((outer, heads), m, k, n) = left, right, sizes
+    moved = lambda x, perm: int(tuple(perm) != tuple(range(x.rank)))  # noqa: E731
+    plain = moved(lhs, (lb[0], *lfree, lb[1], *lc)) + min(moved(rhs, (rb[0], rb[1], *rc, *rfree)),
+                                                          moved(rhs, (rb[0], *rc, rb[1], *rfree)))
+    swapped = moved(rhs, (rb[0], *rfree, rb[1], *rc)) + min(moved(lhs, (lb[0], lb[1], *lc, *lfree)),
+                                                            moved(lhs, (lb[0], *lc, lb[1], *lfree)))
+    if swapped < plain:  # the result comes out as [outer, N, H, M]
+        out, perm = _block_product(g, rhs, lhs, right, left, (outer, heads, n, k, m), dtype), (0, 2, 3, 1)
+    else:  # [outer, M, H, N]
+        out, perm = _block_product(g, lhs, rhs, left, right, (outer, heads, m, k, n), dtype), (0, 2, 1, 3)
+    return g.reshape(g.transpose(out, perm), out_shape)
+
+
+def _block_product(g: GraphBuilder, lhs: Value, rhs: Value, left: tuple, right: tuple, sizes: tuple,
+                   dtype: Any) -> Value:
+    (lb, lfree, lc), (rb, rfree, rc), (outer, heads, m, k, n) = left, right, sizes
+    a = g.reshape(g.transpose(lhs, (lb[0], *lfree, lb[1], *lc)), (outer, m, heads * k))
+    eye = np.eye(heads, dtype=dtype)
+    by_rows, by_columns = (rb[0], rb[1], *rc, *rfree), (rb[0], *rc, rb[1], *rfree)
+    if by_columns == tuple(range(rhs.rank)) and by_rows != by_columns:  # rhs is [outer, K, H, N] (the values)
+        b = g.reshape(rhs, (outer, 1, k, heads * n))
+        mask, spread = np.repeat(eye, n, axis=1).reshape(1, heads, 1, heads * n), (outer, heads, k, heads * n)
+    else:  # rhs as [outer, H·K, 1, N]
+        b = g.reshape(g.transpose(rhs, by_rows), (outer, heads * k, 1, n))
+        mask, spread = np.repeat(eye, k, axis=0).reshape(1, heads * k, heads, 1), (outer, heads * k, heads, n)
+    block = g.op("Mul", [b, g.const(mask)], {"T": attr_type(dtype)}, spread, dtype)
+    out = _batch_matmul(g, a, g.reshape(block, (outer, heads * k, heads * n)), (outer, m, heads * n), dtype)
+    return g.reshape(out, (outer, m, heads, n))
 
 
 def _batch_matmul(g: GraphBuilder, a: Value, b: Value, shape: tuple, dtype: Any) -> Value:
@@ -235,6 +279,9 @@ CASES = [
     # operands are swapped so it needs no adjoint flag
     GraphCase("attention_per_head", lambda q, k, v: jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(
         jnp.einsum("bqhd,bkhd->bhqk", q, k) / 8.0, axis=-1), v), [((64, 2, 64), F)] * 3, ("dot_general",)),
+    # ViT-Ti's form (small heads): both products are one batch-1 product against a block-diagonal operand
+    GraphCase("attention_block_diagonal", lambda q, k, v: jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(
+        jnp.einsum("bqhd,bkhd->bhqk", q / 4.0, k), axis=-1), v), [((5, 3, 16), F)] * 3, ("dot_general",)),
     # BERT's form: q projected then scaled after the split into heads, a padding mask added over every head
     # (`fold_scale` and `split_heads`: a Split per operand, a masked Softmax per head, one ConcatV2)
     GraphCase("attention_masked", lambda x, m: _attention(x, m), [((64, 8), F), ((64,), F)], ("dot_general",)),
