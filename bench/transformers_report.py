@@ -59,6 +59,13 @@ def _reasons(d: dict, missed: set[str]) -> list[str]:
                 f"{wall:.1f} ms, so {max(wall - profile['kernel_ms'], 0):.1f} ms go outside kernels (the graph "
                 f"executor's work per op, the inputs, reading the output back, waiting for a core when the "
                 f"machine is loaded)")
+        ort_blocks = entry["runtimes"]["node"]["models"].get("ort", {}).get("block_ms")
+        if ort_blocks:  # the floor: our kernels alone against ORT's whole call
+            ort = _median(ort_blocks)
+            line += (f"; onnxruntime-web's whole Node call takes {ort:.1f} ms, so "
+                     + (f"the kernels alone already take {profile['kernel_ms'] / ort:.2f}× of it: TF.js 4.22's wasm "
+                        f"kernels themselves are slower" if profile['kernel_ms'] > ort else
+                        f"the kernels alone take {profile['kernel_ms'] / ort:.2f}× of it: the rest is per-op work"))
         if "BatchMatMul" in products and "_FusedMatMul" in products:
             b, f = products["BatchMatMul"], products["_FusedMatMul"]
             line += (f"; `BatchMatMul` does {b['macs'] / 1e6:.1f} M multiply-adds at "
