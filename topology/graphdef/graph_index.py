@@ -5,8 +5,12 @@ in place; these helpers are what they share.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+import numpy as np
+
+from topology.graph import Derived, WeightBinding
 from topology.graphdef.nodes import GraphDef
 from topology.graphdef.prune import node_name
 
@@ -83,3 +87,22 @@ def prune_unread(graph: GraphDef) -> None:
     keep = read | {name for name, _, _ in graph.outputs} | {name for name, _, _ in graph.inputs}
     graph.nodes = [n for n in graph.nodes if n["op"] != "Const" or n["name"] in keep]
     graph.consts = {name: c for name, c in graph.consts.items() if name in keep}
+
+
+def scaled_const(index: GraphIndex, graph: GraphDef, ref: str, factor: float, suffix: str, rewrite: str) -> str:
+    """A new constant beside the one at ``ref``: its values times ``factor`` in float32, computed when the
+    weights are written (a ``Derived`` of the same weight, named after ``rewrite``); returns its name.
+
+    Example:
+        >>> scaled_const(GraphIndex(graph), graph, "dense/kernel", 0.5, "half", "fold_scale")  # doctest: +SKIP
+        'dense/kernel/half'
+    """
+    const = index.const(ref)
+    name = f"{const.name}/{suffix}"
+    derived = Derived(rewrite, (const.binding,),
+                      lambda w: (np.asarray(w, "float32") * np.float32(factor)).astype("float32"))
+    graph.consts[name] = dataclasses.replace(const, name=name,
+                                             binding=WeightBinding(const.binding.name, const.shape, derived=derived))
+    const_node = index.by_name[const.name]
+    graph.nodes.insert(graph.nodes.index(const_node) + 1, {**const_node, "name": name, "attr": dict(const_node["attr"])})
+    return name

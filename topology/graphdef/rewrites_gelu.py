@@ -11,12 +11,9 @@ Equal up to float rounding (the scale is applied to weights instead of activatio
 """
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
-from topology.graph import Derived, WeightBinding
-from topology.graphdef.graph_index import GraphIndex, producer, prune_unread, scalar_value
+from topology.graphdef.graph_index import GraphIndex, producer, prune_unread, scalar_value, scaled_const
 from topology.graphdef.nodes import GraphDef
 from topology.graphdef.prune import node_name
 
@@ -90,16 +87,6 @@ def _match(index: GraphIndex, graph: GraphDef, out: dict) -> tuple | None:
     return first, before, chain, after, second
 
 
-def _scaled(index: GraphIndex, graph: GraphDef, ref: str, suffix: str) -> str:
-    """A new constant: the one at ``ref`` times √½ (computed when the weights are written)."""
-    const = index.const(ref)
-    name = f"{const.name}/{suffix}"
-    derived = Derived("gelu", (const.binding,), lambda w: (np.asarray(w, "float32") * np.float32(SQRT_HALF)).astype("float32"))
-    graph.consts[name] = dataclasses.replace(const, name=name, binding=WeightBinding(const.binding.name, const.shape, derived=derived))
-    const_node = index.by_name[const.name]
-    graph.nodes.insert(graph.nodes.index(const_node) + 1, {**const_node, "name": name, "attr": dict(const_node["attr"])})
-    return name
-
 
 def gelu(graph: GraphDef) -> None:
     """Rewrite every exact GELU between two plain ``_FusedMatMul`` s into Erf, Mul, AddV2 (in place).
@@ -118,9 +105,9 @@ def gelu(graph: GraphDef) -> None:
         if match is None:
             continue
         first, before, chain, after, second = match
-        first["input"][1] = _scaled(index, graph, first["input"][1], f"gelu_{first['name']}")
-        first["input"][2] = _scaled(index, graph, first["input"][2], f"gelu_{first['name']}")
-        second["input"][1] = _scaled(index, graph, second["input"][1], f"gelu_{second['name']}")
+        first["input"][1] = scaled_const(index, graph, first["input"][1], SQRT_HALF, f"gelu_{first['name']}", "gelu")
+        first["input"][2] = scaled_const(index, graph, first["input"][2], SQRT_HALF, f"gelu_{first['name']}", "gelu")
+        second["input"][1] = scaled_const(index, graph, second["input"][1], SQRT_HALF, f"gelu_{second['name']}", "gelu")
         t, name = first["name"], out["name"]
         where = graph.nodes.index(out)
         erf = {"name": f"{name}/erf", "op": "Erf", "input": [t], "attr": {"T": {"type": "DT_FLOAT"}}}

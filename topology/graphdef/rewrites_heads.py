@@ -25,20 +25,11 @@ import dataclasses
 import numpy as np
 
 from topology.graph import Derived, WeightBinding
-from topology.graphdef.graph_index import GraphIndex, producer, prune_unread, scalar_value
+from topology.graphdef.graph_index import GraphIndex, producer, prune_unread, scalar_value, scaled_const
 from topology.graphdef.nodes import Const, GraphDef, attr_i, attr_shape, attr_type, is_static
 from topology.graphdef.prune import node_name
 from topology.graphdef.rewrites_gelu import plain_fused_matmul
 
-
-def _scaled_const(index: GraphIndex, graph: GraphDef, ref: str, factor: float, suffix: str) -> str:
-    const = index.const(ref)
-    name = f"{const.name}/{suffix}"
-    derived = Derived("fold_scale", (const.binding,), lambda w: (np.asarray(w, "float32") * np.float32(factor)).astype("float32"))
-    graph.consts[name] = dataclasses.replace(const, name=name, binding=WeightBinding(const.binding.name, const.shape, derived=derived))
-    const_node = index.by_name[const.name]
-    graph.nodes.insert(graph.nodes.index(const_node) + 1, {**const_node, "name": name, "attr": dict(const_node["attr"])})
-    return name
 
 
 def fold_scale(graph: GraphDef) -> None:
@@ -65,8 +56,8 @@ def fold_scale(graph: GraphDef) -> None:
         if value is None or value == 0.0 or (reader["op"] == "RealDiv" and mine[0] != 0):
             continue
         factor = value if reader["op"] == "Mul" else 1.0 / value
-        node["input"][1] = _scaled_const(index, graph, node["input"][1], factor, f"scale_{node['name']}")
-        node["input"][2] = _scaled_const(index, graph, node["input"][2], factor, f"scale_{node['name']}")
+        node["input"][1] = scaled_const(index, graph, node["input"][1], factor, f"scale_{node['name']}", "fold_scale")
+        node["input"][2] = scaled_const(index, graph, node["input"][2], factor, f"scale_{node['name']}", "fold_scale")
         index.replace_reads(reader["name"], current["name"])
         graph.nodes = [n for n in graph.nodes if n["name"] != reader["name"]]
         count += 1
